@@ -1,0 +1,47 @@
+"""Mithril: build a model once, compile it for NumPy, PyTorch, JAX or MLX.
+
+>>> import mithril as ml
+>>> from mithril.models import Model, Linear, Relu
+>>> model = Model()
+>>> model |= Linear(dimension=4)(input_size=3)
+>>> model += Relu()
+>>> pm = ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 3]})
+>>> params = pm.randomize_params()
+>>> pm.evaluate(params, {"input": ml.NumpyBackend().ones(2, 3)})["output"].shape
+(2, 4)
+"""
+
+from .errors import (
+    BackendUnavailableError,
+    CompileError,
+    InputError,
+    MithrilError,
+    ModelReuseError,
+    ShapeMismatchError,
+    TerminalError,
+    TypeMismatchError,
+)
+from .framework.logical.meta import TBD
+from .framework.logical.model import Connection, IOKey
+from .framework.types import (
+    Dtype,
+    bfloat16,
+    bool_,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TBD", "BackendUnavailableError", "CompileError", "Connection", "Dtype", "IOKey",
+    "InputError", "MithrilError", "ModelReuseError", "ShapeMismatchError", "TerminalError",
+    "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
+    "int32", "int64", "uint8",
+]

@@ -1,0 +1,1 @@
+"""Backend-free core: catalogue, shapes, types, logical models, compilation."""

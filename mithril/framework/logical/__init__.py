@@ -1,0 +1,1 @@
+"""Logical models: what is computed, with no backend involved."""

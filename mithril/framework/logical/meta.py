@@ -1,0 +1,207 @@
+"""What is known about one terminal: tensor or scalar, shape, kinds, value, differentiability.
+
+Metas are merged by union-find when terminals are connected; every change goes through the
+shape engine's trail so a failed connection can be rolled back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import types as T
+from ..shapes import (
+    Constraint,
+    Frag,
+    ShapeConflict,
+    _set_attr,
+    add_watchers,
+    frag_from_template,
+    record,
+    schedule,
+    unify_frags,
+)
+
+
+class _TBDType:
+    """Marks a value that will be provided later (``ml.TBD``)."""
+
+    _instance: _TBDType | None = None
+
+    def __new__(cls) -> _TBDType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "TBD"
+
+    def __reduce__(self) -> str:
+        return "TBD"
+
+
+TBD = _TBDType()
+
+TENSOR, SCALAR = "tensor", "scalar"
+
+
+class Initializer:
+    """How ``randomize_params`` fills a parameter (PyTorch's defaults by layer).
+
+    ``kind`` is one of ``"kaiming_uniform"`` (bound ``1/sqrt(fan_in)``, as ``nn.Linear`` /
+    ``nn.Conv2d`` weights and biases), ``"ones"``, ``"zeros"``, ``"normal"`` (std 1, as
+    ``nn.Embedding``) and ``"uniform_hidden"`` (bound ``1/sqrt(hidden)``, as ``nn.LSTM``).
+    ``fan_in`` is a list of dims (ints or shape dims) whose product is the fan-in.
+    """
+
+    __slots__ = ("kind", "fan_in")
+
+    def __init__(self, kind: str, fan_in: list[Any] | None = None) -> None:
+        self.kind = kind
+        self.fan_in = fan_in or []
+
+
+class Meta:
+    """Facts about one terminal, shared by every connection merged with it."""
+
+    __slots__ = ("parent", "rank", "kind", "shape", "kinds", "value", "differentiable", "init",
+                 "watchers")
+
+    def __init__(self, kind: str, shape: Frag | None = None, kinds: int = T.ANY,
+                 value: Any = TBD, differentiable: bool | None = None,
+                 init: Initializer | None = None) -> None:
+        self.parent: Meta = self
+        self.rank = 1
+        self.kind = kind
+        self.shape = shape if shape is not None or kind != TENSOR else frag_from_template(None)
+        self.kinds = kinds
+        self.value = value
+        self.differentiable = differentiable
+        self.init = init
+        self.watchers: dict[Constraint, None] = {}
+
+    @classmethod
+    def tensor(cls, shape: Any = None, kinds: int = T.ANY, **kw: Any) -> Meta:
+        frag = shape if isinstance(shape, Frag) else frag_from_template(shape)
+        return cls(TENSOR, frag, kinds, **kw)
+
+    @classmethod
+    def poly(cls, kinds: int = T.NUMBER) -> Meta:
+        """A terminal that may be a tensor or a Python number, decided by what it meets."""
+        return cls(None, None, kinds)  # type: ignore[arg-type]
+
+    @classmethod
+    def scalar(cls, kinds: int = T.ANY, value: Any = TBD) -> Meta:
+        return cls(SCALAR, None, kinds, value)
+
+    def root(self) -> Meta:
+        m = self
+        while m.parent is not m:
+            m = m.parent
+        return m
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.root().kind == TENSOR
+
+    def has_value(self) -> bool:
+        return self.root().value is not TBD
+
+    def describe(self) -> str:
+        r = self.root()
+        if r.kind == TENSOR:
+            return f"tensor {r.shape!r}"
+        if r.value is not TBD:
+            return f"value {r.value!r}"
+        return "scalar" if r.kind == SCALAR else "tensor or number"
+
+
+def _values_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:
+        return a is b
+
+
+def set_value(meta: Meta, value: Any) -> None:
+    r = meta.root()
+    if r.value is not TBD:
+        if not _values_equal(r.value, value):
+            raise ShapeConflict(f"value {r.value!r} cannot also be {value!r}")
+        return
+    _set_attr(r, "value", value)
+    schedule(r.watchers)
+
+
+def make_kind(meta: Meta, kind: str) -> None:
+    """Decide a polymorphic terminal's kind (tensor or scalar)."""
+    r = meta.root()
+    if r.kind == kind:
+        return
+    if r.kind is not None:
+        raise ShapeConflict(f"a {r.kind} cannot be used as a {kind}")
+    _set_attr(r, "kind", kind)
+    if kind == TENSOR:
+        _set_attr(r, "shape", frag_from_template(None))
+    schedule(r.watchers)
+
+
+def set_kinds(meta: Meta, kinds: int) -> None:
+    r = meta.root()
+    new = r.kinds & kinds
+    if new == r.kinds:
+        return
+    if not new:
+        raise ShapeConflict(f"type {T.kind_names(r.kinds)} does not match {T.kind_names(kinds)}")
+    _set_attr(r, "kinds", new)
+    schedule(r.watchers)
+
+
+def unify_meta(a: Meta, b: Meta) -> Meta:
+    """Merge two terminals' facts; raise :class:`ShapeConflict` if they contradict."""
+    ra, rb = a.root(), b.root()
+    if ra is rb:
+        return ra
+    if ra.kind is not None and rb.kind is not None and ra.kind != rb.kind:
+        raise ShapeConflict(f"a {ra.kind} cannot be connected to a {rb.kind}")
+    if ra.rank < rb.rank:
+        ra, rb = rb, ra
+    if ra.kind is None and rb.kind is not None:
+        _set_attr(ra, "kind", rb.kind)
+        _set_attr(ra, "shape", rb.shape)
+        schedule(ra.watchers)
+    if ra.kind == TENSOR and rb.kind == TENSOR:
+        unify_frags(ra.shape, rb.shape)  # type: ignore[arg-type]
+    new_kinds = ra.kinds & rb.kinds
+    if not new_kinds:
+        raise ShapeConflict(
+            f"type {T.kind_names(ra.kinds)} does not match {T.kind_names(rb.kinds)}")
+    if ra.value is not TBD and rb.value is not TBD and not _values_equal(ra.value, rb.value):
+        raise ShapeConflict(f"value {ra.value!r} does not match {rb.value!r}")
+    _set_attr(rb, "parent", ra)
+    _set_attr(ra, "rank", ra.rank + rb.rank)
+    schedule(rb.watchers)
+    if new_kinds != ra.kinds or (ra.value is TBD and rb.value is not TBD):
+        schedule(ra.watchers)
+    _set_attr(ra, "kinds", new_kinds)
+    if ra.value is TBD:
+        _set_attr(ra, "value", rb.value)
+    if ra.differentiable is None:
+        _set_attr(ra, "differentiable", rb.differentiable)
+    if ra.init is None:
+        _set_attr(ra, "init", rb.init)
+    added = [w for w in rb.watchers if w not in ra.watchers]
+    if added:
+        table = ra.watchers
+        for w in added:
+            table[w] = None
+        record(lambda: [table.pop(w, None) for w in added])
+    return ra
+
+
+def watch_meta(c: Constraint, meta: Meta) -> None:
+    r = meta.root()
+    add_watchers(r, (c,))  # type: ignore[arg-type]

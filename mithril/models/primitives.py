@@ -1,0 +1,122 @@
+"""The catalogue's primitives as models users can add (``Add()``, ``Relu()``, ``Mean(axis=1)``).
+
+Each class is a thin, named view of one catalogue entry; its keyword arguments fix the entry's
+scalar terminals (``Softmax(axis=-1)``), and ``ml.TBD`` leaves one open as an input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..framework.logical.meta import TBD
+from ..framework.logical.model import Operator
+from ..framework.ops import CATALOGUE, SCALAR
+
+
+class Primitive(Operator):
+    """Base of the named primitive classes; ``op_name`` is the catalogue entry."""
+
+    op_name: str = ""
+    positional: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, name: str | None = None, **values: Any) -> None:
+        if len(args) > len(self.positional):
+            raise TypeError(f"{type(self).__name__} takes at most {len(self.positional)} "
+                            f"positional arguments ({', '.join(self.positional)})")
+        for k, v in zip(self.positional, args, strict=False):
+            if k in values:
+                raise TypeError(f"{type(self).__name__} got {k!r} twice")
+            values[k] = v
+        n = values.pop("n", None)
+        super().__init__(CATALOGUE[self.op_name], name=name, n_inputs=n, **values)
+
+
+def _make(class_name: str, op_name: str, doc: str, positional: tuple[str, ...] | None = None
+          ) -> type[Primitive]:
+    op = CATALOGUE[op_name]
+    if positional is None:
+        positional = tuple(t.name for t in op.inputs if t.kind == SCALAR)
+    cls = type(class_name, (Primitive,), {"op_name": op_name, "positional": positional,
+                                          "__doc__": doc, "__module__": __name__})
+    return cls
+
+
+_TABLE: list[tuple[str, str, str]] = [
+    ("Buffer", "buffer", "Passes its input through unchanged (useful to name a connection)."),
+    ("Add", "add", "``left + right`` with broadcasting."),
+    ("Subtract", "subtract", "``left - right`` with broadcasting."),
+    ("Multiply", "multiply", "``left * right`` with broadcasting."),
+    ("Divide", "divide", "``left / right`` (true division) with broadcasting."),
+    ("FloorDivide", "floor_divide", "``left // right`` with broadcasting."),
+    ("Power", "power", "``left ** right`` with broadcasting."),
+    ("MatrixMultiply", "matmul", "``left @ right`` (batched, NumPy semantics)."),
+    ("Minimum", "minimum", "Elementwise minimum."),
+    ("Maximum", "maximum", "Elementwise maximum."),
+    ("Absolute", "absolute", "``|x|``."),
+    ("Negate", "negate", "``-x``."),
+    ("Exponential", "exp", "``exp(x)``."),
+    ("Log", "log", "Natural logarithm."),
+    ("Sqrt", "sqrt", "Square root."),
+    ("Square", "square", "``x * x``."),
+    ("Sign", "sign", "Sign of x (-1, 0, 1)."),
+    ("Sine", "sin", "``sin(x)``."),
+    ("Cosine", "cos", "``cos(x)``."),
+    ("Floor", "floor", "``floor(x)``."),
+    ("Clamp", "clamp", "Clamp x into ``[min, max]``."),
+    ("StableReciprocal", "reciprocal", "``1 / x``."),
+    ("Relu", "relu", "``max(x, 0)`` (``nn.ReLU``)."),
+    ("LeakyRelu", "leaky_relu", "``nn.LeakyReLU(negative_slope=slope)``."),
+    ("Gelu", "gelu", "``nn.GELU`` (``approximate=True`` for the tanh form)."),
+    ("Sigmoid", "sigmoid", "``nn.Sigmoid``."),
+    ("Softmax", "softmax", "``nn.Softmax(dim=axis)``."),
+    ("LogSoftmax", "log_softmax", "``nn.LogSoftmax(dim=axis)``."),
+    ("Softplus", "softplus", "``nn.Softplus``."),
+    ("Tanh", "tanh", "``nn.Tanh``."),
+    ("SiLU", "silu", "``nn.SiLU``."),
+    ("StopGradient", "stop_gradient", "Identity whose gradient is zero (``detach``)."),
+    ("Sum", "sum", "Sum over ``axis`` (all when None)."),
+    ("Mean", "mean", "Mean over ``axis`` (all when None)."),
+    ("Max", "max", "Maximum over ``axis``."),
+    ("Min", "min", "Minimum over ``axis``."),
+    ("Prod", "prod", "Product over ``axis``."),
+    ("Variance", "variance", "Variance over ``axis`` with ``correction`` (0: biased)."),
+    ("ArgMax", "argmax", "Index of the maximum over ``axis``."),
+    ("ArgMin", "argmin", "Index of the minimum over ``axis``."),
+    ("Shape", "shape", "The shape of a tensor, as a tuple."),
+    ("Reshape", "reshape", "Reshape to ``shape`` (one -1 allowed)."),
+    ("Size", "size", "Number of elements, or the size of ``dim``."),
+    ("Transpose", "transpose", "Permute axes (reverse them when ``axes`` is None)."),
+    ("PermuteTensor", "transpose", "Permute axes by ``axes``."),
+    ("SwapAxes", "swap_axes", "Swap two axes."),
+    ("Squeeze", "squeeze", "Drop axes of size 1."),
+    ("Unsqueeze", "unsqueeze", "Insert an axis of size 1."),
+    ("Concat", "concat", "Concatenate ``n`` inputs along ``axis``."),
+    ("Indexer", "indexer", "``input[index]`` for ints, slices, None and Ellipsis."),
+    ("BroadcastTo", "broadcast_to", "Broadcast to ``shape``."),
+    ("Pad", "pad", "Zero padding by ``pad_width`` ((before, after) per dim)."),
+    ("Where", "where", "``input1`` where ``condition`` else ``input2``."),
+    ("IsNan", "isnan", "Elementwise NaN test."),
+    ("NanToNum", "nan_to_num", "Replace NaN and infinities by numbers."),
+    ("Cast", "cast", "Convert to ``dtype``."),
+    ("Item", "item", "The Python number in a one-element tensor."),
+    ("ToTensor", "to_tensor", "A tensor from a Python value."),
+    ("ToTuple", "to_tuple", "A tuple from ``n`` values."),
+    ("Greater", "greater", "``left > right``."),
+    ("Less", "less", "``left < right``."),
+    ("Equal", "equal", "``left == right``."),
+    ("NotEqual", "not_equal", "``left != right``."),
+    ("LessEqual", "less_equal", "``left <= right``."),
+    ("GreaterEqual", "greater_equal", "``left >= right``."),
+    ("LogicalNot", "logical_not", "Elementwise not."),
+    ("LogicalAnd", "logical_and", "Elementwise and."),
+    ("LogicalOr", "logical_or", "Elementwise or."),
+    ("LogicalXOr", "logical_xor", "Elementwise exclusive or."),
+    ("ShiftLeft", "shift_left", "``left << right``."),
+    ("ShiftRight", "shift_right", "``left >> right``."),
+    ("ScaledDotProduct", "scaled_dot_product", "softmax(q k^T * scale + mask) v."),
+]
+
+__all__ = ["Primitive", "TBD"]
+for _cls_name, _op_name, _doc in _TABLE:
+    globals()[_cls_name] = _make(_cls_name, _op_name, _doc)
+    __all__.append(_cls_name)

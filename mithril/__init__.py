@@ -45,3 +45,28 @@ __all__ = [
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8",
 ]
+
+_BACKENDS = {
+    "NumpyBackend": ("numpy", "numpy", "numpy"),
+    "TorchBackend": ("torch", "torch", "torch"),
+    "JaxBackend": ("jax", "jax", "jax"),
+    "MlxBackend": ("mlx", "mlx", "mlx"),
+}
+
+
+def __getattr__(name: str) -> object:
+    """Backends load their framework only when first used."""
+    if name in _BACKENDS:
+        package, module, extra = _BACKENDS[name]
+        import importlib
+
+        try:
+            mod = importlib.import_module(f".backends.{package}", __name__)
+        except ImportError as err:
+            if err.name is not None and err.name.split(".")[0] == module:
+                raise BackendUnavailableError(
+                    f"{name} needs the '{module}' package, which is not installed; install it "
+                    f"with `pip install 'mithril[{extra}]'`") from err
+            raise
+        return getattr(mod, name)
+    raise AttributeError(f"module 'mithril' has no attribute {name!r}")

@@ -190,6 +190,11 @@ class MaxPool1d(Primitive):
     op_name = "max_pool1d"
     positional = ("kernel_size", "stride", "padding", "dilation")
 
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, *, name: str | None = None) -> None:
+        super().__init__(kernel_size=_norm(kernel_size, 1), stride=_norm(stride, 1),
+                         padding=_norm(padding, 1), dilation=_norm(dilation, 1), name=name)
+
 
 class AvgPool2d(Primitive):
     """``nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0)`` (padding counted)."""
@@ -203,12 +208,16 @@ class AvgPool2d(Primitive):
                          padding=_norm2(padding), name=name)
 
 
-def _norm2(v: Any) -> Any:
+def _norm(v: Any, n: int) -> Any:
     if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
+        return (v,) * n
     if isinstance(v, list):
         return tuple(v)
     return v
+
+
+def _norm2(v: Any) -> Any:
+    return _norm(v, 2)
 
 
 class Flatten(Primitive):

@@ -1,0 +1,190 @@
+"""The Backend contract: arrays, random numbers, devices, dtypes, kernels and losses.
+
+A backend owns one framework. Compiled code calls the backend's *kernels* — one function per
+catalogue primitive, with the catalogue's terminal order — and the backend turns the generated
+forward function into gradients (its own VJPs for NumPy, the framework's autodiff elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError
+from ..framework import types as T
+
+
+class Backend:
+    """Base of ``NumpyBackend``, ``TorchBackend``, ``JaxBackend`` and ``MlxBackend``.
+
+    ``dtype`` is the float precision of parameters and float tensors; ``device`` is where
+    arrays live (``"cpu"``, ``"cuda"``, ``"cuda:0"``, ``"mps"``).
+    """
+
+    name: str = "base"
+    #: does this backend compute gradients with its own VJPs (NumPy) or with autodiff?
+    manual_gradients = False
+    #: Python expressions generated code may use instead of a kernel call (e.g. ``{0} + {1}``)
+    exprs: dict[str, str] = {}
+    supported_devices: tuple[str, ...] = ("cpu",)
+
+    def __init__(self, dtype: Any = T.float32, device: str = "cpu") -> None:
+        self.dtype = T.as_dtype(dtype)
+        if self.dtype.kind != T.FLOAT:
+            raise TypeError(f"a backend's dtype is its float precision; got {self.dtype!r}")
+        self.device = self._check_device(device)
+        self._np_rng = np.random.default_rng(0)
+        self._seed = 0
+        self.set_seed(0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dtype={self.dtype!r}, device={self.device!r})"
+
+    # ---- framework hooks (each backend implements these) ----
+    kernels: ModuleType
+    vjps: ModuleType | None = None
+
+    def _check_device(self, device: str) -> str:
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+        base = device.split(":")[0]
+        if base not in ("cpu", "cuda", "mps", "gpu", "tpu"):
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
+        if base != "cpu":
+            raise BackendUnavailableError(
+                f"{type(self).__name__} cannot use device {device!r} on this machine; "
+                "use device='cpu'")
+        return device
+
+    def native_dtype(self, dtype: T.Dtype) -> Any:
+        """The framework's dtype object for ``dtype``."""
+        raise NotImplementedError
+
+    def _from_numpy(self, array: np.ndarray) -> Any:
+        """A framework array holding ``array`` (dtype already final) on this device."""
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy ``x`` to a NumPy array."""
+        raise NotImplementedError
+
+    def seed_framework(self, seed: int) -> None:
+        """Seed the framework's own random state (used by dropout and similar)."""
+
+    # ---- the shared array-creation surface ----
+    def _resolve_dtype(self, dtype: Any, default_float: bool = True) -> T.Dtype:
+        if dtype is None:
+            return self.dtype
+        return T.as_dtype(dtype)
+
+    def _np_dtype(self, dtype: T.Dtype) -> Any:
+        if dtype.name == "bfloat16":
+            return np.float32  # converted by the framework afterwards
+        return np.dtype(dtype.name)
+
+    def _finish(self, array: np.ndarray, dtype: T.Dtype) -> Any:
+        out = self._from_numpy(np.ascontiguousarray(array.astype(self._np_dtype(dtype),
+                                                                  copy=False)))
+        if dtype.name == "bfloat16":
+            out = self.cast(out, dtype)
+        return out
+
+    def cast(self, x: Any, dtype: Any) -> Any:
+        """Convert ``x`` to ``dtype``."""
+        return self.kernels.cast(x, T.as_dtype(dtype))
+
+    def array(self, data: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        """A backend array from nested lists, NumPy or another framework's array.
+
+        Floats take the backend's dtype unless ``dtype`` is given; ints and bools keep theirs.
+        """
+        arr = data if isinstance(data, np.ndarray) else _to_numpy_any(data)
+        if dtype is None:
+            if arr.dtype.kind == "f":
+                dt = self.dtype
+            elif arr.dtype.kind == "b":
+                dt = T.bool_
+            elif arr.dtype.kind in "iu":
+                dt = T.int64 if arr.dtype.itemsize == 8 else T.as_dtype(arr.dtype.name)
+            else:
+                raise TypeError(f"cannot make an array of {arr.dtype} values")
+        else:
+            dt = T.as_dtype(dtype)
+        return self._finish(arr, dt)
+
+    def ones(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        return self._finish(np.ones(_shape(shape)), self._resolve_dtype(dtype))
+
+    def zeros(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        return self._finish(np.zeros(_shape(shape)), self._resolve_dtype(dtype))
+
+    def randn(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        """Standard normal samples from the backend's seeded generator."""
+        return self._finish(self._np_rng.standard_normal(_shape(shape)),
+                            self._resolve_dtype(dtype))
+
+    def rand(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        """Uniform samples in ``[0, 1)`` from the backend's seeded generator."""
+        return self._finish(self._np_rng.random(_shape(shape)), self._resolve_dtype(dtype))
+
+    def randint(self, low: int, high: int, shape: Sequence[int] | int = (), dtype: Any = None,
+                device_mesh: Any = None) -> Any:
+        """Integers in ``[low, high)``."""
+        dt = T.int64 if dtype is None else T.as_dtype(dtype)
+        return self._finish(self._np_rng.integers(low, high, _shape((shape,))), dt)
+
+    def arange(self, start: float, stop: float | None = None, step: float = 1,
+               dtype: Any = None) -> Any:
+        if stop is None:
+            start, stop = 0, start
+        values = np.arange(start, stop, step)
+        if dtype is None:
+            dt = T.int64 if values.dtype.kind in "iu" else self.dtype
+        else:
+            dt = T.as_dtype(dtype)
+        return self._finish(values, dt)
+
+    def set_seed(self, seed: int) -> None:
+        """Seed parameter initialisation, the creators above and the framework's RNG."""
+        if not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._seed = int(seed)
+        self._np_rng = np.random.default_rng(int(seed))
+        self.seed_framework(int(seed))
+
+    @property
+    def np_rng(self) -> np.random.Generator:
+        return self._np_rng
+
+    # ---- compile hooks ----
+    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a generated function for ``jit=True`` (identity where there is no JIT)."""
+        return fn
+
+
+def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        shape = tuple(shape[0])
+    out = []
+    for s in shape:
+        if not isinstance(s, int | np.integer) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"shape entries must be non-negative ints, got {shape!r}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _to_numpy_any(data: Any) -> np.ndarray:
+    if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch
+        return data.detach().cpu().numpy()
+    if type(data).__module__.startswith("mlx"):
+        return np.array(data)
+    return np.asarray(data)
+
+
+def missing_framework(backend: str, module: str, extra: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"{backend} needs the '{module}' package, which is not installed; install it with "
+        f"`pip install 'mithril[{extra}]'`")

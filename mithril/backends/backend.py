@@ -160,6 +160,24 @@ class Backend:
         return self._np_rng
 
     # ---- compile hooks ----
+    def kernel_table(self) -> dict[str, Callable[..., Any]]:
+        """Kernels by catalogue name, with dtype-aware ones bound to this backend's dtype."""
+        table = {name: getattr(self.kernels, name) for name in dir(self.kernels)
+                 if not name.startswith("_") and callable(getattr(self.kernels, name))}
+        if "to_tensor" in table:
+            raw = table["to_tensor"]
+            float_dtype = self.native_dtype(self.dtype)
+            table["to_tensor"] = lambda value: raw(value, float_dtype=float_dtype)
+        return table
+
+    def next_rng(self) -> Any:
+        """The random state handed to random kernels for one call of compiled code."""
+        raise NotImplementedError
+
+    def vjp_fn(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        """Gradients through ``forward`` by the framework's autodiff (see kernel-contract.md)."""
+        raise NotImplementedError
+
     def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a generated function for ``jit=True`` (identity where there is no JIT)."""
         return fn

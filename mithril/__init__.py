@@ -23,6 +23,8 @@ from .errors import (
 )
 from .framework.logical.meta import TBD
 from .framework.logical.model import Connection, IOKey
+from .framework.physical.compile import compile
+from .framework.physical.compiled import CompiledModel
 from .framework.types import (
     Dtype,
     bfloat16,
@@ -40,7 +42,7 @@ from .framework.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "TBD", "BackendUnavailableError", "CompileError", "Connection", "Dtype", "IOKey",
+    "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection", "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelReuseError", "ShapeMismatchError", "TerminalError",
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8",

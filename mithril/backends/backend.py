@@ -30,6 +30,8 @@ class Backend:
     #: Python expressions generated code may use instead of a kernel call (e.g. ``{0} + {1}``)
     exprs: dict[str, str] = {}
     supported_devices: tuple[str, ...] = ("cpu",)
+    #: whether ``compile(..., jit=None)`` wraps generated code with the framework's JIT
+    default_jit = False
 
     def __init__(self, dtype: Any = T.float32, device: str = "cpu") -> None:
         self.dtype = T.as_dtype(dtype)

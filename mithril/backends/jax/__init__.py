@@ -1,0 +1,5 @@
+"""The JAX backend (``mithril.JaxBackend``)."""
+
+from .backend import JaxBackend
+
+__all__ = ["JaxBackend"]

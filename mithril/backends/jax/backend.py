@@ -1,0 +1,172 @@
+"""The JAX backend: kernels on ``jax.numpy``, gradients by ``jax.vjp``, ``jit`` by ``jax.jit``.
+
+Creating a ``JaxBackend`` turns on ``jax_enable_x64`` so that float64 and int64 arrays really
+are 64-bit. That switch is **process-global**: it affects all JAX code in the process (JAX's
+own default for ``jnp.zeros(3)`` becomes float64). Arrays made through the backend's creators
+still default to the backend's ``dtype``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...errors import BackendUnavailableError, InputError
+from ...framework.types import Dtype, float32
+from ..backend import Backend
+from . import kernels
+
+#: Mithril device names -> JAX platform names
+_PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu", "mps": "METAL"}
+
+
+class JaxBackend(Backend):
+    """Runs compiled models on JAX (``dtype`` is the float precision, ``device`` e.g. "cpu").
+
+    Note: construction enables ``jax_enable_x64`` for the whole process (see module docstring).
+    """
+
+    name = "jax"
+    kernels = kernels
+    supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")
+    exprs: ClassVar[dict[str, str]] = {
+        "add": "({0} + {1})",
+        "subtract": "({0} - {1})",
+        "multiply": "({0} * {1})",
+        "divide": "({0} / {1})",
+        "floor_divide": "({0} // {1})",
+        "power": "({0} ** {1})",
+        "greater": "({0} > {1})",
+        "less": "({0} < {1})",
+        "greater_equal": "({0} >= {1})",
+        "less_equal": "({0} <= {1})",
+        "equal": "({0} == {1})",
+        "not_equal": "({0} != {1})",
+        "logical_and": "({0} & {1})",
+        "logical_or": "({0} | {1})",
+        "logical_xor": "({0} ^ {1})",
+        "shift_left": "({0} << {1})",
+        "shift_right": "({0} >> {1})",
+        "negate": "(-{0})",
+        "matmul": "({0} @ {1})",
+        "indexer": "{0}[{1}]",
+    }
+
+    def __init__(self, dtype: Any = float32, device: str = "cpu",
+                 device_mesh: Any = None) -> None:
+        if device_mesh is not None:
+            raise NotImplementedError("device meshes arrive with the parallelism work")
+        jax.config.update("jax_enable_x64", True)
+        self._jax_device: Any = None
+        self._key: Any = None
+        super().__init__(dtype, device)
+
+    # ---- devices and dtypes ----
+    def _check_device(self, device: str) -> str:
+        """Validate ``device`` and remember the matching ``jax.Device``."""
+        # the base class validates the name but knows only the CPU; JAX may have the device
+        with contextlib.suppress(BackendUnavailableError):
+            super()._check_device(device)
+        base, _, index = device.partition(":")
+        if index and not index.isdigit():
+            raise ValueError(f"bad device index in {device!r}; use e.g. 'cuda:0'")
+        try:
+            devices = jax.devices(_PLATFORMS[base])
+        except (RuntimeError, ValueError) as err:
+            raise BackendUnavailableError(
+                f"JaxBackend cannot use device {device!r}: JAX has no {base} device here "
+                f"({err}); use device='cpu'") from None
+        i = int(index) if index else 0
+        if i >= len(devices):
+            raise BackendUnavailableError(
+                f"JaxBackend cannot use device {device!r}: only {len(devices)} {base} "
+                f"device(s) exist")
+        self._jax_device = devices[i]
+        return device
+
+    @property
+    def jax_device(self) -> Any:
+        """The ``jax.Device`` arrays are placed on."""
+        return self._jax_device
+
+    def native_dtype(self, dtype: Dtype) -> Any:
+        """The JAX dtype for ``dtype`` (``jnp.float32``, ``jnp.bfloat16``, ...)."""
+        return kernels.native_dtype(dtype)
+
+    # ---- arrays ----
+    def _from_numpy(self, array: np.ndarray) -> jax.Array:
+        """``array`` as a JAX array on this backend's device (dtype kept)."""
+        return jax.device_put(array, self._jax_device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A NumPy copy of ``x``; bfloat16 becomes float32 (NumPy has no bfloat16)."""
+        out = np.asarray(jax.device_get(x))
+        if out.dtype == jnp.bfloat16:
+            out = out.astype(np.float32)
+        return out
+
+    # ---- randomness ----
+    def seed_framework(self, seed: int) -> None:
+        """Reset the internal PRNG key from ``seed``."""
+        self._key = jax.random.key(seed)
+
+    def next_rng(self) -> jax.Array:
+        """A fresh PRNG key split off the internal key (the internal key advances)."""
+        self._key, sub = jax.random.split(self._key)
+        return sub
+
+    # ---- compile hooks ----
+    def vjp_fn(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        """Gradients of ``forward(params, data, state, rng)`` with respect to ``params``.
+
+        Returns ``fn(params, data, state, rng, output_gradients) -> (outputs, new_state,
+        gradients)``. Only the outputs named in ``output_gradients`` are pulled back (a gradient
+        may be any value broadcastable to its output's shape); ``gradients`` has an entry for
+        every key of ``params``, zeros for unused or non-float parameters. ``fn`` is traceable,
+        so it can be wrapped with :meth:`wrap_jit`.
+        """
+
+        def fn(params: dict[str, Any], data: dict[str, Any], state: dict[str, Any], rng: Any,
+               output_gradients: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+            diff = {k: v for k, v in params.items() if _is_float_array(v)}
+            fixed = {k: v for k, v in params.items() if k not in diff}
+
+            def pulled(p: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+                outputs, new_state = forward({**fixed, **p}, data, state, rng)
+                chosen = _pulled_outputs(outputs, output_gradients)
+                return chosen, (outputs, new_state)
+
+            chosen, back, (outputs, new_state) = jax.vjp(pulled, diff, has_aux=True)
+            cotangents = {k: jnp.broadcast_to(jnp.asarray(output_gradients[k], v.dtype),
+                                              v.shape) for k, v in chosen.items()}
+            (grads,) = back(cotangents)
+            gradients = {k: grads[k] if k in grads else jnp.zeros_like(v)
+                         for k, v in params.items()}
+            return outputs, new_state, gradients
+
+        return fn
+
+    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``jax.jit(fn)``: recompiles for new shapes; dicts of arrays are pytrees."""
+        return jax.jit(fn)
+
+
+def _is_float_array(value: Any) -> bool:
+    """Is ``value`` an array (or array-like) of an inexact dtype, i.e. differentiable?"""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _pulled_outputs(outputs: dict[str, Any], output_gradients: dict[str, Any]) -> dict[str, Any]:
+    """The float outputs that ``output_gradients`` gives a gradient for."""
+    unknown = sorted(set(output_gradients) - set(outputs))
+    if unknown:
+        raise InputError(f"output_gradients names unknown outputs {unknown}; the outputs are "
+                         f"{sorted(outputs)}")
+    return {k: outputs[k] for k in output_gradients
+            if output_gradients[k] is not None and _is_float_array(outputs[k])}

@@ -1,0 +1,664 @@
+"""JAX kernels: one function per tensor primitive of the catalogue (see kernel-contract.md).
+
+Every kernel takes the catalogue's input terminals positionally, in catalogue order, and is
+traceable under ``jax.jit`` when its scalar arguments are Python constants (``item`` excepted:
+it returns a Python value). Random kernels take a trailing JAX PRNG key ``rng``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...framework.types import Dtype, as_dtype
+
+Array = jax.Array
+_UNSET: Any = object()  # marks an argument left out
+
+#: Mithril dtype names -> JAX dtypes
+DTYPES: dict[str, Any] = {
+    "float16": jnp.float16,
+    "bfloat16": jnp.bfloat16,
+    "float32": jnp.float32,
+    "float64": jnp.float64,
+    "int8": jnp.int8,
+    "int16": jnp.int16,
+    "int32": jnp.int32,
+    "int64": jnp.int64,
+    "uint8": jnp.uint8,
+    "bool": jnp.bool_,
+}
+
+
+def native_dtype(dtype: Any) -> Any:
+    """The JAX dtype for a Mithril ``Dtype`` (or anything ``types.as_dtype`` accepts)."""
+    if not isinstance(dtype, Dtype):
+        try:
+            dtype = as_dtype(dtype)
+        except TypeError:
+            dtype = as_dtype(jnp.dtype(dtype).name)
+    return DTYPES[dtype.name]
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _to_float(x: Any) -> Array:
+    """``x`` as an inexact array (ints and bools take JAX's default float, as ``jnp.exp``)."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    return x.astype(jnp.result_type(float))
+
+
+def _tuple(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
+    """An int or a sequence of ``nd`` ints as a tuple of ``nd`` ints."""
+    if isinstance(value, int):
+        return (value,) * nd
+    return tuple(int(v) for v in value)
+
+
+def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    """Padding given as an int, a tuple of ints or a tuple of ``(lo, hi)`` pairs."""
+    items = (value,) * nd if isinstance(value, int) else tuple(value)
+    return tuple((int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1]))
+                 for p in items)
+
+
+def _channel_shape(ndim: int) -> tuple[int, ...]:
+    """Broadcast shape of a per-channel vector against an ``(N, C, ...)`` array."""
+    return (1, -1) + (1,) * (ndim - 2)
+
+
+# ---- elementwise binary -----------------------------------------------------------------------
+def add(left: Any, right: Any) -> Array:
+    """``left + right``."""
+    return jnp.add(left, right)
+
+
+def subtract(left: Any, right: Any) -> Array:
+    """``left - right``."""
+    return jnp.subtract(left, right)
+
+
+def multiply(left: Any, right: Any) -> Array:
+    """``left * right``."""
+    return jnp.multiply(left, right)
+
+
+def divide(left: Any, right: Any) -> Array:
+    """True division ``left / right``."""
+    return jnp.true_divide(left, right)
+
+
+def floor_divide(left: Any, right: Any) -> Array:
+    """``left // right``."""
+    return jnp.floor_divide(left, right)
+
+
+def power(left: Any, right: Any) -> Array:
+    """``left ** right``."""
+    return jnp.power(left, right)
+
+
+def minimum(left: Any, right: Any) -> Array:
+    """Elementwise minimum."""
+    return jnp.minimum(left, right)
+
+
+def maximum(left: Any, right: Any) -> Array:
+    """Elementwise maximum."""
+    return jnp.maximum(left, right)
+
+
+def greater(left: Any, right: Any) -> Array:
+    """``left > right``."""
+    return jnp.greater(left, right)
+
+
+def less(left: Any, right: Any) -> Array:
+    """``left < right``."""
+    return jnp.less(left, right)
+
+
+def greater_equal(left: Any, right: Any) -> Array:
+    """``left >= right``."""
+    return jnp.greater_equal(left, right)
+
+
+def less_equal(left: Any, right: Any) -> Array:
+    """``left <= right``."""
+    return jnp.less_equal(left, right)
+
+
+def equal(left: Any, right: Any) -> Array:
+    """``left == right``."""
+    return jnp.equal(left, right)
+
+
+def not_equal(left: Any, right: Any) -> Array:
+    """``left != right``."""
+    return jnp.not_equal(left, right)
+
+
+def logical_and(left: Any, right: Any) -> Array:
+    """Elementwise logical and."""
+    return jnp.logical_and(left, right)
+
+
+def logical_or(left: Any, right: Any) -> Array:
+    """Elementwise logical or."""
+    return jnp.logical_or(left, right)
+
+
+def logical_xor(left: Any, right: Any) -> Array:
+    """Elementwise logical xor."""
+    return jnp.logical_xor(left, right)
+
+
+def shift_left(left: Any, right: Any) -> Array:
+    """``left << right`` on integers."""
+    return jnp.left_shift(left, right)
+
+
+def shift_right(left: Any, right: Any) -> Array:
+    """``left >> right`` on integers."""
+    return jnp.right_shift(left, right)
+
+
+# ---- elementwise unary ------------------------------------------------------------------------
+def negate(input: Array) -> Array:
+    """``-input``."""
+    return jnp.negative(input)
+
+
+def absolute(input: Array) -> Array:
+    """``|input|``."""
+    return jnp.abs(input)
+
+
+def exp(input: Array) -> Array:
+    """``e ** input``."""
+    return jnp.exp(_to_float(input))
+
+
+def log(input: Array) -> Array:
+    """Natural logarithm."""
+    return jnp.log(_to_float(input))
+
+
+def sqrt(input: Array) -> Array:
+    """Square root."""
+    return jnp.sqrt(_to_float(input))
+
+
+def square(input: Array) -> Array:
+    """``input * input``."""
+    return jnp.square(input)
+
+
+def sign(input: Array) -> Array:
+    """-1, 0 or 1 by the sign of ``input``."""
+    return jnp.sign(input)
+
+
+def sin(input: Array) -> Array:
+    """Sine."""
+    return jnp.sin(_to_float(input))
+
+
+def cos(input: Array) -> Array:
+    """Cosine."""
+    return jnp.cos(_to_float(input))
+
+
+def floor(input: Array) -> Array:
+    """Round down (integers are returned unchanged)."""
+    return jnp.floor(input)
+
+
+def reciprocal(input: Array) -> Array:
+    """``1 / input`` (always a float)."""
+    return jnp.reciprocal(_to_float(input))
+
+
+def relu(input: Array) -> Array:
+    """``max(input, 0)``."""
+    return jax.nn.relu(input)
+
+
+def sigmoid(input: Array) -> Array:
+    """Logistic sigmoid."""
+    return jax.nn.sigmoid(_to_float(input))
+
+
+def tanh(input: Array) -> Array:
+    """Hyperbolic tangent."""
+    return jnp.tanh(_to_float(input))
+
+
+def silu(input: Array) -> Array:
+    """``input * sigmoid(input)``."""
+    return jax.nn.silu(_to_float(input))
+
+
+def softplus(input: Array) -> Array:
+    """``log(1 + e ** input)``, linear above 20 (PyTorch's beta=1, threshold=20)."""
+    x = _to_float(input)
+    return jnp.where(x > 20, x, jax.nn.softplus(x))
+
+
+def stop_gradient(input: Array) -> Array:
+    """``input`` with no gradient flowing back."""
+    return jax.lax.stop_gradient(input)
+
+
+def logical_not(input: Array) -> Array:
+    """Elementwise logical not."""
+    return jnp.logical_not(input)
+
+
+def isnan(input: Array) -> Array:
+    """True where ``input`` is NaN."""
+    return jnp.isnan(input)
+
+
+def gelu(input: Array, approximate: bool = False) -> Array:
+    """Gaussian error linear unit; ``approximate=True`` is the tanh form."""
+    return jax.nn.gelu(_to_float(input), approximate=bool(approximate))
+
+
+def leaky_relu(input: Array, slope: float = 0.01) -> Array:
+    """``input`` where positive, ``slope * input`` elsewhere."""
+    return jnp.where(input > 0, input, input * slope)
+
+
+def clamp(input: Array, min: float | None = None, max: float | None = None) -> Array:
+    """Clip ``input`` to ``[min, max]`` (either bound may be ``None``)."""
+    if min is None and max is None:
+        return jnp.asarray(input)
+    return jnp.clip(input, min, max)
+
+
+def nan_to_num(input: Array, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> Array:
+    """Replace NaN and infinities (by default with the dtype's largest finite values)."""
+    return jnp.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
+
+
+def softmax(input: Array, axis: int = -1) -> Array:
+    """Softmax along ``axis``."""
+    return jax.nn.softmax(_to_float(input), axis=axis)
+
+
+def log_softmax(input: Array, axis: int = -1) -> Array:
+    """Log-softmax along ``axis``."""
+    return jax.nn.log_softmax(_to_float(input), axis=axis)
+
+
+def cast(input: Any, dtype: Any) -> Array:
+    """``input`` converted to ``dtype`` (a Mithril ``Dtype``)."""
+    return jnp.asarray(input).astype(native_dtype(dtype))
+
+
+def where(condition: Array, input1: Any, input2: Any) -> Array:
+    """``input1`` where ``condition`` holds, else ``input2``."""
+    return jnp.where(condition, input1, input2)
+
+
+# ---- linear algebra ---------------------------------------------------------------------------
+def matmul(left: Array, right: Array) -> Array:
+    """Matrix product with NumPy broadcasting."""
+    return jnp.matmul(left, right)
+
+
+def linear(input: Array, weight: Array, bias: Array | None) -> Array:
+    """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
+    out = jnp.matmul(input, jnp.swapaxes(weight, -1, -2))
+    return out if bias is None else out + bias
+
+
+# ---- reductions -------------------------------------------------------------------------------
+def sum(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
+    """Sum over ``axis`` (all axes for ``None``)."""
+    return jnp.sum(input, axis=axis, keepdims=keepdim)
+
+
+def mean(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
+    """Mean over ``axis``."""
+    return jnp.mean(input, axis=axis, keepdims=keepdim)
+
+
+def max(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
+    """Maximum over ``axis``."""
+    return jnp.max(input, axis=axis, keepdims=keepdim)
+
+
+def min(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
+    """Minimum over ``axis``."""
+    return jnp.min(input, axis=axis, keepdims=keepdim)
+
+
+def prod(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
+    """Product over ``axis``."""
+    return jnp.prod(input, axis=axis, keepdims=keepdim)
+
+
+def variance(input: Array, axis: Any = None, keepdim: bool = False,
+             correction: float = 0) -> Array:
+    """Variance over ``axis`` with divisor ``N - correction``."""
+    return jnp.var(_to_float(input), axis=axis, keepdims=keepdim, ddof=correction)
+
+
+def argmax(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
+    """Index of the maximum (of the flattened array for ``axis=None``)."""
+    return jnp.argmax(input, axis=axis, keepdims=keepdim)
+
+
+def argmin(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
+    """Index of the minimum (of the flattened array for ``axis=None``)."""
+    return jnp.argmin(input, axis=axis, keepdims=keepdim)
+
+
+# ---- shape manipulation -----------------------------------------------------------------------
+def reshape(input: Array, shape: Sequence[int]) -> Array:
+    """``input`` with a new shape (one entry may be -1)."""
+    return jnp.reshape(input, tuple(shape))
+
+
+def transpose(input: Array, axes: Sequence[int] | None = None) -> Array:
+    """Permute axes (reverse them for ``None``)."""
+    return jnp.transpose(input, None if axes is None else tuple(axes))
+
+
+def swap_axes(input: Array, axis1: int, axis2: int) -> Array:
+    """Exchange two axes."""
+    return jnp.swapaxes(input, axis1, axis2)
+
+
+def flatten(input: Array, start_dim: int = 0, end_dim: int = -1) -> Array:
+    """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one."""
+    x = jnp.asarray(input)
+    if x.ndim == 0:
+        return x.reshape(1)
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    merged = math.prod(x.shape[start:end + 1])
+    return x.reshape((*x.shape[:start], merged, *x.shape[end + 1:]))
+
+
+def squeeze(input: Array, axis: Any = None) -> Array:
+    """Drop axes of size 1 (all of them for ``None``)."""
+    return jnp.squeeze(input, axis=axis)
+
+
+def unsqueeze(input: Array, axis: int) -> Array:
+    """Insert an axis of size 1 at ``axis``."""
+    return jnp.expand_dims(input, axis)
+
+
+def broadcast_to(input: Array, shape: Sequence[int]) -> Array:
+    """Broadcast ``input`` to ``shape``."""
+    return jnp.broadcast_to(input, tuple(shape))
+
+
+def concat(*args: Any, axis: Any = _UNSET) -> Array:
+    """Join tensors along ``axis``: ``concat(x1, ..., xn, axis)``, the axis last.
+
+    ``axis=None`` flattens the inputs first. The axis may also be given by keyword, or left out
+    (then 0).
+    """
+    tensors: Sequence[Any] = args
+    if axis is _UNSET:
+        axis = 0
+        if args and (args[-1] is None or isinstance(args[-1], int | np.integer)):
+            *tensors, axis = args
+    return jnp.concatenate([jnp.asarray(t) for t in tensors], axis=axis)
+
+
+def pad(input: Array, pad_width: Sequence[tuple[int, int]]) -> Array:
+    """Zero padding with one ``(before, after)`` pair per dim."""
+    return jnp.pad(input, tuple((int(lo), int(hi)) for lo, hi in pad_width))
+
+
+def indexer(input: Any, index: Any) -> Any:
+    """``input[index]`` (basic indexing: ints, slices, ``None``, ``Ellipsis``)."""
+    return input[index]
+
+
+def size(input: Array, dim: int | None = None) -> int:
+    """Number of elements (``dim=None``) or the size of axis ``dim``, as a Python int."""
+    shape = jnp.shape(input)
+    return math.prod(shape) if dim is None else int(shape[dim])
+
+
+def item(input: Array) -> Any:
+    """The single value of ``input`` as a Python number (not traceable)."""
+    return jnp.asarray(input).item()
+
+
+def to_tensor(input: Any, *, float_dtype: Any = jnp.float32) -> Array:
+    """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
+    kind = np.asarray(input).dtype.kind
+    if kind == "b":
+        dtype = jnp.bool_
+    elif kind in "iu":
+        dtype = jnp.int64
+    else:
+        dtype = float_dtype
+    return jnp.asarray(input, dtype=dtype)
+
+
+# ---- convolution and pooling ------------------------------------------------------------------
+def _conv(input: Array, weight: Array, bias: Array | None, stride: Any, padding: Any,
+          dilation: Any, groups: int, nd: int) -> Array:
+    """N-d convolution of ``(N, C, *spatial)`` (or unbatched ``(C, *spatial)``) input."""
+    x = jnp.asarray(input)
+    unbatched = x.ndim == nd + 1
+    if unbatched:
+        x = x[None]
+    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    out = jax.lax.conv_general_dilated(
+        x, weight, window_strides=_tuple(stride, nd), padding=_pad_pairs(padding, nd),
+        rhs_dilation=_tuple(dilation, nd),
+        dimension_numbers=("NC" + spatial, "OI" + spatial, "NC" + spatial),
+        feature_group_count=int(groups))
+    if bias is not None:
+        out = out + jnp.reshape(bias, _channel_shape(out.ndim))
+    return out[0] if unbatched else out
+
+
+def conv1d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Array:
+    """1-d convolution, PyTorch layout: input ``(N, C, L)``, weight ``(O, C/groups, K)``."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Array:
+    """2-d convolution, PyTorch layout: input ``(N, C, H, W)``, weight ``(O, C/groups, KH, KW)``.
+    """
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 2)
+
+
+def _window_args(ndim: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                 nd: int) -> dict[str, Any]:
+    """``lax.reduce_window`` arguments for pooling the last ``nd`` axes of an ``ndim`` array."""
+    k = _tuple(kernel_size, nd)
+    s = k if stride is None else _tuple(stride, nd)
+    lead = ndim - nd
+    return {
+        "window_dimensions": (1,) * lead + k,
+        "window_strides": (1,) * lead + s,
+        "padding": ((0, 0),) * lead + _pad_pairs(padding, nd),
+        "window_dilation": (1,) * lead + _tuple(dilation, nd),
+    }
+
+
+def _max_pool(input: Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+              nd: int) -> Array:
+    """Max pooling over the last ``nd`` axes; padding counts as -inf (floor mode)."""
+    x = jnp.asarray(input)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        init = -jnp.inf
+    elif x.dtype == jnp.bool_:
+        init = False
+    else:
+        init = jnp.iinfo(x.dtype).min
+    args = _window_args(x.ndim, kernel_size, stride, padding, dilation, nd)
+    return jax.lax.reduce_window(x, np.array(init, x.dtype), jax.lax.max, **args)
+
+
+def max_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> Array:
+    """1-d max pooling of ``(N, C, L)`` or ``(C, L)`` input."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, 1)
+
+
+def max_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> Array:
+    """2-d max pooling of ``(N, C, H, W)`` or ``(C, H, W)`` input."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, 2)
+
+
+def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
+    """2-d average pooling; zero padding counts and every window divides by its full size."""
+    x = _to_float(input)
+    args = _window_args(x.ndim, kernel_size, stride, padding, 1, 2)
+    total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, **args)
+    return total / math.prod(_tuple(kernel_size, 2))
+
+
+# ---- normalisation, embedding, attention ------------------------------------------------------
+def _affine(out: Array, weight: Array | None, bias: Array | None, shape: Any) -> Array:
+    """Apply optional ``weight`` and ``bias`` reshaped to ``shape``."""
+    if weight is not None:
+        out = out * jnp.reshape(weight, shape)
+    if bias is not None:
+        out = out + jnp.reshape(bias, shape)
+    return out
+
+
+def _normalize(x: Array, mean: Array, var: Array, eps: float) -> Array:
+    """``(x - mean) / sqrt(var + eps)``."""
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def batch_norm(input: Array, weight: Array | None, bias: Array | None,
+               running_mean: Array | None, running_var: Array | None, momentum: float = 0.1,
+               eps: float = 1e-5) -> tuple[Array, Array | None, Array | None]:
+    """Training batch norm over channel axis 1; returns ``(out, new_mean, new_var)``.
+
+    The output uses the biased batch variance; the running variance is updated with the
+    unbiased one (PyTorch). Absent running statistics give ``None`` in their place.
+    """
+    x = _to_float(input)
+    axes = (0, *range(2, x.ndim))
+    n = math.prod(x.shape[a] for a in axes)
+    shape = _channel_shape(x.ndim)
+    mean_ = jnp.mean(x, axis=axes)
+    var_ = jnp.var(x, axis=axes)
+    out = _normalize(x, mean_.reshape(shape), var_.reshape(shape), eps)
+    out = _affine(out, weight, bias, shape)
+    new_mean = new_var = None
+    if running_mean is not None:
+        new_mean = (1 - momentum) * running_mean + momentum * jax.lax.stop_gradient(mean_)
+    if running_var is not None:
+        if n < 2:
+            raise ValueError(f"batch norm in training needs more than one value per channel, "
+                             f"got input of shape {x.shape}")
+        unbiased = jax.lax.stop_gradient(var_) * (n / (n - 1))
+        new_var = (1 - momentum) * running_var + momentum * unbiased
+    return out, new_mean, new_var
+
+
+def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
+                         running_mean: Array | None, running_var: Array | None,
+                         momentum: float = 0.1, eps: float = 1e-5,
+                         ) -> tuple[Array, Array | None, Array | None]:
+    """Inference batch norm with the running statistics (batch ones where they are ``None``).
+
+    Returns ``(out, running_mean, running_var)`` with the statistics unchanged.
+    """
+    x = _to_float(input)
+    axes = (0, *range(2, x.ndim))
+    shape = _channel_shape(x.ndim)
+    mean_ = jnp.mean(x, axis=axes) if running_mean is None else running_mean
+    var_ = jnp.var(x, axis=axes) if running_var is None else running_var
+    out = _normalize(x, jnp.reshape(mean_, shape), jnp.reshape(var_, shape), eps)
+    return _affine(out, weight, bias, shape), running_mean, running_var
+
+
+def layer_norm(input: Array, weight: Array | None, bias: Array | None,
+               normalized_shape: Any, eps: float = 1e-5) -> Array:
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance)."""
+    x = _to_float(input)
+    n = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    axes = tuple(range(x.ndim - n, x.ndim))
+    mean_ = jnp.mean(x, axis=axes, keepdims=True)
+    var_ = jnp.var(x, axis=axes, keepdims=True)
+    out = _normalize(x, mean_, var_, eps)
+    return _affine(out, weight, bias, x.shape[x.ndim - n:])
+
+
+def group_norm(input: Array, weight: Array | None, bias: Array | None, num_groups: int,
+               eps: float = 1e-5) -> Array:
+    """Normalise ``(N, C, ...)`` input over groups of ``C / num_groups`` channels."""
+    x = _to_float(input)
+    grouped = x.reshape(x.shape[0], num_groups, -1)
+    mean_ = jnp.mean(grouped, axis=-1, keepdims=True)
+    var_ = jnp.var(grouped, axis=-1, keepdims=True)
+    out = _normalize(grouped, mean_, var_, eps).reshape(x.shape)
+    return _affine(out, weight, bias, _channel_shape(x.ndim))
+
+
+def embedding(input: Array, weight: Array) -> Array:
+    """Rows of ``weight`` picked by the integer ``input``."""
+    return jnp.take(weight, input, axis=0)
+
+
+def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array | None,
+                       is_causal: bool = False, scale: float | None = None) -> Array:
+    """``softmax(q @ k^T * scale + mask) @ v``, as ``F.scaled_dot_product_attention``.
+
+    A boolean ``attn_mask`` marks positions to attend (True); a float mask is added.
+    ``is_causal`` masks the upper triangle; ``scale=None`` is ``1 / sqrt(E)``.
+    """
+    q = _to_float(query)
+    factor = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = jnp.matmul(q, jnp.swapaxes(key, -1, -2)) * factor
+    if is_causal:
+        length, source = scores.shape[-2], scores.shape[-1]
+        allowed = jnp.tril(jnp.ones((length, source), dtype=jnp.bool_))
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    if attn_mask is not None:
+        mask = jnp.asarray(attn_mask)
+        if mask.dtype == jnp.bool_:
+            scores = jnp.where(mask, scores, -jnp.inf)
+        else:
+            scores = scores + mask
+    return jnp.matmul(jax.nn.softmax(scores, axis=-1), value)
+
+
+# ---- randomness -------------------------------------------------------------------------------
+def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
+    """Zero each element with probability ``p``; scale the kept ones by ``1 / (1 - p)``."""
+    if p == 0:
+        return jnp.asarray(input)
+    if rng is None:
+        raise ValueError("dropout needs a JAX PRNG key as its trailing 'rng' argument")
+    x = jnp.asarray(input)
+    keep = jax.random.bernoulli(rng, 1 - p, x.shape)
+    return jnp.where(keep, x / (1 - p), jnp.zeros((), x.dtype))
+
+
+def dropout_inference(input: Array, p: float = 0.5, rng: Any = None) -> Array:
+    """Inference dropout: ``input`` unchanged."""
+    return input
+
+
+def split_rng(rng: Any, n: int) -> list[Any]:
+    """``n`` independent PRNG keys split from ``rng``."""
+    return list(jax.random.split(rng, n))

@@ -1,0 +1,721 @@
+"""MLX kernels: one function per tensor primitive of the catalogue (see kernel-contract.md).
+
+Arguments arrive positionally in catalogue order. Tensor-or-number terminals may be plain Python
+numbers; MLX promotes them without upcasting the array's precision. Convolutions take the
+contract's channels-first layouts (``NCL``/``NCHW`` input, ``OIL``/``OIHW`` weight) and
+transpose to MLX's channels-last layouts internally. MLX's CPU convolution does not support
+float64 with strides, dilation or groups, so float64 convolutions use an unfold-and-matmul path.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import mlx.core as mx
+
+from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
+
+_Array = mx.array
+_Number = int | float | bool
+_ArrayOrNumber = mx.array | int | float | bool
+_Axis = int | tuple[int, ...] | None
+
+_DTYPES: dict[str, mx.Dtype] = {
+    "float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32,
+    "float64": mx.float64, "int8": mx.int8, "int16": mx.int16, "int32": mx.int32,
+    "int64": mx.int64, "uint8": mx.uint8, "bool": mx.bool_,
+}
+
+
+def mx_dtype(dtype: Any) -> mx.Dtype:
+    """The MLX dtype for a Mithril ``Dtype`` (or its name); MLX dtypes pass through."""
+    if isinstance(dtype, mx.Dtype):
+        return dtype
+    return _DTYPES[as_dtype(dtype).name]
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise binary (Python numbers allowed on either side)
+# ----------------------------------------------------------------------------------------------
+def add(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left + right``."""
+    return mx.add(left, right)
+
+
+def subtract(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left - right``."""
+    return mx.subtract(left, right)
+
+
+def multiply(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left * right``."""
+    return mx.multiply(left, right)
+
+
+def divide(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """True division."""
+    return mx.divide(left, right)
+
+
+def floor_divide(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Division rounded towards minus infinity."""
+    return mx.floor_divide(left, right)
+
+
+def power(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left ** right``."""
+    return mx.power(left, right)
+
+
+def minimum(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Elementwise minimum (NaN propagates)."""
+    return mx.minimum(left, right)
+
+
+def maximum(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Elementwise maximum (NaN propagates)."""
+    return mx.maximum(left, right)
+
+
+def greater(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left > right``."""
+    return mx.greater(left, right)
+
+
+def less(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left < right``."""
+    return mx.less(left, right)
+
+
+def greater_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left >= right``."""
+    return mx.greater_equal(left, right)
+
+
+def less_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left <= right``."""
+    return mx.less_equal(left, right)
+
+
+def equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left == right``."""
+    return mx.equal(left, right)
+
+
+def not_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """``left != right``."""
+    return mx.not_equal(left, right)
+
+
+def logical_and(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Elementwise logical and."""
+    return mx.logical_and(left, right)
+
+
+def logical_or(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Elementwise logical or."""
+    return mx.logical_or(left, right)
+
+
+def logical_xor(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Elementwise logical exclusive or."""
+    return mx.logical_xor(left, right)
+
+
+def shift_left(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Bitwise ``left << right``."""
+    return mx.left_shift(left, right)
+
+
+def shift_right(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
+    """Bitwise (arithmetic) ``left >> right``."""
+    return mx.right_shift(left, right)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise unary
+# ----------------------------------------------------------------------------------------------
+def negate(input: _Array) -> _Array:
+    """``-input``."""
+    return mx.negative(input)
+
+
+def absolute(input: _Array) -> _Array:
+    """``|input|``."""
+    return mx.abs(input)
+
+
+def exp(input: _Array) -> _Array:
+    """``e ** input``."""
+    return mx.exp(input)
+
+
+def log(input: _Array) -> _Array:
+    """Natural logarithm."""
+    return mx.log(input)
+
+
+def sqrt(input: _Array) -> _Array:
+    """Square root."""
+    return mx.sqrt(input)
+
+
+def square(input: _Array) -> _Array:
+    """``input ** 2``."""
+    return mx.square(input)
+
+
+def sign(input: _Array) -> _Array:
+    """-1, 0 or 1 by the sign of each element."""
+    return mx.sign(input)
+
+
+def sin(input: _Array) -> _Array:
+    """Sine."""
+    return mx.sin(input)
+
+
+def cos(input: _Array) -> _Array:
+    """Cosine."""
+    return mx.cos(input)
+
+
+def floor(input: _Array) -> _Array:
+    """Round towards minus infinity."""
+    return mx.floor(input)
+
+
+def reciprocal(input: _Array) -> _Array:
+    """``1 / input``."""
+    return mx.reciprocal(input)
+
+
+def relu(input: _Array) -> _Array:
+    """``max(input, 0)`` (gradient 0 at 0, like PyTorch)."""
+    return mx.where(input > 0, input, mx.zeros_like(input))
+
+
+def sigmoid(input: _Array) -> _Array:
+    """Logistic sigmoid."""
+    return mx.sigmoid(input)
+
+
+def tanh(input: _Array) -> _Array:
+    """Hyperbolic tangent."""
+    return mx.tanh(input)
+
+
+def silu(input: _Array) -> _Array:
+    """``input * sigmoid(input)``."""
+    return input * mx.sigmoid(input)
+
+
+def softplus(input: _Array) -> _Array:
+    """``log(1 + exp(input))``; the identity above 20 (PyTorch's threshold, beta 1)."""
+    return mx.where(input > 20, input, mx.logaddexp(input, mx.zeros_like(input)))
+
+
+def stop_gradient(input: _Array) -> _Array:
+    """The input, with no gradient flowing back."""
+    return mx.stop_gradient(input)
+
+
+def logical_not(input: _Array) -> _Array:
+    """Elementwise logical not."""
+    return mx.logical_not(input)
+
+
+def isnan(input: _Array) -> _Array:
+    """True where ``input`` is NaN."""
+    return mx.isnan(input)
+
+
+def gelu(input: _Array, approximate: bool = False) -> _Array:
+    """GELU: exact (erf) form, or the tanh approximation when ``approximate``."""
+    if approximate:
+        inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
+        return 0.5 * input * (1 + mx.tanh(inner))
+    return 0.5 * input * (1 + mx.erf(input * (1 / math.sqrt(2.0))))
+
+
+def leaky_relu(input: _Array, slope: float = 0.01) -> _Array:
+    """``input`` where positive, ``slope * input`` elsewhere."""
+    return mx.where(input > 0, input, input * slope)
+
+
+def clamp(input: _Array, min: _Number | None = None, max: _Number | None = None) -> _Array:
+    """Limit ``input`` to ``[min, max]``; either bound may be ``None``."""
+    if min is None and max is None:
+        return input
+    return mx.clip(input, min, max)
+
+
+def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> _Array:
+    """Replace NaN and infinities; infinities default to the dtype's largest finite values."""
+    if not mx.issubdtype(input.dtype, mx.floating):
+        return input
+    info = mx.finfo(input.dtype)
+    hi = info.max if posinf is None else posinf
+    lo = info.min if neginf is None else neginf
+    out = mx.where(mx.isnan(input), mx.array(nan, input.dtype), input)
+    out = mx.where(mx.isposinf(out), mx.array(hi, input.dtype), out)
+    return mx.where(mx.isneginf(out), mx.array(lo, input.dtype), out)
+
+
+def softmax(input: _Array, axis: _Axis = -1) -> _Array:
+    """Softmax along ``axis``."""
+    return mx.softmax(input, axis=axis)
+
+
+def log_softmax(input: _Array, axis: _Axis = -1) -> _Array:
+    """``log(softmax(input))`` computed stably."""
+    return input - mx.logsumexp(input, axis=axis, keepdims=True)
+
+
+def cast(input: _Array, dtype: Any) -> _Array:
+    """``input`` converted to ``dtype`` (a Mithril ``Dtype``)."""
+    return input.astype(mx_dtype(dtype))
+
+
+def where(condition: _Array, input1: _ArrayOrNumber, input2: _ArrayOrNumber) -> _Array:
+    """``input1`` where ``condition`` holds, else ``input2``."""
+    return mx.where(condition, input1, input2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear algebra
+# ----------------------------------------------------------------------------------------------
+def matmul(left: _Array, right: _Array) -> _Array:
+    """Matrix product with NumPy's broadcasting rules."""
+    return mx.matmul(left, right)
+
+
+def linear(input: _Array, weight: _Array, bias: _Array | None) -> _Array:
+    """``input @ weight.T + bias`` with ``weight`` shaped ``(out, in)``."""
+    out = mx.matmul(input, mx.swapaxes(weight, -1, -2))
+    return out if bias is None else out + bias
+
+
+# ----------------------------------------------------------------------------------------------
+# Reductions
+# ----------------------------------------------------------------------------------------------
+def sum(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
+    """Sum over ``axis`` (all axes when ``None``)."""
+    return mx.sum(input, axis=axis, keepdims=keepdim)
+
+
+def mean(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
+    """Mean over ``axis``."""
+    return mx.mean(input, axis=axis, keepdims=keepdim)
+
+
+def max(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
+    """Maximum over ``axis``."""
+    return mx.max(input, axis=axis, keepdims=keepdim)
+
+
+def min(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
+    """Minimum over ``axis``."""
+    return mx.min(input, axis=axis, keepdims=keepdim)
+
+
+def prod(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
+    """Product over ``axis``."""
+    return mx.prod(input, axis=axis, keepdims=keepdim)
+
+
+def variance(input: _Array, axis: _Axis = None, keepdim: bool = False,
+             correction: float = 0) -> _Array:
+    """Variance over ``axis`` with divisor ``N - correction``."""
+    axes = _axes(axis, input.ndim)
+    count = math.prod(input.shape[a] for a in axes)
+    centred = input - mx.mean(input, axis=axes, keepdims=True)
+    return mx.sum(centred * centred, axis=axes, keepdims=keepdim) / (count - correction)
+
+
+def argmax(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
+    """Index of the maximum (of the flattened array when ``axis`` is ``None``), as int64."""
+    return mx.argmax(input, axis=axis, keepdims=keepdim).astype(mx.int64)
+
+
+def argmin(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
+    """Index of the minimum (of the flattened array when ``axis`` is ``None``), as int64."""
+    return mx.argmin(input, axis=axis, keepdims=keepdim).astype(mx.int64)
+
+
+def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim for a in items)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape manipulation
+# ----------------------------------------------------------------------------------------------
+def reshape(input: _Array, shape: Sequence[int]) -> _Array:
+    """``input`` with a new shape (one entry may be -1)."""
+    return mx.reshape(input, tuple(shape))
+
+
+def transpose(input: _Array, axes: Sequence[int] | None = None) -> _Array:
+    """Permute axes (reverse them when ``axes`` is ``None``)."""
+    return mx.transpose(input, None if axes is None else tuple(axes))
+
+
+def swap_axes(input: _Array, axis1: int, axis2: int) -> _Array:
+    """Exchange two axes."""
+    return mx.swapaxes(input, axis1, axis2)
+
+
+def flatten(input: _Array, start_dim: int = 0, end_dim: int = -1) -> _Array:
+    """Merge dims ``start_dim..end_dim`` into one (a scalar becomes shape ``(1,)``)."""
+    if input.ndim == 0:
+        return mx.reshape(input, (1,))
+    return mx.flatten(input, start_dim, end_dim)
+
+
+def squeeze(input: _Array, axis: _Axis = None) -> _Array:
+    """Drop size-1 dims (all of them when ``axis`` is ``None``)."""
+    return mx.squeeze(input, axis=axis)
+
+
+def unsqueeze(input: _Array, axis: int) -> _Array:
+    """Insert a size-1 dim at ``axis``."""
+    return mx.expand_dims(input, axis)
+
+
+def broadcast_to(input: _Array, shape: Sequence[int]) -> _Array:
+    """Broadcast ``input`` to ``shape``."""
+    return mx.broadcast_to(input, tuple(shape))
+
+
+def concat(*args: Any) -> _Array:
+    """``concat(*inputs, axis)``: join tensors along ``axis`` (flattened first if ``None``)."""
+    *inputs, axis = args
+    if axis is None:
+        return mx.concatenate([mx.reshape(x, (-1,)) for x in inputs], axis=0)
+    return mx.concatenate(list(inputs), axis=axis)
+
+
+def pad(input: _Array, pad_width: Sequence[tuple[int, int]]) -> _Array:
+    """Zero padding with one ``(before, after)`` pair per dim."""
+    return mx.pad(input, [tuple(p) for p in pad_width])
+
+
+# ----------------------------------------------------------------------------------------------
+# Indexing and scalar plumbing
+# ----------------------------------------------------------------------------------------------
+def indexer(input: Any, index: Any) -> Any:
+    """``input[index]`` for ints, slices, ``None``, ``Ellipsis`` and tuples of them."""
+    return input[index]
+
+
+def size(input: _Array, dim: int | None = None) -> int:
+    """_Number of elements (``dim=None``) or the length of dim ``dim``, as a Python int."""
+    if dim is None:
+        return int(input.size)
+    return int(input.shape[dim])
+
+
+def item(input: _Array) -> _Number:
+    """The single element of ``input`` as a Python number."""
+    return input.item()
+
+
+def to_tensor(input: Any, *, float_dtype: Any) -> _Array:
+    """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
+    kind = _python_kind(input)
+    if kind == FLOAT:
+        dtype = mx_dtype(float_dtype)
+    elif kind == INT:
+        dtype = mx.int64
+    else:
+        dtype = mx.bool_
+    return mx.array(input, dtype=dtype)
+
+
+def _python_kind(value: Any) -> int:
+    """The widest kind (bool < int < float) among the leaves of a nested list."""
+    if isinstance(value, list | tuple):
+        kinds = [_python_kind(v) for v in value]
+        return builtins.max(kinds) if kinds else FLOAT
+    return kind_of_python(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+def conv1d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> _Array:
+    """1-D cross-correlation, ``(N, C, L)`` input and ``(O, C/groups, K)`` weight."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> _Array:
+    """2-D cross-correlation, ``(N, C, H, W)`` input and ``(O, C/groups, KH, KW)`` weight."""
+    return _conv(input, weight, bias, stride, padding, dilation, groups, 2)
+
+
+def _tuple(value: Any, nd: int) -> tuple[int, ...]:
+    return (int(value),) * nd if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    items = (value,) * nd if isinstance(value, int) else tuple(value)
+    return tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in items)
+
+
+def _channels_last(nd: int) -> tuple[int, ...]:
+    return (0, *range(2, nd + 2), 1)
+
+
+def _channels_first(nd: int) -> tuple[int, ...]:
+    return (0, nd + 1, *range(1, nd + 1))
+
+
+def _conv(input: _Array, weight: _Array, bias: _Array | None, stride: Any, padding: Any,
+          dilation: Any, groups: int, nd: int) -> _Array:
+    unbatched = input.ndim == nd + 1
+    x = mx.expand_dims(input, 0) if unbatched else input
+    s, d, p = _tuple(stride, nd), _tuple(dilation, nd), _pad_pairs(padding, nd)
+    x = mx.transpose(x, _channels_last(nd))
+    w = mx.transpose(weight, _channels_last(nd))
+    if x.dtype == mx.float64 or w.dtype == mx.float64:
+        out = _conv_unfold(x, w, s, p, d, groups)
+    else:
+        out = mx.conv_general(x, w, stride=list(s),
+                              padding=([a for a, _ in p], [b for _, b in p]),
+                              kernel_dilation=list(d), groups=groups)
+    out = mx.transpose(out, _channels_first(nd))
+    if bias is not None:
+        out = out + mx.reshape(bias, (1, -1) + (1,) * nd)
+    return out[0] if unbatched else out
+
+
+def _windows(x: _Array, kernel: tuple[int, ...], stride: tuple[int, ...],
+             dilation: tuple[int, ...], first_axis: int) -> _Array:
+    """Every window offset of ``x`` as a strided slice, stacked on a new axis.
+
+    The spatial axes of ``x`` start at ``first_axis``; each becomes its output length, and the
+    ``prod(kernel)`` window elements form a new axis placed right after them:
+    ``(N, H, W, C) -> (N, OH, OW, KH*KW, C)`` or ``(N, C, H, W) -> (N, C, OH, OW, KH*KW)``.
+    Floor mode: incomplete windows at the end are dropped.
+    """
+    nd = len(kernel)
+    spatial = x.shape[first_axis:first_axis + nd]
+    outs = [(n - dl * (k - 1) - 1) // st + 1
+            for n, k, st, dl in zip(spatial, kernel, stride, dilation, strict=True)]
+    pieces = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index: list[Any] = [slice(None)] * first_axis
+        for o, dl, st, n_out in zip(offset, dilation, stride, outs, strict=True):
+            start = o * dl
+            index.append(slice(start, start + st * (n_out - 1) + 1, st))
+        pieces.append(x[tuple(index)])
+    trailing = x.ndim - first_axis - nd
+    return mx.stack(pieces, axis=x.ndim - trailing)
+
+
+def _conv_unfold(x: _Array, w: _Array, stride: tuple[int, ...],
+                 padding: tuple[tuple[int, int], ...], dilation: tuple[int, ...],
+                 groups: int) -> _Array:
+    """Channels-last convolution by unfolding windows and one grouped matmul (any dtype)."""
+    x = mx.pad(x, [(0, 0), *padding, (0, 0)])
+    kernel = tuple(w.shape[1:-1])
+    patches = _windows(x, kernel, stride, dilation, 1)  # (N, *out, K, C)
+    n, *out_spatial, k, c = patches.shape
+    cg, o = c // groups, w.shape[0]
+    rows = math.prod(out_spatial) * n
+    patches = mx.reshape(patches, (rows, k, groups, cg))
+    patches = mx.reshape(mx.transpose(patches, (2, 0, 1, 3)), (groups, rows, k * cg))
+    w = mx.reshape(w, (groups, o // groups, k * cg))
+    out = mx.matmul(patches, mx.transpose(w, (0, 2, 1)))  # (groups, rows, O/groups)
+    return mx.reshape(mx.transpose(out, (1, 0, 2)), (n, *out_spatial, o))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling (channels-first input with any leading dims; floor mode)
+# ----------------------------------------------------------------------------------------------
+def max_pool1d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> _Array:
+    """1-D max pooling over the last axis; padding counts as -inf."""
+    return _pool(input, kernel_size, stride, padding, dilation, 1, "max")
+
+
+def max_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> _Array:
+    """2-D max pooling over the last two axes; padding counts as -inf."""
+    return _pool(input, kernel_size, stride, padding, dilation, 2, "max")
+
+
+def avg_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> _Array:
+    """2-D average pooling over the last two axes; zero padding counts in the average."""
+    return _pool(input, kernel_size, stride, padding, 1, 2, "avg")
+
+
+def _lowest(dtype: mx.Dtype) -> float | int:
+    if mx.issubdtype(dtype, mx.floating):
+        return -math.inf
+    if dtype == mx.bool_:
+        return False
+    return mx.iinfo(dtype).min
+
+
+def _pool(input: _Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any, nd: int,
+          mode: str) -> _Array:
+    k = _tuple(kernel_size, nd)
+    s = k if stride is None else _tuple(stride, nd)
+    d = _tuple(dilation, nd)
+    p = _pad_pairs(padding, nd)
+    lead = input.ndim - nd
+    fill = _lowest(input.dtype) if mode == "max" else 0
+    x = mx.pad(input, [(0, 0)] * lead + list(p), constant_values=fill)
+    windows = _windows(x, k, s, d, lead)  # (*lead, *out, K)
+    if mode == "max":
+        return mx.max(windows, axis=-1)
+    return mx.mean(windows, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------------
+def _channel_shape(input: _Array) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (input.ndim - 2)
+
+
+def _affine(out: _Array, weight: _Array | None, bias: _Array | None,
+            shape: tuple[int, ...]) -> _Array:
+    if weight is not None:
+        out = out * mx.reshape(weight, shape)
+    if bias is not None:
+        out = out + mx.reshape(bias, shape)
+    return out
+
+
+def _normalise(input: _Array, mean: _Array, var: _Array, eps: float) -> _Array:
+    return (input - mean) * mx.rsqrt(var + eps)
+
+
+def batch_norm(input: _Array, weight: _Array | None, bias: _Array | None,
+               running_mean: _Array | None, running_var: _Array | None, momentum: float = 0.1,
+               eps: float = 1e-5) -> tuple[_Array, _Array | None, _Array | None]:
+    """Training batch norm over channel axis 1; returns ``(out, new_mean, new_var)``."""
+    axes = tuple(a for a in range(input.ndim) if a != 1)
+    mean_ = mx.mean(input, axis=axes, keepdims=True)
+    var_ = mx.mean(mx.square(input - mean_), axis=axes, keepdims=True)
+    shape = _channel_shape(input)
+    out = _affine(_normalise(input, mean_, var_, eps), weight, bias, shape)
+    count = input.size // input.shape[1]
+    if count < 2:
+        raise ValueError("batch norm in training needs more than one value per channel, got "
+                         f"an input of shape {tuple(input.shape)}")
+    new_mean = new_var = None
+    if running_mean is not None:
+        batch_mean = mx.stop_gradient(mx.reshape(mean_, (-1,)))
+        new_mean = (1 - momentum) * running_mean + momentum * batch_mean
+    if running_var is not None:
+        unbiased = mx.stop_gradient(mx.reshape(var_, (-1,))) * (count / (count - 1))
+        new_var = (1 - momentum) * running_var + momentum * unbiased
+    return out, new_mean, new_var
+
+
+def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | None,
+                         running_mean: _Array | None, running_var: _Array | None,
+                         momentum: float = 0.1, eps: float = 1e-5
+                         ) -> tuple[_Array, _Array | None, _Array | None]:
+    """Batch norm with the running statistics (batch ones where absent); state unchanged."""
+    axes = tuple(a for a in range(input.ndim) if a != 1)
+    shape = _channel_shape(input)
+    if running_mean is not None:
+        mean_ = mx.reshape(running_mean, shape)
+    else:
+        mean_ = mx.mean(input, axis=axes, keepdims=True)
+    if running_var is not None:
+        var_ = mx.reshape(running_var, shape)
+    else:
+        var_ = mx.mean(mx.square(input - mx.mean(input, axis=axes, keepdims=True)), axis=axes,
+                       keepdims=True)
+    out = _affine(_normalise(input, mean_, var_, eps), weight, bias, shape)
+    return out, running_mean, running_var
+
+
+def layer_norm(input: _Array, weight: _Array | None, bias: _Array | None,
+               normalized_shape: Sequence[int], eps: float = 1e-5) -> _Array:
+    """Normalise over the trailing ``len(normalized_shape)`` dims (biased variance)."""
+    axes = tuple(range(input.ndim - len(tuple(normalized_shape)), input.ndim))
+    mean_ = mx.mean(input, axis=axes, keepdims=True)
+    var_ = mx.mean(mx.square(input - mean_), axis=axes, keepdims=True)
+    out = _normalise(input, mean_, var_, eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def group_norm(input: _Array, weight: _Array | None, bias: _Array | None, num_groups: int,
+               eps: float = 1e-5) -> _Array:
+    """Normalise ``(N, C, *)`` over groups of ``C / num_groups`` channels (biased variance)."""
+    grouped = mx.reshape(input, (input.shape[0], num_groups, -1))
+    mean_ = mx.mean(grouped, axis=-1, keepdims=True)
+    var_ = mx.mean(mx.square(grouped - mean_), axis=-1, keepdims=True)
+    out = mx.reshape(_normalise(grouped, mean_, var_, eps), input.shape)
+    return _affine(out, weight, bias, _channel_shape(input))
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding, attention, dropout
+# ----------------------------------------------------------------------------------------------
+def embedding(input: _Array, weight: _Array) -> _Array:
+    """Rows of ``weight`` selected by the integer ``input``: ``weight[input]``."""
+    return mx.take(weight, input, axis=0)
+
+
+def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Array | None,
+                       is_causal: bool = False, scale: float | None = None) -> _Array:
+    """Attention as PyTorch's ``F.scaled_dot_product_attention``.
+
+    A boolean ``attn_mask`` marks positions that may be attended (True); a float mask is added
+    to the scores. ``is_causal`` masks the strict upper triangle; ``scale=None`` is
+    ``1 / sqrt(E)``.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = mx.matmul(query, mx.swapaxes(key, -1, -2)) * scale
+    neg_inf = mx.array(-math.inf, scores.dtype)
+    if is_causal:
+        n_q, n_k = query.shape[-2], key.shape[-2]
+        allowed = mx.tril(mx.ones((n_q, n_k), dtype=mx.bool_))
+        scores = mx.where(allowed, scores, neg_inf)
+    if attn_mask is not None:
+        if attn_mask.dtype == mx.bool_:
+            scores = mx.where(attn_mask, scores, neg_inf)
+        else:
+            scores = scores + attn_mask
+    return mx.matmul(mx.softmax(scores, axis=-1), value)
+
+
+def dropout(input: _Array, p: float = 0.5, rng: _Array | None = None) -> _Array:
+    """Zero each element with probability ``p``; scale survivors by ``1 / (1 - p)``."""
+    if p == 0:
+        return input
+    keep = mx.random.bernoulli(1 - p, input.shape, key=rng)
+    return mx.where(keep, input * (1 / (1 - p)), mx.zeros_like(input))
+
+
+def dropout_inference(input: _Array, p: float = 0.5) -> _Array:
+    """Dropout at inference: the identity."""
+    return input
+
+
+def split_rng(rng: _Array, n: int) -> list[_Array]:
+    """``n`` independent keys split from ``rng``."""
+    keys = mx.random.split(rng, n)
+    return [keys[i] for i in range(n)]

@@ -1,0 +1,202 @@
+"""``TorchBackend``: compiled models run on PyTorch tensors, gradients by ``torch.autograd``."""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...errors import BackendUnavailableError, InputError
+from ...framework.types import float32
+from ..backend import Backend
+from . import kernels
+
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+
+
+class TorchBackend(Backend):
+    """PyTorch backend: ``TorchBackend(dtype=ml.float32, device="cpu")``.
+
+    ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; an unavailable device raises
+    ``BackendUnavailableError``. ``self.device`` is a ``torch.device``.
+    """
+
+    name = "torch"
+    kernels = kernels
+    supported_devices = ("cpu", "cuda", "mps")
+    #: the kernels of these primitives are exactly these Python operators
+    exprs: ClassVar[dict[str, str]] = {
+        "add": "({0} + {1})",
+        "subtract": "({0} - {1})",
+        "multiply": "({0} * {1})",
+        "divide": "({0} / {1})",
+        "floor_divide": "({0} // {1})",
+        "power": "({0} ** {1})",
+        "greater": "({0} > {1})",
+        "less": "({0} < {1})",
+        "greater_equal": "({0} >= {1})",
+        "less_equal": "({0} <= {1})",
+        "equal": "({0} == {1})",
+        "not_equal": "({0} != {1})",
+        "shift_left": "({0} << {1})",
+        "shift_right": "({0} >> {1})",
+        "matmul": "({0} @ {1})",
+    }
+
+    def __init__(self, dtype: Any = float32, device: str = "cpu",
+                 device_mesh: Any = None) -> None:
+        if device_mesh is not None:
+            raise NotImplementedError("device meshes arrive with the parallelism work")
+        self._generator: torch.Generator | None = None
+        super().__init__(dtype, device)
+
+    # ---- framework hooks ----
+    def _check_device(self, device: str) -> torch.device:  # type: ignore[override]
+        """Validate ``device`` and return it as a ``torch.device``."""
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+        if device.split(":")[0] in ("gpu", "tpu"):
+            raise BackendUnavailableError(
+                f"TorchBackend cannot use device {device!r}; use 'cpu', 'cuda', 'cuda:N' or "
+                "'mps'")
+        if not _DEVICE.fullmatch(device):
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise BackendUnavailableError(
+                    f"TorchBackend cannot use device {device!r}: CUDA is not available here "
+                    f"(torch {torch.__version__}); use device='cpu'")
+            if (dev.index or 0) >= count:
+                raise BackendUnavailableError(
+                    f"TorchBackend cannot use device {device!r}: only {count} CUDA device(s) "
+                    "are visible")
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise BackendUnavailableError(
+                f"TorchBackend cannot use device {device!r}: MPS is not available here; use "
+                "device='cpu'")
+        return dev
+
+    def native_dtype(self, dtype: Any) -> torch.dtype:
+        """The ``torch.dtype`` for an ``ml`` dtype."""
+        return kernels.torch_dtype(dtype)
+
+    def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
+        """A tensor on this device holding a copy of ``array``."""
+        return torch.tensor(array, device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy lacks)."""
+        if not isinstance(x, torch.Tensor):
+            return np.asarray(x)
+        x = x.detach()
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return x.cpu().numpy()
+
+    def seed_framework(self, seed: int) -> None:
+        """Seed this backend's own ``torch.Generator`` (the global torch seed is untouched)."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        self._generator = generator
+
+    def next_rng(self) -> torch.Generator:
+        """The seeded generator random kernels draw from."""
+        assert self._generator is not None
+        return self._generator
+
+    def kernel_table(self) -> dict[str, Callable[..., Any]]:
+        """Kernels by name; ``to_tensor`` makes tensors in this dtype on this device."""
+        table = super().kernel_table()
+        table["to_tensor"] = functools.partial(
+            kernels.to_tensor, float_dtype=self.native_dtype(self.dtype), device=self.device)
+        return table
+
+    # ---- gradients and compilation ----
+    def vjp_fn(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(params, data, state, rng, output_gradients) -> (outputs, new_state, grads)``.
+
+        Float tensor params are differentiated through detached leaf aliases (the caller's
+        tensors are not modified); every key of ``params`` gets a gradient (zeros if unused).
+        """
+
+        def run(params: dict[str, Any], data: dict[str, Any], state: dict[str, Any], rng: Any,
+                output_gradients: dict[str, Any]) -> tuple[dict, dict, dict]:
+            leaves = dict(params)
+            names: list[str] = []
+            for name, value in params.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    leaves[name] = value.detach().requires_grad_(True)
+                    names.append(name)
+            with torch.enable_grad():
+                outputs, new_state = forward(leaves, data, state, rng)
+            found = _backward(outputs, output_gradients, [leaves[n] for n in names])
+            gradients = dict(zip(names, found, strict=True))
+            for name, value in params.items():
+                if gradients.get(name) is None:
+                    gradients[name] = _zeros_like(value)
+            return _detached(outputs), _detached(new_state), gradients
+
+        return run
+
+    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``torch.compile(fn)``, falling back to eager (with one warning) where that fails."""
+        compiled: list[Callable[..., Any] | None] = [None]
+        failed = [False]
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if failed[0]:
+                return fn(*args, **kwargs)
+            try:
+                if compiled[0] is None:
+                    compiled[0] = torch.compile(fn)
+                return compiled[0](*args, **kwargs)
+            except Exception as err:
+                result = fn(*args, **kwargs)  # an error of fn itself re-raises here
+                failed[0] = True
+                warnings.warn(f"torch.compile could not compile {_name(fn)} "
+                              f"({type(err).__name__}: {err}); running it eagerly instead",
+                              RuntimeWarning, stacklevel=2)
+                return result
+
+        return run
+
+
+def _backward(outputs: dict[str, Any], output_gradients: dict[str, Any],
+              leaves: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Gradients of ``sum(<output, seed>)`` with respect to ``leaves`` (None where unused)."""
+    roots, seeds = [], []
+    for name, seed in output_gradients.items():
+        if seed is None:
+            continue
+        if name not in outputs:
+            raise InputError(f"output_gradients names {name!r}, which is not an output; "
+                             f"outputs are {sorted(outputs)}")
+        out = outputs[name]
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            roots.append(out)
+            seeds.append(seed if isinstance(seed, torch.Tensor) else torch.full_like(out, seed))
+    if not roots or not leaves:
+        return [None] * len(leaves)
+    return list(torch.autograd.grad(roots, leaves, seeds, allow_unused=True))
+
+
+def _zeros_like(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.zeros_like(value)
+    return None
+
+
+def _detached(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

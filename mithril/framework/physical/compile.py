@@ -1,0 +1,222 @@
+"""``ml.compile``: logical model -> flat graph -> passes -> generated code -> CompiledModel.
+
+Compiling never changes the user's model: shapes and constants given here are applied inside
+an undo trail that is rolled back once everything needed has been read off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ...errors import CompileError
+from ..logical.meta import SCALAR, TBD, TENSOR, make_kind
+from ..logical.model import BaseModel, Model, Operator, _building, _propagation_error
+from ..shapes import PropagationError, Trail, propagate
+from .codegen import CodeWriter, literal
+from .compiled import CompiledModel, ParamSpec, ShapePattern
+from .graph import FlatGraph, Value, flatten
+from .passes import Program, build_program
+
+
+def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None = None,
+            constant_keys: Mapping[str, Any] | None = None,
+            data_keys: Iterable[str] | None = None, trainable_keys: Iterable[str] | None = None,
+            discard_keys: Iterable[str] | None = None, inference: bool = False,
+            jit: bool | None = None, file_path: str | None = None, safe_names: bool = True,
+            outputs: Iterable[str] | None = None) -> CompiledModel:
+    """Compile ``model`` for ``backend``.
+
+    - ``shapes``: input shapes (``{"input": [32, 3, 32, 32]}``); symbols such as ``"N"`` stay
+      symbolic. Without it, any shape that parameters do not fix stays free.
+    - ``constant_keys``: inputs fixed at compile time (folded into the code).
+    - ``data_keys`` / ``trainable_keys``: force inputs to be data or trainable parameters.
+    - ``discard_keys``: outputs not to compute; ``outputs``: extra named values to return.
+    - ``inference=True``: inference behaviour (running statistics, no dropout) and no gradient
+      code.
+    - ``jit``: wrap the generated code with the framework's JIT (default: on for JAX and MLX,
+      off for PyTorch and NumPy).
+    - ``file_path``: write the generated code there (exactly the code that runs).
+    - ``safe_names=False``: name variables ``v``, ``v_2``, ... instead of after terminals.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, Linear
+    >>> pm = ml.compile(Linear(2)(input_size=3), ml.NumpyBackend(), shapes={"input": [5, 3]})
+    >>> sorted(pm.input_keys)
+    ['bias', 'input', 'weight']
+    """
+    from ...backends.backend import Backend
+
+    if not isinstance(backend, Backend):
+        raise TypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
+                        f"{type(backend).__name__}")
+    if not isinstance(model, BaseModel):
+        raise TypeError(f"compile needs a model, got {type(model).__name__}")
+    if isinstance(model, Operator):
+        model = _wrap_primitive(model)
+    if isinstance(model, Model) and not model.children:
+        raise CompileError(f"model {model.path} is empty: add layers before compiling")
+    with Trail() as trail:
+        try:
+            return _compile_in_trail(model, backend, shapes, constant_keys, data_keys,
+                                     trainable_keys, discard_keys, inference, jit, file_path,
+                                     safe_names, outputs)
+        finally:
+            trail.rollback()
+
+
+def _wrap_primitive(op: Operator) -> Model:
+    if op.parent is not None:
+        raise CompileError(f"{op.path} is part of another model; compile that model instead")
+    wrapper = Model()
+    wrapper |= op.connect(**{n: n for n in (*op.input_names, *op.output_names)
+                             if op.conns[n].meta.root().value is TBD or n in op.output_names})
+    return wrapper
+
+
+def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys: Any,
+                      data_keys: Any, trainable_keys: Any, discard_keys: Any, inference: bool,
+                      jit: bool | None, file_path: str | None, safe_names: bool,
+                      outputs: Any) -> CompiledModel:
+    if shapes:
+        model.set_shapes(dict(shapes))
+    consts = dict(constant_keys or {})
+    if consts:
+        model.set_values({k: _to_numpy(backend, v) for k, v in consts.items()})
+    graph = flatten(model)
+    _decide_open_kinds(graph, model)
+    extra = list(outputs or ())
+    discard = set(discard_keys or ())
+    if outputs is not None:
+        discard |= set(graph.outputs) - set(extra)
+    program = build_program(graph, inference=inference, data_keys=data_keys or (),
+                            trainable_keys=trainable_keys or (), discard_keys=discard,
+                            extra_outputs=extra)
+    _check_determined(program)
+    kernels = backend.kernel_table()
+    fwd_variants = {k[:-4] for k in kernels if k.endswith("_fwd")} if backend.manual_gradients \
+        else set()
+    writer = CodeWriter(program, set(kernels), backend.exprs, readable=safe_names,
+                        fwd_variants=fwd_variants)
+    forward_src, _ = writer.forward("forward", with_cache=False)
+    train_writer = None
+    if backend.manual_gradients and not inference:
+        train_writer = writer
+    return CompiledModel(
+        backend=backend, program_info=_snapshot(program, graph), forward_source=forward_src,
+        writer=train_writer, kernels=kernels, constants=_constants(program, backend),
+        inference=inference, jit=jit, file_path=file_path)
+
+
+def _to_numpy(backend: Any, value: Any) -> Any:
+    if isinstance(value, int | float | bool | tuple | list | str) or value is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return value
+    return backend.to_numpy(value)
+
+
+def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
+    """Inputs still undecided between tensor and scalar are tensors (e.g. a connected bias)."""
+    with _building(model, "compile"):
+        for v in graph.values:
+            r = v.root
+            if r.kind is None and v.producer is None and r.value is TBD:
+                make_kind(r, TENSOR)
+    try:
+        propagate()
+    except PropagationError as err:
+        raise _propagation_error(err) from None
+
+
+def _shape_items(v: Value) -> list[Any] | None:
+    r = v.root
+    if r.kind != TENSOR:
+        return None
+    f = r.shape.normal()  # type: ignore[union-attr]
+    items: list[Any] = [d.value if d.value is not None else repr(d) for d in f.prefix]
+    if f.var is not None:
+        items.append(repr(f.var))
+        items += [d.value if d.value is not None else repr(d) for d in f.suffix]
+    return items
+
+
+def _check_determined(program: Program) -> None:
+    for key, v in program.params.items():
+        items = _shape_items(v)
+        if items is None or not all(isinstance(i, int) for i in items):
+            raise CompileError(
+                f"cannot determine the shape of parameter {key!r} (so far {items}); give the "
+                "input shape with compile(..., shapes={...}) or fix the layer sizes (e.g. "
+                "Linear(...)(input_size=...), Conv2d(in_channels=...))")
+    for key, (vin, _) in program.state.items():
+        items = _shape_items(vin)
+        if items is None or not all(isinstance(i, int) for i in items):
+            raise CompileError(f"cannot determine the shape of state {key!r} (so far {items})")
+
+
+def _pattern(v: Value, symbols: dict[int, int]) -> ShapePattern:
+    r = v.root
+    if r.kind != TENSOR:
+        return ShapePattern(None, ())
+    f = r.shape.normal()  # type: ignore[union-attr]
+    if f.var is not None:
+        return ShapePattern(None, ())
+    dims: list[int | tuple[str, int]] = []
+    for d in f.prefix:
+        if d.value is not None:
+            dims.append(d.value)
+        else:
+            sid = symbols.setdefault(id(d), len(symbols))
+            dims.append((repr(d), sid))
+    return ShapePattern(len(dims), tuple(dims))
+
+
+def _snapshot(program: Program, graph: FlatGraph) -> dict[str, Any]:
+    """Everything the compiled model needs, read off before the trail is rolled back."""
+    symbols: dict[int, int] = {}
+    params = {}
+    for key, v in program.params.items():
+        r = v.root
+        init = None
+        if r.init is not None:
+            fan_in = []
+            for d in r.init.fan_in:
+                val = d if isinstance(d, int) else d.root().value
+                fan_in.append(val)
+            init = (r.init.kind, fan_in)
+        params[key] = ParamSpec(tuple(_shape_items(v) or ()), init, r.kinds)
+    state = {}
+    for key, (vin, _) in program.state.items():
+        r = vin.root
+        init = (r.init.kind, []) if r.init is not None else ("zeros", [])
+        state[key] = ParamSpec(tuple(_shape_items(vin) or ()), init, r.kinds)
+    data = {key: (_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
+            program.data.items()}
+    shapes: dict[str, Any] = {}
+    for v in graph.values:
+        if v.is_root_terminal or v.producer is not None:
+            shapes.setdefault(v.name, _shape_items(v) if v.root.kind == TENSOR else
+                              (literal_value(program, v)))
+    return {"params": params, "state": state, "data": data, "shapes": shapes,
+            "outputs": list(program.outputs), "unused": program.unused_inputs,
+            "symbols": len(symbols)}
+
+
+def literal_value(program: Program, v: Value) -> Any:
+    ok, value = program.literal(v)
+    return value if ok else None
+
+
+def _constants(program: Program, backend: Any) -> dict[str, Any]:
+    out = {}
+    for key, v in program.consts.items():
+        value = v.root.value
+        if v.root.kind == SCALAR:
+            literal(value)  # validates that it can be written into code
+            out[key] = value
+        else:
+            out[key] = backend.array(np.asarray(value))
+    return out

@@ -1,0 +1,166 @@
+"""Passes over the flat graph: roles of inputs, constant folding, pruning, ordering.
+
+The result is a :class:`Program`: the primitives to run in order, and which values are
+parameters, data, state and constants.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import CompileError
+from ..logical.meta import SCALAR, TBD, TENSOR
+from ..rules import concrete, is_concrete
+from .graph import FlatGraph, Node, Value
+
+
+@dataclass
+class Program:
+    nodes: list[Node]
+    params: dict[str, Value]
+    data: dict[str, Value]
+    state: dict[str, tuple[Value, Value]]  # key -> (state input value, its updated value)
+    consts: dict[str, Value]  # tensor constants by name
+    outputs: dict[str, Value]
+    inference: bool
+    unused_inputs: set[str] = field(default_factory=set)
+
+    def literal(self, v: Value) -> tuple[bool, Any]:
+        """(True, python value) when ``v`` is a compile-time scalar known exactly."""
+        r = v.root
+        if r.kind == TENSOR or r.value is TBD or isinstance(r.value, np.ndarray):
+            return False, None
+        if is_concrete(r.value):
+            return True, concrete(r.value)
+        return False, None
+
+
+def _is_static(v: Value) -> bool:
+    r = v.root
+    if r.value is TBD or isinstance(r.value, np.ndarray) or r.kind == TENSOR:
+        return False
+    return is_concrete(r.value)
+
+
+def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str] = (),
+                  trainable_keys: Iterable[str] = (), discard_keys: Iterable[str] = (),
+                  extra_outputs: Iterable[str] = ()) -> Program:
+    data_keys, trainable_keys = set(data_keys), set(trainable_keys)
+    for k in (*data_keys, *trainable_keys):
+        if k not in graph.inputs:
+            raise CompileError(f"{k!r} is not an input of the model; inputs: "
+                               f"{', '.join(graph.inputs)}")
+    both = data_keys & trainable_keys
+    if both:
+        raise CompileError(f"{sorted(both)} are listed both as data_keys and trainable_keys")
+    for k in discard_keys:
+        if k not in graph.outputs:
+            raise CompileError(f"discard key {k!r} is not an output of the model; outputs: "
+                               f"{', '.join(graph.outputs)}")
+
+    # outputs to compute
+    outputs = {k: v for k, v in graph.outputs.items() if k not in set(discard_keys)}
+    named = {v.name: v for v in graph.values}
+    for k in extra_outputs:
+        if k in outputs:
+            continue
+        if k not in named:
+            raise CompileError(f"output {k!r} is not a connection of the model")
+        outputs[k] = named[k]
+
+    # state: a state input of a primitive left unconnected, paired with its updated output
+    state: dict[str, tuple[Value, Value]] = {}
+    for node in graph.nodes:
+        for in_term, out_term in node.op.state.items():
+            vin = node.inputs[node.prim.input_names.index(in_term)]
+            vout = node.outputs[node.op.output_names.index(out_term)]
+            if vin.producer is None and not vin.known and vin.root.kind == TENSOR and \
+                    vin.name not in data_keys and vin.name not in trainable_keys:
+                state[vin.name] = (vin, vout)
+
+    # pruning: keep the nodes that outputs and new state depend on
+    wanted = [v for v in outputs.values()] + [vout for _, vout in state.values()]
+    needed: set[int] = set()
+    queue = deque(v.producer for v in wanted if v.producer is not None)
+    while queue:
+        node = queue.popleft()
+        if id(node) in needed:
+            continue
+        if all(_is_static(o) for o in node.outputs):
+            continue  # folded: its outputs are compile-time constants
+        needed.add(id(node))
+        for v in node.inputs:
+            if v.producer is not None and not _is_static(v):
+                queue.append(v.producer)
+    nodes = [n for n in graph.nodes if id(n) in needed]
+    nodes = _topological(nodes)
+
+    # roles of the leaves that the kept nodes read
+    used: dict[str, Value] = {}
+    for node in nodes:
+        for v in node.inputs:
+            if v.producer is None or id(v.producer) not in needed:
+                used.setdefault(v.name, v)
+    for v in outputs.values():
+        if v.producer is None:
+            used.setdefault(v.name, v)
+    params: dict[str, Value] = {}
+    data: dict[str, Value] = {}
+    consts: dict[str, Value] = {}
+    for name, v in used.items():
+        if _is_static(v):
+            v.role = "const"
+            continue
+        r = v.root
+        if v.producer is not None:
+            v.role = "const"  # produced by a folded node: a compile-time value
+            continue
+        if r.value is not TBD:
+            if r.kind == SCALAR and not is_concrete(r.value):
+                raise CompileError(f"value {name!r} is not known at compile time")
+            v.role = "const"
+            consts[name] = v
+        elif name in state:
+            v.role = "state"
+        elif name in trainable_keys or (r.differentiable and name not in data_keys
+                                        and r.kind == TENSOR):
+            v.role = "param"
+            params[name] = v
+        else:
+            v.role = "data"
+            data[name] = v
+    unused = set(graph.inputs) - set(used) - set(state)
+    return Program(nodes, params, data, {k: s for k, s in state.items() if k in used},
+                   consts, outputs, inference, unused)
+
+
+def _topological(nodes: list[Node]) -> list[Node]:
+    ids = {id(n) for n in nodes}
+    indegree = {id(n): 0 for n in nodes}
+    users: dict[int, list[Node]] = {id(n): [] for n in nodes}
+    for n in nodes:
+        deps = {id(v.producer) for v in n.inputs if v.producer is not None and
+                id(v.producer) in ids}
+        indegree[id(n)] = len(deps)
+        for d in deps:
+            users[d].append(n)
+    ready = deque(n for n in nodes if indegree[id(n)] == 0)
+    order: list[Node] = []
+    while ready:
+        n = ready.popleft()
+        order.append(n)
+        for u in users[id(n)]:
+            indegree[id(u)] -= 1
+            if indegree[id(u)] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        stuck = [n for n in nodes if indegree[id(n)] > 0]
+        names = ", ".join(f"{n.op.name} at {n.path}" for n in stuck[:6])
+        raise CompileError(f"the model has a cycle through: {names}; a value cannot depend on "
+                           "itself")
+    return order

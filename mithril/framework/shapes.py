@@ -132,9 +132,10 @@ _names = itertools.count()
 class Dim:
     """One axis length: a known int or a symbol, merged with equal dims by union-find."""
 
-    __slots__ = ("parent", "value", "name", "size", "watchers")
+    __slots__ = ("parent", "value", "name", "size", "watchers", "auto")
 
     def __init__(self, value: int | None = None, name: str | None = None) -> None:
+        self.auto: str | None = None  # display name of an unnamed symbol (cosmetic only)
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ShapeConflict(f"a dimension must be a non-negative int, got {value!r}")
         self.parent: Dim = self
@@ -153,9 +154,11 @@ class Dim:
         r = self.root()
         if r.value is not None:
             return str(r.value)
-        if r.name is None:
-            _set_attr(r, "name", f"u{next(_names)}")
-        return r.name  # type: ignore[return-value]
+        if r.name is not None:
+            return r.name
+        if r.auto is None:
+            r.auto = f"u{next(_names)}"
+        return r.auto
 
 
 def dim_value(d: Dim) -> int | None:

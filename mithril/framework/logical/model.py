@@ -291,10 +291,17 @@ def _algebra(anchor: Connection, op_name: str, args: tuple[Any, ...], kw: dict[s
                 f"cannot combine connections of different models ({a.model.path} and "
                 f"{model.path}); connect them inside one model")
     op = CATALOGUE[op_name]
-    prim = Operator(op, n_inputs=len(args) if op.variadic else None)
-    names = prim.input_names
-    binding = dict(zip(names, args, strict=False))
-    binding.update(kw)
+    n = len(args) if op.variadic else None
+    names = [t.name for t in op.inputs]
+    if op.variadic:
+        names = [f"{names[0]}{i + 1}" for i in range(len(args))] + names[1:]
+    given = dict(zip(names, args, strict=False))
+    given.update(kw)
+    # constants of scalar terminals replace the primitive's defaults; the rest is wired
+    scalars = {t.name for t in op.inputs if t.kind == SCALAR}
+    values = {k: v for k, v in given.items() if k in scalars and not isinstance(v, Connection)}
+    prim = Operator(op, n_inputs=n, **values)
+    binding = {k: v for k, v in given.items() if k not in values}
     out = Connection(model, None, Meta(None))
     binding[prim.output_names[0]] = out
     model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])

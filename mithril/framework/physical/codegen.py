@@ -76,6 +76,32 @@ def literal(value: Any) -> str:
     raise CompileError(f"cannot write {type(value).__name__} value {value!r} into generated code")
 
 
+def _basic_index(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice) or
+               (isinstance(i, int) and not isinstance(i, bool)) for i in items)
+
+
+def index_text(index: Any) -> str:
+    """``(slice(None), 0)`` -> ``":, 0"`` (subscript syntax for basic indices)."""
+    items = index if isinstance(index, tuple) else (index,)
+    parts = []
+    for i in items:
+        if isinstance(i, slice):
+            a = "" if i.start is None else literal(i.start)
+            b = "" if i.stop is None else literal(i.stop)
+            parts.append(f"{a}:{b}" + ("" if i.step is None else f":{literal(i.step)}"))
+        elif i is None:
+            parts.append("None")
+        elif i is Ellipsis:
+            parts.append("...")
+        else:
+            parts.append(literal(i))
+    if not isinstance(index, tuple):
+        return parts[0]
+    return ", ".join(parts) + ("," if len(parts) == 1 else "")
+
+
 @dataclass
 class Generated:
     source: str
@@ -143,6 +169,9 @@ class CodeWriter:
             expr = op.expr.format(*args)
         elif op.name == "buffer":
             expr = args[0]
+        elif op.name == "indexer" and self.lits[id(node.inputs[1])][0] and \
+                _basic_index(self.lits[id(node.inputs[1])][1]):
+            expr = f"{args[0]}[{index_text(self.lits[id(node.inputs[1])][1])}]"
         else:
             kname = self.kernel_name(node)
             template = self.exprs.get(kname)

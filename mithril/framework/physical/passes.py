@@ -99,6 +99,7 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
                 queue.append(v.producer)
     nodes = [n for n in graph.nodes if id(n) in needed]
     nodes = _topological(nodes)
+    nodes = _eliminate_common(nodes, outputs, state)
 
     # roles of the leaves that the kept nodes read
     used: dict[str, Value] = {}
@@ -137,6 +138,45 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
     unused = set(graph.inputs) - set(used) - set(state)
     return Program(nodes, params, data, {k: s for k, s in state.items() if k in used},
                    consts, outputs, inference, unused)
+
+
+def _node_key(node: Node) -> tuple[Any, ...] | None:
+    """Identity of a node's computation: same op on the same values and constants."""
+    if node.op.random or node.op.state:
+        return None
+    parts: list[Any] = [node.op.name]
+    for v in node.inputs:
+        if _is_static(v):
+            parts.append(("const", repr(concrete(v.root.value))))
+        else:
+            parts.append(id(v))
+    return tuple(parts)
+
+
+def _eliminate_common(nodes: list[Node], outputs: dict[str, Value],
+                      state: dict[str, tuple[Value, Value]]) -> list[Node]:
+    """Merge nodes computing the same thing (e.g. ``x.shape`` asked for three times)."""
+    seen: dict[tuple[Any, ...], Node] = {}
+    replace: dict[int, Value] = {}
+    kept: list[Node] = []
+    for node in nodes:
+        node.inputs = [replace.get(id(v), v) for v in node.inputs]
+        key = _node_key(node)
+        first = seen.get(key) if key is not None else None
+        if first is None:
+            if key is not None:
+                seen[key] = node
+            kept.append(node)
+            continue
+        for old, new in zip(node.outputs, first.outputs, strict=True):
+            replace[id(old)] = new
+            new.consumers.extend(old.consumers)
+    if replace:
+        for k, v in list(outputs.items()):
+            outputs[k] = replace.get(id(v), v)
+        for k, (vin, vout) in list(state.items()):
+            state[k] = (vin, replace.get(id(vout), vout))
+    return kept
 
 
 def _topological(nodes: list[Node]) -> list[Node]:

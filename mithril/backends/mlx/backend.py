@@ -1,0 +1,169 @@
+"""The MLX backend: kernels in ``kernels.py``, gradients by ``mx.vjp``, JIT by ``mx.compile``.
+
+MLX supports float64 on its CPU device only (not on Metal GPUs); ``MlxBackend(dtype=ml.float64)``
+therefore needs ``device="cpu"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from ...errors import BackendUnavailableError
+from ...framework import types as ml_types
+from ..backend import Backend
+from . import kernels as mlx_kernels
+
+_ForwardResult = tuple[dict[str, Any], dict[str, Any]]
+
+#: Python operators that behave exactly like the kernels on MLX arrays and Python numbers
+_EXPRS: dict[str, str] = {
+    "add": "({0} + {1})",
+    "subtract": "({0} - {1})",
+    "multiply": "({0} * {1})",
+    "divide": "({0} / {1})",
+    "matmul": "({0} @ {1})",
+    "negate": "(-{0})",
+}
+
+
+class MlxBackend(Backend):
+    """Compiled models on Apple's MLX (CPU everywhere; ``"gpu"``/``"mps"`` where MLX has one)."""
+
+    name = "mlx"
+    kernels = mlx_kernels
+    supported_devices = ("cpu", "gpu", "mps")
+    exprs = _EXPRS
+
+    def __init__(self, dtype: Any = ml_types.float32, device: str = "cpu",
+                 device_mesh: Any = None) -> None:
+        if device_mesh is not None:
+            raise NotImplementedError("MlxBackend does not support device meshes (sharding)")
+        self._key = mx.random.key(0)
+        self.mx_device: mx.Device = mx.Device(mx.cpu)
+        super().__init__(dtype, device)
+        if self.dtype.name == "float64" and self.mx_device != mx.Device(mx.cpu):
+            raise TypeError("MLX supports float64 only on the CPU; use device='cpu' or a "
+                            "float32/float16/bfloat16 dtype")
+
+    # ---- framework hooks ----
+    def _check_device(self, device: str) -> str:
+        """``"cpu"`` -> ``mx.cpu``; ``"gpu"``/``"mps"`` -> ``mx.gpu`` when MLX has one."""
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+        base = device.split(":")[0]
+        if base not in ("cpu", "cuda", "mps", "gpu", "tpu"):
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'gpu' or 'mps'")
+        if base == "cpu":
+            self.mx_device = mx.Device(mx.cpu)
+            return device
+        if base in ("gpu", "mps") and mx.is_available(mx.gpu):
+            self.mx_device = mx.Device(mx.gpu)
+            return device
+        raise BackendUnavailableError(
+            f"MlxBackend cannot use device {device!r} on this machine (MLX GPU available: "
+            f"{mx.is_available(mx.gpu)}); use device='cpu'")
+
+    def native_dtype(self, dtype: ml_types.Dtype) -> mx.Dtype:
+        """The ``mx.Dtype`` for ``dtype``."""
+        return mlx_kernels.mx_dtype(dtype)
+
+    def _from_numpy(self, array: np.ndarray) -> mx.array:
+        """An MLX array with exactly ``array``'s dtype (MLX would narrow float64 otherwise)."""
+        return mx.array(array, dtype=mlx_kernels.mx_dtype(array.dtype.name))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy can hold)."""
+        if isinstance(x, mx.array):
+            if x.dtype == mx.bfloat16:
+                x = x.astype(mx.float32)
+            return np.array(x)
+        return np.asarray(x)
+
+    def seed_framework(self, seed: int) -> None:
+        """Restart the backend's PRNG key (and MLX's global generator) from ``seed``."""
+        self._key = mx.random.key(seed)
+        mx.random.seed(seed)
+
+    def next_rng(self) -> mx.array:
+        """A fresh key for one call of compiled code; the backend keeps the other half."""
+        self._key, sub = mlx_kernels.split_rng(self._key, 2)
+        return sub
+
+    # ---- autodiff and JIT ----
+    def vjp_fn(self, forward: Callable[..., _ForwardResult]) -> Callable[..., Any]:
+        """Wrap ``forward(params, data, state, rng)`` into one that also returns gradients.
+
+        The result is ``fn(params, data, state, rng, output_gradients) -> (outputs, new_state,
+        gradients)``: ``gradients`` holds one array per key of ``params`` (zeros where a param
+        does not reach the differentiated outputs), and only the outputs named in
+        ``output_gradients`` (with a non-``None`` cotangent) are differentiated.
+        """
+        def fn(params: dict[str, Any], data: dict[str, Any], state: dict[str, Any], rng: Any,
+               output_gradients: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                          dict[str, Any]]:
+            keys = sorted(params)
+            out_keys = sorted(k for k, g in output_gradients.items() if g is not None)
+            if not out_keys:
+                outputs, new_state = forward(params, data, state, rng)
+                return outputs, new_state, {k: mx.zeros_like(params[k]) for k in keys}
+            cotangents = [_as_array(output_gradients[k]) for k in out_keys]
+            captured: dict[str, Any] = {}
+
+            def flat(*arrays: mx.array) -> list[mx.array]:
+                outputs, new_state = forward(dict(zip(keys, arrays, strict=True)), data, state,
+                                             rng)
+                captured["outputs"], captured["state"] = outputs, new_state
+                return [_differentiated(outputs, k, c) for k, c in zip(out_keys, cotangents,
+                                                                        strict=True)]
+
+            _, grads = mx.vjp(flat, [params[k] for k in keys], cotangents)
+            gradients = dict(zip(keys, grads, strict=True))
+            return captured["outputs"], captured["state"], gradients
+
+        return fn
+
+    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``mx.compile(fn)``; recompiles for new shapes, dtypes and Python-scalar arguments.
+
+        Dicts, lists and Python scalars may be arguments (scalars are compiled in as
+        constants). A function that needs array values on the Python side (``item`` or
+        data-dependent control flow) cannot be traced: it then runs eagerly, with a warning.
+        """
+        compiled = mx.compile(fn)
+        eager = False
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal eager
+            if not eager:
+                try:
+                    return compiled(*args, **kwargs)
+                except ValueError as err:
+                    if "function transformations" not in str(err):
+                        raise
+                    warnings.warn(f"mx.compile cannot trace this function ({err}); running it "
+                                  "eagerly", RuntimeWarning, stacklevel=2)
+                    eager = True
+            return fn(*args, **kwargs)
+
+        return run
+
+
+def _as_array(value: Any) -> mx.array:
+    return value if isinstance(value, mx.array) else mx.array(np.asarray(value))
+
+
+def _differentiated(outputs: dict[str, Any], key: str, cotangent: mx.array) -> mx.array:
+    """Output ``key``, cast to its cotangent's dtype so ``mx.vjp`` accepts the pair."""
+    if key not in outputs:
+        raise KeyError(f"output_gradients names {key!r}, which is not an output; outputs are "
+                       f"{sorted(outputs)}")
+    out = outputs[key]
+    if not isinstance(out, mx.array):
+        raise TypeError(f"output {key!r} is not an array ({type(out).__name__}); it cannot be "
+                        "differentiated")
+    return out if out.dtype == cotangent.dtype else out.astype(cotangent.dtype)

@@ -1,0 +1,946 @@
+"""NumPy kernels: one function per tensor primitive of the catalogue (``ops.tensor_ops()``).
+
+Generated code calls these by catalogue name with the catalogue's inputs in order (see
+``docs/dev/kernel-contract.md``). Besides the primitives this module has the inference variants
+``batch_norm_inference`` / ``dropout_inference``, ``split_rng``, and training variants
+``<op>_fwd(*inputs) -> (output, cache)`` whose cache the matching VJP in ``vjps.py`` reuses:
+
+- ``conv1d_fwd`` / ``conv2d_fwd``: the im2col matrix ``(N, groups, C/groups * prod(k), L)``;
+- ``max_pool1d_fwd`` / ``max_pool2d_fwd``: the index of the maximum inside each window;
+- ``batch_norm_fwd`` / ``layer_norm_fwd`` / ``group_norm_fwd``: ``(normalised input, 1/std)``;
+- ``scaled_dot_product_fwd``: the attention probabilities;
+- ``dropout_fwd``: the scaled keep mask.
+
+Kernels never modify their inputs; they may return views of them (``reshape``, ``transpose``,
+``broadcast_to``, ...), so callers must treat results as read-only.
+Names without a leading underscore are kernels: ``Backend.kernel_table()`` collects them all.
+"""
+
+from __future__ import annotations
+
+import builtins as _builtins
+import itertools
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided as _as_strided
+
+from ...framework import types as _types
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+#: softplus switches to the identity above this input (PyTorch's default threshold, beta 1)
+_SOFTPLUS_THRESHOLD = 20.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+def _native_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype for a Mithril ``Dtype`` (or anything ``types.as_dtype`` accepts)."""
+    if isinstance(dtype, np.dtype):
+        return dtype
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):
+        return np.dtype(dtype)
+    d = _types.as_dtype(dtype)
+    if d.name == "bfloat16":
+        raise TypeError("NumPy has no bfloat16 dtype, so the NumPy backend cannot use "
+                        "ml.bfloat16; use ml.float16, ml.float32 or ml.float64")
+    return np.dtype(d.name)
+
+
+def _axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """``axis`` (None, an int or a tuple, negatives allowed) as sorted non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    return tuple(sorted(int(a) % ndim if ndim else 0 for a in items))
+
+
+def _float_dtype(x: np.ndarray) -> np.dtype:
+    """``x``'s dtype if it is a float dtype, else float64 (NumPy's promotion for ints)."""
+    return x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+
+
+def _ntuple(value: int | Sequence[int], nd: int, what: str) -> tuple[int, ...]:
+    """``value`` as a tuple of ``nd`` ints (an int is repeated)."""
+    if isinstance(value, int | np.integer):
+        return (int(value),) * nd
+    items = tuple(int(v) for v in value)
+    if len(items) != nd:
+        raise ValueError(f"{what} needs {nd} values, got {value!r}")
+    return items
+
+
+def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    """Padding as ``nd`` ``(before, after)`` pairs (ints and int tuples are accepted too)."""
+    if isinstance(value, int | np.integer):
+        return ((int(value), int(value)),) * nd
+    items = tuple(value)
+    if len(items) != nd:
+        raise ValueError(f"padding needs {nd} entries, got {value!r}")
+    return tuple((int(p), int(p)) if isinstance(p, int | np.integer) else
+                 (int(p[0]), int(p[1])) for p in items)
+
+
+def _pad_last(x: np.ndarray, pads: Sequence[tuple[int, int]], value: float = 0) -> np.ndarray:
+    """Pad the last ``len(pads)`` dims of ``x`` with ``value`` (``x`` itself if no padding)."""
+    if all(a == 0 and b == 0 for a, b in pads):
+        return x
+    nd = len(pads)
+    lead = x.shape[:x.ndim - nd]
+    shape = lead + tuple(s + a + b for s, (a, b) in zip(x.shape[x.ndim - nd:], pads, strict=True))
+    out = np.zeros(shape, x.dtype) if value == 0 else np.full(shape, value, x.dtype)
+    inner = tuple(slice(a, a + s) for s, (a, _) in zip(x.shape[x.ndim - nd:], pads, strict=True))
+    out[(Ellipsis, *inner)] = x
+    return out
+
+
+def _crop_last(x: np.ndarray, pads: Sequence[tuple[int, int]],
+               sizes: Sequence[int]) -> np.ndarray:
+    """Undo ``_pad_last``: the region of the last dims that held the original data."""
+    if all(a == 0 and b == 0 for a, b in pads):
+        return x
+    return x[(Ellipsis, *(slice(a, a + s) for (a, _), s in zip(pads, sizes, strict=True)))]
+
+
+def _window_counts(sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                   dilation: Sequence[int]) -> tuple[int, ...]:
+    """Number of window positions along each dim (floor mode)."""
+    out = tuple((n - d * (k - 1) - 1) // s + 1
+                for n, k, s, d in zip(sizes, kernel, stride, dilation, strict=True))
+    if _builtins.min(out) <= 0:
+        raise ValueError(f"a window of size {tuple(kernel)} (dilation {tuple(dilation)}) does "
+                         f"not fit an input of spatial size {tuple(sizes)}")
+    return out
+
+
+def _windows(xp: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
+             dilation: Sequence[int]) -> np.ndarray:
+    """A read-only strided view ``(*lead, *kernel, *out)`` of every window of the last dims."""
+    nd = len(kernel)
+    lead_shape, sizes = xp.shape[:xp.ndim - nd], xp.shape[xp.ndim - nd:]
+    lead_strides, strides = xp.strides[:xp.ndim - nd], xp.strides[xp.ndim - nd:]
+    out = _window_counts(sizes, kernel, stride, dilation)
+    shape = (*lead_shape, *kernel, *out)
+    all_strides = (*lead_strides, *(s * d for s, d in zip(strides, dilation, strict=True)),
+                   *(s * st for s, st in zip(strides, stride, strict=True)))
+    return _as_strided(xp, shape, all_strides, writeable=False)
+
+
+def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+                   out: Sequence[int]) -> list[tuple[slice, ...]]:
+    """For each kernel offset (row-major), the slices of the input it meets in every window."""
+    ranges = [range(k) for k in kernel]
+    return [tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                  for o, d, s, n in zip(offs, dilation, stride, out, strict=True))
+            for offs in itertools.product(*ranges)]
+
+
+def _expand_reduced(g: Any, axes: tuple[int, ...], keepdim: bool) -> Any:
+    """Reinsert reduced axes into ``g`` so it broadcasts against the reduction's input."""
+    return g if keepdim or not axes else np.expand_dims(g, axes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise binary ops (tensor-or-number terminals: a Python number stays weakly typed)
+# ----------------------------------------------------------------------------------------------
+def add(left: Any, right: Any) -> Any:
+    """``left + right``."""
+    return left + right
+
+
+def subtract(left: Any, right: Any) -> Any:
+    """``left - right``."""
+    return left - right
+
+
+def multiply(left: Any, right: Any) -> Any:
+    """``left * right``."""
+    return left * right
+
+
+def divide(left: Any, right: Any) -> Any:
+    """``left / right`` (true division)."""
+    return np.true_divide(left, right)
+
+
+def floor_divide(left: Any, right: Any) -> Any:
+    """``left // right``."""
+    return np.floor_divide(left, right)
+
+
+def power(left: Any, right: Any) -> Any:
+    """``left ** right``."""
+    return np.power(left, right)
+
+
+def minimum(left: Any, right: Any) -> Any:
+    """Elementwise minimum (NaN propagates)."""
+    return np.minimum(left, right)
+
+
+def maximum(left: Any, right: Any) -> Any:
+    """Elementwise maximum (NaN propagates)."""
+    return np.maximum(left, right)
+
+
+def greater(left: Any, right: Any) -> Any:
+    """``left > right``."""
+    return np.greater(left, right)
+
+
+def less(left: Any, right: Any) -> Any:
+    """``left < right``."""
+    return np.less(left, right)
+
+
+def greater_equal(left: Any, right: Any) -> Any:
+    """``left >= right``."""
+    return np.greater_equal(left, right)
+
+
+def less_equal(left: Any, right: Any) -> Any:
+    """``left <= right``."""
+    return np.less_equal(left, right)
+
+
+def equal(left: Any, right: Any) -> Any:
+    """``left == right``."""
+    return np.equal(left, right)
+
+
+def not_equal(left: Any, right: Any) -> Any:
+    """``left != right``."""
+    return np.not_equal(left, right)
+
+
+def logical_and(left: Any, right: Any) -> Any:
+    """Elementwise logical and."""
+    return np.logical_and(left, right)
+
+
+def logical_or(left: Any, right: Any) -> Any:
+    """Elementwise logical or."""
+    return np.logical_or(left, right)
+
+
+def logical_xor(left: Any, right: Any) -> Any:
+    """Elementwise logical xor."""
+    return np.logical_xor(left, right)
+
+
+def shift_left(left: Any, right: Any) -> Any:
+    """``left << right`` on integers."""
+    return np.left_shift(left, right)
+
+
+def shift_right(left: Any, right: Any) -> Any:
+    """``left >> right`` on integers."""
+    return np.right_shift(left, right)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise unary ops
+# ----------------------------------------------------------------------------------------------
+def negate(input: np.ndarray) -> np.ndarray:
+    """``-x``."""
+    return np.negative(input)
+
+
+def absolute(input: np.ndarray) -> np.ndarray:
+    """``|x|``."""
+    return np.abs(input)
+
+
+def exp(input: np.ndarray) -> np.ndarray:
+    """``e ** x``."""
+    return np.exp(input)
+
+
+def log(input: np.ndarray) -> np.ndarray:
+    """Natural logarithm."""
+    return np.log(input)
+
+
+def sqrt(input: np.ndarray) -> np.ndarray:
+    """Square root."""
+    return np.sqrt(input)
+
+
+def square(input: np.ndarray) -> np.ndarray:
+    """``x * x``."""
+    return np.square(input)
+
+
+def sign(input: np.ndarray) -> np.ndarray:
+    """-1, 0 or 1 by the sign of ``x``."""
+    return np.sign(input)
+
+
+def sin(input: np.ndarray) -> np.ndarray:
+    """Sine."""
+    return np.sin(input)
+
+
+def cos(input: np.ndarray) -> np.ndarray:
+    """Cosine."""
+    return np.cos(input)
+
+
+def floor(input: np.ndarray) -> np.ndarray:
+    """Round down."""
+    return np.floor(input)
+
+
+def reciprocal(input: np.ndarray) -> np.ndarray:
+    """``1 / x`` (true division, also for integer inputs)."""
+    return np.true_divide(1, input)
+
+
+def relu(input: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` (NaN propagates)."""
+    return np.maximum(input, 0)
+
+
+def sigmoid(input: np.ndarray) -> np.ndarray:
+    """``1 / (1 + e^-x)``, computed from ``e^-|x|`` so it never overflows."""
+    e = np.exp(-np.abs(input))
+    r = 1 / (1 + e)
+    return np.where(input >= 0, r, e * r)
+
+
+def tanh(input: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent."""
+    return np.tanh(input)
+
+
+def silu(input: np.ndarray) -> np.ndarray:
+    """``x * sigmoid(x)``."""
+    return input * sigmoid(input)
+
+
+def softplus(input: np.ndarray) -> np.ndarray:
+    """``log(1 + e^x)``; the identity above 20 as PyTorch (beta 1, threshold 20)."""
+    soft = np.log1p(np.exp(np.minimum(input, _SOFTPLUS_THRESHOLD)))
+    return np.where(input > _SOFTPLUS_THRESHOLD, input, soft)
+
+
+def stop_gradient(input: np.ndarray) -> np.ndarray:
+    """The input itself; no gradient flows through it."""
+    return input
+
+
+def logical_not(input: np.ndarray) -> np.ndarray:
+    """Elementwise logical not."""
+    return np.logical_not(input)
+
+
+def isnan(input: np.ndarray) -> np.ndarray:
+    """True where ``x`` is NaN."""
+    return np.isnan(input)
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function, elementwise, in ``x``'s float dtype."""
+    try:
+        from scipy.special import erfc as scipy_erfc
+    except ImportError:  # pragma: no cover - scipy is optional
+        out = np.frompyfunc(math.erfc, 1, 1)(x)
+        return np.asarray(out, dtype=x.dtype)
+    return scipy_erfc(x)
+
+
+#: sqrt(2 / pi), used by the tanh form of GELU
+_GELU_K = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+
+
+def gelu(input: np.ndarray, approximate: bool = False) -> np.ndarray:
+    """GELU: ``x * Phi(x)``; ``approximate=True`` is PyTorch's tanh form."""
+    x = np.asarray(input)
+    x = x if x.dtype.kind == "f" else x.astype(np.float64)
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(_GELU_K * (x + _GELU_C * x * x * x)))
+    return 0.5 * x * _erfc(x * -math.sqrt(0.5))
+
+
+def leaky_relu(input: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    """``x`` where positive, ``slope * x`` elsewhere."""
+    return np.where(input > 0, input, input * slope)
+
+
+def clamp(input: np.ndarray, min: float | None = None, max: float | None = None) -> np.ndarray:
+    """Limit ``x`` to ``[min, max]`` (either bound may be None; ``max`` wins if min > max)."""
+    out = input
+    if min is not None:
+        out = np.maximum(out, min)
+    if max is not None:
+        out = np.minimum(out, max)
+    return out
+
+
+def nan_to_num(input: np.ndarray, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> np.ndarray:
+    """Replace NaN and infinities (None: the dtype's largest / smallest finite value)."""
+    return np.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
+
+
+def softmax(input: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``exp(x) / sum(exp(x))`` along ``axis``, shifted by the maximum for stability."""
+    z = input - np.max(input, axis=axis, keepdims=True)
+    e = np.exp(z)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(input: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x - logsumexp(x)`` along ``axis``, shifted by the maximum for stability."""
+    z = input - np.max(input, axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def cast(input: Any, dtype: Any) -> np.ndarray:
+    """``input`` converted to ``dtype`` (a Mithril ``Dtype``; no bfloat16 in NumPy)."""
+    return np.asarray(input).astype(_native_dtype(dtype), copy=False)
+
+
+def where(condition: np.ndarray, input1: Any, input2: Any) -> np.ndarray:
+    """``input1`` where ``condition`` else ``input2``."""
+    return np.where(condition, input1, input2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear algebra
+# ----------------------------------------------------------------------------------------------
+def matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Matrix product with NumPy's batching and 1-D rules."""
+    return np.matmul(left, right)
+
+
+def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
+    if input.ndim > 2:
+        out = np.matmul(input.reshape(-1, input.shape[-1]), weight.T)
+        out = out.reshape(*input.shape[:-1], weight.shape[0])
+    else:
+        out = np.matmul(input, weight.T)
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reductions
+# ----------------------------------------------------------------------------------------------
+def sum(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+        keepdim: bool = False) -> np.ndarray:
+    """Sum over ``axis``."""
+    return np.sum(input, axis=axis, keepdims=keepdim)
+
+
+def mean(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+         keepdim: bool = False) -> np.ndarray:
+    """Mean over ``axis``."""
+    return np.mean(input, axis=axis, keepdims=keepdim)
+
+
+def max(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+        keepdim: bool = False) -> np.ndarray:
+    """Maximum over ``axis``."""
+    return np.max(input, axis=axis, keepdims=keepdim)
+
+
+def min(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+        keepdim: bool = False) -> np.ndarray:
+    """Minimum over ``axis``."""
+    return np.min(input, axis=axis, keepdims=keepdim)
+
+
+def prod(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+         keepdim: bool = False) -> np.ndarray:
+    """Product over ``axis``."""
+    return np.prod(input, axis=axis, keepdims=keepdim)
+
+
+def variance(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
+             keepdim: bool = False, correction: float = 0) -> np.ndarray:
+    """Variance over ``axis`` with divisor ``N - correction``."""
+    return np.var(input, axis=axis, keepdims=keepdim, ddof=correction)
+
+
+def argmax(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
+    """Index of the (first) maximum; ``axis=None`` indexes the flattened array."""
+    return np.asarray(np.argmax(input, axis=axis, keepdims=keepdim), dtype=np.int64)
+
+
+def argmin(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
+    """Index of the (first) minimum; ``axis=None`` indexes the flattened array."""
+    return np.asarray(np.argmin(input, axis=axis, keepdims=keepdim), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape manipulation
+# ----------------------------------------------------------------------------------------------
+def reshape(input: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``input`` with a new shape (one entry may be -1)."""
+    return np.reshape(input, tuple(shape))
+
+
+def transpose(input: np.ndarray, axes: tuple[int, ...] | None = None) -> np.ndarray:
+    """Permute the axes (``None`` reverses them)."""
+    return np.transpose(input, axes)
+
+
+def swap_axes(input: np.ndarray, axis1: int, axis2: int) -> np.ndarray:
+    """Exchange two axes."""
+    return np.swapaxes(input, axis1, axis2)
+
+
+def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndarray:
+    """Merge dims ``start_dim..end_dim`` (inclusive) into one; a 0-d input becomes ``(1,)``."""
+    if input.ndim == 0:
+        return np.reshape(input, (1,))
+    s, e = start_dim % input.ndim, end_dim % input.ndim
+    shape = (*input.shape[:s], math.prod(input.shape[s:e + 1]), *input.shape[e + 1:])
+    return np.reshape(input, shape)
+
+
+def squeeze(input: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Remove dims of size 1 (all of them, or those in ``axis``)."""
+    return np.squeeze(input, axis=axis)
+
+
+def unsqueeze(input: np.ndarray, axis: int) -> np.ndarray:
+    """Insert a dim of size 1 at ``axis``."""
+    return np.expand_dims(input, axis)
+
+
+def broadcast_to(input: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Broadcast ``input`` to ``shape`` (a read-only view)."""
+    return np.broadcast_to(input, tuple(shape))
+
+
+def _split_concat_args(args: tuple[Any, ...], axis: Any) -> tuple[list[Any], int | None]:
+    """Separate ``concat``'s trailing positional ``axis`` from its tensors."""
+    if axis is not _NO_AXIS:
+        return list(args), axis
+    if args and (args[-1] is None or isinstance(args[-1], int | np.integer)):
+        return list(args[:-1]), args[-1]
+    return list(args), 0
+
+
+_NO_AXIS = object()
+
+
+def concat(*inputs: Any, axis: Any = _NO_AXIS) -> np.ndarray:
+    """Join tensors along ``axis`` (``None``: flatten them first).
+
+    Called as ``concat(x1, ..., xn, axis)`` (the catalogue order); ``axis`` may also be a
+    keyword, and defaults to 0 when the last positional argument is a tensor.
+    """
+    tensors, ax = _split_concat_args(inputs, axis)
+    return np.concatenate(tensors, axis=ax)
+
+
+def pad(input: np.ndarray, pad_width: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Zero-pad each dim by its ``(before, after)`` pair."""
+    return _pad_last(input, _pad_pairs(pad_width, input.ndim))
+
+
+def _is_advanced_index(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, list | np.ndarray) for i in items)
+
+
+def indexer(input: Any, index: Any) -> Any:
+    """``input[index]`` (int, slice, None, Ellipsis or a tuple of them)."""
+    out = input[index]
+    if isinstance(input, np.ndarray) and not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+    return out
+
+
+def size(input: np.ndarray, dim: int | None = None) -> int:
+    """Number of elements (``dim=None``) or the length of one dim, as a Python int."""
+    return int(np.size(input)) if dim is None else int(np.shape(input)[dim])
+
+
+def item(input: Any) -> Any:
+    """The single element of ``input`` as a Python number."""
+    return input.item() if hasattr(input, "item") else input
+
+
+def to_tensor(input: Any, *, float_dtype: Any = np.float32) -> np.ndarray:
+    """A number or nested list as an array: floats in ``float_dtype``, ints int64, bools bool."""
+    arr = np.asarray(input)
+    kind = arr.dtype.kind
+    if kind == "f":
+        return arr.astype(_native_dtype(float_dtype), copy=False)
+    if kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if kind == "b":
+        return arr
+    raise TypeError(f"to_tensor cannot make an array from {input!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+def _conv_forward(nd: int, input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                  stride: Any, padding: Any, dilation: Any,
+                  groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """An ``nd``-d convolution by im2col and one batched matmul; returns (output, im2col)."""
+    unbatched = input.ndim == nd + 1
+    x = input[None] if unbatched else input
+    s, p, d = _ntuple(stride, nd, "stride"), _pad_pairs(padding, nd), _ntuple(dilation, nd,
+                                                                             "dilation")
+    n, c = x.shape[:2]
+    o, kernel = weight.shape[0], weight.shape[2:]
+    if c != weight.shape[1] * groups:
+        raise ValueError(f"input has {c} channels but the weight {weight.shape} with "
+                         f"groups={groups} expects {weight.shape[1] * groups}")
+    win = _windows(_pad_last(x, p), kernel, s, d)  # (N, C, *kernel, *out)
+    out_sizes = win.shape[2 + nd:]
+    k_len = c // groups * math.prod(kernel)
+    cols = np.ascontiguousarray(win).reshape(n, groups, k_len, math.prod(out_sizes))
+    out = np.matmul(weight.reshape(groups, o // groups, k_len), cols)
+    out = out.reshape(n, o, *out_sizes)
+    if bias is not None:
+        out += bias.reshape(o, *(1,) * nd)
+    return (out[0] if unbatched else out), cols
+
+
+def conv1d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """1-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, k)``."""
+    return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)[0]
+
+
+def conv1d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+               stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``conv1d`` and its im2col matrix (the cache of ``conv1d_vjp``)."""
+    return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """2-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, kh, kw)``."""
+    return _conv_forward(2, input, weight, bias, stride, padding, dilation, groups)[0]
+
+
+def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+               stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``conv2d`` and its im2col matrix (the cache of ``conv2d_vjp``)."""
+    return _conv_forward(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling (over the last nd dims; any leading dims)
+# ----------------------------------------------------------------------------------------------
+def _pool_geometry(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
+                   dilation: Any) -> tuple[tuple[int, ...], ...]:
+    """Normalised ``(kernel, stride, pads, dilation, out_sizes)`` of a pooling call."""
+    k = _ntuple(kernel_size, nd, "kernel_size")
+    s = k if stride is None else _ntuple(stride, nd, "stride")
+    p = _pad_pairs(padding, nd)
+    d = _ntuple(dilation, nd, "dilation")
+    padded = tuple(n + a + b for n, (a, b) in zip(input.shape[input.ndim - nd:], p, strict=True))
+    return k, s, p, d, _window_counts(padded, k, s, d)
+
+
+def _is_tiling(k: tuple[int, ...], s: tuple[int, ...], p: Sequence[tuple[int, int]],
+               d: tuple[int, ...]) -> bool:
+    """Non-overlapping windows that a reshape can express (kernel == stride, no padding)."""
+    return k == s and all(a == 0 and b == 0 for a, b in p) and all(v == 1 for v in d)
+
+
+def _tiles(x: np.ndarray, k: tuple[int, ...], out: tuple[int, ...]) -> tuple[np.ndarray,
+                                                                              tuple[int, ...]]:
+    """``x`` cropped and reshaped to ``(*lead, o1, k1, o2, k2, ...)``; returns the kernel axes."""
+    nd = len(k)
+    lead = x.shape[:x.ndim - nd]
+    crop = x[(Ellipsis, *(slice(0, o * kk) for o, kk in zip(out, k, strict=True)))]
+    shape = lead + tuple(v for o, kk in zip(out, k, strict=True) for v in (o, kk))
+    axes = tuple(len(lead) + 2 * i + 1 for i in range(nd))
+    return crop.reshape(shape), axes
+
+
+def _pad_value(dtype: np.dtype) -> float | int:
+    """The identity of max: -inf for floats, the smallest value for integers."""
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _max_pool(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
+              dilation: Any) -> np.ndarray:
+    """Max pooling without argmax bookkeeping (inference)."""
+    k, s, p, d, out = _pool_geometry(input, nd, kernel_size, stride, padding, dilation)
+    if _is_tiling(k, s, p, d):
+        tiles, axes = _tiles(input, k, out)
+        return np.max(tiles, axis=axes)
+    xp = _pad_last(input, p, _pad_value(input.dtype))
+    slices = _offset_slices(k, s, d, out)
+    best = xp[(Ellipsis, *slices[0])].copy()
+    for sl in slices[1:]:
+        np.maximum(best, xp[(Ellipsis, *sl)], out=best)
+    return best
+
+
+def _max_pool_fwd(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
+                  dilation: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling and, per window, the offset of its first maximum (NaN wins, as PyTorch)."""
+    k, s, p, d, out = _pool_geometry(input, nd, kernel_size, stride, padding, dilation)
+    xp = _pad_last(input, p, _pad_value(input.dtype))
+    slices = _offset_slices(k, s, d, out)
+    best = xp[(Ellipsis, *slices[0])].copy()
+    index = np.zeros(best.shape, np.uint8 if len(slices) <= 256 else np.int64)
+    for i, sl in enumerate(slices[1:], start=1):
+        view = xp[(Ellipsis, *sl)]
+        better = view > best
+        if view.dtype.kind == "f":
+            better |= np.isnan(view) & ~np.isnan(best)
+        np.copyto(best, view, where=better)
+        np.copyto(index, i, where=better)
+    return best, index
+
+
+def max_pool1d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> np.ndarray:
+    """1-d max pooling over the last dim (padding counts as -inf; floor mode)."""
+    return _max_pool(input, 1, kernel_size, stride, padding, dilation)
+
+
+def max_pool1d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                   dilation: Any = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``max_pool1d`` and the argmax offsets (the cache of ``max_pool1d_vjp``)."""
+    return _max_pool_fwd(input, 1, kernel_size, stride, padding, dilation)
+
+
+def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> np.ndarray:
+    """2-d max pooling over the last two dims (padding counts as -inf; floor mode)."""
+    return _max_pool(input, 2, kernel_size, stride, padding, dilation)
+
+
+def max_pool2d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                   dilation: Any = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``max_pool2d`` and the argmax offsets (the cache of ``max_pool2d_vjp``)."""
+    return _max_pool_fwd(input, 2, kernel_size, stride, padding, dilation)
+
+
+def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
+               padding: Any = 0) -> np.ndarray:
+    """2-d average pooling; zero padding counts in the average (PyTorch's default)."""
+    k, s, p, d, out = _pool_geometry(input, 2, kernel_size, stride, padding, 1)
+    dtype = _float_dtype(input)
+    if _is_tiling(k, s, p, d):
+        tiles, axes = _tiles(input, k, out)
+        return np.mean(tiles, axis=axes, dtype=dtype)
+    xp = _pad_last(input, p)
+    slices = _offset_slices(k, s, d, out)
+    acc = xp[(Ellipsis, *slices[0])].astype(dtype, copy=True)
+    for sl in slices[1:]:
+        acc += xp[(Ellipsis, *sl)]
+    acc /= math.prod(k)
+    return acc
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------------
+def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel (axis 1) vector against ``x``."""
+    return (x.shape[1],) + (1,) * (x.ndim - 2)
+
+
+def _standardise(x: np.ndarray, axes: tuple[int, ...],
+                 eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes``; returns (xhat, mean, biased var, 1/std).
+
+    ``mean``, ``var`` and ``1/std`` keep the reduced dims.
+    """
+    mu = np.mean(x, axis=axes, keepdims=True)
+    xc = x - mu
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(var + eps)
+    xc *= inv_std
+    return xc, mu, var, inv_std
+
+
+def _affine(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """``xhat * weight + bias`` with the parameters reshaped to ``shape`` (either may be None)."""
+    out = xhat if weight is None else xhat * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape) if out is xhat else np.add(out, bias.reshape(shape),
+                                                                    out=out)
+    return out
+
+
+def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0, *range(2, x.ndim))
+
+
+def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
+                   bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
+                   running_var: np.ndarray | None = None, momentum: float = 0.1,
+                   eps: float = 1e-5) -> tuple[tuple[Any, Any, Any], tuple[np.ndarray, ...]]:
+    """``batch_norm`` and ``(xhat, 1/std)`` (the cache of ``batch_norm_vjp``)."""
+    axes = _bn_axes(input)
+    xhat, mu, var, inv_std = _standardise(input, axes, eps)
+    out = _affine(xhat, weight, bias, _channel_shape(input))
+    if running_mean is None or running_var is None:
+        return (out, running_mean, running_var), (xhat, inv_std)
+    n = input.size // input.shape[1]
+    unbiased = var.reshape(-1) * (n / _builtins.max(n - 1, 1))
+    new_mean = (1 - momentum) * running_mean + momentum * mu.reshape(-1)
+    new_var = (1 - momentum) * running_var + momentum * unbiased
+    stats = (new_mean.astype(running_mean.dtype, copy=False),
+             new_var.astype(running_var.dtype, copy=False))
+    return (out, *stats), (xhat, inv_std)
+
+
+def batch_norm(input: np.ndarray, weight: np.ndarray | None = None,
+               bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
+               running_var: np.ndarray | None = None, momentum: float = 0.1,
+               eps: float = 1e-5) -> tuple[Any, Any, Any]:
+    """Training batch norm over channel axis 1: ``(output, new_running_mean, new_running_var)``.
+
+    Normalises with the biased batch variance; the running variance moves towards the unbiased
+    one (PyTorch). Without running statistics returns ``(output, None, None)``.
+    """
+    return batch_norm_fwd(input, weight, bias, running_mean, running_var, momentum, eps)[0]
+
+
+def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
+                         bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
+                         running_var: np.ndarray | None = None, momentum: float = 0.1,
+                         eps: float = 1e-5) -> tuple[Any, Any, Any]:
+    """Batch norm with the running statistics (batch statistics when they are None).
+
+    Returns ``(output, running_mean, running_var)`` with the statistics unchanged.
+    """
+    if running_mean is None or running_var is None:
+        xhat = _standardise(input, _bn_axes(input), eps)[0]
+    else:
+        shape = _channel_shape(input)
+        inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
+        xhat = (input - running_mean.reshape(shape)) * inv_std
+    return _affine(xhat, weight, bias, _channel_shape(input)), running_mean, running_var
+
+
+def _layer_axes(input: np.ndarray, normalized_shape: Any) -> tuple[int, ...]:
+    count = 1 if isinstance(normalized_shape, int | np.integer) else len(normalized_shape)
+    return tuple(range(input.ndim - count, input.ndim))
+
+
+def layer_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
+                   bias: np.ndarray | None = None, normalized_shape: Any = None,
+                   eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``layer_norm`` and ``(xhat, 1/std)`` (the cache of ``layer_norm_vjp``)."""
+    if normalized_shape is None:
+        normalized_shape = (input.shape[-1],)
+    axes = _layer_axes(input, normalized_shape)
+    xhat, _, _, inv_std = _standardise(input, axes, eps)
+    shape = tuple(input.shape[a] for a in axes)
+    return _affine(xhat, weight, bias, shape), (xhat, inv_std)
+
+
+def layer_norm(input: np.ndarray, weight: np.ndarray | None = None,
+               bias: np.ndarray | None = None, normalized_shape: Any = None,
+               eps: float = 1e-5) -> np.ndarray:
+    """Normalise over the trailing ``normalized_shape`` dims (biased variance), then affine."""
+    return layer_norm_fwd(input, weight, bias, normalized_shape, eps)[0]
+
+
+def group_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
+                   bias: np.ndarray | None = None, num_groups: int = 1,
+                   eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``group_norm`` and ``(xhat, 1/std)`` in the grouped layout ``(N, G, -1)``."""
+    n, c = input.shape[:2]
+    if c % num_groups:
+        raise ValueError(f"{c} channels are not divisible into {num_groups} groups")
+    grouped = input.reshape(n, num_groups, -1)
+    xhat, _, _, inv_std = _standardise(grouped, (2,), eps)
+    out = _affine(xhat.reshape(input.shape), weight, bias, _channel_shape(input))
+    return out, (xhat, inv_std)
+
+
+def group_norm(input: np.ndarray, weight: np.ndarray | None = None,
+               bias: np.ndarray | None = None, num_groups: int = 1,
+               eps: float = 1e-5) -> np.ndarray:
+    """Normalise each of ``num_groups`` channel groups per sample, then a per-channel affine."""
+    return group_norm_fwd(input, weight, bias, num_groups, eps)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding, attention, dropout
+# ----------------------------------------------------------------------------------------------
+def embedding(input: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``weight[input]``: rows of ``weight`` selected by integer indices."""
+    return weight[input]
+
+
+def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray,
+                           attn_mask: np.ndarray | None = None, is_causal: bool = False,
+                           scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``scaled_dot_product`` and its attention probabilities (the cache of its VJP)."""
+    s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = np.matmul(query, np.swapaxes(key, -1, -2)) * s
+    if is_causal:
+        rows, cols = scores.shape[-2:]
+        scores = np.where(np.tri(rows, cols, dtype=bool), scores, -np.inf)
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = np.where(attn_mask, scores, -np.inf)
+        else:
+            scores = scores + attn_mask
+    probs = softmax(scores, -1)
+    return np.matmul(probs, value), probs
+
+
+def scaled_dot_product(query: np.ndarray, key: np.ndarray, value: np.ndarray,
+                       attn_mask: np.ndarray | None = None, is_causal: bool = False,
+                       scale: float | None = None) -> np.ndarray:
+    """``softmax(q @ k^T * scale + mask) @ v`` (PyTorch's ``scaled_dot_product_attention``).
+
+    A boolean ``attn_mask`` is True where attending is allowed; a float mask is added;
+    ``is_causal`` hides keys after each query; ``scale=None`` is ``1/sqrt(E)``.
+    """
+    return scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[0]
+
+
+def dropout_fwd(input: np.ndarray, p: float = 0.5,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``dropout`` and the scaled keep mask (the cache of ``dropout_vjp``)."""
+    dtype = _float_dtype(np.asarray(input))
+    if p == 0:
+        return input, np.ones((), dtype)
+    if rng is None:
+        raise ValueError("dropout needs a random generator (the backend's next_rng())")
+    draw_dtype = np.float32 if dtype == np.float32 else np.float64
+    keep = rng.random(np.shape(input), dtype=draw_dtype) >= p
+    mask = keep.astype(dtype) * (1 / (1 - p))
+    return input * mask, mask
+
+
+def dropout(input: np.ndarray, p: float = 0.5,
+            rng: np.random.Generator | None = None) -> np.ndarray:
+    """Zero each element with probability ``p``, scale the others by ``1 / (1 - p)``."""
+    return dropout_fwd(input, p, rng)[0]
+
+
+def dropout_inference(input: np.ndarray, p: float = 0.5, rng: Any = None) -> np.ndarray:
+    """Dropout at inference: the input unchanged."""
+    return input
+
+
+def split_rng(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    """``n`` generators for ``n`` random kernels: the stateful generator shared ``n`` times."""
+    return [rng] * n
+

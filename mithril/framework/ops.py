@@ -928,14 +928,13 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
         s = _pairs(k if stride.value is None else stride.value, nd, "stride")
         p = _pad_pairs(padding.value, nd)
         d = _pairs(extra[0].value, nd, "dilation") if has_dilation else (1,) * nd
-        ceil = bool(extra[-1].value) if extra else False
         for i in range(nd):
             if 2 * max(p[i]) > k[i]:
                 raise ShapeConflict(f"padding {p[i]} should be at most half of kernel size {k[i]}")
         head = split_last(frag(inp), nd)
         if head is None:
             return False
-        sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i], ceil) for i, x in enumerate(head[1])]
+        sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i]) for i, x in enumerate(head[1])]
         out_f = frag(out)
         tail_dims = (split_last(out_f, nd) or (None, None))[1]
         tail: list[Any] = list(tail_dims) if tail_dims else [Dim() for _ in range(nd)]

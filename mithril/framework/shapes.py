@@ -88,7 +88,8 @@ class Constraint:
             add_watchers(r, (self,))
             if r.shape is not None:
                 watch(self, r.shape)
-        if finished:
+        # done only once kinds are settled too (tensors' element kinds can still narrow)
+        if finished and all(r.kind != "tensor" or r.kinds in (1, 2, 4) for r in roots):
             _set_attr(self, "done", True)
 
 

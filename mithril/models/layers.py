@@ -24,7 +24,7 @@ def _pair(v: Any, n: int, what: str) -> tuple[int, ...]:
 
 
 def _param(name: str, shape: list[Any]) -> IOKey:
-    return IOKey(name, shape=shape, differentiable=True)
+    return IOKey(name, shape=shape, type=float, differentiable=True)
 
 
 def _fan_in_dims(model: Model, terminal: str, skip: int = 1) -> list[Any]:
@@ -153,9 +153,9 @@ class BatchNorm2d(Model):
             "input": "input", "output": "output",
             "weight": _param("weight", c) if affine else None,
             "bias": _param("bias", c) if affine else None,
-            "running_mean": IOKey("running_mean", shape=c, differentiable=False)
+            "running_mean": IOKey("running_mean", shape=c, type=float, differentiable=False)
             if track_running_stats else None,
-            "running_var": IOKey("running_var", shape=c, differentiable=False)
+            "running_var": IOKey("running_var", shape=c, type=float, differentiable=False)
             if track_running_stats else None,
         }
         self |= Operator(CATALOGUE["batch_norm"], momentum=float(momentum), eps=float(eps))(
@@ -238,5 +238,52 @@ class Dropout(Primitive):
     positional = ("p",)
 
 
-__all__ = ["AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "Dropout", "Flatten", "Linear",
-           "MaxPool1d", "MaxPool2d"]
+class LayerNorm(Model):
+    """``nn.LayerNorm``: normalise over the trailing ``normalized_shape`` dims.
+
+    Without ``normalized_shape`` (the reference API's ``LayerNorm()``), the last dim is
+    normalised and its size is inferred. ``use_scale`` / ``use_bias`` are the reference
+    spellings of ``elementwise_affine`` / ``bias``.
+    """
+
+    def __init__(self, normalized_shape: int | tuple[int, ...] | None = None, eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, *,
+                 use_scale: bool | None = None, use_bias: bool | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        from ..framework.shapes import Dim
+
+        scale = elementwise_affine if use_scale is None else use_scale
+        shift = (elementwise_affine and bias) if use_bias is None else use_bias
+        if normalized_shape is None:
+            shape: tuple[Any, ...] = (Dim(),)
+        elif isinstance(normalized_shape, int):
+            shape = (normalized_shape,)
+        else:
+            shape = tuple(normalized_shape)
+        dims = [d if isinstance(d, int) else None for d in shape]
+        self |= Operator(CATALOGUE["layer_norm"], normalized_shape=shape, eps=float(eps))(
+            input="input", output="output",
+            weight=_param("weight", dims) if scale else None,
+            bias=_param("bias", dims) if shift else None)
+        if scale:
+            self.set_initializer("weight", "ones")
+        if shift:
+            self.set_initializer("bias", "zeros")
+
+
+class Embedding(Model):
+    """``nn.Embedding(num_embeddings, embedding_dim)``: rows of ``weight`` by index."""
+
+    def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self |= Operator(CATALOGUE["embedding"])(
+            input=IOKey("input", type=int), weight=_param("weight", [num_embeddings,
+                                                                      embedding_dim]),
+            output="output")
+        self.set_initializer("weight", "normal")
+
+
+__all__ = ["AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "Flatten",
+           "LayerNorm", "Linear", "MaxPool1d", "MaxPool2d"]

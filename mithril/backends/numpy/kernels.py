@@ -775,10 +775,11 @@ def _standardise(x: np.ndarray, axes: tuple[int, ...],
 def _affine(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
             shape: tuple[int, ...]) -> np.ndarray:
     """``xhat * weight + bias`` with the parameters reshaped to ``shape`` (either may be None)."""
-    out = xhat if weight is None else xhat * weight.reshape(shape)
+    if weight is None:
+        return xhat if bias is None else xhat + bias.reshape(shape)
+    out = xhat * weight.reshape(shape)
     if bias is not None:
-        out = out + bias.reshape(shape) if out is xhat else np.add(out, bias.reshape(shape),
-                                                                    out=out)
+        out += bias.reshape(shape)
     return out
 
 

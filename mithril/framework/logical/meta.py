@@ -13,6 +13,7 @@ import numpy as np
 from .. import types as T
 from ..shapes import (
     Constraint,
+    Dim,
     Frag,
     ShapeConflict,
     _set_attr,
@@ -117,11 +118,24 @@ class Meta:
         return "scalar" if r.kind == SCALAR else "tensor or number"
 
 
+def _normal_value(v: Any) -> Any:
+    """Symbolic dims inside scalar values compare by their current value or identity."""
+    if isinstance(v, Dim):
+        r = v.root()
+        return ("dim", r.value) if r.value is not None else ("sym", id(r))
+    if isinstance(v, int) and not isinstance(v, bool):
+        return ("dim", v)
+    if isinstance(v, tuple | list):
+        return (type(v).__name__, tuple(_normal_value(x) for x in v))
+    return v
+
+
 def _values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
     try:
-        return type(a) is type(b) and bool(a == b)
+        na, nb = _normal_value(a), _normal_value(b)
+        return type(na) is type(nb) and bool(na == nb)
     except Exception:
         return a is b
 

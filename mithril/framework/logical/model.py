@@ -497,9 +497,12 @@ class BaseModel:
 
     @property
     def shapes(self) -> dict[str, Any]:
-        """Current (possibly symbolic) shapes of the terminals."""
+        """Current (possibly symbolic) shapes of the terminals and named connections."""
         out: dict[str, Any] = {}
-        for k, c in self.interface().items():
+        conns = dict(self.interface())
+        for k, c in getattr(self, "named", {}).items():
+            conns.setdefault(k, c)
+        for k, c in conns.items():
             m = c.meta.root()
             out[k] = None if m.kind != TENSOR else _shape_list(m.shape)  # type: ignore[arg-type]
         return out

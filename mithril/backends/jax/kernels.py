@@ -508,7 +508,28 @@ def _max_pool(input: Array, kernel_size: Any, stride: Any, padding: Any, dilatio
     else:
         init = jnp.iinfo(x.dtype).min
     args = _window_args(x.ndim, kernel_size, stride, padding, dilation, nd)
+    if any(d != 1 for d in args["window_dilation"]):
+        return _dilated_max_pool(x, np.array(init, x.dtype), **args)
     return jax.lax.reduce_window(x, np.array(init, x.dtype), jax.lax.max, **args)
+
+
+def _dilated_max_pool(x: Array, init: Any, window_dimensions: tuple[int, ...],
+                      window_strides: tuple[int, ...], padding: tuple[tuple[int, int], ...],
+                      window_dilation: tuple[int, ...]) -> Array:
+    """Max pooling with dilated windows as a maximum over strided slices.
+
+    ``lax.reduce_window`` has no VJP for dilated max windows, so each window offset is sliced
+    out of the padded input and the slices are reduced with ``jnp.max``.
+    """
+    xp = jnp.pad(x, padding, constant_values=init)
+    out_shape = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
+                 zip(xp.shape, window_dimensions, window_strides, window_dilation, strict=True)]
+    offsets = np.ndindex(*window_dimensions)
+    slices = [jax.lax.slice(xp, [o * d for o, d in zip(off, window_dilation, strict=True)],
+                            [o * d + (m - 1) * s + 1 for o, d, m, s in
+                             zip(off, window_dilation, out_shape, window_strides, strict=True)],
+                            window_strides) for off in offsets]
+    return jnp.max(jnp.stack(slices), axis=0)
 
 
 def max_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,

@@ -109,9 +109,10 @@ class MlxBackend(Backend):
             keys = sorted(params)
             out_keys = sorted(k for k, g in output_gradients.items() if g is not None)
             if not out_keys:
-                outputs, new_state = forward(params, data, state, rng)
+                with mx.stream(self.mx_device):
+                    outputs, new_state = forward(params, data, state, rng)
                 return outputs, new_state, {k: mx.zeros_like(params[k]) for k in keys}
-            cotangents = [_as_array(output_gradients[k]) for k in out_keys]
+            cotangents = [self._cotangent(output_gradients[k]) for k in out_keys]
             captured: dict[str, Any] = {}
 
             def flat(*arrays: mx.array) -> list[mx.array]:
@@ -121,11 +122,21 @@ class MlxBackend(Backend):
                 return [_differentiated(outputs, k, c) for k, c in zip(out_keys, cotangents,
                                                                         strict=True)]
 
-            _, grads = mx.vjp(flat, [params[k] for k in keys], cotangents)
+            with mx.stream(self.mx_device):
+                _, grads = mx.vjp(flat, [params[k] for k in keys], cotangents)
             gradients = dict(zip(keys, grads, strict=True))
             return captured["outputs"], captured["state"], gradients
 
         return fn
+
+    def _cotangent(self, value: Any) -> mx.array:
+        """An output gradient as an MLX array (NumPy keeps its dtype; floats take ours)."""
+        if isinstance(value, mx.array):
+            return value
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and not isinstance(value, np.ndarray | np.generic):
+            return self._finish(arr, self.dtype)
+        return self._from_numpy(arr)
 
     def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``mx.compile(fn)``; recompiles for new shapes, dtypes and Python-scalar arguments.
@@ -141,20 +152,18 @@ class MlxBackend(Backend):
             nonlocal eager
             if not eager:
                 try:
-                    return compiled(*args, **kwargs)
+                    with mx.stream(self.mx_device):
+                        return compiled(*args, **kwargs)
                 except ValueError as err:
                     if "function transformations" not in str(err):
                         raise
                     warnings.warn(f"mx.compile cannot trace this function ({err}); running it "
                                   "eagerly", RuntimeWarning, stacklevel=2)
                     eager = True
-            return fn(*args, **kwargs)
+            with mx.stream(self.mx_device):
+                return fn(*args, **kwargs)
 
         return run
-
-
-def _as_array(value: Any) -> mx.array:
-    return value if isinstance(value, mx.array) else mx.array(np.asarray(value))
 
 
 def _differentiated(outputs: dict[str, Any], key: str, cotangent: mx.array) -> mx.array:

@@ -3,8 +3,14 @@
 Arguments arrive positionally in catalogue order. Tensor-or-number terminals may be plain Python
 numbers; MLX promotes them without upcasting the array's precision. Convolutions take the
 contract's channels-first layouts (``NCL``/``NCHW`` input, ``OIL``/``OIHW`` weight) and
-transpose to MLX's channels-last layouts internally. MLX's CPU convolution does not support
-float64 with strides, dilation or groups, so float64 convolutions use an unfold-and-matmul path.
+transpose to MLX's channels-last layouts internally.
+
+MLX 0.32 has float64 on the CPU, with gaps this module fills for float64 arrays:
+- ``mx.exp``, ``mx.sin``, ``mx.cos``, ``mx.erf`` and ``mx.sigmoid`` (and softmax / logaddexp,
+  built on ``exp``) compute at float32 accuracy, and ``exp`` overflows above 88. Float64 uses
+  accurate compositions of MLX's exact float64 ops (``power``, ``tan``, ``log1p``) instead.
+- Convolutions with strides, dilation or groups are unsupported; float64 convolutions unfold
+  the windows and use one grouped matmul.
 """
 
 from __future__ import annotations
@@ -36,6 +42,86 @@ def mx_dtype(dtype: Any) -> mx.Dtype:
     if isinstance(dtype, mx.Dtype):
         return dtype
     return _DTYPES[as_dtype(dtype).name]
+
+
+# ----------------------------------------------------------------------------------------------
+# Float64-accurate elementwise functions (MLX's own are float32-accurate for float64 input)
+# ----------------------------------------------------------------------------------------------
+def _is_f64(x: _Array) -> bool:
+    return x.dtype == mx.float64
+
+
+def _exp(x: _Array) -> _Array:
+    """``e ** x``; float64 through ``power``, which MLX computes in full precision."""
+    return mx.power(math.e, x) if _is_f64(x) else mx.exp(x)
+
+
+@mx.custom_function
+def _sin64(x: _Array) -> _Array:
+    t = mx.tan(x * 0.5)
+    return 2 * t / (1 + t * t)
+
+
+@mx.custom_function
+def _cos64(x: _Array) -> _Array:
+    t2 = mx.square(mx.tan(x * 0.5))
+    return (1 - t2) / (1 + t2)
+
+
+@_sin64.vjp
+def _sin64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
+    return cotangent * _cos64(x)
+
+
+@_cos64.vjp
+def _cos64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
+    return -cotangent * _sin64(x)
+
+
+@mx.custom_function
+def _sigmoid64(x: _Array) -> _Array:
+    return mx.where(x >= 0, 1 / (1 + _exp(-x)), _exp(x) / (1 + _exp(x)))
+
+
+@_sigmoid64.vjp
+def _sigmoid64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
+    return cotangent * output * (1 - output)
+
+
+_ERF_TERMS = 100  # enough for |x| <= 6; beyond, erf(x) rounds to +-1 in float64
+
+
+@mx.custom_function
+def _erf64(x: _Array) -> _Array:
+    """``erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (2n+1)!!`` (no cancellation)."""
+    z = mx.clip(x, -6.0, 6.0)
+    step = 2 * z * z
+    term = total = z
+    for n in range(_ERF_TERMS):
+        term = term * step / (2 * n + 3)
+        total = total + term
+    return mx.clip((2 / math.sqrt(math.pi)) * _exp(-z * z) * total, -1.0, 1.0)
+
+
+@_erf64.vjp
+def _erf64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
+    return cotangent * (2 / math.sqrt(math.pi)) * _exp(-x * x)
+
+
+def _sin(x: _Array) -> _Array:
+    return _sin64(x) if _is_f64(x) else mx.sin(x)
+
+
+def _cos(x: _Array) -> _Array:
+    return _cos64(x) if _is_f64(x) else mx.cos(x)
+
+
+def _sigmoid(x: _Array) -> _Array:
+    return _sigmoid64(x) if _is_f64(x) else mx.sigmoid(x)
+
+
+def _erf(x: _Array) -> _Array:
+    return _erf64(x) if _is_f64(x) else mx.erf(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +237,7 @@ def absolute(input: _Array) -> _Array:
 
 def exp(input: _Array) -> _Array:
     """``e ** input``."""
-    return mx.exp(input)
+    return _exp(input)
 
 
 def log(input: _Array) -> _Array:
@@ -176,12 +262,12 @@ def sign(input: _Array) -> _Array:
 
 def sin(input: _Array) -> _Array:
     """Sine."""
-    return mx.sin(input)
+    return _sin(input)
 
 
 def cos(input: _Array) -> _Array:
     """Cosine."""
-    return mx.cos(input)
+    return _cos(input)
 
 
 def floor(input: _Array) -> _Array:
@@ -201,7 +287,7 @@ def relu(input: _Array) -> _Array:
 
 def sigmoid(input: _Array) -> _Array:
     """Logistic sigmoid."""
-    return mx.sigmoid(input)
+    return _sigmoid(input)
 
 
 def tanh(input: _Array) -> _Array:
@@ -211,12 +297,14 @@ def tanh(input: _Array) -> _Array:
 
 def silu(input: _Array) -> _Array:
     """``input * sigmoid(input)``."""
-    return input * mx.sigmoid(input)
+    return input * _sigmoid(input)
 
 
 def softplus(input: _Array) -> _Array:
     """``log(1 + exp(input))``; the identity above 20 (PyTorch's threshold, beta 1)."""
-    return mx.where(input > 20, input, mx.logaddexp(input, mx.zeros_like(input)))
+    if not _is_f64(input):
+        return mx.where(input > 20, input, mx.logaddexp(input, mx.zeros_like(input)))
+    return mx.where(input > 20, input, mx.log1p(_exp(mx.minimum(input, 20.0))))
 
 
 def stop_gradient(input: _Array) -> _Array:
@@ -239,7 +327,7 @@ def gelu(input: _Array, approximate: bool = False) -> _Array:
     if approximate:
         inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
         return 0.5 * input * (1 + mx.tanh(inner))
-    return 0.5 * input * (1 + mx.erf(input * (1 / math.sqrt(2.0))))
+    return 0.5 * input * (1 + _erf(input * (1 / math.sqrt(2.0))))
 
 
 def leaky_relu(input: _Array, slope: float = 0.01) -> _Array:
@@ -269,12 +357,18 @@ def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
 
 def softmax(input: _Array, axis: _Axis = -1) -> _Array:
     """Softmax along ``axis``."""
-    return mx.softmax(input, axis=axis)
+    if not _is_f64(input):
+        return mx.softmax(input, axis=axis)
+    shifted = _exp(input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True)))
+    return shifted / mx.sum(shifted, axis=axis, keepdims=True)
 
 
 def log_softmax(input: _Array, axis: _Axis = -1) -> _Array:
     """``log(softmax(input))`` computed stably."""
-    return input - mx.logsumexp(input, axis=axis, keepdims=True)
+    if not _is_f64(input):
+        return input - mx.logsumexp(input, axis=axis, keepdims=True)
+    shifted = input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True))
+    return shifted - mx.log(mx.sum(_exp(shifted), axis=axis, keepdims=True))
 
 
 def cast(input: _Array, dtype: Any) -> _Array:
@@ -699,7 +793,7 @@ def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Ar
             scores = mx.where(attn_mask, scores, neg_inf)
         else:
             scores = scores + attn_mask
-    return mx.matmul(mx.softmax(scores, axis=-1), value)
+    return mx.matmul(softmax(scores, -1), value)
 
 
 def dropout(input: _Array, p: float = 0.5, rng: _Array | None = None) -> _Array:

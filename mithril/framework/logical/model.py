@@ -522,7 +522,7 @@ class _building:
 
     def __init__(self, model: BaseModel, what: str) -> None:
         self.model = model
-        self.what = what
+        self.what = what  # context for error messages
         self.trail = Trail()
 
     def __enter__(self) -> Trail:
@@ -533,20 +533,22 @@ class _building:
             try:
                 propagate()
             except PropagationError as err:
+                error = _propagation_error(err, self.what)  # described before the rollback
                 self.trail.__exit__(type(err), err, None)
-                raise _propagation_error(err) from None
+                raise error from None
         self.trail.__exit__(exc_type, exc, tb)
         return False
 
 
-def _propagation_error(err: PropagationError) -> ShapeMismatchError:
+def _propagation_error(err: PropagationError, context: str = "") -> ShapeMismatchError:
     owner = err.constraint.owner
     parts = []
     for name, meta in zip(owner.input_names + owner.output_names, err.constraint.metas,
                           strict=False):
         parts.append(f"{name}: {meta.describe()}")
+    where = f"{context}: " if context and not context.isidentifier() else ""
     return ShapeMismatchError(
-        f"{owner.op.name} at {owner.path}: {err.cause} (terminals {'; '.join(parts)})")
+        f"{where}{owner.op.name} at {owner.path}: {err.cause} (terminals {'; '.join(parts)})")
 
 
 def _guard(model: BaseModel, key: Any, meta: Meta, given: Any, fn: Any) -> None:
@@ -734,7 +736,9 @@ class Model(BaseModel):
                     raise TerminalError(f"{self.path}: output {name!r} of "
                                         f"{type(child).__name__} is connected to a constant")
                 seen_outputs[id(conn)] = name
-        with _building(self, "add") as _trail:
+        context = f"{self.path}: adding {type(child).__name__} " \
+            f"{child.name or child.class_name!r}"
+        with _building(self, context):
             for name, conn in targets.items():
                 child_meta = iface[name].meta
                 before = (child_meta.describe(), conn.meta.describe())

@@ -1,0 +1,69 @@
+"""``NumpyBackend``: CPU arrays, NumPy kernels and hand-written VJPs (no autodiff, no JIT)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ...framework import types as _types
+from ..backend import Backend
+from . import kernels as _kernels
+from . import vjps as _vjps
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: binary primitives generated code may write as plain operators (same result as the kernel)
+_OPERATOR_EXPRS = {
+    "add": "({0} + {1})",
+    "subtract": "({0} - {1})",
+    "multiply": "({0} * {1})",
+    "matmul": "({0} @ {1})",
+}
+
+
+class NumpyBackend(Backend):
+    """Runs compiled models with NumPy on the CPU; gradients come from ``vjps.py``.
+
+    ``dtype`` is the float precision (``ml.float16``, ``ml.float32`` or ``ml.float64``; NumPy
+    has no bfloat16). Only ``device="cpu"`` exists.
+    """
+
+    name = "numpy"
+    manual_gradients = True
+    exprs: ClassVar[dict[str, str]] = dict(_OPERATOR_EXPRS)
+    supported_devices = ("cpu",)
+    kernels = _kernels
+    vjps = _vjps
+
+    def __init__(self, dtype: Any = _types.float32, device: str = "cpu") -> None:
+        _kernels._native_dtype(dtype)  # fail early on bfloat16
+        super().__init__(dtype, device)
+
+    def native_dtype(self, dtype: Any) -> np.dtype:
+        """The NumPy dtype for ``dtype`` (``TypeError`` for bfloat16, which NumPy lacks)."""
+        return _kernels._native_dtype(dtype)
+
+    def _from_numpy(self, array: np.ndarray) -> np.ndarray:
+        """NumPy arrays are already this backend's arrays."""
+        return np.asarray(array)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A copy of ``x`` as a NumPy array."""
+        return np.array(x, copy=True)
+
+    def seed_framework(self, seed: int) -> None:
+        """Reseed the generator handed to random kernels (a stream apart from ``np_rng``)."""
+        self._rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+
+    def next_rng(self) -> np.random.Generator:
+        """The backend's seeded generator: the same object every call, so each call advances it.
+
+        The sequence of draws restarts after ``set_seed``.
+        """
+        return self._rng
+
+    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """NumPy has no JIT: ``fn`` unchanged."""
+        return fn

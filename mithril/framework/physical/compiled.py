@@ -84,6 +84,14 @@ class CompiledModel:
         self._required_data = frozenset(self._data)
         self._optional_data = frozenset(program_info["unused"])
         self._float_dtype = backend.native_dtype(backend.dtype)
+        self._other_floats = set()
+        for name in ("float16", "bfloat16", "float32", "float64"):
+            try:
+                native = backend.native_dtype(T.DTYPES[name])
+            except (TypeError, ValueError):
+                continue
+            if native != self._float_dtype:
+                self._other_floats.add(native)
         self._state: dict[str, Any] = self.initial_state_dict
         self._uses_rng = "rngs = split_rng" in forward_source
 
@@ -285,7 +293,7 @@ class CompiledModel:
                 raise TypeMismatchError(
                     f"input {key!r} is {_describe(x)}; pass a {self.backend.name} array "
                     "(backend.array(...))")
-            if kinds == T.FLOAT and getattr(x, "dtype", None) != self._float_dtype:
+            if kinds & T.FLOAT and getattr(x, "dtype", None) in self._other_floats:
                 raise TypeMismatchError(
                     f"input {key!r} is {_describe(x)}; the model was compiled for "
                     f"{self.backend.name} arrays of {self.backend.dtype!r} (use "

@@ -97,8 +97,10 @@ def flatten(model: BaseModel) -> FlatGraph:
             local = child._local_name or child.class_name
             path = f"{prefix}{local}"
             if isinstance(child, Operator):
-                ins = [value_for(binding[n], f"{path}.{n}", prefix) for n in child.input_names]
-                outs = [value_for(binding[n], f"{path}.{n}", prefix) for n in child.output_names]
+                # a layer wrapping one primitive names values after the layer (``linear.output``)
+                hint = prefix.rstrip(".") if len(m.children) == 1 and prefix else path
+                ins = [value_for(binding[n], f"{hint}.{n}", prefix) for n in child.input_names]
+                outs = [value_for(binding[n], f"{hint}.{n}", prefix) for n in child.output_names]
                 node = Node(child.op, child, ins, outs, path)
                 for v in ins:
                     v.consumers.append(node)

@@ -13,7 +13,7 @@ SIZES = (1, 6, 12, 24, 48)
 def run(backend_factory=None) -> str:
     import mithril as ml
 
-    backend = backend_factory() if backend_factory else ml.NumpyBackend()  # noqa: E501
+    backend = backend_factory() if backend_factory else ml.NumpyBackend()
     rows = [["blocks", "build ms", "build ms/block", "compile ms", "compile ms/block"]]
     for n in SIZES:
         build = compile_t = float("inf")

@@ -42,7 +42,8 @@ from .framework.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection", "compile", "Dtype", "IOKey",
+    "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
+    "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelReuseError", "ShapeMismatchError", "TerminalError",
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8",

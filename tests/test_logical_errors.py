@@ -85,7 +85,7 @@ def test_connections_of_different_models_do_not_mix():
     b = Model()
     b |= Relu()(input="y")
     with pytest.raises(TerminalError, match="different models"):
-        a.x + b.y  # noqa: B018
+        a.x + b.y
     with pytest.raises(TerminalError, match="belongs to"):
         a |= Relu()(input=b.y)
 

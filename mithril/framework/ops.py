@@ -312,7 +312,7 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
     if lr is None or rr is None or ls is None or rs is None:
         return False
     batch = Meta.tensor(None)
-    ob = Meta.tensor(ls[0].prefix and list(ls[0].prefix) or [])
+    ob = Meta.tensor((ls[0].prefix and list(ls[0].prefix)) or [])
     rb = Meta.tensor(list(rs[0].prefix))
     rank = max(len(ls[0].prefix), len(rs[0].prefix))
     out_dims = ensure_rank(out, rank + 2)
@@ -587,7 +587,7 @@ def _broadcast_to_rule(inp: Meta, shape: Meta, out: Meta) -> bool:
     if shape.value is TBD:
         return False
     target = Meta.tensor(None)
-    set_shape(target, [t if isinstance(t, Dim) else t for t in shape.value])
+    set_shape(target, list(shape.value))
     set_shape(out, list(frag(target).prefix))
     return broadcast(out, [inp, target])
 
@@ -908,8 +908,10 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
     return rule
 
 
-_CONV_SCALARS = (Term("stride", SCALAR, T.INT, default=1), Term("padding", SCALAR, T.INT, default=0),
-                 Term("dilation", SCALAR, T.INT, default=1), Term("groups", SCALAR, T.INT, default=1))
+_CONV_SCALARS = (Term("stride", SCALAR, T.INT, default=1),
+                 Term("padding", SCALAR, T.INT, default=0),
+                 Term("dilation", SCALAR, T.INT, default=1),
+                 Term("groups", SCALAR, T.INT, default=1))
 register(OpDef("conv1d", (Term("input"), Term("weight"), Term("bias", optional=True),
                           *_CONV_SCALARS), OUT, _conv_rule(1)))
 register(OpDef("conv2d", (Term("input"), Term("weight"), Term("bias", optional=True),

@@ -124,25 +124,25 @@ def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
             unify_frags(out.shape, unknown[0])  # type: ignore[arg-type]
             return True
         same = {id(f.var.root()) for f in unknown}  # type: ignore[union-attr]
-        if len(same) == 1 and all(f.var is not None for f in frags):
-            # all share one variadic: broadcast only the known edges
-            if all(len(f.prefix) == len(unknown[0].prefix) and len(f.suffix) == len(
+        if len(same) == 1 and all(f.var is not None for f in frags) and all(
+                len(f.prefix) == len(unknown[0].prefix) and len(f.suffix) == len(
                     unknown[0].suffix) for f in frags):
-                pre = [Dim() for _ in unknown[0].prefix]
-                suf = [Dim() for _ in unknown[0].suffix]
+            # all share one variadic: broadcast only the known edges
+            pre = [Dim() for _ in unknown[0].prefix]
+            suf = [Dim() for _ in unknown[0].suffix]
+            out_f = frag(out)
+            if out_f.var is not None and out_f.var.root() is unknown[0].var.root():  # type: ignore[union-attr]
+                pre, suf = out_f.prefix, out_f.suffix
+            else:
+                unify_frags(out.shape, Frag(pre, unknown[0].var, suf))  # type: ignore[arg-type]
                 out_f = frag(out)
-                if out_f.var is not None and out_f.var.root() is unknown[0].var.root():  # type: ignore[union-attr]
-                    pre, suf = out_f.prefix, out_f.suffix
-                else:
-                    unify_frags(out.shape, Frag(pre, unknown[0].var, suf))  # type: ignore[arg-type]
-                    out_f = frag(out)
-                    pre, suf = out_f.prefix, out_f.suffix
-                done = True
-                for i, d in enumerate(pre):
-                    done &= broadcast_dims(d, [f.prefix[i] for f in frags])
-                for i, d in enumerate(suf):
-                    done &= broadcast_dims(d, [f.suffix[i] for f in frags])
-                return done
+                pre, suf = out_f.prefix, out_f.suffix
+            done = True
+            for i, d in enumerate(pre):
+                done &= broadcast_dims(d, [f.prefix[i] for f in frags])
+            for i, d in enumerate(suf):
+                done &= broadcast_dims(d, [f.suffix[i] for f in frags])
+            return done
         return False
     rank = max(len(f.prefix) for f in frags)
     out_dims = ensure_rank(out, rank)

@@ -70,7 +70,7 @@ def _set_attr(obj: Any, name: str, value: Any) -> None:
 class Constraint:
     """A local rule over a few terminals' metadata, re-run when any of them changes."""
 
-    __slots__ = ("rule", "metas", "owner", "done")
+    __slots__ = ("done", "metas", "owner", "rule")
 
     def __init__(self, rule: Callable[..., bool | None], metas: Sequence[Any], owner: Any) -> None:
         self.rule = rule
@@ -133,7 +133,7 @@ _names = itertools.count()
 class Dim:
     """One axis length: a known int or a symbol, merged with equal dims by union-find."""
 
-    __slots__ = ("parent", "value", "name", "size", "watchers", "auto")
+    __slots__ = ("auto", "name", "parent", "size", "value", "watchers")
 
     def __init__(self, value: int | None = None, name: str | None = None) -> None:
         self.auto: str | None = None  # display name of an unnamed symbol (cosmetic only)
@@ -223,7 +223,7 @@ def add_watchers(node: Dim | Var, watchers: Iterable[Constraint]) -> None:
 class Var:
     """A variadic run of dims of unknown length (``("V", ...)`` in a template)."""
 
-    __slots__ = ("parent", "value", "name", "size", "watchers")
+    __slots__ = ("name", "parent", "size", "value", "watchers")
 
     def __init__(self, name: str | None = None) -> None:
         self.parent: Var = self
@@ -246,7 +246,7 @@ class Var:
 class Frag:
     """``prefix + [var...] + suffix``: a shape, possibly with one variadic middle part."""
 
-    __slots__ = ("prefix", "var", "suffix")
+    __slots__ = ("prefix", "suffix", "var")
 
     def __init__(self, prefix: Sequence[Dim] = (), var: Var | None = None,
                  suffix: Sequence[Dim] = ()) -> None:
@@ -365,7 +365,7 @@ def unify_frags(f: Frag, g: Frag) -> None:
         _unify_dims_in(x, y, a, b)
     a_pre, b_pre = a.prefix[np_:], b.prefix[np_:]
     a_suf, b_suf = a.suffix[: len(a.suffix) - ns], b.suffix[: len(b.suffix) - ns]
-    if a_pre and b_suf or b_pre and a_suf:
+    if (a_pre and b_suf) or (b_pre and a_suf):
         # [x, V..., ] vs [W..., y]: introduce a shared middle variadic
         mid = Var()
         resolve_var(a.var, Frag(b_pre, mid, b_suf))
@@ -409,7 +409,7 @@ def frag_from_template(template: ShapeTemplate | None, symbols: dict[str, Any] |
     suffix: list[Dim] = []
     var: Var | None = None
     for item in template:
-        if item is ... or isinstance(item, tuple) and len(item) == 2 and item[1] is ...:
+        if item is ... or (isinstance(item, tuple) and len(item) == 2 and item[1] is ...):
             if var is not None:
                 raise ValueError(f"shape {list(template)!r} has more than one variadic part")
             name = None if item is ... else item[0]

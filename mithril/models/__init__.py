@@ -4,16 +4,16 @@ from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
 from . import primitives as _primitives
 from .layers import *  # noqa: F403
-from .layers import __all__ as _layers_all
-from .primitives import *  # noqa: F403
+from .layers import AvgPool2d as AvgPool2D
 
 # Reference-API spellings of the guide's layers
-from .layers import BatchNorm2d as BatchNorm2D  # noqa: E402
-from .layers import Conv1d as Convolution1D  # noqa: E402
-from .layers import Conv2d as Convolution2D  # noqa: E402
-from .layers import MaxPool1d as MaxPool1D  # noqa: E402
-from .layers import MaxPool2d as MaxPool2D  # noqa: E402
-from .layers import AvgPool2d as AvgPool2D  # noqa: E402
+from .layers import BatchNorm2d as BatchNorm2D
+from .layers import Conv1d as Convolution1D
+from .layers import Conv2d as Convolution2D
+from .layers import MaxPool1d as MaxPool1D
+from .layers import MaxPool2d as MaxPool2D
+from .layers import __all__ as _layers_all
+from .primitives import *  # noqa: F403
 
 __all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",

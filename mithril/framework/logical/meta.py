@@ -56,7 +56,7 @@ class Initializer:
     ``fan_in`` is a list of dims (ints or shape dims) whose product is the fan-in.
     """
 
-    __slots__ = ("kind", "fan_in")
+    __slots__ = ("fan_in", "kind")
 
     def __init__(self, kind: str, fan_in: list[Any] | None = None) -> None:
         self.kind = kind
@@ -66,8 +66,17 @@ class Initializer:
 class Meta:
     """Facts about one terminal, shared by every connection merged with it."""
 
-    __slots__ = ("parent", "rank", "kind", "shape", "kinds", "value", "differentiable", "init",
-                 "watchers")
+    __slots__ = (
+        "differentiable",
+        "init",
+        "kind",
+        "kinds",
+        "parent",
+        "rank",
+        "shape",
+        "value",
+        "watchers",
+    )
 
     def __init__(self, kind: str, shape: Frag | None = None, kinds: int = T.ANY,
                  value: Any = TBD, differentiable: bool | None = None,

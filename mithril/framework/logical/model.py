@@ -34,7 +34,17 @@ from ..shapes import (
     schedule,
     unify_frags,
 )
-from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, make_kind, set_kinds, set_value, unify_meta
+from .meta import (
+    SCALAR,
+    TBD,
+    TENSOR,
+    Initializer,
+    Meta,
+    make_kind,
+    set_kinds,
+    set_value,
+    unify_meta,
+)
 
 
 class IOKey:
@@ -65,7 +75,7 @@ class IOKey:
 class Connection:
     """A wire inside one composite model; also the handle of the connection algebra."""
 
-    __slots__ = ("model", "key", "meta", "producer", "consumers", "expose")
+    __slots__ = ("consumers", "expose", "key", "meta", "model", "producer")
     __hash__ = object.__hash__
 
     def __init__(self, model: BaseModel, key: str | None, meta: Meta) -> None:
@@ -179,7 +189,7 @@ class Connection:
         return self._op("shape", self)
 
     @property
-    def T(self) -> Connection:  # noqa: N802
+    def T(self) -> Connection:
         return self._op("transpose", self, None)
 
     def reshape(self, shape: Any) -> Connection:
@@ -314,7 +324,7 @@ def _algebra(anchor: Connection, op_name: str, args: tuple[Any, ...], kw: dict[s
 class ConnectSpec:
     """A model with the terminals it is to be connected to (``model(input="x")``)."""
 
-    __slots__ = ("model", "args", "kwargs")
+    __slots__ = ("args", "kwargs", "model")
 
     def __init__(self, model: BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.model = model
@@ -446,7 +456,7 @@ class BaseModel:
         items = {**(shapes or {}), **kw}
         symbols: dict[str, Any] = {}
         targets = [(k, self._resolve_terminal(k)) for k in items]
-        with _building(self, "set_shapes"):
+        with _Building(self, "set_shapes"):
             for (k, conn), template in zip(targets, items.values(), strict=True):
                 meta = conn.meta.root()
                 if meta.kind != TENSOR:
@@ -458,7 +468,7 @@ class BaseModel:
     def set_types(self, types: Mapping[Any, Any] | None = None, **kw: Any) -> None:
         """Constrain element types: ``m.set_types(input=float)``."""
         items = {**(types or {}), **kw}
-        with _building(self, "set_types"):
+        with _Building(self, "set_types"):
             for k, t in items.items():
                 meta = self._resolve_terminal(k).meta
                 _guard(self, k, meta, t, lambda m=meta, t=t: set_kinds(m, T.kind_from_type(t)))
@@ -473,7 +483,7 @@ class BaseModel:
     def set_values(self, values: Mapping[Any, Any] | None = None, **kw: Any) -> None:
         """Fix terminals to constant values."""
         items = {**(values or {}), **kw}
-        with _building(self, "set_values"):
+        with _Building(self, "set_values"):
             for k, v in items.items():
                 meta = self._resolve_terminal(k).meta
                 _guard(self, k, meta, v, lambda m=meta, v=v: set_value(m, _const_value(m, v)))
@@ -517,7 +527,7 @@ def _shape_list(f: Frag) -> list[Any]:
     return items
 
 
-class _building:
+class _Building:
     """Run a model change in a trail; turn conflicts into clear errors and undo everything."""
 
     def __init__(self, model: BaseModel, what: str) -> None:
@@ -595,7 +605,7 @@ class Operator(BaseModel):
             raise TerminalError(f"{type(self).__name__} has no input {sorted(unknown)[0]!r}; "
                                 f"inputs: {', '.join(self.input_names)}")
         metas = [self.conns[n].meta for n in (*self.input_names, *self.output_names)]
-        with _building(self, "construct"):
+        with _Building(self, "construct"):
             for t in in_terms:
                 v = values.get(t.name, t.default)
                 if v is TBD:
@@ -738,7 +748,7 @@ class Model(BaseModel):
                 seen_outputs[id(conn)] = name
         context = f"{self.path}: adding {type(child).__name__} " \
             f"{child.name or child.class_name!r}"
-        with _building(self, context):
+        with _Building(self, context):
             for name, conn in targets.items():
                 child_meta = iface[name].meta
                 before = (child_meta.describe(), conn.meta.describe())
@@ -786,8 +796,8 @@ class Model(BaseModel):
             raise TerminalError(f"output {name!r} of {type(child).__name__} cannot be set to the "
                                 f"constant {value!r}")
         kind = child_conn.meta.root().kind
-        if isinstance(value, np.ndarray) or kind == TENSOR and isinstance(
-                value, bool | int | float | list | tuple):
+        if isinstance(value, np.ndarray) or (kind == TENSOR and isinstance(
+                value, bool | int | float | list | tuple)):
             arr = np.asarray(value)
             conn.meta = Meta.tensor(list(arr.shape), _kind_of_array(arr), value=arr)
         else:
@@ -870,9 +880,7 @@ class Model(BaseModel):
             elif conn.key is not None:
                 if not conn.consumers or conn.expose:
                     outputs.append((conn.key, conn))
-            elif conn is self._cout and not conn.consumers:
-                outputs.append((self._auto_name(conn, taken), conn))
-            elif conn.expose:
+            elif (conn is self._cout and not conn.consumers) or conn.expose:
                 outputs.append((self._auto_name(conn, taken), conn))
         iface = {}
         for k, c in inputs:

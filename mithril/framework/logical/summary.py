@@ -75,7 +75,8 @@ def model_summary(model: BaseModel, depth: int = 1) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     total = _param_count(model)
-    lines.append(f"trainable parameters: {'unknown until shapes are set' if total is None else f'{total:,}'}")
+    count = "unknown until shapes are set" if total is None else f"{total:,}"
+    lines.append(f"trainable parameters: {count}")
     return "\n".join(lines)
 
 

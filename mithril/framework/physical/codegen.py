@@ -157,7 +157,8 @@ class CodeWriter:
             raise CompileError(f"the backend has no kernel for primitive {name!r}")
         return name
 
-    def node_line(self, node: Node, with_cache: bool, rng_index: int | None) -> tuple[str, str | None]:
+    def node_line(self, node: Node, with_cache: bool, rng_index: int | None
+                  ) -> tuple[str, str | None]:
         """The statement for one node, and the cache variable it defines (if any)."""
         args = [self.arg(v) for v in node.inputs]
         outs = [self.var(o) if self._output_needed(o) else "_" for o in node.outputs]

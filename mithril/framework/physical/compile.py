@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..logical.meta import SCALAR, TBD, TENSOR, make_kind
-from ..logical.model import BaseModel, Model, Operator, _building, _propagation_error
+from ..logical.model import BaseModel, Model, Operator, _Building, _propagation_error
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
 from .compiled import CompiledModel, ParamSpec, ShapePattern
@@ -120,7 +120,7 @@ def _to_numpy(backend: Any, value: Any) -> Any:
 
 def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
     """Inputs still undecided between tensor and scalar are tensors (e.g. a connected bias)."""
-    with _building(model, "compile"):
+    with _Building(model, "compile"):
         for v in graph.values:
             r = v.root
             if r.kind is None and v.producer is None and r.value is TBD:

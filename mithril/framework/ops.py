@@ -180,9 +180,13 @@ NON_DIFFERENTIABLE = {"floor_divide", "greater", "less", "greater_equal", "less_
 for _name, _sym, _fold, _kind_fn, _kinds in _BINARY:
     _expr = f"{_sym}({{0}}, {{1}})" if _sym in ("min", "max") else f"({{0}} {_sym} {{1}})"
     register(OpDef(
-        _name, (Term("left", None, _kinds), Term("right", None, _kinds)), (Term("output", None),),
+        _name, (Term("left", None, _kinds), Term("right", None, _kinds)),
+        (Term("output", None, T.ANY),),
         _binary_rule(_kind_fn, _fold), fold=_fold, expr=_expr,
         differentiable=_name not in NON_DIFFERENTIABLE))
+
+
+OUT_ANY = (Term("output", kinds=T.ANY),)
 
 
 def _unary_rule(kinds: Callable[[int], int]) -> Callable:
@@ -227,7 +231,7 @@ _UNARY: list[tuple[str, Callable[[int], int], int, bool]] = [
     ("isnan", _bool, T.NUMBER, False),
 ]
 for _name, _kind_fn, _kinds, _diff in _UNARY:
-    register(OpDef(_name, (Term("input", TENSOR, _kinds),), OUT, _unary_rule(_kind_fn),
+    register(OpDef(_name, (Term("input", TENSOR, _kinds),), OUT_ANY, _unary_rule(_kind_fn),
                    differentiable=_diff))
 
 
@@ -258,7 +262,7 @@ def _cast_rule(inp: Meta, dtype: Meta, out: Meta) -> bool:
     return same_shape(inp, out) and dtype.value is not TBD
 
 
-register(OpDef("cast", (Term("input", kinds=T.ANY), Term("dtype", SCALAR, T.ANY)), OUT,
+register(OpDef("cast", (Term("input", kinds=T.ANY), Term("dtype", SCALAR, T.ANY)), OUT_ANY,
                _cast_rule))
 
 
@@ -673,42 +677,48 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
         return True
     out_kinds(out, inp.kinds)
     items = _index_items(idx)
+    for i in items:
+        if not (i is None or i is Ellipsis or isinstance(i, slice) or
+                isinstance(i, int) and not isinstance(i, bool)):
+            raise ShapeConflict(f"unsupported index {i!r}: use ints, slices, None and ...")
+    if items.count(Ellipsis) > 1:
+        raise ShapeConflict(f"index {idx!r} has more than one Ellipsis")
     f = frag(inp)
-    n_used = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
         pos = items.index(Ellipsis)
         before, after = items[:pos], items[pos + 1:]
-        head_used = sum(1 for i in before if i is not None)
-        tail_used = sum(1 for i in after if i is not None)
-        if f.var is not None and (len(f.prefix) < head_used or len(f.suffix) < tail_used):
-            return False
-        if f.var is None:
-            middle = len(f.prefix) - head_used - tail_used
-            if middle < 0:
-                raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
-            items = before + (slice(None),) * middle + after
-        else:
-            pre = _apply_index(f.prefix[:head_used], before)
-            post = _apply_index(f.suffix[len(f.suffix) - tail_used:], after)
-            mid = Frag(f.prefix[head_used:], f.var, f.suffix[: len(f.suffix) - tail_used])
-            unify_frags(out.shape, Frag(pre, mid.var, []) if not mid.prefix and not mid.suffix  # type: ignore[arg-type]
-                        else Frag(pre + mid.prefix, mid.var, mid.suffix + post))
-            if not mid.prefix and not mid.suffix:
-                unify_frags(out.shape, Frag(pre, mid.var, post))  # type: ignore[arg-type]
+        nb, na = _count_used(before), _count_used(after)
+        if f.var is not None:
+            if len(f.prefix) < nb or len(f.suffix) < na:
+                return False
+            head = _apply_index(f.prefix[:nb], before) + f.prefix[nb:]
+            tail = f.suffix[:len(f.suffix) - na] + _apply_index(f.suffix[len(f.suffix) - na:],
+                                                               after)
+            unify_frags(out.shape, Frag(_dims(head), f.var, _dims(tail)))  # type: ignore[arg-type]
             return True
-    if f.var is not None:
-        if len(f.prefix) < n_used:
-            return False
-        used = f.prefix[:n_used]
-        unify_frags(out.shape, Frag(_apply_index(used, items), f.var,  # type: ignore[arg-type]
-                                    []) if not f.suffix else Frag(
-            _apply_index(used, items) + f.prefix[n_used:], f.var, f.suffix))
+        middle = len(f.prefix) - nb - na
+        if middle < 0:
+            raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
+        items = before + (slice(None),) * middle + after
+    used = _count_used(items)
+    if f.var is None:
+        if used > len(f.prefix):
+            raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
+        set_shape(out, _apply_index(f.prefix[:used], items) + f.prefix[used:])
         return True
-    if n_used > len(f.prefix):
-        raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
-    rest = f.prefix[n_used:]
-    set_shape(out, _apply_index(f.prefix[:n_used], items) + rest)
+    if len(f.prefix) < used:
+        return False
+    head = _apply_index(f.prefix[:used], items) + f.prefix[used:]
+    unify_frags(out.shape, Frag(_dims(head), f.var, f.suffix))  # type: ignore[arg-type]
     return True
+
+
+def _count_used(items: tuple[Any, ...]) -> int:
+    return sum(1 for i in items if i is not None and i is not Ellipsis)
+
+
+def _dims(items: list[Any]) -> list[Dim]:
+    return [i if isinstance(i, Dim) else Dim(i) for i in items]
 
 
 def _apply_index(dims: list[Dim], items: tuple[Any, ...]) -> list[Any]:

@@ -679,7 +679,7 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
     items = _index_items(idx)
     for i in items:
         if not (i is None or i is Ellipsis or isinstance(i, slice) or
-                isinstance(i, int) and not isinstance(i, bool)):
+                (isinstance(i, int) and not isinstance(i, bool))):
             raise ShapeConflict(f"unsupported index {i!r}: use ints, slices, None and ...")
     if items.count(Ellipsis) > 1:
         raise ShapeConflict(f"index {idx!r} has more than one Ellipsis")

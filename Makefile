@@ -15,7 +15,15 @@ $(STAMP): $(PY) pyproject.toml requirements/dev.txt
 	$(PY) -m pip install --quiet -r requirements/dev.txt -e .
 	touch $(STAMP)
 
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): $(STAMP) requirements/demo.txt
+	$(PY) -m pip install --quiet -r requirements/demo.txt
+	touch $(DEMO_STAMP)
+
 venv: $(STAMP)
+
+demo: $(DEMO_STAMP)
+	$(PY) examples/demo.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check mithril tests benchmarks

@@ -15,9 +15,10 @@ import numpy as np
 
 from ..errors import BackendUnavailableError
 from ..framework import types as T
+from .losses import LossMixin
 
 
-class Backend:
+class Backend(LossMixin):
     """Base of ``NumpyBackend``, ``TorchBackend``, ``JaxBackend`` and ``MlxBackend``.
 
     ``dtype`` is the float precision of parameters and float tensors; ``device`` is where

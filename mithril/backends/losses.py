@@ -1,0 +1,108 @@
+"""Loss helpers every backend offers (``backend.cross_entropy(logits, targets)`` and friends).
+
+They are written once on top of the backend's kernels, so they behave identically everywhere:
+mean reduction, class-index or one-hot (probability) targets, and numerically stable forms
+(log-softmax, log-sigmoid) so large logits give finite values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LossMixin:
+    """Mixed into :class:`~mithril.backends.backend.Backend`; uses ``self.kernels``."""
+
+    kernels: Any
+
+    def _is_index_target(self, logits: Any, targets: Any) -> bool:
+        return len(targets.shape) == len(logits.shape) - 1
+
+    def _one_hot(self, targets: Any, classes: int, like: Any) -> Any:
+        k = self.kernels
+        ids = self.arange(classes)  # type: ignore[attr-defined]
+        hot = k.equal(k.unsqueeze(targets, -1), ids)
+        return k.cast(hot, self.dtype)  # type: ignore[attr-defined]
+
+    def _target_probs(self, logits: Any, targets: Any) -> Any:
+        if self._is_index_target(logits, targets):
+            return self._one_hot(targets, logits.shape[-1], logits)
+        return targets
+
+    def cross_entropy(self, logits: Any, targets: Any) -> Any:
+        """Mean cross-entropy of ``logits`` (N, C) against class indices (N,) or
+        probabilities (N, C) — ``nn.CrossEntropyLoss()``.
+
+        >>> import mithril as ml
+        >>> b = ml.NumpyBackend(dtype=ml.float64)
+        >>> round(float(b.cross_entropy(b.array([[0.0, 0.0]]), b.array([1]))), 4)
+        0.6931
+        """
+        k = self.kernels
+        logp = k.log_softmax(logits, -1)
+        probs = self._target_probs(logits, targets)
+        n = _rows(logits)
+        return k.divide(k.negate(k.sum(k.multiply(probs, logp), None, False)), n)
+
+    def cross_entropy_grad(self, logits: Any, targets: Any) -> Any:
+        """Gradient of :meth:`cross_entropy` with respect to ``logits``."""
+        k = self.kernels
+        probs = self._target_probs(logits, targets)
+        total = k.sum(probs, -1, True)  # 1 for index / normalised targets
+        return k.divide(k.subtract(k.multiply(k.softmax(logits, -1), total), probs),
+                        _rows(logits))
+
+    def mse(self, predictions: Any, targets: Any) -> Any:
+        """Mean squared error (``nn.MSELoss()``)."""
+        k = self.kernels
+        d = k.subtract(predictions, targets)
+        return k.mean(k.multiply(d, d), None, False)
+
+    def mse_grad(self, predictions: Any, targets: Any) -> Any:
+        """Gradient of :meth:`mse` with respect to ``predictions``."""
+        k = self.kernels
+        return k.divide(k.multiply(k.subtract(predictions, targets), 2.0), _size(predictions))
+
+    def binary_cross_entropy(self, probabilities: Any, targets: Any) -> Any:
+        """Mean binary cross-entropy of probabilities (``nn.BCELoss()``; logs clamped at -100
+        as PyTorch does, so p = 0 or 1 stays finite)."""
+        k = self.kernels
+        logp = k.clamp(k.log(probabilities), -100.0, None)
+        log1mp = k.clamp(k.log(k.subtract(1.0, probabilities)), -100.0, None)
+        terms = k.add(k.multiply(targets, logp), k.multiply(k.subtract(1.0, targets), log1mp))
+        return k.negate(k.mean(terms, None, False))
+
+    def binary_cross_entropy_grad(self, probabilities: Any, targets: Any) -> Any:
+        """Gradient of :meth:`binary_cross_entropy` with respect to the probabilities."""
+        k = self.kernels
+        eps = 1e-12
+        p = k.clamp(probabilities, eps, 1.0 - eps)
+        g = k.divide(k.subtract(p, targets), k.multiply(p, k.subtract(1.0, p)))
+        return k.divide(g, _size(probabilities))
+
+    def binary_cross_entropy_with_logits(self, logits: Any, targets: Any) -> Any:
+        """Stable mean binary cross-entropy on logits (``nn.BCEWithLogitsLoss()``)."""
+        k = self.kernels
+        # max(x, 0) - x * t + log(1 + exp(-|x|))
+        terms = k.add(k.subtract(k.relu(logits), k.multiply(logits, targets)),
+                      k.softplus(k.negate(k.absolute(logits))))
+        return k.mean(terms, None, False)
+
+    def binary_cross_entropy_with_logits_grad(self, logits: Any, targets: Any) -> Any:
+        """Gradient of :meth:`binary_cross_entropy_with_logits` w.r.t. the logits."""
+        k = self.kernels
+        return k.divide(k.subtract(k.sigmoid(logits), targets), _size(logits))
+
+
+def _rows(x: Any) -> int:
+    n = 1
+    for d in list(x.shape)[:-1]:
+        n *= int(d)
+    return max(n, 1)
+
+
+def _size(x: Any) -> int:
+    n = 1
+    for d in list(x.shape):
+        n *= int(d)
+    return max(n, 1)

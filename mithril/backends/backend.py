@@ -89,8 +89,8 @@ class Backend(LossMixin):
         return np.dtype(dtype.name)
 
     def _finish(self, array: np.ndarray, dtype: T.Dtype) -> Any:
-        out = self._from_numpy(np.ascontiguousarray(array.astype(self._np_dtype(dtype),
-                                                                  copy=False)))
+        # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+        out = self._from_numpy(np.asarray(array, dtype=self._np_dtype(dtype), order="C"))
         if dtype.name == "bfloat16":
             out = self.cast(out, dtype)
         return out
@@ -201,6 +201,10 @@ def _to_numpy_any(data: Any) -> np.ndarray:
     if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch
         return data.detach().cpu().numpy()
     if type(data).__module__.startswith("mlx"):
+        import mlx.core as mx
+
+        if data.dtype == mx.bfloat16:
+            data = data.astype(mx.float32)
         return np.array(data)
     return np.asarray(data)
 

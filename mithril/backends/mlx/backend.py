@@ -84,6 +84,12 @@ class MlxBackend(Backend):
             return np.array(x)
         return np.asarray(x)
 
+    def array(self, data: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
+        """As ``Backend.array``; MLX bfloat16 input goes through float32 (NumPy lacks it)."""
+        if isinstance(data, mx.array):
+            data = self.to_numpy(data)
+        return super().array(data, dtype=dtype, device_mesh=device_mesh)
+
     def seed_framework(self, seed: int) -> None:
         """Restart the backend's PRNG key (and MLX's global generator) from ``seed``."""
         self._key = mx.random.key(seed)
@@ -135,7 +141,7 @@ class MlxBackend(Backend):
             return value
         arr = np.asarray(value)
         if arr.dtype.kind == "f" and not isinstance(value, np.ndarray | np.generic):
-            return self._finish(arr, self.dtype)
+            return mx.array(arr, dtype=self.native_dtype(self.dtype))
         return self._from_numpy(arr)
 
     def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,7 +173,8 @@ class MlxBackend(Backend):
 
 
 def _differentiated(outputs: dict[str, Any], key: str, cotangent: mx.array) -> mx.array:
-    """Output ``key``, cast to its cotangent's dtype so ``mx.vjp`` accepts the pair."""
+    """Output ``key`` in its cotangent's dtype (and shape, for equal sizes: ``()`` vs ``(1,)``)
+    so that ``mx.vjp`` accepts the pair."""
     if key not in outputs:
         raise KeyError(f"output_gradients names {key!r}, which is not an output; outputs are "
                        f"{sorted(outputs)}")
@@ -175,4 +182,6 @@ def _differentiated(outputs: dict[str, Any], key: str, cotangent: mx.array) -> m
     if not isinstance(out, mx.array):
         raise TypeError(f"output {key!r} is not an array ({type(out).__name__}); it cannot be "
                         "differentiated")
+    if out.shape != cotangent.shape and out.size == cotangent.size:
+        out = mx.reshape(out, cotangent.shape)
     return out if out.dtype == cotangent.dtype else out.astype(cotangent.dtype)

@@ -9,8 +9,8 @@ MLX 0.32 has float64 on the CPU, with gaps this module fills for float64 arrays:
 - ``mx.exp``, ``mx.sin``, ``mx.cos``, ``mx.erf`` and ``mx.sigmoid`` (and softmax / logaddexp,
   built on ``exp``) compute at float32 accuracy, and ``exp`` overflows above 88. Float64 uses
   accurate compositions of MLX's exact float64 ops (``power``, ``tan``, ``log1p``) instead.
-- Convolutions with strides, dilation or groups are unsupported; float64 convolutions unfold
-  the windows and use one grouped matmul.
+- Convolutions with dilation or groups (and the input gradient of strided ones) are
+  unsupported; float64 convolutions unfold the windows and use one grouped matmul instead.
 """
 
 from __future__ import annotations

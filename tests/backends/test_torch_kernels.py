@@ -417,6 +417,8 @@ def test_size_item_to_tensor() -> None:
     assert kn.to_tensor(3, float_dtype=torch.float64).dtype == torch.int64
     assert kn.to_tensor([True, False], float_dtype=torch.float64).dtype == torch.bool
     assert kn.to_tensor(1.5, float_dtype=torch.float16).dtype == torch.float16
+    assert kn.to_tensor([True, 2]).dtype == torch.int64
+    assert kn.to_tensor([]).dtype == torch.int64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,7 +543,7 @@ def test_batch_norm_training(shape: tuple[int, ...], affine: bool) -> None:
         ref = ref * _channel(w, x.ndim) + _channel(b, x.ndim)
     n = x.size // 3
     out, new_mean, new_var = kn.batch_norm(tt(x), tt(w) if affine else None,
-                                          tt(b) if affine else None, rm_t, rv_t, 0.2, 1e-3)
+                                           tt(b) if affine else None, rm_t, rv_t, 0.2, 1e-3)
     check(out, ref)
     check(new_mean, 0.8 * rm + 0.2 * mean)
     check(new_var, 0.8 * rv + 0.2 * var * n / (n - 1))
@@ -582,7 +584,7 @@ def test_layer_norm(shape: tuple[int, ...], normalized: tuple[int, ...], affine:
     if affine:
         ref = ref * w + b
     out = kn.layer_norm(tt(x), tt(w) if affine else None, tt(b) if affine else None, normalized,
-                       1e-5)
+                        1e-5)
     check(out, ref)
 
 
@@ -641,7 +643,7 @@ def test_scaled_dot_product(case: tuple[Any, ...]) -> None:
     elif mask_kind == "float":
         mask = rnd(qs[-2], ks[-2], seed=71)
     out = kn.scaled_dot_product(tt(q), tt(k), tt(v), None if mask is None else tt(mask), causal,
-                               scale)
+                                scale)
     check(out, np_attention(q, k, v, mask, causal, scale), atol=1e-9, rtol=1e-9)
 
 
@@ -773,10 +775,10 @@ GRAD_CASES: dict[str, list[tuple[Callable[..., Any], Callable[[], tuple[torch.Te
     "avg_pool2d": [(lambda x: kn.avg_pool2d(x, (3, 2), (2, 1), (1, 1)),
                     lambda: (g(1, 2, 5, 4),))],
     "batch_norm": [(lambda x, w, b: kn.batch_norm(x, w, b, tt(np.zeros(3)), tt(np.ones(3)),
-                                                 0.1, 1e-5)[0],
+                                                  0.1, 1e-5)[0],
                     lambda: (g(4, 3, 2), g(3, seed=1), g(3, seed=2))),
                    (lambda x: kn.batch_norm_inference(x, None, None, tt(np.full(3, 0.2)),
-                                                     tt(np.full(3, 1.5)), 0.1, 1e-5)[0],
+                                                      tt(np.full(3, 1.5)), 0.1, 1e-5)[0],
                     lambda: (g(4, 3),))],
     "layer_norm": [(lambda x, w, b: kn.layer_norm(x, w, b, (3, 2), 1e-5),
                     lambda: (g(2, 3, 2), g(3, 2, seed=1), g(3, 2, seed=2)))],
@@ -950,8 +952,9 @@ def test_backend_is_exported_lazily() -> None:
 
 @pytest.mark.parametrize("dtype", list(kn.DTYPES))
 def test_native_dtype(dtype: str) -> None:
-    assert TorchBackend().native_dtype(ml.Dtype(dtype, 0, 0)) == getattr(torch, dtype)
-    assert TorchBackend().native_dtype(getattr(ml, "bool_" if dtype == "bool" else dtype)) \
+    backend = TorchBackend()
+    assert backend.native_dtype(dtype) == getattr(torch, dtype)
+    assert backend.native_dtype(getattr(ml, "bool_" if dtype == "bool" else dtype)) \
         == getattr(torch, dtype)
 
 
@@ -1030,7 +1033,7 @@ def test_to_numpy_and_cast() -> None:
 
 def test_kernel_table_binds_dtype_and_device() -> None:
     table = TorchBackend(dtype=ml.float64).kernel_table()
-    assert all(op.name in table for op in tensor_ops())
+    assert set(table) == {op.name for op in tensor_ops()} | set(EXTRA_KERNELS)
     out = table["to_tensor"]([1.0, 2.0])
     assert out.dtype == torch.float64 and out.device == torch.device("cpu")
     assert table["to_tensor"](2).dtype == torch.int64

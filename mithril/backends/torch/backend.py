@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...errors import BackendUnavailableError, InputError
-from ...framework.types import float32
+from ...framework.types import as_dtype, float32
 from ..backend import Backend
 from . import kernels
 
@@ -85,7 +85,9 @@ class TorchBackend(Backend):
 
     def native_dtype(self, dtype: Any) -> torch.dtype:
         """The ``torch.dtype`` for an ``ml`` dtype."""
-        return kernels.torch_dtype(dtype)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        return kernels.DTYPES[as_dtype(dtype).name]
 
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
         """A tensor on this device holding a copy of ``array``."""

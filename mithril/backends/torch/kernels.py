@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
-from ...framework.types import as_dtype
+from ...framework import types as _types
 
-Tensor = torch.Tensor
-Number = int | float | bool
-TensorOrNumber = Tensor | Number
-Axis = int | tuple[int, ...] | None
+if TYPE_CHECKING:  # annotations only: keeps the kernel table free of non-kernels
+    from collections.abc import Sequence
+    from typing import Any
+
+    Tensor = torch.Tensor
+    Number = int | float | bool
+    TensorOrNumber = Tensor | Number
+    Axis = int | tuple[int, ...] | None
+    BatchNormOut = tuple[Tensor, Tensor | None, Tensor | None]
 
 DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -40,11 +44,11 @@ DTYPES: dict[str, torch.dtype] = {
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-def torch_dtype(dtype: Any) -> torch.dtype:
+def _torch_dtype(dtype: Any) -> torch.dtype:
     """The torch dtype for an ``ml`` dtype (or anything ``types.as_dtype`` accepts)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    return DTYPES[as_dtype(dtype).name]
+    return DTYPES[_types.as_dtype(dtype).name]
 
 
 def _floating(x: Tensor) -> Tensor:
@@ -54,10 +58,10 @@ def _floating(x: Tensor) -> Tensor:
 
 def _as_tensors(left: TensorOrNumber, right: TensorOrNumber) -> tuple[Tensor, Tensor]:
     """Make a Python number on either side a 0-d tensor on the other side's device."""
-    if not isinstance(left, Tensor):
-        device = right.device if isinstance(right, Tensor) else None
+    if not isinstance(left, torch.Tensor):
+        device = right.device if isinstance(right, torch.Tensor) else None
         left = torch.as_tensor(left, device=device)
-    if not isinstance(right, Tensor):
+    if not isinstance(right, torch.Tensor):
         right = torch.as_tensor(right, device=left.device)
     return left, right
 
@@ -102,14 +106,14 @@ def power(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
 
 def minimum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Elementwise minimum."""
-    if not isinstance(left, Tensor) and not isinstance(right, Tensor):
+    if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
         return builtins.min(left, right)
     return torch.minimum(*_as_tensors(left, right))
 
 
 def maximum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Elementwise maximum."""
-    if not isinstance(left, Tensor) and not isinstance(right, Tensor):
+    if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
         return builtins.max(left, right)
     return torch.maximum(*_as_tensors(left, right))
 
@@ -302,8 +306,8 @@ def log_softmax(input: Tensor, axis: int = -1) -> Tensor:
 
 def cast(input: TensorOrNumber, dtype: Any) -> Tensor:
     """``input`` converted to ``dtype`` (an ``ml`` dtype)."""
-    target = torch_dtype(dtype)
-    if not isinstance(input, Tensor):
+    target = _torch_dtype(dtype)
+    if not isinstance(input, torch.Tensor):
         return torch.tensor(input, dtype=target)
     return input.to(target)
 
@@ -444,7 +448,7 @@ def concat(*args: Any, axis: Any = ...) -> Tensor:
     """
     tensors = list(args)
     if axis is ...:
-        axis = tensors.pop() if tensors and not isinstance(tensors[-1], Tensor) else 0
+        axis = tensors.pop() if tensors and not isinstance(tensors[-1], torch.Tensor) else 0
     if axis is None:
         return torch.cat([t.reshape(-1) for t in tensors])
     return torch.cat(tensors, dim=axis)
@@ -485,7 +489,7 @@ def _reverse_slices(input: Tensor, items: tuple[Any, ...]) -> tuple[Tensor, tupl
 
 def indexer(input: Any, index: Any) -> Any:
     """``input[index]`` (NumPy basic indexing, including negative slice steps)."""
-    if isinstance(input, Tensor):
+    if isinstance(input, torch.Tensor):
         items = index if isinstance(index, tuple) else (index,)
         if _has_negative_step(items):
             input, index = _reverse_slices(input, items)
@@ -503,13 +507,12 @@ def item(input: Tensor) -> Number:
 
 
 def _leaf_kind(value: Any) -> type:
-    """``float`` if any leaf of a nested list is a float, else ``int``, else ``bool``."""
+    """``float`` if any leaf of a nested list is a float, ``bool`` if all are, else ``int``."""
     if isinstance(value, list | tuple):
         kinds = {_leaf_kind(v) for v in value}
-        for kind in (float, int):
-            if kind in kinds:
-                return kind
-        return bool
+        if float in kinds:
+            return float
+        return bool if kinds == {bool} else int
     if isinstance(value, bool):
         return bool
     return int if isinstance(value, int) else float
@@ -582,9 +585,6 @@ def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
 # ----------------------------------------------------------------------------------------------
 # Normalisation, embedding, attention, dropout
 # ----------------------------------------------------------------------------------------------
-BatchNormOut = tuple[Tensor, Tensor | None, Tensor | None]
-
-
 def batch_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                running_mean: Tensor | None = None, running_var: Tensor | None = None,
                momentum: float = 0.1, eps: float = 1e-5) -> BatchNormOut:

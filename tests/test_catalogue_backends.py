@@ -14,7 +14,7 @@ import pytest
 
 import mithril as ml
 from mithril import IOKey
-from mithril.framework.ops import CATALOGUE, TENSOR, tensor_ops
+from mithril.framework.ops import CATALOGUE, tensor_ops
 from mithril.models import Model, Operator
 from tests.catalogue_cases import CASES, NOT_WALKED
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ def npf(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # elementwise binary, differentiable
-_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((5, 1), (1, 6))]
+_SHAPES = [((2, 3, 4), (4,)), ((5, 1), (1, 6))]
 _BIN = {
     "add": (torch.add, rn, rn),
     "subtract": (torch.subtract, rn, rn),
@@ -112,7 +113,8 @@ for _name in ("greater", "less", "greater_equal", "less_equal", "equal", "not_eq
     _np = getattr(np, _name)
     case(f"{_name}-float", getattr(K, _name), npf(_np), ints(3, 4, low=0, high=3) * 1.0,
          ints(4, low=0, high=3) * 1.0, grad=False)
-    case(f"{_name}-int-number", lambda x, f=getattr(K, _name): f(x, 1),
+    _kern = getattr(K, _name)
+    case(f"{_name}-int-number", lambda x, f=_kern: f(x, 1),
          npf(lambda x, f=_np: f(x, 1)), ints(2, 5, low=0, high=3), grad=False)
 for _name in ("logical_and", "logical_or", "logical_xor"):
     case(f"{_name}", getattr(K, _name), npf(getattr(np, _name)), bools(3, 4), bools(3, 4),
@@ -149,7 +151,7 @@ _UNARY = {
     "softplus": (F.softplus, lambda *s: rn(*s) * 15),  # crosses PyTorch's threshold of 20
 }
 for _name, (_ref, _g) in _UNARY.items():
-    for _s in ((7,), (3, 4), (2, 3, 4)):
+    for _s in ((7,), (2, 3, 4)):
         case(f"{_name}-{_s}", getattr(K, _name), _ref, _g(*_s))
 for _name in ("exp", "sqrt", "sigmoid", "tanh", "reciprocal", "softplus"):
     case(f"{_name}-int-input", getattr(K, _name), lambda x, f=_UNARY[_name][0]: f(x.double()),
@@ -204,7 +206,8 @@ case("where-number-left", lambda c, x: K.where(c, -1.0, x), lambda c, x: torch.w
      bools(4), rn(3, 4))
 
 # linear algebra
-for _sa, _sb in (((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (2, 4, 3)),
+for _sa, _sb in (((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)),
+                 ((4,), (2, 4, 3)),
                  ((2, 3, 4), (4,))):
     case(f"matmul-{_sa}-{_sb}", K.matmul, torch.matmul, rn(*_sa), rn(*_sb))
 case("linear-bias", K.linear, F.linear, rn(5, 4), rn(3, 4), rn(3))
@@ -236,10 +239,11 @@ _REDUCE = {
     "min": lambda x, a, k: torch.amin(x, dim=_dims(x, a), keepdim=k),
     "prod": _t_prod,
 }
-_AXES = [(None, False), (None, True), (1, False), (-1, True), ((0, 2), False), ((0, -1), True)]
+_AXES = [(None, False), (1, False), (-1, True), ((0, 2), False), ((0, -1), True)]
 for _name, _ref in _REDUCE.items():
+    _kern = getattr(K, _name)
     for _axis, _keep in _AXES:
-        case(f"{_name}-{_axis}-{_keep}", lambda x, f=getattr(K, _name), a=_axis, k=_keep: f(x, a, k),
+        case(f"{_name}-{_axis}-{_keep}", lambda x, f=_kern, a=_axis, k=_keep: f(x, a, k),
              lambda x, f=_ref, a=_axis, k=_keep: f(x, a, k), pos(2, 3, 4))
 case("sum-bool", lambda x: K.sum(x, None, False), lambda x: torch.sum(x), bools(3, 4), grad=False)
 case("sum-int-axis", lambda x: K.sum(x, 0, False), lambda x: torch.sum(x, 0), ints(3, 4),
@@ -251,9 +255,10 @@ for _axis, _keep in _AXES:
              lambda x, a=_axis, k=_keep, c=_corr: torch.var(x, dim=_dims(x, a), keepdim=k,
                                                              correction=c), rn(2, 3, 4))
 for _name in ("argmax", "argmin"):
+    _kern, _np = getattr(K, _name), getattr(np, _name)
     for _axis, _keep in ((None, False), (None, True), (1, False), (-1, True)):
-        case(f"{_name}-{_axis}-{_keep}", lambda x, f=getattr(K, _name), a=_axis, k=_keep: f(x, a, k),
-             npf(lambda x, f=getattr(np, _name), a=_axis, k=_keep: f(x, axis=a, keepdims=k)),
+        case(f"{_name}-{_axis}-{_keep}", lambda x, f=_kern, a=_axis, k=_keep: f(x, a, k),
+             npf(lambda x, f=_np, a=_axis, k=_keep: f(x, axis=a, keepdims=k)),
              rn(3, 4, 5), grad=False)
 
 # shape manipulation
@@ -326,13 +331,14 @@ _CONV2D = [
     ((3, 7, 6), (2, 3, 3, 2), (1, 2), ((1, 0), (0, 1)), (1, 1), 1),  # unbatched
 ]
 for _kind, _configs in (("conv1d", _CONV1D), ("conv2d", _CONV2D)):
+    _kern = getattr(K, _kind)
     for _xs, _ws, _st, _pd, _dl, _gr in _configs:
         _cfg = (_st, _pd, _dl, _gr)
         case(f"{_kind}-{_xs}-{_ws}-{_cfg}",
-             lambda x, w, b, f=getattr(K, _kind), c=_cfg: f(x, w, b, *c),
+             lambda x, w, b, f=_kern, c=_cfg: f(x, w, b, *c),
              lambda x, w, b, c=_cfg: _t_conv(x, w, b, *c), rn(*_xs), rn(*_ws), rn(_ws[0]))
     _xs, _ws, _st, _pd, _dl, _gr = _configs[1]
-    case(f"{_kind}-no-bias", lambda x, w, f=getattr(K, _kind), c=(_st, _pd, _dl, _gr):
+    case(f"{_kind}-no-bias", lambda x, w, f=_kern, c=(_st, _pd, _dl, _gr):
          f(x, w, None, *c), lambda x, w, c=(_st, _pd, _dl, _gr): _t_conv(x, w, None, *c),
          rn(*_xs), rn(*_ws))
 
@@ -369,7 +375,8 @@ def _t_bn(x: torch.Tensor, w: Any, b: Any, rm: Any, rv: Any, momentum: float, ep
 for _train, _kern in ((True, K.batch_norm), (False, K.batch_norm_inference)):
     for _xs in ((6, 3), (2, 3, 4, 5)):
         _c = _xs[1]
-        case(f"{_kern.__name__}-{_xs}", lambda x, w, b, rm, rv, f=_kern: f(x, w, b, rm, rv, 0.2, 1e-4),
+        case(f"{_kern.__name__}-{_xs}",
+             lambda x, w, b, rm, rv, f=_kern: f(x, w, b, rm, rv, 0.2, 1e-4),
              lambda x, w, b, rm, rv, t=_train: _t_bn(x, w, b, rm, rv, 0.2, 1e-4, t),
              rn(*_xs), rn(_c), rn(_c), rn(_c), pos(_c), nograd=(3, 4))
     case(f"{_kern.__name__}-no-stats", lambda x, w, b, f=_kern: f(x, w, b, None, None, 0.1, 1e-5),
@@ -426,41 +433,62 @@ def _torch_in(a: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
     return torch.tensor(a).requires_grad_(requires_grad)
 
 
-def assert_close(got: Any, ref: Any, tol: float = 1e-9) -> None:
+def assert_close(got: Any, ref: Any, tol: float = 1e-9, what: str = "") -> None:
     """``got`` (JAX) equals ``ref`` (torch or NumPy), kind, shape and values."""
     if ref is None:
-        assert got is None
+        assert got is None, what
         return
     if isinstance(ref, tuple | list):
-        assert isinstance(got, tuple | list) and len(got) == len(ref)
+        assert isinstance(got, tuple | list) and len(got) == len(ref), what
         for g, r in zip(got, ref, strict=True):
-            assert_close(g, r, tol)
+            assert_close(g, r, tol, what)
         return
     r = ref.detach().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
     g = np.asarray(got)
-    assert g.shape == r.shape, (g.shape, r.shape)
-    assert g.dtype.kind == r.dtype.kind, (g.dtype, r.dtype)
+    assert g.shape == r.shape, (what, g.shape, r.shape)
+    assert g.dtype.kind == r.dtype.kind, (what, g.dtype, r.dtype)
     if r.dtype.kind == "f":
-        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol, err_msg=what)
     else:
-        np.testing.assert_array_equal(g, r)
+        np.testing.assert_array_equal(g, r, err_msg=what)
 
 
-@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_forward_under_jit(c: Case) -> None:
-    """Each kernel, jitted with its scalars as constants, matches the float64 reference."""
-    got = jax.jit(c.jax_fn)(*(jnp.asarray(a) for a in c.inputs))
-    ref = c.ref_fn(*(_torch_in(a) for a in c.inputs))
-    assert_close(got, ref, c.tol)
+def _cotangents(out: Any, t_out: Any, rng: np.random.Generator) -> tuple[Any, list[Any]]:
+    """Random cotangents for the differentiable outputs (zeros for the others), JAX and torch."""
+    outs, t_outs = (out, t_out) if isinstance(out, tuple) else ((out,), (t_out,))
+    cot: list[Any] = []
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for o, t in zip(outs, t_outs, strict=True):
+        if o is None:
+            cot.append(None)
+        elif t.requires_grad:
+            g = rng.standard_normal(o.shape)
+            cot.append(jnp.asarray(g, o.dtype))
+            pairs.append((t, torch.tensor(g, dtype=t.dtype)))
+        else:
+            cot.append(jnp.zeros(o.shape, o.dtype))
+    return (tuple(cot) if isinstance(out, tuple) else cot[0]), pairs
 
 
-GRAD_CASES = [c for c in CASES if c.grad]
+@dataclass
+class _Prepared:
+    """One case ready to run: the JAX function of (differentiated inputs, cotangent) and the
+    torch reference with the matching cotangent."""
+
+    case: Case
+    run: Callable[[list[jax.Array], Any], tuple[Any, Any]]
+    primals: list[jax.Array]
+    cot: Any
+    wrt: list[int]
+    t_in: list[torch.Tensor]
+    t_out: Any
+    pairs: list[tuple[torch.Tensor, torch.Tensor]]
 
 
-@pytest.mark.parametrize("c", GRAD_CASES, ids=[c.id for c in GRAD_CASES])
-def test_gradient_matches_torch(c: Case) -> None:
-    """``jax.vjp`` through the kernel matches torch autograd for a random cotangent."""
-    wrt = [i for i, a in enumerate(c.inputs) if a.dtype.kind == "f" and i not in c.nograd]
+def _prepare(c: Case) -> _Prepared:
+    """Build the jittable JAX side and evaluate the torch side of one case."""
+    wrt = ([i for i, a in enumerate(c.inputs) if a.dtype.kind == "f" and i not in c.nograd]
+           if c.grad else list(range(len(c.inputs))))
 
     def fn(*diff: jax.Array) -> Any:
         args: list[Any] = [jnp.asarray(a) for a in c.inputs]
@@ -468,26 +496,47 @@ def test_gradient_matches_torch(c: Case) -> None:
             args[i] = d
         return c.jax_fn(*args)
 
-    out, back = jax.vjp(fn, *(jnp.asarray(c.inputs[i]) for i in wrt))
-    t_in = [_torch_in(a, i in wrt) for i, a in enumerate(c.inputs)]
+    def run(primals: list[jax.Array], cot: Any) -> tuple[Any, Any]:
+        if not c.grad:
+            return fn(*primals), None
+        out, back = jax.vjp(fn, *primals)
+        return out, back(cot)
+
+    primals = [jnp.asarray(c.inputs[i]) for i in wrt]
+    t_in = [_torch_in(a, c.grad and i in wrt) for i, a in enumerate(c.inputs)]
     t_out = c.ref_fn(*t_in)
-    outs, t_outs = (out, t_out) if isinstance(out, tuple) else ((out,), (t_out,))
-    cot, t_pairs = [], []
-    for o, t in zip(outs, t_outs, strict=True):
-        if o is None:
-            cot.append(None)
-        elif t.requires_grad:
-            g = GEN.standard_normal(o.shape)
-            cot.append(jnp.asarray(g, o.dtype))
-            t_pairs.append((t, torch.tensor(g, dtype=t.dtype)))
-        else:
-            cot.append(jnp.zeros_like(o))
-    grads = back(tuple(cot) if isinstance(out, tuple) else cot[0])
-    ref = torch.autograd.grad([t for t, _ in t_pairs], [t_in[i] for i in wrt],
-                              [g for _, g in t_pairs], allow_unused=True)
-    for i, g, r in zip(wrt, grads, ref, strict=True):
-        expected = torch.zeros_like(t_in[i]) if r is None else r
-        assert_close(g, expected, c.tol)
+    cot, pairs = None, []
+    if c.grad:
+        cot, pairs = _cotangents(jax.eval_shape(fn, *primals), t_out,
+                                 np.random.default_rng(zlib.crc32(c.id.encode())))
+    return _Prepared(c, run, primals, cot, wrt, t_in, t_out, pairs)
+
+
+GROUPS: dict[str, list[Case]] = {}
+for _c in CASES:
+    GROUPS.setdefault(_c.id.split("-")[0], []).append(_c)
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_kernel(group: str) -> None:
+    """Each case of the kernel, jitted with its scalars as constants, matches the float64
+    reference; for differentiable kernels ``jax.vjp`` matches torch autograd.
+
+    All cases of one kernel share a single ``jax.jit`` compilation to keep the test fast.
+    """
+    prepared = [_prepare(c) for c in GROUPS[group]]
+    results = jax.jit(lambda inputs: [p.run(*args) for p, args in zip(
+        prepared, inputs, strict=True)])([(p.primals, p.cot) for p in prepared])
+    for p, (out, grads) in zip(prepared, results, strict=True):
+        c = p.case
+        assert_close(out, p.t_out, c.tol, c.id)
+        if not c.grad:
+            continue
+        ref = torch.autograd.grad([t for t, _ in p.pairs], [p.t_in[i] for i in p.wrt],
+                                  [g for _, g in p.pairs], allow_unused=True)
+        for i, g, r in zip(p.wrt, grads, ref, strict=True):
+            assert_close(g, torch.zeros_like(p.t_in[i]) if r is None else r, c.tol,
+                         f"{c.id}: gradient of input {i}")
 
 
 def test_stop_gradient_blocks_gradient() -> None:
@@ -524,6 +573,26 @@ def test_float32_stays_float32_with_python_numbers() -> None:
     for out in (K.add(x, 2.0), K.multiply(3, x), K.divide(x, 2), K.power(x, 2.0),
                 K.clamp(x, 0.0, 0.5), K.leaky_relu(x, 0.1), K.where(x > 0, x, 0.0)):
         assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_low_precision_kernels_keep_their_dtype(dtype: Any) -> None:
+    """Kernels run in half precisions, keep the dtype and stay close to float64."""
+    x, w, b = rn(2, 3, 6, 6), rn(4, 3, 3, 3) * 0.3, rn(4)
+    lw, lb = rn(6, 4), rn(6)
+
+    def net(x: jax.Array, w: jax.Array, b: jax.Array, lw: jax.Array, lb: jax.Array) -> Any:
+        y = K.conv2d(x, w, b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        y, _, _ = K.batch_norm(y, None, None, None, None, 0.1, 1e-5)
+        y = K.max_pool2d(K.gelu(y, False), (2, 2), None, (0, 0), (1, 1))
+        y = K.linear(K.swap_axes(K.flatten(y, 2, -1), 1, 2), lw, lb)
+        return K.softmax(K.layer_norm(y, None, None, (6,), 1e-5), -1)
+
+    args = [x, w, b, lw, lb]
+    low = jax.jit(net)(*(jnp.asarray(a, dtype) for a in args))
+    high = jax.jit(net)(*(jnp.asarray(a) for a in args))
+    assert low.dtype == dtype
+    np.testing.assert_allclose(np.asarray(low, np.float64), np.asarray(high), atol=3e-2)
 
 
 def test_size_and_item_return_python_values() -> None:
@@ -857,4 +926,4 @@ def test_next_rng_gives_fresh_keys_reproducibly() -> None:
 
 def test_lazy_import_from_the_package() -> None:
     assert ml.JaxBackend is JaxBackend
-    assert math.isclose(float(ml.JaxBackend().array(2.5)), 2.5)
+    assert math.isclose(float(ml.JaxBackend().array([2.5])[0]), 2.5)

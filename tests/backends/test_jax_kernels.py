@@ -926,4 +926,5 @@ def test_next_rng_gives_fresh_keys_reproducibly() -> None:
 
 def test_lazy_import_from_the_package() -> None:
     assert ml.JaxBackend is JaxBackend
-    assert math.isclose(float(ml.JaxBackend().array([2.5])[0]), 2.5)
+    assert math.isclose(float(ml.JaxBackend().array(2.5)), 2.5)
+    assert ml.JaxBackend().ones(()).shape == ()

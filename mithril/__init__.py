@@ -38,10 +38,23 @@ from .framework.types import (
     int64,
     uint8,
 )
+from .optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    CosineAnnealing,
+    LinearWarmup,
+    RMSprop,
+    StepLR,
+    clip_by_global_norm,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "LinearWarmup", "RMSprop", "StepLR",
+    "clip_by_global_norm",
     "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelReuseError", "ShapeMismatchError", "TerminalError",

@@ -165,8 +165,13 @@ class Backend(LossMixin):
     # ---- compile hooks ----
     def kernel_table(self) -> dict[str, Callable[..., Any]]:
         """Kernels by catalogue name, with dtype-aware ones bound to this backend's dtype."""
-        table = {name: getattr(self.kernels, name) for name in dir(self.kernels)
-                 if not name.startswith("_") and callable(getattr(self.kernels, name))}
+        from ..framework.ops import CATALOGUE
+
+        wanted = {"split_rng", "zeros_like"}
+        for name in CATALOGUE:
+            wanted |= {name, f"{name}_inference", f"{name}_fwd"}
+        table = {name: getattr(self.kernels, name) for name in wanted
+                 if callable(getattr(self.kernels, name, None))}
         if "to_tensor" in table:
             raw = table["to_tensor"]
             float_dtype = self.native_dtype(self.dtype)

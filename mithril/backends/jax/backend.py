@@ -31,6 +31,8 @@ class JaxBackend(Backend):
     Note: construction enables ``jax_enable_x64`` for the whole process (see module docstring).
     """
 
+    default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
+
     name = "jax"
     kernels = kernels
     supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")

@@ -34,6 +34,8 @@ _EXPRS: dict[str, str] = {
 class MlxBackend(Backend):
     """Compiled models on Apple's MLX (CPU everywhere; ``"gpu"``/``"mps"`` where MLX has one)."""
 
+    default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
+
     name = "mlx"
     kernels = mlx_kernels
     supported_devices = ("cpu", "gpu", "mps")

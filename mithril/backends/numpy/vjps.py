@@ -8,8 +8,9 @@ broadcast inputs are summed back to the input's shape. ``cache`` is the second r
 kernel's ``<op>_fwd`` training variant when there is one (otherwise ``None``: the VJP
 recomputes what it needs).
 
-Returned gradients may be read-only broadcast views, and may alias ``grad`` or each other:
-treat them as immutable (accumulate with ``a = a + b``, not ``a += b``).
+Returned gradients are writeable but may be views of ``grad`` (``reshape_vjp``) or the very
+same object (``add_vjp`` gives ``grad`` to both sides): accumulate with ``a = a + b``, and copy
+before modifying one in place.
 
 Ties: ``max``/``min`` reductions split the gradient evenly among tied extremes (as PyTorch's
 ``amax``/``amin``); ``maximum``/``minimum`` give half to each side of a tie (as PyTorch);
@@ -52,7 +53,8 @@ def _grad(x: Any, g: Any) -> Grad:
         axes = tuple(i for i, n in enumerate(x.shape) if n == 1 and g.shape[i] != 1)
         if axes:
             g = np.sum(g, axis=axes, keepdims=True)
-        g = np.broadcast_to(g, x.shape)
+        if g.shape != x.shape:  # a gradient of fewer dims than the input: not reduced above
+            g = np.broadcast_to(g, x.shape).copy()
     return g.astype(x.dtype, copy=False)
 
 
@@ -61,6 +63,13 @@ def _expanded(g: np.ndarray, x: np.ndarray, axis: Any, keepdim: bool) -> tuple[n
     """A reduction's output gradient with the reduced axes restored, and those axes."""
     axes = _k._axes(axis, x.ndim)
     return _k._expand_reduced(np.asarray(g), axes, keepdim), axes
+
+
+def _filled(shape: tuple[int, ...], g: np.ndarray) -> np.ndarray:
+    """A new (writeable) array of ``shape`` holding ``g`` broadcast."""
+    out = np.empty(shape, np.result_type(g))
+    out[...] = g
+    return out
 
 
 def _count(x: np.ndarray, axes: tuple[int, ...]) -> int:
@@ -197,7 +206,7 @@ def reciprocal_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
 def relu_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
              cache: Any = None) -> tuple[Grad]:
     """Gradient of ``relu(x)`` (0 at 0)."""
-    return (_grad(input, np.where(output > 0, grad, 0)),)
+    return (_grad(input, grad * (output > 0)),)
 
 
 def sigmoid_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
@@ -221,9 +230,8 @@ def silu_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
 
 def softplus_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:
-    """Gradient of ``softplus(x)``: ``sigmoid(x)``, 1 above the threshold."""
-    d = np.where(input > _k._SOFTPLUS_THRESHOLD, 1, _k.sigmoid(input))
-    return (_grad(input, grad * d),)
+    """Gradient of ``softplus(x)``: ``sigmoid(x)``."""
+    return (_grad(input, grad * _k.sigmoid(input)),)
 
 
 def gelu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, approximate: bool = False,
@@ -242,7 +250,8 @@ def gelu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, approximate: bool
 def leaky_relu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, slope: float = 0.01,
                    cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``leaky_relu(x, slope)`` (``slope`` at 0)."""
-    return _grad(input, np.where(input > 0, grad, grad * slope)), None
+    factor = (input > 0).astype(grad.dtype) * (1 - slope) + slope
+    return _grad(input, grad * factor), None
 
 
 def clamp_vjp(grad: np.ndarray, output: Any, input: np.ndarray, min: float | None = None,
@@ -300,10 +309,10 @@ def matmul_vjp(grad: np.ndarray, output: Any, left: np.ndarray, right: np.ndarra
     lm = left[None, :] if left.ndim == 1 else left
     rm = right[:, None] if right.ndim == 1 else right
     g = np.asarray(grad)
-    if left.ndim == 1:
-        g = np.expand_dims(g, -2)
     if right.ndim == 1:
         g = np.expand_dims(g, -1)
+    if left.ndim == 1:
+        g = np.expand_dims(g, -2)
     dl = dr = None
     if _wants(left):
         dl = _grad(lm, np.matmul(g, np.swapaxes(rm, -1, -2))).reshape(left.shape)
@@ -334,14 +343,14 @@ def sum_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
             keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``sum``: ``grad`` broadcast over the reduced axes."""
     g, _ = _expanded(grad, input, axis, keepdim)
-    return _grad(input, np.broadcast_to(g, input.shape)), None, None
+    return _grad(input, _filled(input.shape, g)), None, None
 
 
 def mean_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
              keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``mean``: ``grad / N`` broadcast over the reduced axes."""
     g, axes = _expanded(grad, input, axis, keepdim)
-    return _grad(input, np.broadcast_to(g / _count(input, axes), input.shape)), None, None
+    return _grad(input, _filled(input.shape, g / _count(input, axes))), None, None
 
 
 def _extreme_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: Any,
@@ -375,7 +384,7 @@ def _exclusive_products(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     flat = moved.reshape(*keep, -1)
     ones = np.ones((*keep, 1), x.dtype)
     before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    after = np.cumprod(np.concatenate([flat[..., :0:-1], ones], axis=-1), axis=-1)[..., ::-1]
+    after = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
     return np.moveaxis((before * after).reshape(moved.shape), dest, axes)
 
 
@@ -384,7 +393,7 @@ def prod_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
     """Gradient of ``prod`` (exact with zeros: products of the other elements)."""
     g, axes = _expanded(grad, input, axis, keepdim)
     if not axes:
-        return _grad(input, np.broadcast_to(g, input.shape)), None, None
+        return _grad(input, _filled(input.shape, g)), None, None
     return _grad(input, g * _exclusive_products(input, axes)), None, None
 
 
@@ -489,43 +498,53 @@ def indexer_vjp(grad: np.ndarray, output: Any, input: Any, index: Any,
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
-def _col2im(cols: np.ndarray, padded: tuple[int, ...], kernel: Sequence[int],
-            stride: Sequence[int], dilation: Sequence[int],
-            out_sizes: Sequence[int]) -> np.ndarray:
-    """Sum ``cols`` ``(N, C, *kernel, *out)`` back into an image ``padded`` (one add/offset)."""
-    image = np.zeros(padded, cols.dtype)
-    slices = _k._offset_slices(kernel, stride, dilation, out_sizes)
-    flat = cols.reshape(*cols.shape[:2], -1, *out_sizes)
-    for i, sl in enumerate(slices):
-        image[(slice(None), slice(None), *sl)] += flat[:, :, i]
-    return image
+def _col2im(dcols: np.ndarray, plan: _k._ConvPlan) -> np.ndarray:
+    """Sum an im2col-shaped gradient back into the (cropped) image: one add per offset."""
+    n, c, nd = plan.n, plan.c, len(plan.kernel)
+    per_offset = dcols.reshape(c, math.prod(plan.kernel), n, *plan.rows)
+    if plan.flat:
+        hp, wp = plan.padded
+        length = plan.out[0] * wp
+        flat = np.zeros((n, c, hp * wp + plan.slack), dcols.dtype)
+        (dh, dw), kw = plan.dilation, plan.kernel[1]
+        for k in range(per_offset.shape[1]):
+            start = (k // kw) * dh * wp + (k % kw) * dw
+            part = per_offset[:, k].reshape(c, n, length)
+            flat[:, :, start:start + length] += part.swapaxes(0, 1)
+        image = _k._as_strided(flat, (n, c, hp, wp), (flat.strides[0], flat.strides[1],
+                                                      wp * flat.itemsize, flat.itemsize))
+    else:
+        image = np.zeros((n, c, *plan.padded), dcols.dtype)
+        slices = _k._offset_slices(plan.kernel, plan.stride, plan.dilation, plan.out)
+        for k, sl in enumerate(slices):
+            image[(slice(None), slice(None), *sl)] += per_offset[:, k].swapaxes(0, 1)
+    return _k._crop_last(image, plan.pads, plan.sizes[-nd:])
 
 
 def _conv_vjp(nd: int, grad: np.ndarray, input: np.ndarray, weight: np.ndarray,
               bias: np.ndarray | None, stride: Any, padding: Any, dilation: Any, groups: int,
               cols: np.ndarray | None) -> tuple[Grad, ...]:
-    """Gradients of an ``nd``-d convolution through its im2col matrix."""
+    """Gradients of an ``nd``-d convolution through its im2col matrix (single GEMMs)."""
     unbatched = input.ndim == nd + 1
     x = input[None] if unbatched else input
-    g = grad[None] if unbatched else grad
+    g = np.asarray(grad)[None] if unbatched else np.asarray(grad)
+    plan = _k._conv_plan(nd, x, weight, stride, padding, dilation, groups)
     if cols is None:
-        cols = _k._conv_forward(nd, x, weight, None, stride, padding, dilation, groups)[1]
-    s, p, d = (_k._ntuple(stride, nd, "stride"), _k._pad_pairs(padding, nd),
-               _k._ntuple(dilation, nd, "dilation"))
-    n, c = x.shape[:2]
-    o, kernel = weight.shape[0], weight.shape[2:]
-    out_sizes = g.shape[2:]
-    g4 = g.reshape(n, groups, o // groups, -1)
-    w3 = weight.reshape(groups, o // groups, -1)
-    dw = np.sum(np.matmul(g4, np.swapaxes(cols, -1, -2)), axis=0).reshape(weight.shape)
-    db = _grad(bias, np.sum(g, axis=(0, *range(2, 2 + nd)))) if _wants(bias) else None
+        cols = _k._im2col(x, plan)
+    if plan.flat:  # zero gradient for the dropped columns of each flat row
+        g_rows = np.zeros((plan.o, plan.n, *plan.rows), g.dtype)
+        g_rows[..., :plan.out[1]] = np.moveaxis(g, 1, 0)
+    else:
+        g_rows = np.ascontiguousarray(np.moveaxis(g, 1, 0))
+    g_rows = g_rows.reshape(groups, plan.o // groups, -1)
+    dw = np.matmul(g_rows, np.swapaxes(cols, -1, -2)).reshape(weight.shape)
+    db = np.einsum("ncl->c", g.reshape(plan.n, plan.o, -1)) if _wants(bias) else None
     dx = None
     if _wants(input):
-        dcols = np.matmul(np.swapaxes(w3, -1, -2), g4).reshape(n, c, *kernel, *out_sizes)
-        padded = (n, c, *(size + a + b for size, (a, b) in zip(x.shape[2:], p, strict=True)))
-        dx = _k._crop_last(_col2im(dcols, padded, kernel, s, d, out_sizes), p, x.shape[2:])
+        w3 = weight.reshape(groups, plan.o // groups, -1)
+        dx = _col2im(np.matmul(np.swapaxes(w3, -1, -2), g_rows), plan)
         dx = _grad(input, dx[0] if unbatched else dx)
-    return dx, _grad(weight, dw), db, None, None, None, None
+    return dx, _grad(weight, dw), _grad(bias, db), None, None, None, None
 
 
 def conv1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndarray,
@@ -545,35 +564,54 @@ def conv2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndar
 # ----------------------------------------------------------------------------------------------
 # Pooling
 # ----------------------------------------------------------------------------------------------
+def _unpool(g: np.ndarray, input: np.ndarray, nd: int, geometry: tuple[tuple[int, ...], ...],
+            masks: Sequence[np.ndarray] | None) -> np.ndarray:
+    """Spread each window's gradient back over the input and crop the padding off.
+
+    With ``masks`` a window's gradient goes only to the offset whose mask holds it (max
+    pooling), without to every offset (sum pooling). Non-overlapping windows are written once
+    each (into an uninitialised array when they tile the input), overlapping ones accumulated.
+    """
+    k, s, p, d, out = geometry
+    spatial = input.shape[input.ndim - nd:]
+    padded = (*input.shape[:input.ndim - nd],
+              *(n + a + b for n, (a, b) in zip(spatial, p, strict=True)))
+    disjoint = all(dd * (kk - 1) + 1 <= ss for kk, ss, dd in zip(k, s, d, strict=True))
+    tiles = k == s and all(dd == 1 for dd in d) and all(
+        o * ss == n for o, ss, n in zip(out, s, padded[len(padded) - nd:], strict=True))
+    dxp = np.empty(padded, g.dtype) if tiles else np.zeros(padded, g.dtype)
+    for i, view in enumerate(_k._pool_views(dxp, geometry)):
+        if disjoint:
+            if masks is None:
+                view[...] = g
+            else:
+                np.multiply(g, masks[i], out=view)
+        else:
+            view += g if masks is None else g * masks[i]
+    return _k._crop_last(dxp, p, spatial)
+
+
 def _max_pool_vjp(nd: int, grad: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any,
-                  padding: Any, dilation: Any, index: np.ndarray | None) -> tuple[Grad, ...]:
-    """Gradient of max pooling: each window's gradient to its (first) maximum."""
-    if index is None:
-        index = _k._max_pool_fwd(input, nd, kernel_size, stride, padding, dilation)[1]
-    k, s, p, d, out = _k._pool_geometry(input, nd, kernel_size, stride, padding, dilation)
-    lead = input.shape[:input.ndim - nd]
-    padded = lead + tuple(n + a + b for n, (a, b) in zip(input.shape[input.ndim - nd:], p,
-                                                         strict=True))
+                  padding: Any, dilation: Any, masks: Any) -> tuple[Grad, ...]:
+    """Gradient of max pooling: each window's gradient to its first maximum (as PyTorch)."""
+    if masks is None:
+        masks = _k._max_pool_fwd(input, nd, kernel_size, stride, padding, dilation)[1]
+    geometry = _k._pool_geometry(input, nd, kernel_size, stride, padding, dilation)
     g = np.asarray(grad, dtype=input.dtype)
-    dxp = np.zeros(padded, input.dtype)
-    for i, sl in enumerate(_k._offset_slices(k, s, d, out)):
-        view = dxp[(Ellipsis, *sl)]
-        np.add(view, g, out=view, where=index == i)
-    dx = _k._crop_last(dxp, p, input.shape[input.ndim - nd:])
-    return (_grad(input, dx), None, None, None, None)
+    return (_grad(input, _unpool(g, input, nd, geometry, masks)), None, None, None, None)
 
 
 def max_pool1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size: Any,
                    stride: Any = None, padding: Any = 0, dilation: Any = 1,
                    cache: Any = None) -> tuple[Grad, ...]:
-    """Gradient of ``max_pool1d`` (cache: ``max_pool1d_fwd``'s argmax offsets)."""
+    """Gradient of ``max_pool1d`` (cache: ``max_pool1d_fwd``'s argmax masks)."""
     return _max_pool_vjp(1, grad, input, kernel_size, stride, padding, dilation, cache)
 
 
 def max_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size: Any,
                    stride: Any = None, padding: Any = 0, dilation: Any = 1,
                    cache: Any = None) -> tuple[Grad, ...]:
-    """Gradient of ``max_pool2d`` (cache: ``max_pool2d_fwd``'s argmax offsets)."""
+    """Gradient of ``max_pool2d`` (cache: ``max_pool2d_fwd``'s argmax masks)."""
     return _max_pool_vjp(2, grad, input, kernel_size, stride, padding, dilation, cache)
 
 
@@ -581,23 +619,9 @@ def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
                    stride: Any = None, padding: Any = 0,
                    cache: Any = None) -> tuple[Grad, None, None, None]:
     """Gradient of ``avg_pool2d``: ``grad / (kh * kw)`` to every element of each window."""
-    k, s, p, d, out = _k._pool_geometry(input, 2, kernel_size, stride, padding, 1)
-    g = np.asarray(grad) / math.prod(k)
-    lead, spatial = input.shape[:-2], input.shape[-2:]
-    if _k._is_tiling(k, s, p, d):
-        tiled = (*lead, out[0], k[0], out[1], k[1])
-        full = np.broadcast_to(np.expand_dims(g, (-3, -1)), tiled).reshape(
-            *lead, out[0] * k[0], out[1] * k[1])
-        if full.shape[-2:] == spatial:
-            return _grad(input, full), None, None, None
-        dx = np.zeros(input.shape, full.dtype)
-        dx[..., :full.shape[-2], :full.shape[-1]] = full
-        return _grad(input, dx), None, None, None
-    padded = lead + tuple(n + a + b for n, (a, b) in zip(spatial, p, strict=True))
-    dxp = np.zeros(padded, g.dtype)
-    for sl in _k._offset_slices(k, s, d, out):
-        dxp[(Ellipsis, *sl)] += g
-    return _grad(input, _k._crop_last(dxp, p, spatial)), None, None, None
+    geometry = _k._pool_geometry(input, 2, kernel_size, stride, padding, 1)
+    g = np.asarray(grad) / math.prod(geometry[0])
+    return _grad(input, _unpool(g, input, 2, geometry, None)), None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -636,9 +660,11 @@ def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
     n = input.size // input.shape[1]
     shape = _k._channel_shape(input)
     db, dw = _channel_sums(g, xhat)
-    scale = inv_std.reshape(shape) if weight is None else (weight.reshape(shape)
-                                                            * inv_std.reshape(shape))
-    dx = scale * (g - (db / n).reshape(shape) - xhat * (dw / n).reshape(shape))
+    scale = inv_std if weight is None else weight * inv_std  # (C,)
+    # dx = scale * (g - db / n - xhat * dw / n), with per-channel coefficients folded first
+    dx = g * scale.reshape(shape)
+    dx -= xhat * (scale * dw / n).reshape(shape)
+    dx -= (scale * db / n).reshape(shape)
     return (_grad(input, dx), _grad(weight, dw), _grad(bias, db), None, None, None, None)
 
 

@@ -1,0 +1,18 @@
+"""All benchmarks in one run: `make bench` (or `python -m benchmarks.run`)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    from . import backends, build_compile
+
+    print(build_compile.run())
+    print()
+    print(backends.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

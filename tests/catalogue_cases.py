@@ -203,6 +203,7 @@ CASES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "embedding": _embedding, "scaled_dot_product": _sdp,
     "nan_to_num": lambda rng: [({"nan": 0.5, "posinf": 9.0, "neginf": -9.0},
                                 {"input": np.array([[1.0, np.nan], [np.inf, -np.inf]])})],
+    "one_hot": lambda rng: [({"num_classes": 5}, {"input": rng.integers(0, 5, (3, 4))})],
     "argmax": reduction(multi_axis=False), "argmin": reduction(multi_axis=False),
 }
 

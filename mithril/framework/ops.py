@@ -1077,6 +1077,21 @@ register(OpDef("scaled_dot_product", (
     OUT, _sdp_rule))
 
 
+def _one_hot_rule(inp: Meta, classes: Meta, out: Meta) -> bool:
+    out_kinds(out, T.BOOL)
+    if classes.value is TBD:
+        return False
+    n = classes.value
+    tail = [n if isinstance(n, Dim) else Dim(n)]
+    unify_frags(out.shape, concat_frags(frag(inp), tail))  # type: ignore[arg-type]
+    return True
+
+
+register(OpDef("one_hot", (Term("input", TENSOR, T.INT, differentiable=False),
+                           Term("num_classes", SCALAR, T.INT)),
+               (Term("output", kinds=T.ANY),), _one_hot_rule, differentiable=False))
+
+
 def _dropout_rule(inp: Meta, p: Meta, out: Meta) -> bool:
     out_kinds(out, inp.kinds)
     if p.value is not TBD and not 0 <= p.value < 1:

@@ -683,3 +683,8 @@ def dropout_inference(input: Array, p: float = 0.5, rng: Any = None) -> Array:
 def split_rng(rng: Any, n: int) -> list[Any]:
     """``n`` independent PRNG keys split from ``rng``."""
     return list(jax.random.split(rng, n))
+
+
+def one_hot(input: Array, num_classes: int) -> Array:
+    """Boolean one-hot encoding along a new last axis."""
+    return input[..., None] == jnp.arange(num_classes)

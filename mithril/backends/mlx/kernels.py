@@ -813,3 +813,8 @@ def split_rng(rng: _Array, n: int) -> list[_Array]:
     """``n`` independent keys split from ``rng``."""
     keys = mx.random.split(rng, n)
     return [keys[i] for i in range(n)]
+
+
+def one_hot(input: mx.array, num_classes: int) -> mx.array:
+    """Boolean one-hot encoding along a new last axis."""
+    return mx.expand_dims(input, -1) == mx.arange(num_classes)

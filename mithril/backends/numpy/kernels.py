@@ -1025,3 +1025,7 @@ def split_rng(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
     """``n`` generators for ``n`` random kernels: the stateful generator shared ``n`` times."""
     return [rng] * n
 
+
+def one_hot(input: np.ndarray, num_classes: int) -> np.ndarray:
+    """Boolean one-hot encoding along a new last axis."""
+    return input[..., None] == np.arange(num_classes)

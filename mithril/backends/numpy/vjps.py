@@ -594,6 +594,8 @@ def _unpool(g: np.ndarray, input: np.ndarray, nd: int, geometry: tuple[tuple[int
 def _max_pool_vjp(nd: int, grad: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any,
                   padding: Any, dilation: Any, masks: Any) -> tuple[Grad, ...]:
     """Gradient of max pooling: each window's gradient to its first maximum (as PyTorch)."""
+    if not _wants(input):
+        return None, None, None, None, None
     if masks is None:
         masks = _k._max_pool_fwd(input, nd, kernel_size, stride, padding, dilation)[1]
     geometry = _k._pool_geometry(input, nd, kernel_size, stride, padding, dilation)
@@ -619,6 +621,8 @@ def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
                    stride: Any = None, padding: Any = 0,
                    cache: Any = None) -> tuple[Grad, None, None, None]:
     """Gradient of ``avg_pool2d``: ``grad / (kh * kw)`` to every element of each window."""
+    if not _wants(input):
+        return None, None, None, None
     geometry = _k._pool_geometry(input, 2, kernel_size, stride, padding, 1)
     g = np.asarray(grad) / math.prod(geometry[0])
     return _grad(input, _unpool(g, input, 2, geometry, None)), None, None, None

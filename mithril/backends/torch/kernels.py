@@ -665,3 +665,8 @@ def dropout_inference(input: Tensor, p: float = 0.5, rng: Any = None) -> Tensor:
 def split_rng(rng: torch.Generator, n: int) -> list[torch.Generator]:
     """``n`` generators for ``n`` random kernels: the same stateful generator ``n`` times."""
     return [rng] * n
+
+
+def one_hot(input: Tensor, num_classes: int) -> Tensor:
+    """Boolean one-hot encoding along a new last axis."""
+    return F.one_hot(input.long(), num_classes).bool()

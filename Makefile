@@ -26,11 +26,11 @@ demo: $(DEMO_STAMP)
 	$(PY) examples/demo.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check mithril tests benchmarks
+	$(PY) -m ruff check mithril tests benchmarks examples
 	$(PY) -m pytest -n 2 tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check mithril tests benchmarks
+	$(PY) -m ruff check mithril tests benchmarks examples
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

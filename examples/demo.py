@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import mithril as ml  # noqa: E402
-from mithril.models import (  # noqa: E402
+import mithril as ml
+from mithril.models import (
     BatchNorm2d,
     Conv2d,
     Flatten,

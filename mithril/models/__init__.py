@@ -13,8 +13,11 @@ from .layers import Conv2d as Convolution2D
 from .layers import MaxPool1d as MaxPool1D
 from .layers import MaxPool2d as MaxPool2D
 from .layers import __all__ as _layers_all
+from .losses import *  # noqa: F403
+from .losses import __all__ as _losses_all
 from .primitives import *  # noqa: F403
+from .train import TrainModel
 
 __all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
-           *_layers_all, *_primitives.__all__]
+           "TrainModel", *_layers_all, *_primitives.__all__, *_losses_all]

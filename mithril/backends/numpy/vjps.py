@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 # Helpers
 # ----------------------------------------------------------------------------------------------
 def _wants(x: Any) -> bool:
-    """Does ``x`` take a gradient (a float array, not a Python number or an int array)?"""
-    return isinstance(x, np.ndarray) and x.dtype.kind in "fc"
+    """Does ``x`` take a gradient (a float array or NumPy float scalar — full reductions
+    return those — not a Python number or an int array)?"""
+    return isinstance(x, np.ndarray | np.generic) and x.dtype.kind in "fc"
 
 
 def _grad(x: Any, g: Any) -> Grad:

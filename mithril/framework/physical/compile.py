@@ -56,6 +56,9 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         raise TypeError(f"compile needs a model, got {type(model).__name__}")
     if isinstance(model, Operator):
         model = _wrap_primitive(model)
+    finalize = getattr(model, "finalize", None)
+    if callable(finalize):
+        finalize()  # TrainModel: sum the objectives into final_cost
     if isinstance(model, Model) and not model.children:
         raise CompileError(f"model {model.path} is empty: add layers before compiling")
     with Trail() as trail:

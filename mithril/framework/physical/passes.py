@@ -99,6 +99,7 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
                 queue.append(v.producer)
     nodes = [n for n in graph.nodes if id(n) in needed]
     nodes = _topological(nodes)
+    nodes = _eliminate_aliases(nodes, outputs, state)
     nodes = _eliminate_common(nodes, outputs, state)
 
     # roles of the leaves that the kept nodes read
@@ -138,6 +139,36 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
     unused = set(graph.inputs) - set(used) - set(state)
     return Program(nodes, params, data, {k: s for k, s in state.items() if k in used},
                    consts, outputs, inference, unused)
+
+
+def _eliminate_aliases(nodes: list[Node], outputs: dict[str, Value],
+                       state: dict[str, tuple[Value, Value]]) -> list[Node]:
+    """Drop ``buffer`` nodes on tensors: their output is their input under another name.
+
+    The surviving value keeps the more meaningful name (a root terminal such as
+    ``final_cost`` rather than ``add_1_output``).
+    """
+    replace: dict[int, Value] = {}
+    kept: list[Node] = []
+    for node in nodes:
+        node.inputs = [replace.get(id(v), v) for v in node.inputs]
+        if node.op.name != "buffer" or node.outputs[0].root.kind != TENSOR:
+            kept.append(node)
+            continue
+        src, dst = node.inputs[0], node.outputs[0]
+        if dst.is_root_terminal and not src.is_root_terminal:
+            src.name = dst.name
+            src.is_root_terminal = True
+        elif not src.is_root_terminal and dst.name.count(".") < src.name.count("."):
+            src.name = dst.name  # a user's connection name beats a generated one
+        src.consumers = [c for c in src.consumers if c is not node] + dst.consumers
+        replace[id(dst)] = src
+    if replace:
+        for k, v in list(outputs.items()):
+            outputs[k] = replace.get(id(v), v)
+        for k, (vin, vout) in list(state.items()):
+            state[k] = (vin, replace.get(id(vout), vout))
+    return kept
 
 
 def _node_key(node: Node) -> tuple[Any, ...] | None:

@@ -36,7 +36,7 @@ from .rules import (
     set_value,
     split_last,
 )
-from .shapes import Dim, Frag, ShapeConflict, set_dim, unify_dims, unify_frags
+from .shapes import Dim, Frag, ShapeConflict, Var, set_dim, unify_dims, unify_frags
 
 
 @dataclass(frozen=True)
@@ -330,14 +330,23 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
 register(OpDef("matmul", (Term("left"), Term("right")), OUT, _matmul_rule))
 
 
+def _split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]]:
+    """Split off ``m``'s last ``n`` dims; if they are not visible yet, the op requires them:
+    impose ``[..., d1, ..., dn]`` with fresh dims (a fact, not a guess)."""
+    head = split_last(frag(m), n)
+    if head is None:
+        unify_frags(m.shape, Frag([], Var(), [Dim() for _ in range(n)]))  # type: ignore[arg-type]
+        head = split_last(frag(m), n)
+        assert head is not None
+    return head
+
+
 def _linear_rule(inp: Meta, weight: Meta, bias: Meta, out: Meta) -> bool:
     out_kinds(out, T.promote(inp.kinds, weight.kinds))
     w = ensure_rank(weight, 2)
     if bias.kind == TENSOR:
         set_shape(bias, [w[0]])
-    head = split_last(frag(inp), 1)
-    if head is None:
-        return False
+    head = _split_or_impose(inp, 1)
     unify_dims(head[1][0], w[1])
     unify_frags(out.shape, concat_frags(head[0], [w[0]]))  # type: ignore[arg-type]
     return bias.kind is not None
@@ -888,9 +897,7 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
         d = _pairs(dilation.value, nd, "dilation")
         p = _pad_pairs(padding.value, nd)
         g = groups.value
-        head = split_last(frag(inp), nd + 1)
-        if head is None:
-            return False
+        head = _split_or_impose(inp, nd + 1)
         c_in, *spatial = head[1]
         if head[0].var is None and len(head[0].prefix) > 1:
             raise ShapeConflict(f"convolution input {frag(inp)} has too many dims")
@@ -943,9 +950,7 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
         for i in range(nd):
             if 2 * max(p[i]) > k[i]:
                 raise ShapeConflict(f"padding {p[i]} should be at most half of kernel size {k[i]}")
-        head = split_last(frag(inp), nd)
-        if head is None:
-            return False
+        head = _split_or_impose(inp, nd)
         sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i]) for i, x in enumerate(head[1])]
         out_f = frag(out)
         tail_dims = (split_last(out_f, nd) or (None, None))[1]

@@ -16,8 +16,9 @@ from .layers import __all__ as _layers_all
 from .losses import *  # noqa: F403
 from .losses import __all__ as _losses_all
 from .primitives import *  # noqa: F403
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .train import TrainModel
 
 __all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
-           "TrainModel", *_layers_all, *_primitives.__all__, *_losses_all]
+           "TrainModel", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", *_layers_all, *_primitives.__all__, *_losses_all]

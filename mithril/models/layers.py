@@ -3,14 +3,21 @@
 Parameter layouts follow PyTorch (``Linear.weight`` is ``(out, in)``, convolutions OIHW) so a
 ``state_dict`` maps onto them without transposes, and ``randomize_params`` uses PyTorch's
 default initialisers for each.
+
+Modes: ``ml.compile(model, backend)`` builds *training* behaviour (``BatchNorm2d`` normalises
+with batch statistics and updates its running statistics, ``Dropout`` is active);
+``ml.compile(model, backend, inference=True)`` builds *inference* behaviour (running
+statistics, ``Dropout`` is the identity). There is no ``model.train()`` / ``model.eval()``:
+compile the model once per mode; both compiled models take the same parameter and state dicts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..framework.logical.meta import TBD
-from ..framework.logical.model import ConnectSpec, IOKey, Model, Operator
+from ..framework.logical.model import BaseModel, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 from .primitives import Primitive
 
@@ -32,17 +39,36 @@ def _fan_in_dims(model: Model, terminal: str, skip: int = 1) -> list[Any]:
     return model._resolve_terminal(terminal).meta.root().shape.normal().prefix[skip:]  # type: ignore[union-attr]
 
 
+def _alias(cls: str, mine: str, mine_value: Any, theirs: str, theirs_value: Any,
+           default: Any) -> Any:
+    """One value from two spellings of an argument (``Softmax(axis=...)`` / ``dim=...``)."""
+    if mine_value is not None and theirs_value is not None and mine_value != theirs_value:
+        raise TypeError(f"{cls} got {mine}={mine_value!r} and {theirs}={theirs_value!r}; "
+                        "they are two names for one argument, give one")
+    if mine_value is not None:
+        return mine_value
+    if theirs_value is not None:
+        return theirs_value
+    return default
+
+
+# ==============================================================================================
+# Linear and convolutions
+# ==============================================================================================
 class Linear(Model):
     """``nn.Linear``: ``output = input @ weight.T + bias``; weight is ``(dimension, in)``.
 
     The input size may be given here, at call time (``Linear(10)(input_size=2048)``), or
-    inferred from what the input is connected to.
+    inferred from what the input is connected to. ``use_bias`` (the reference spelling) and
+    ``bias`` (PyTorch's) are the same switch.
 
     >>> import mithril as ml
-    >>> from mithril.models import Linear
-    >>> pm = ml.compile(Linear(3)(input_size=2), ml.NumpyBackend(), shapes={"input": [4, 2]})
-    >>> pm.shapes["output"]
-    [4, 3]
+    >>> from mithril.models import Linear, Model
+    >>> model = Model()
+    >>> model |= Linear(3)(input_size=2)
+    >>> pm = ml.compile(model, ml.NumpyBackend(), shapes={"input": [4, 2]})
+    >>> pm.shapes["output"], pm.shapes["linear.weight"]
+    ([4, 3], [3, 2])
     """
 
     def __init__(self, dimension: int | None = None, use_bias: bool = True, *,
@@ -74,14 +100,18 @@ class _ConvNd(Model):
 
     def __init__(self, in_channels: int | None = None, out_channels: int | None = None,
                  kernel_size: int | tuple[int, ...] | None = None, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True, *,
-                 use_bias: bool | None = None, name: str | None = None) -> None:
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", *, use_bias: bool | None = None,
+                 name: str | None = None) -> None:
         super().__init__(name)
         nd = self.nd
         if use_bias is not None:
             bias = use_bias
         if kernel_size is None:
             raise ValueError(f"{type(self).__name__} needs kernel_size")
+        if padding_mode != "zeros":
+            raise ValueError(f"{type(self).__name__}: only padding_mode='zeros' is supported, "
+                             f"got {padding_mode!r} (pad the input with Pad first)")
         k = _pair(kernel_size, nd, "kernel_size")
         s = _pair(stride, nd, "stride")
         d = _pair(dilation, nd, "dilation")
@@ -116,29 +146,80 @@ def _conv_padding(padding: Any, k: tuple[int, ...], s: tuple[int, ...], d: tuple
         pads = []
         for ki, di in zip(k, d, strict=True):
             total = di * (ki - 1)
-            pads.append((total // 2, total - total // 2))
+            pads.append((total // 2, total - total // 2))  # PyTorch: the extra one at the end
         return tuple(pads)
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int, a tuple of ints, 'same' or 'valid', got "
+                         f"{padding!r}")
     p = _pair(padding, len(k), "padding")
     return tuple((x, x) for x in p)
 
 
 class Conv2d(_ConvNd):
-    """``nn.Conv2d`` with PyTorch's arguments (padding also ``"same"`` / ``"valid"``)."""
+    """``nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True)``; ``padding`` is an int, a pair, ``"same"`` (stride 1) or ``"valid"``.
+
+    The weight is OIHW, ``(out_channels, in_channels // groups, kH, kW)``. ``use_bias`` is the
+    reference spelling of ``bias``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Conv2d, Model
+    >>> model = Model()
+    >>> model |= Conv2d(3, 8, kernel_size=3, padding="same")
+    >>> pm = ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 3, 10, 10]})
+    >>> pm.shapes["output"], pm.shapes["conv2d.weight"]
+    ([2, 8, 10, 10], [8, 3, 3, 3])
+    """
 
     nd = 2
 
 
 class Conv1d(_ConvNd):
-    """``nn.Conv1d`` with PyTorch's arguments."""
+    """``nn.Conv1d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True)``; ``padding`` is an int, ``"same"`` (stride 1) or ``"valid"``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Conv1d, Model
+    >>> model = Model()
+    >>> model |= Conv1d(4, 6, kernel_size=3, stride=2)
+    >>> ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 4, 11]}).shapes["output"]
+    [2, 6, 5]
+    """
 
     nd = 1
 
 
+# ==============================================================================================
+# Normalisation
+# ==============================================================================================
 class BatchNorm2d(Model):
-    """``nn.BatchNorm2d``: batch statistics and running-statistics updates in training,
-    running statistics in inference (``compile(..., inference=True)``).
+    """``nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True)`` over the channel axis of ``(N, C, H, W)`` inputs.
 
-    ``running_mean`` / ``running_var`` are state: the compiled model keeps and updates them.
+    Training (``ml.compile(model, backend)``) normalises with the batch statistics (biased
+    variance) and moves ``running_mean`` / ``running_var`` towards the batch mean and the
+    unbiased batch variance by ``momentum``. Inference (``ml.compile(..., inference=True)``)
+    normalises with the running statistics. The running statistics are *state*: a compiled
+    model keeps them in ``pm.state`` and updates them on each training ``evaluate`` (or pass
+    ``state=`` to manage them yourself); give the training model's state to the inference
+    model with ``infer.state = train.state``. Without ``track_running_stats`` there is no state
+    and both modes use batch statistics, as in PyTorch. ``momentum=None`` (cumulative average)
+    is not supported.
+
+    >>> import mithril as ml
+    >>> from mithril.models import BatchNorm2d, Model
+    >>> model = Model()
+    >>> model |= BatchNorm2d(4)
+    >>> backend = ml.NumpyBackend()
+    >>> train = ml.compile(model, backend, shapes={"input": [8, 4, 5, 5]})
+    >>> params = train.randomize_params()
+    >>> out = train.evaluate(params, {"input": backend.randn(8, 4, 5, 5)})
+    >>> sorted(train.state)
+    ['batchnorm2d.running_mean', 'batchnorm2d.running_var']
+    >>> infer = ml.compile(model, backend, inference=True, shapes={"input": [8, 4, 5, 5]})
+    >>> infer.state = train.state
+    >>> infer.evaluate(params, {"input": backend.randn(8, 4, 5, 5)})["output"].shape
+    (8, 4, 5, 5)
     """
 
     def __init__(self, num_features: int | None = None, eps: float = 1e-5,
@@ -172,78 +253,21 @@ class BatchNorm2d(Model):
             self.set_initializer("running_var", "ones")
 
 
-class MaxPool2d(Primitive):
-    """``nn.MaxPool2d(kernel_size, stride=kernel_size, padding=0, dilation=1)``."""
-
-    op_name = "max_pool2d"
-    positional = ("kernel_size", "stride", "padding", "dilation")
-
-    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
-                 dilation: Any = 1, *, name: str | None = None) -> None:
-        super().__init__(kernel_size=_norm2(kernel_size), stride=_norm2(stride),
-                         padding=_norm2(padding), dilation=_norm2(dilation), name=name)
-
-
-class MaxPool1d(Primitive):
-    """``nn.MaxPool1d(kernel_size, stride=kernel_size, padding=0, dilation=1)``."""
-
-    op_name = "max_pool1d"
-    positional = ("kernel_size", "stride", "padding", "dilation")
-
-    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
-                 dilation: Any = 1, *, name: str | None = None) -> None:
-        super().__init__(kernel_size=_norm(kernel_size, 1), stride=_norm(stride, 1),
-                         padding=_norm(padding, 1), dilation=_norm(dilation, 1), name=name)
-
-
-class AvgPool2d(Primitive):
-    """``nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0)`` (padding counted)."""
-
-    op_name = "avg_pool2d"
-    positional = ("kernel_size", "stride", "padding")
-
-    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0, *,
-                 name: str | None = None) -> None:
-        super().__init__(kernel_size=_norm2(kernel_size), stride=_norm2(stride),
-                         padding=_norm2(padding), name=name)
-
-
-def _norm(v: Any, n: int) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v,) * n
-    if isinstance(v, list):
-        return tuple(v)
-    return v
-
-
-def _norm2(v: Any) -> Any:
-    return _norm(v, 2)
-
-
-class Flatten(Primitive):
-    """``nn.Flatten(start_dim=1, end_dim=-1)`` — note PyTorch's default keeps the batch dim."""
-
-    op_name = "flatten"
-    positional = ("start_dim", "end_dim")
-
-    def __init__(self, start_dim: int = 1, end_dim: int = -1, *, name: str | None = None) -> None:
-        super().__init__(start_dim=start_dim, end_dim=end_dim, name=name)
-
-
-class Dropout(Primitive):
-    """``nn.Dropout(p)``: zeroes elements with probability ``p`` and scales the rest by
-    ``1/(1-p)`` in training; the identity in inference."""
-
-    op_name = "dropout"
-    positional = ("p",)
-
-
 class LayerNorm(Model):
-    """``nn.LayerNorm``: normalise over the trailing ``normalized_shape`` dims.
+    """``nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)``:
+    normalise over the trailing ``normalized_shape`` dims (biased variance), then scale and
+    shift.
 
     Without ``normalized_shape`` (the reference API's ``LayerNorm()``), the last dim is
     normalised and its size is inferred. ``use_scale`` / ``use_bias`` are the reference
     spellings of ``elementwise_affine`` / ``bias``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import LayerNorm, Model
+    >>> model = Model()
+    >>> model |= LayerNorm(6)
+    >>> ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 5, 6]}).shapes["layernorm.weight"]
+    [6]
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...] | None = None, eps: float = 1e-5,
@@ -272,12 +296,424 @@ class LayerNorm(Model):
             self.set_initializer("bias", "zeros")
 
 
-class Embedding(Model):
-    """``nn.Embedding(num_embeddings, embedding_dim)``: rows of ``weight`` by index."""
+class GroupNorm(Model):
+    """``nn.GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)``: normalise each of
+    ``num_groups`` groups of channels per sample (biased variance), then a per-channel scale
+    and shift (``weight`` ones, ``bias`` zeros). The input is ``(N, C, *)``.
 
-    def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None, *,
+    ``bias=False`` (PyTorch's keyword) keeps the scale and drops the shift.
+
+    >>> import mithril as ml
+    >>> from mithril.models import GroupNorm, Model
+    >>> model = Model()
+    >>> model |= GroupNorm(2, 6)
+    >>> pm = ml.compile(model, ml.NumpyBackend(), shapes={"input": [3, 6, 4, 4]})
+    >>> pm.shapes["output"], pm.shapes["groupnorm.weight"]
+    ([3, 6, 4, 4], [6])
+    """
+
+    def __init__(self, num_groups: int, num_channels: int | None = None, eps: float = 1e-5,
+                 affine: bool = True, *, bias: bool = True, name: str | None = None) -> None:
+        super().__init__(name)
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+        if num_channels is not None and num_channels % num_groups:
+            raise ValueError(f"num_channels={num_channels} is not divisible by "
+                             f"num_groups={num_groups}")
+        c = [num_channels]
+        self |= Operator(CATALOGUE["group_norm"], num_groups=num_groups, eps=float(eps))(
+            input="input", output="output",
+            weight=_param("weight", c) if affine else None,
+            bias=_param("bias", c) if affine and bias else None)
+        self.set_shapes(input=[None, num_channels, ...])
+        if affine:
+            self.set_initializer("weight", "ones")
+            if bias:
+                self.set_initializer("bias", "zeros")
+
+
+# ==============================================================================================
+# Pooling and reshaping
+# ==============================================================================================
+class MaxPool2d(Primitive):
+    """``nn.MaxPool2d(kernel_size, stride=kernel_size, padding=0, dilation=1)`` (padding is
+    ``-inf``, at most half the kernel, as in PyTorch). ``ceil_mode`` and ``return_indices``
+    are not supported.
+
+    >>> import mithril as ml
+    >>> from mithril.models import MaxPool2d
+    >>> pm = ml.compile(MaxPool2d(2), ml.NumpyBackend(), shapes={"input": [1, 3, 8, 8]})
+    >>> pm.shapes["output"]
+    [1, 3, 4, 4]
+    """
+
+    op_name = "max_pool2d"
+    positional = ("kernel_size", "stride", "padding", "dilation")
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, return_indices: bool = False, ceil_mode: bool = False, *,
+                 name: str | None = None) -> None:
+        _unsupported("MaxPool2d", return_indices=return_indices, ceil_mode=ceil_mode)
+        super().__init__(kernel_size=_norm2(kernel_size), stride=_norm2(stride),
+                         padding=_norm2(padding), dilation=_norm2(dilation), name=name)
+
+
+class MaxPool1d(Primitive):
+    """``nn.MaxPool1d(kernel_size, stride=kernel_size, padding=0, dilation=1)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import MaxPool1d
+    >>> ml.compile(MaxPool1d(3), ml.NumpyBackend(), shapes={"input": [2, 4, 9]}).shapes["output"]
+    [2, 4, 3]
+    """
+
+    op_name = "max_pool1d"
+    positional = ("kernel_size", "stride", "padding", "dilation")
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, return_indices: bool = False, ceil_mode: bool = False, *,
+                 name: str | None = None) -> None:
+        _unsupported("MaxPool1d", return_indices=return_indices, ceil_mode=ceil_mode)
+        super().__init__(kernel_size=_norm(kernel_size, 1), stride=_norm(stride, 1),
+                         padding=_norm(padding, 1), dilation=_norm(dilation, 1), name=name)
+
+
+class AvgPool2d(Primitive):
+    """``nn.AvgPool2d(kernel_size, stride=kernel_size, padding=0)``: the zero padding counts
+    in the average (PyTorch's default ``count_include_pad=True``). ``ceil_mode``,
+    ``count_include_pad=False`` with padding, and ``divisor_override`` are not supported.
+
+    >>> import mithril as ml
+    >>> from mithril.models import AvgPool2d
+    >>> pm = ml.compile(AvgPool2d(3, stride=2, padding=1), ml.NumpyBackend(),
+    ...                 shapes={"input": [1, 2, 7, 7]})
+    >>> pm.shapes["output"]
+    [1, 2, 4, 4]
+    """
+
+    op_name = "avg_pool2d"
+    positional = ("kernel_size", "stride", "padding")
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None, *, name: str | None = None) -> None:
+        padded = padding not in (0, (0, 0), [0, 0])
+        _unsupported("AvgPool2d", ceil_mode=ceil_mode,
+                     count_include_pad=padded and not count_include_pad,
+                     divisor_override=divisor_override is not None)
+        super().__init__(kernel_size=_norm2(kernel_size), stride=_norm2(stride),
+                         padding=_norm2(padding), name=name)
+
+
+def _unsupported(cls: str, **flags: Any) -> None:
+    for k, v in flags.items():
+        if v:
+            raise ValueError(f"{cls}: {k} is not supported (only PyTorch's default)")
+
+
+def _norm(v: Any, n: int) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v,) * n
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+def _norm2(v: Any) -> Any:
+    return _norm(v, 2)
+
+
+class AdaptiveAvgPool2d(Model):
+    """``nn.AdaptiveAvgPool2d(output_size)`` for the cases that are a plain pooling.
+
+    ``output_size`` is an int or a pair (``None`` keeps that input size). Supported:
+
+    - ``output_size=1`` (or ``(1, 1)``): the mean over H and W (global average pooling), for
+      any input size, known or not;
+    - input sizes divisible by the output sizes: an average pool with
+      ``kernel_size = stride = input_size // output_size``.
+
+    Other sizes (PyTorch's overlapping windows) raise a ``ShapeMismatchError`` saying so as soon
+    as the input's spatial size is known — when the model is built with known shapes, or at
+    ``ml.compile(..., shapes=...)``. Give the input's spatial size at build or compile time:
+    the kernel size is read off it then, and is fixed in the generated code.
+
+    >>> import mithril as ml
+    >>> from mithril.models import AdaptiveAvgPool2d, Model
+    >>> model = Model()
+    >>> model |= AdaptiveAvgPool2d((2, 3))
+    >>> ml.compile(model, ml.NumpyBackend(), shapes={"input": [1, 4, 8, 9]}).shapes["output"]
+    [1, 4, 2, 3]
+    """
+
+    def __init__(self, output_size: int | tuple[int | None, int | None] | None, *,
                  name: str | None = None) -> None:
         super().__init__(name)
+        if output_size is None or isinstance(output_size, int):
+            sizes: tuple[Any, ...] = (output_size, output_size)
+        else:
+            sizes = tuple(output_size)
+        if len(sizes) != 2 or not all(
+                s is None or (isinstance(s, int) and not isinstance(s, bool) and s > 0)
+                for s in sizes):
+            raise ValueError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
+                             f"of positive ints / None, got {output_size!r}")
+        self.output_size = sizes
+        if sizes == (1, 1):
+            mean = CATALOGUE["mean"]
+            self |= Operator(mean, axis=(-2, -1), keepdim=True)(input="input", output="output")
+            return
+        if sizes == (None, None):
+            self |= Operator(CATALOGUE["buffer"])(input="input", output="output")
+            return
+        self |= Operator(CATALOGUE["shape"])(input="input", output="input_shape")
+        shape = self.input_shape
+        kernel: list[Any] = []
+        bad: Any = False
+        for axis, out in zip((-2, -1), sizes, strict=True):
+            if out is None:
+                kernel.append(1)
+                continue
+            k = shape[axis] // out
+            kernel.append(k)
+            not_divisible = (shape[axis] - k * out) != 0
+            bad = not_divisible if bad is False else (bad | not_divisible)
+        self |= Operator(CATALOGUE["to_tuple"], n_inputs=2)(
+            input1=kernel[0], input2=kernel[1], output="kernel")
+        # (kernel, (reason,))[bad]: when a size is not divisible, the pooling's kernel_size is
+        # the reason, which the pooling rule rejects with this text once the sizes are known
+        # (and the kernels at run time, for sizes only known then)
+        reason = (f"AdaptiveAvgPool2d(output_size={output_size!r}): the input's spatial size "
+                  "is not divisible by the output size (supported: divisible sizes, and "
+                  "output_size=1)",)
+        self |= Operator(CATALOGUE["to_tuple"], n_inputs=2, input2=reason)(
+            input1="kernel", output="kernel_choices")
+        self |= Operator(CATALOGUE["indexer"])(input="kernel_choices", index=bad,
+                                               output="kernel_size")
+        self |= Operator(CATALOGUE["avg_pool2d"], stride=TBD, padding=(0, 0))(
+            input="input", kernel_size="kernel_size", stride="kernel_size", output="output")
+
+
+class Flatten(Primitive):
+    """``nn.Flatten(start_dim=1, end_dim=-1)`` — note PyTorch's default keeps the batch dim.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Flatten
+    >>> ml.compile(Flatten(), ml.NumpyBackend(), shapes={"input": [2, 3, 4, 5]}).shapes["output"]
+    [2, 60]
+    """
+
+    op_name = "flatten"
+    positional = ("start_dim", "end_dim")
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, *, name: str | None = None) -> None:
+        super().__init__(start_dim=start_dim, end_dim=end_dim, name=name)
+
+
+class Concat(Primitive):
+    """``torch.cat`` of ``n`` inputs (``input1`` ... ``inputN``) along ``axis`` (PyTorch:
+    ``dim``); ``axis=None`` flattens and joins.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Concat, Model
+    >>> model = Model()
+    >>> model |= Concat(n=3, dim=1)(input1="a", input2="b", input3="c", output="output")
+    >>> pm = ml.compile(model, ml.NumpyBackend(),
+    ...                 shapes={"a": [2, 1], "b": [2, 3], "c": [2, 2]})
+    >>> pm.shapes["output"]
+    [2, 6]
+    """
+
+    op_name = "concat"
+    positional = ("axis",)
+
+    def __init__(self, n: int = 2, axis: Any = None, *, dim: Any = None,
+                 name: str | None = None) -> None:
+        value = _alias("Concat", "axis", axis, "dim", dim, 0)
+        super().__init__(axis=value, n=n, name=name)
+
+
+# ==============================================================================================
+# Activations (PyTorch's argument names; they are the catalogue's primitives)
+# ==============================================================================================
+class Gelu(Primitive):
+    """``nn.GELU(approximate="none")``: ``x * Phi(x)``; ``approximate="tanh"`` (or ``True``)
+    is the tanh form.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, Gelu
+    >>> model = Model()
+    >>> model |= Gelu(approximate="tanh")
+    >>> backend = ml.NumpyBackend()
+    >>> pm = ml.compile(model, backend, shapes={"input": [3]})
+    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([-1.0, 0, 2])})["output"]]
+    [-0.1588, 0.0, 1.9546]
+    """
+
+    op_name = "gelu"
+    positional = ("approximate",)
+
+    def __init__(self, approximate: str | bool = "none", *, name: str | None = None) -> None:
+        if approximate is TBD:
+            flag: Any = TBD
+        elif approximate in ("none", False):
+            flag = False
+        elif approximate in ("tanh", True):
+            flag = True
+        else:
+            raise ValueError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        super().__init__(approximate=flag, name=name)
+
+
+class Softmax(Primitive):
+    """``nn.Softmax(dim)``: ``exp(x) / sum(exp(x))`` along ``dim`` (also spelled ``axis``,
+    the reference API's name). Unlike PyTorch, which guesses a dim when none is given, the
+    default is the last axis.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, Softmax
+    >>> model = Model()
+    >>> model |= Softmax(dim=0)
+    >>> backend = ml.NumpyBackend()
+    >>> pm = ml.compile(model, backend, shapes={"input": [2]})
+    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([0.0, 1.0])})["output"]]
+    [0.2689, 0.7311]
+    """
+
+    op_name = "softmax"
+    positional = ("axis",)
+
+    def __init__(self, dim: Any = None, *, axis: Any = None, name: str | None = None) -> None:
+        super().__init__(axis=_alias(type(self).__name__, "axis", axis, "dim", dim, -1),
+                         name=name)
+
+
+class LogSoftmax(Softmax):
+    """``nn.LogSoftmax(dim)``: ``log(softmax(x))`` along ``dim`` (also spelled ``axis``;
+    default the last axis).
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, LogSoftmax
+    >>> model = Model()
+    >>> model |= LogSoftmax(dim=1)
+    >>> ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 5]}).shapes["output"]
+    [2, 5]
+    """
+
+    op_name = "log_softmax"
+
+
+class LeakyRelu(Primitive):
+    """``nn.LeakyReLU(negative_slope=0.01)``: ``x`` where positive, ``negative_slope * x``
+    elsewhere (``slope`` is the reference spelling).
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, LeakyRelu
+    >>> model = Model()
+    >>> model |= LeakyRelu(negative_slope=0.2)
+    >>> backend = ml.NumpyBackend()
+    >>> pm = ml.compile(model, backend, shapes={"input": [2]})
+    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([-1.0, 3.0])})["output"]]
+    [-0.2, 3.0]
+    """
+
+    op_name = "leaky_relu"
+    positional = ("negative_slope",)
+
+    def __init__(self, negative_slope: Any = None, *, slope: Any = None,
+                 name: str | None = None) -> None:
+        value = _alias("LeakyRelu", "slope", slope, "negative_slope", negative_slope, 0.01)
+        super().__init__(slope=value, name=name)
+
+
+class Softplus(Model):
+    """``nn.Softplus(beta=1.0, threshold=20.0)``: ``log(1 + exp(beta * x)) / beta``, and ``x``
+    itself where ``beta * x > threshold``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Model, Softplus
+    >>> model = Model()
+    >>> model |= Softplus(beta=2.0)
+    >>> backend = ml.NumpyBackend()
+    >>> pm = ml.compile(model, backend, shapes={"input": [2]})
+    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([0.0, 30.0])})["output"]]
+    [0.3466, 30.0]
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.beta, self.threshold = float(beta), float(threshold)
+        softplus = Operator(CATALOGUE["softplus"], name="softplus")
+        if self.beta == 1.0 and self.threshold == 20.0:
+            # the catalogue's softplus is PyTorch's default (linear above 20)
+            self |= softplus(input="input", output="output")
+            return
+        if self.beta <= 0:
+            raise ValueError(f"Softplus: beta must be positive, got {beta!r}")
+        self |= Operator(CATALOGUE["multiply"], right=self.beta)(left="input", output="scaled")
+        self |= softplus(input="scaled", output="soft")
+        self |= Operator(CATALOGUE["greater"], right=self.threshold)(left="scaled",
+                                                                      output="linear_part")
+        self |= Operator(CATALOGUE["where"])(condition="linear_part", input1="input",
+                                             input2=self.soft / self.beta, output="output")
+
+
+# ==============================================================================================
+# Dropout, embedding, MLP
+# ==============================================================================================
+class Dropout(Primitive):
+    """``nn.Dropout(p=0.5)``: in training, zeroes each element with probability ``p`` and
+    scales the others by ``1 / (1 - p)``; in inference, the identity.
+
+    Training is ``ml.compile(model, backend)``: each ``evaluate`` draws a fresh mask from the
+    backend's random state (reproducible with ``backend.set_seed(...)``), and the gradient is
+    that mask times the output gradient. ``ml.compile(model, backend, inference=True)`` leaves
+    the input unchanged.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Dropout, Model
+    >>> model = Model()
+    >>> model |= Dropout(p=0.25)
+    >>> backend = ml.NumpyBackend()
+    >>> backend.set_seed(0)
+    >>> train = ml.compile(model, backend, shapes={"input": [1000]})
+    >>> kept = train.evaluate({}, {"input": backend.ones(1000)})["output"]
+    >>> sorted({round(float(v), 4) for v in kept})
+    [0.0, 1.3333]
+    >>> infer = ml.compile(model, backend, shapes={"input": [1000]}, inference=True)
+    >>> float(infer.evaluate({}, {"input": backend.ones(1000)})["output"].min())
+    1.0
+    """
+
+    op_name = "dropout"
+    positional = ("p",)
+
+    def __init__(self, p: Any = 0.5, inplace: bool = False, *, name: str | None = None) -> None:
+        if p is not TBD and not (isinstance(p, int | float) and 0 <= p < 1):
+            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
+        super().__init__(p=p if p is TBD else float(p), name=name)
+
+
+class Embedding(Model):
+    """``nn.Embedding(num_embeddings, embedding_dim)``: rows of ``weight`` by integer index
+    (``weight`` drawn from N(0, 1), as in PyTorch). ``padding_idx`` and ``max_norm`` are not
+    supported.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Embedding, Model
+    >>> model = Model()
+    >>> model |= Embedding(10, 4)
+    >>> ml.compile(model, ml.NumpyBackend(), shapes={"input": [2, 7]}).shapes["output"]
+    [2, 7, 4]
+    """
+
+    def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None,
+                 padding_idx: int | None = None, max_norm: float | None = None, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        _unsupported("Embedding", padding_idx=padding_idx is not None,
+                     max_norm=max_norm is not None)
         self |= Operator(CATALOGUE["embedding"])(
             input=IOKey("input", type=int), weight=_param("weight", [num_embeddings,
                                                                       embedding_dim]),
@@ -285,5 +721,47 @@ class Embedding(Model):
         self.set_initializer("weight", "normal")
 
 
-__all__ = ["AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "Flatten",
-           "LayerNorm", "Linear", "MaxPool1d", "MaxPool2d"]
+class MLP(Model):
+    """A stack of ``Linear`` layers, each followed by its activation (``None``: none).
+
+    ``MLP(activations, dimensions, *, input_size=None, use_bias=True)``: ``dimensions[i]`` is
+    the output size of the i-th ``Linear`` and ``activations[i]`` (a fresh model instance such
+    as ``Relu()``, or ``None``) follows it; both lists have one entry per layer. The layers are
+    children named ``linear``, ``linear_1``, ... (parameter keys ``linear.weight``, ...) and
+    the activations after their class (``relu``, ``relu_1``, ...). This is
+    ``nn.Sequential(nn.Linear(in, d0), act0, nn.Linear(d0, d1), act1, ...)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import MLP, Relu
+    >>> mlp = MLP(activations=[Relu(), Relu(), None], dimensions=[64, 64, 10], input_size=32)
+    >>> pm = ml.compile(mlp, ml.NumpyBackend(), shapes={"input": [8, 32]})
+    >>> pm.shapes["output"], pm.shapes["linear_2.weight"]
+    ([8, 10], [10, 64])
+    """
+
+    def __init__(self, activations: Sequence[BaseModel | None], dimensions: Sequence[int | None],
+                 *, input_size: int | None = None, use_bias: bool = True,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        activations, dimensions = list(activations), list(dimensions)
+        if len(activations) != len(dimensions):
+            raise ValueError(f"MLP needs one activation (or None) per layer: got "
+                             f"{len(activations)} activations for {len(dimensions)} dimensions")
+        if not dimensions:
+            raise ValueError("MLP needs at least one layer")
+        for i, (act, dim) in enumerate(zip(activations, dimensions, strict=True)):
+            layer = Linear(dim, use_bias, input_size=input_size if i == 0 else None)
+            if i == 0:
+                self |= layer(input="input")
+            else:
+                self += layer
+            if act is not None:
+                if not isinstance(act, BaseModel):
+                    raise TypeError(f"MLP activations must be models such as Relu() or None, "
+                                    f"got {act!r}")
+                self += act
+
+
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Concat", "Conv1d", "Conv2d",
+           "Dropout", "Embedding", "Flatten", "Gelu", "GroupNorm", "LayerNorm", "LeakyRelu",
+           "Linear", "LogSoftmax", "MLP", "MaxPool1d", "MaxPool2d", "Softmax", "Softplus"]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ModelReuseError, TerminalError
-from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
+from ..framework.logical.model import BaseModel, Connection, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 
 
@@ -37,13 +37,21 @@ class TrainModel(Model):
     ['final_cost', 'output']
     """
 
-    def __init__(self, model: BaseModel, name: str | None = None) -> None:
+    def __init__(self, model: BaseModel | ConnectSpec, name: str | None = None) -> None:
         super().__init__(name)
+        given: dict[str, Any] = {}
+        if isinstance(model, ConnectSpec):  # e.g. TrainModel(Linear(1)(input_size=2))
+            if model.args:
+                raise TypeError("TrainModel takes terminals by name: model(input='x')")
+            model, given = model.model, dict(model.kwargs)
         iface = model.interface()
         outputs = set(model.output_terminals())
         terminals: dict[str, Any] = {}
         for key in iface:
-            terminals[key] = IOKey(key, expose=True) if key in outputs else key
+            target = given.get(key, key)
+            if key in outputs and isinstance(target, str):
+                target = IOKey(target, expose=True)
+            terminals[key] = target
         self |= model(**terminals)
         self.model = model
         self._costs: list[tuple[Connection, float]] = []

@@ -760,9 +760,15 @@ class Model(BaseModel):
                 except ShapeConflict as err:
                     cls = TypeMismatchError if "cannot be connected" in str(err) or \
                         "type" in str(err) else ShapeMismatchError
-                    where = conn.key or (value_repr(given.get(name)))
+                    if conn.key:
+                        where = f"connection {conn.key!r}"
+                    elif isinstance(given.get(name), Connection) or given.get(name) is None:
+                        where = f"what it is connected to ({self._conn_name(conn)})"
+                    else:
+                        where = value_repr(given.get(name))
                     raise cls(
-                        f"adding {type(child).__name__} to {self.path}: terminal {name!r} is "
+                        f"{self.path}: adding {type(child).__name__} "
+                        f"{child.name or child.class_name!r}: its terminal {name!r} is "
                         f"{before[0]} but {where} is {before[1]}: {err}") from None
         # commit
         self._commit(child, targets, created, chain, algebra)

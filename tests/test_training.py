@@ -159,7 +159,7 @@ def test_train_model_regression_reaches_stated_loss(backend_name):
     state = opt.init(params)
     data = {"input": backend.array(x), "target": backend.array(y)}
     for _ in range(300):
-        out, grads = pm.evaluate(params, data, output_gradients=True)
+        _, grads = pm.evaluate(params, data, output_gradients=True)
         params, state = opt.update(params, grads, state)
     assert float(backend.to_numpy(pm.evaluate(params, data)["final_cost"])) < 0.02
 

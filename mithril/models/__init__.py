@@ -21,4 +21,5 @@ from .train import TrainModel
 
 __all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
-           "TrainModel", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", *_layers_all, *_primitives.__all__, *_losses_all]
+           "TrainModel", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", *_layers_all,
+           *_primitives.__all__, *_losses_all]

@@ -42,3 +42,7 @@ class InputError(MithrilError, KeyError):
 
 class BackendUnavailableError(MithrilError, ImportError):
     """A backend's framework, or the requested device, is not available here."""
+
+
+class ModelFileError(MithrilError, ValueError):
+    """A model document that is malformed, of an unknown version, or names unknown types."""

@@ -9,6 +9,7 @@ model path, terminal and both shapes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -341,6 +342,46 @@ _SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class BaseModel:
     """What primitives and composites share: terminals, naming, connect, metadata setters."""
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """Record each instance's constructor arguments (for ``to_dict``)."""
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self: BaseModel, *args: Any, **kwargs: Any) -> None:
+            if "_init_args" not in self.__dict__:  # the outermost constructor only
+                self.__dict__["_init_args"] = (args, dict(kwargs))
+            init(self, *args, **kwargs)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
+
+    def to_dict(self) -> dict[str, Any]:
+        """This model as a versioned, JSON-compatible document (``json.dump``-able).
+
+        >>> import json
+        >>> from mithril.models import Model, Linear, Relu
+        >>> m = Model()
+        >>> m |= Linear(4)(input_size=3)
+        >>> m += Relu()
+        >>> again = Model.from_dict(json.loads(json.dumps(m.to_dict())))
+        >>> again.shapes["output"][-1]
+        4
+        """
+        from .serialize import model_to_dict
+
+        return model_to_dict(self)
+
+    @staticmethod
+    def from_dict(document: Any) -> BaseModel:
+        """Rebuild a model from :meth:`to_dict`'s document. Nothing in the document is
+        imported or executed; unknown versions, types or malformed content raise
+        ``ModelFileError``."""
+        from .serialize import model_from_dict
+
+        return model_from_dict(document)
+
     def __init__(self, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"model name must be a string, got {name!r}")
@@ -587,6 +628,7 @@ class Operator(BaseModel):
         super().__init__(name)
         op = CATALOGUE[op] if isinstance(op, str) else op
         self.op = op
+        self._values = dict(values)  # constructor values (for to_dict)
         in_terms = list(op.inputs)
         if op.variadic:
             n = 2 if n_inputs is None else n_inputs

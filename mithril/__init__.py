@@ -58,7 +58,8 @@ __all__ = [
     "clip_by_global_norm",
     "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",
-    "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError", "TerminalError",
+    "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError",
+    "TerminalError",
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8",
 ]

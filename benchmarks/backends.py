@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,13 +84,22 @@ REFERENCE_NAME = {"numpy": "PyTorch eager", "torch": "nn.Module eager", "jax": "
 
 
 def run(repeat: int = 7) -> str:
+    import os
+
     import mithril as ml
+
+    threads = os.environ.get("MITHRIL_BENCH_THREADS")
+    if threads and importlib.util.find_spec("torch"):
+        import torch
+
+        torch.set_num_threads(int(threads))
 
     names = ["numpy"] + [n for n in ("torch", "jax", "mlx") if importlib.util.find_spec(n)]
     models = {"convnet": (_convnet, [CONV_BATCH, 3, 32, 32]),
               "mlp": (lambda: mlp(MLP_WIDTH, MLP_DEPTH, MLP_WIDTH),
                       [MLP_BATCH, MLP_WIDTH])}
-    rows = [["backend", "model", "hand-written", "reference ms", "Mithril ms", "ratio"]]
+    rows = [["backend", "model", "hand-written", "reference ms", "Mithril ms", "wall ratio",
+             "CPU ratio"]]
     for name in names:
         backend = {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
                    "mlx": ml.MlxBackend}[name]()
@@ -98,16 +108,28 @@ def run(repeat: int = 7) -> str:
             ref = _reference(name, model_name, raw, x, g)
             sync = _sync(name)
             # interleave to share the machine's noise fairly
-            t_ref = t_ml = float("inf")
+            t_ref = t_ml = c_ref = c_ml = float("inf")
             for _ in range(3):
                 t_ref = min(t_ref, best_time(ref, repeat=repeat, number=3, sync=sync))
                 t_ml = min(t_ml, best_time(step, repeat=repeat, number=3, sync=sync))
+                c_ref = min(c_ref, best_time(ref, repeat=repeat, number=3, sync=sync,
+                                             clock=time.process_time))
+                c_ml = min(c_ml, best_time(step, repeat=repeat, number=3, sync=sync,
+                                           clock=time.process_time))
             label = "ConvNet b32" if model_name == "convnet" else \
                 f"MLP {MLP_DEPTH}x{MLP_WIDTH} b{MLP_BATCH}"
             rows.append([name, label, REFERENCE_NAME[name], f"{t_ref * 1e3:.2f}",
-                         f"{t_ml * 1e3:.2f}", f"{t_ml / t_ref:.2f}x"])
+                         f"{t_ml * 1e3:.2f}", f"{t_ml / t_ref:.2f}x", f"{c_ml / c_ref:.2f}x"])
     return ("Forward+backward, Mithril vs hand-written code of the same framework "
-            "(targets: torch <= 1.05x, jax <= 1.05x; numpy <= 3x PyTorch)\n" + table(rows))
+            "(targets: torch <= 1.05x, jax <= 1.05x; numpy <= 3x PyTorch).\n"
+            "Wall: best-of wall time; CPU: best-of process CPU time (robust on a shared "
+            "machine). Threads: " + _threads() + "\n" + table(rows))
+
+
+def _threads() -> str:
+    import os
+
+    return os.environ.get("MITHRIL_BENCH_THREADS", "framework default")
 
 
 if __name__ == "__main__":

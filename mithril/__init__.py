@@ -39,6 +39,7 @@ from .framework.types import (
     int64,
     uint8,
 )
+from .io import ParamsFileError, load_params, read_metadata, save_params
 from .optim import (
     SGD,
     Adagrad,
@@ -55,7 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "LinearWarmup", "RMSprop", "StepLR",
-    "clip_by_global_norm",
+    "clip_by_global_norm", "ParamsFileError", "load_params", "read_metadata", "save_params",
     "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError",

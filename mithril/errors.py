@@ -46,3 +46,7 @@ class BackendUnavailableError(MithrilError, ImportError):
 
 class ModelFileError(MithrilError, ValueError):
     """A model document that is malformed, of an unknown version, or names unknown types."""
+
+
+class ParamsFileError(MithrilError, ValueError):
+    """A parameter file that cannot be read: missing, truncated, corrupted or not safetensors."""

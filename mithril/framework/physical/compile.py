@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..logical.meta import SCALAR, TBD, TENSOR, make_kind
-from ..logical.model import BaseModel, Model, Operator, _Building, _propagation_error
+from ..logical.model import BaseModel, ConnectSpec, Model, Operator, _Building, _propagation_error
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
 from .compiled import CompiledModel, ParamSpec, ShapePattern
@@ -52,8 +52,18 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     if not isinstance(backend, Backend):
         raise TypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
                         f"{type(backend).__name__}")
+    if isinstance(model, ConnectSpec):  # e.g. ml.compile(Linear(2)(input_size=3), ...)
+        spec = model
+        if spec.args or spec.kwargs:
+            model = Model()
+            model |= spec
+        else:
+            model = spec.model
     if not isinstance(model, BaseModel):
         raise TypeError(f"compile needs a model, got {type(model).__name__}")
+    data_keys, trainable_keys, discard_keys, outputs = (
+        None if k is None else tuple(k) for k in (data_keys, trainable_keys, discard_keys,
+                                                  outputs))
     if isinstance(model, Operator):
         model = _wrap_primitive(model)
     finalize = getattr(model, "finalize", None)
@@ -63,11 +73,18 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         raise CompileError(f"model {model.path} is empty: add layers before compiling")
     with Trail() as trail:
         try:
-            return _compile_in_trail(model, backend, shapes, constant_keys, data_keys,
-                                     trainable_keys, discard_keys, inference, jit, file_path,
-                                     safe_names, outputs)
+            compiled = _compile_in_trail(model, backend, shapes, constant_keys, data_keys,
+                                         trainable_keys, discard_keys, inference, jit,
+                                         file_path, safe_names, outputs)
         finally:
             trail.rollback()
+    # what produced it, so the model can be recompiled (e.g. its inference twin)
+    compiled.logical_model = model
+    compiled.compile_options = {
+        "shapes": shapes, "constant_keys": constant_keys, "data_keys": data_keys,
+        "trainable_keys": trainable_keys, "discard_keys": discard_keys, "jit": jit,
+        "safe_names": safe_names, "outputs": outputs}
+    return compiled
 
 
 def _wrap_primitive(op: Operator) -> Model:

@@ -241,7 +241,24 @@ class CompiledModel:
 
     def __call__(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        """``evaluate``; on the PyTorch backend, ``model({"input": x})`` (inputs only, as in
+        the guide) runs the model as a ``torch.nn.Module`` whose outputs carry autograd."""
+        if (inputs is None and not kw and self.backend.name == "torch"
+                and isinstance(params, Mapping) and params
+                and params.keys() <= self._required_data | self._optional_data):
+            return self.torch_module()(params)
         return self.evaluate(params, inputs, **kw)
+
+    # ---- PyTorch interop (mithril/interop/torch_module.py) ----
+    def torch_module(self) -> Any:
+        """This model (TorchBackend) as a ``torch.nn.Module``, created on first use."""
+        from ...interop.torch_module import attach
+
+        return attach(self)
+
+    def torch_parameters(self) -> Any:
+        """The ``nn.Parameter``s of :meth:`torch_module`, for ``torch.optim`` optimizers."""
+        return self.torch_module().parameters()
 
     def _output_grads(self, og: Mapping[str, Any] | bool) -> dict[str, Any]:
         if og is True:

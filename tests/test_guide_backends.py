@@ -125,3 +125,19 @@ def test_guide_snippets_run_on_every_backend(backend_name):
     # Device Placement: compiled without shapes; the guide's inputs then run
     out = ns["compiled_model"].evaluate(ns["compiled_model"].randomize_params(), ns["inputs"])
     assert tuple(out["output"].shape) == (32, 10)
+
+
+def test_torch_compile_jit_agrees_with_eager():
+    """jit=True on PyTorch really runs torch.compile (or falls back with a warning)."""
+    import warnings
+
+    from tests.guide_models import create_sequential
+
+    shapes = {"input": [4, 3, 32, 32]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is allowed, not an error
+        out_j, grads_j, _ = _run("torch", create_sequential, shapes, jit=True)
+    out_e, grads_e, _ = _run("torch", create_sequential, shapes, jit=False)
+    assert_close(out_j, out_e, what="output")
+    for k in grads_e:
+        assert_close(grads_j[k], grads_e[k], what=k)

@@ -860,9 +860,11 @@ register(OpDef("buffer", (Term("input", None, T.ANY),), (Term("output", None, T.
 # Convolution and pooling
 # ----------------------------------------------------------------------------------------------
 def _pairs(v: Any, nd: int, what: str) -> tuple[Any, ...]:
-    if isinstance(v, int):
+    if isinstance(v, int) and not isinstance(v, bool):
         return (v,) * nd
-    if isinstance(v, tuple | list) and len(v) == nd:
+    if isinstance(v, tuple | list) and len(v) == nd and all(
+            (isinstance(x, int) and not isinstance(x, bool)) or
+            (isinstance(x, tuple) and what == "padding") for x in v):
         return tuple(v)
     raise ShapeConflict(f"{what} must be an int or a tuple of {nd}, got {v!r}")
 

@@ -3,6 +3,7 @@
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
 from . import primitives as _primitives
+from .attention import MultiheadAttention
 from .layers import *  # noqa: F403
 from .layers import AvgPool2d as AvgPool2D
 
@@ -21,5 +22,6 @@ from .train import TrainModel
 
 __all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
-           "TrainModel", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", *_layers_all,
+           "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
+           "RNNCell", *_layers_all,
            *_primitives.__all__, *_losses_all]

@@ -434,9 +434,11 @@ class AdaptiveAvgPool2d(Model):
       ``kernel_size = stride = input_size // output_size``.
 
     Other sizes (PyTorch's overlapping windows) raise a ``ShapeMismatchError`` saying so as soon
-    as the input's spatial size is known — when the model is built with known shapes, or at
-    ``ml.compile(..., shapes=...)``. Give the input's spatial size at build or compile time:
-    the kernel size is read off it then, and is fixed in the generated code.
+    as the input's spatial size is known: when the model is built with known shapes, or at
+    ``ml.compile(..., shapes=...)``. Give the input's spatial size at build or compile time: the
+    kernel size is read off it then and written into the generated code as a constant. (Compiled
+    without the spatial size, the kernel size is computed from each input when the model runs,
+    and a size that is not divisible fails there, in the backend's pooling kernel.)
 
     >>> import mithril as ml
     >>> from mithril.models import AdaptiveAvgPool2d, Model
@@ -546,7 +548,8 @@ class Gelu(Primitive):
     >>> model |= Gelu(approximate="tanh")
     >>> backend = ml.NumpyBackend()
     >>> pm = ml.compile(model, backend, shapes={"input": [3]})
-    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([-1.0, 0, 2])})["output"]]
+    >>> out = pm.evaluate({}, {"input": backend.array([-1.0, 0, 2])})["output"]
+    >>> [round(float(v), 4) for v in out]
     [-0.1588, 0.0, 1.9546]
     """
 
@@ -576,7 +579,8 @@ class Softmax(Primitive):
     >>> model |= Softmax(dim=0)
     >>> backend = ml.NumpyBackend()
     >>> pm = ml.compile(model, backend, shapes={"input": [2]})
-    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([0.0, 1.0])})["output"]]
+    >>> out = pm.evaluate({}, {"input": backend.array([0.0, 1.0])})["output"]
+    >>> [round(float(v), 4) for v in out]
     [0.2689, 0.7311]
     """
 
@@ -613,7 +617,8 @@ class LeakyRelu(Primitive):
     >>> model |= LeakyRelu(negative_slope=0.2)
     >>> backend = ml.NumpyBackend()
     >>> pm = ml.compile(model, backend, shapes={"input": [2]})
-    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([-1.0, 3.0])})["output"]]
+    >>> out = pm.evaluate({}, {"input": backend.array([-1.0, 3.0])})["output"]
+    >>> [round(float(v), 4) for v in out]
     [-0.2, 3.0]
     """
 
@@ -636,7 +641,8 @@ class Softplus(Model):
     >>> model |= Softplus(beta=2.0)
     >>> backend = ml.NumpyBackend()
     >>> pm = ml.compile(model, backend, shapes={"input": [2]})
-    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": backend.array([0.0, 30.0])})["output"]]
+    >>> out = pm.evaluate({}, {"input": backend.array([0.0, 30.0])})["output"]
+    >>> [round(float(v), 4) for v in out]
     [0.3466, 30.0]
     """
 

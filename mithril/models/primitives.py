@@ -41,6 +41,8 @@ def _make(class_name: str, op_name: str, doc: str, positional: tuple[str, ...] |
     return cls
 
 
+# (LeakyRelu, Gelu, Softmax, LogSoftmax, Softplus and Concat live in layers.py with PyTorch's
+# argument names.)
 _TABLE: list[tuple[str, str, str]] = [
     ("Buffer", "buffer", "Passes its input through unchanged (useful to name a connection)."),
     ("Add", "add", "``left + right`` with broadcasting."),
@@ -65,12 +67,7 @@ _TABLE: list[tuple[str, str, str]] = [
     ("Clamp", "clamp", "Clamp x into ``[min, max]``."),
     ("StableReciprocal", "reciprocal", "``1 / x``."),
     ("Relu", "relu", "``max(x, 0)`` (``nn.ReLU``)."),
-    ("LeakyRelu", "leaky_relu", "``nn.LeakyReLU(negative_slope=slope)``."),
-    ("Gelu", "gelu", "``nn.GELU`` (``approximate=True`` for the tanh form)."),
     ("Sigmoid", "sigmoid", "``nn.Sigmoid``."),
-    ("Softmax", "softmax", "``nn.Softmax(dim=axis)``."),
-    ("LogSoftmax", "log_softmax", "``nn.LogSoftmax(dim=axis)``."),
-    ("Softplus", "softplus", "``nn.Softplus``."),
     ("Tanh", "tanh", "``nn.Tanh``."),
     ("SiLU", "silu", "``nn.SiLU``."),
     ("StopGradient", "stop_gradient", "Identity whose gradient is zero (``detach``)."),
@@ -90,7 +87,6 @@ _TABLE: list[tuple[str, str, str]] = [
     ("SwapAxes", "swap_axes", "Swap two axes."),
     ("Squeeze", "squeeze", "Drop axes of size 1."),
     ("Unsqueeze", "unsqueeze", "Insert an axis of size 1."),
-    ("Concat", "concat", "Concatenate ``n`` inputs along ``axis``."),
     ("Indexer", "indexer", "``input[index]`` for ints, slices, None and Ellipsis."),
     ("BroadcastTo", "broadcast_to", "Broadcast to ``shape``."),
     ("Pad", "pad", "Zero padding by ``pad_width`` ((before, after) per dim)."),

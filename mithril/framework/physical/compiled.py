@@ -395,6 +395,9 @@ def _initial_value(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(shape)
     if kind == "normal":
         return rng.standard_normal(shape)
+    if kind == "xavier_uniform" and len(fan_in) == 2:  # nn.init.xavier_uniform_
+        bound = math.sqrt(6 / (fan_in[0] + fan_in[1]))
+        return rng.uniform(-bound, bound, shape)
     if kind == "uniform_hidden":
         bound = 1 / math.sqrt(fan_in[0]) if fan_in and fan_in[0] else 1.0
         return rng.uniform(-bound, bound, shape)

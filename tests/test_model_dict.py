@@ -201,3 +201,23 @@ def _mutations() -> dict[str, Any]:
 def test_malformed_documents_raise_model_file_error(name, doc):
     with pytest.raises(ModelFileError):
         Model.from_dict(copy.deepcopy(doc))
+
+
+def test_train_model_round_trips_with_its_losses():
+    from mithril.models import CrossEntropy, TrainModel
+
+    tm = TrainModel(Linear(3)(input_size=4))
+    tm.add_loss(CrossEntropy(), input="output", target="target")
+    again = roundtrip(tm)
+    shapes = {"input": [5, 4]}
+    p1, p2 = ml.compile(tm, BACKEND, shapes=shapes), ml.compile(again, BACKEND, shapes=shapes)
+    params = p1.randomize_params(seed=0)
+    data = {"input": np.ones((5, 4)), "target": np.arange(5) % 3}
+    np.testing.assert_array_equal(p1.evaluate(params, data)["final_cost"],
+                                  p2.evaluate(params, data)["final_cost"])
+
+
+def test_sequence_length_given_at_call_time_round_trips():
+    m = Model()
+    m |= LSTM(3, 4)(input="input", output=IOKey("output"), seq_len=5)
+    assert_same(m, {"input": [5, 2, 3]})

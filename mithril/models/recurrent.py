@@ -148,6 +148,10 @@ class _Recurrent(Model):
             f"{self.name or cls.lower()}(input=..., seq_len=T), or connect its input to a "
             f"connection whose shape {where} is already known")
 
+    def _serial_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments ``to_dict`` must add (a sequence length given at call time)."""
+        return {} if self.seq_len is None else {"seq_len": self.seq_len}
+
     def finalize(self) -> None:
         """Called by ``ml.compile``: an unbuilt layer (no sequence length) cannot compile."""
         if self.seq_len is None:

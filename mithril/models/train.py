@@ -37,6 +37,9 @@ class TrainModel(Model):
     ['final_cost', 'output']
     """
 
+    #: stored structurally by ``to_dict`` (its losses are not constructor arguments)
+    serialize_structurally = True
+
     def __init__(self, model: BaseModel | ConnectSpec, name: str | None = None) -> None:
         super().__init__(name)
         given: dict[str, Any] = {}

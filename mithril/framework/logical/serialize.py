@@ -136,7 +136,11 @@ def model_node(model: BaseModel) -> dict[str, Any]:
         n = len(model.in_terms) - (len(model.op.inputs) - 1) if model.op.variadic else None
         return {"kind": "primitive", "op": model.op.name, "name": model.name, "n_inputs": n,
                 "values": values}
-    if cls.__name__ in registry and registry[cls.__name__] is cls and \
+    if getattr(model, "serialize_structurally", False):
+        finalize = getattr(model, "finalize", None)
+        if callable(finalize):
+            finalize()  # a TrainModel: store it with its final_cost
+    elif cls.__name__ in registry and registry[cls.__name__] is cls and \
             hasattr(model, "_init_args"):
         args, kwargs = model._init_args
         kwargs = dict(kwargs)

@@ -12,7 +12,6 @@ from mithril.models import BatchNorm2d, Linear, Model, Relu
 from tests.guide_models import create_conv_net
 from tests.torch_reference import CONVNET_NAMES, TorchConvNet, load_into
 
-torch.set_default_dtype(torch.float64)
 
 
 @pytest.fixture

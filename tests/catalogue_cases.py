@@ -31,6 +31,19 @@ def _distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (rng.permutation(n).reshape(shape) * 0.37 + rng.uniform(0, 0.1, shape)) - n * 0.15
 
 
+def _spd(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Well-conditioned symmetric positive-definite matrices (batched)."""
+    b = rng.standard_normal(shape)
+    return b @ np.swapaxes(b, -1, -2) + shape[-1] * np.eye(shape[-1])
+
+
+def _symmetric(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Symmetric matrices with well-separated eigenvalues (batched)."""
+    q, _ = np.linalg.qr(rng.standard_normal(shape))
+    values = np.arange(shape[-1]) * 1.5 - 2.0 + rng.uniform(0, 0.2, shape[:-1])
+    return (q * values[..., None, :]) @ np.swapaxes(q, -1, -2)
+
+
 SHAPES = [(3, 4), (2, 3, 5)]
 
 
@@ -205,6 +218,24 @@ CASES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
                                 {"input": np.array([[1.0, np.nan], [np.inf, -np.inf]])})],
     "one_hot": lambda rng: [({"num_classes": 5}, {"input": rng.integers(0, 5, (3, 4))})],
     "argmax": reduction(multi_axis=False), "argmin": reduction(multi_axis=False),
+    "arange": lambda rng: [({"start": 0, "stop": 5, "step": 1, "dtype": None}, {}),
+                           ({"start": 0.5, "stop": 2.0, "step": 0.25, "dtype": "float"}, {}),
+                           ({"start": 5, "stop": -3, "step": -2, "dtype": None}, {})],
+    "split": lambda rng: [({"split_size": 2, "axis": 1}, {"input": rng.standard_normal((3, 4))}),
+                          ({"split_size": 3, "axis": -1},
+                           {"input": rng.standard_normal((2, 2, 6))}),
+                          ({"split_size": 1, "axis": 0}, {"input": rng.standard_normal((2, 3))})],
+    "unique": lambda rng: [({}, {"input": np.array([[1.5, -2.0, 1.5], [0.25, -2.0, 3.0]])})],
+    "cholesky": lambda rng: [({}, {"input": _spd(rng, (4, 4))}),
+                             ({}, {"input": _spd(rng, (2, 3, 3))})],
+    "eigvalsh": lambda rng: [({}, {"input": _spd(rng, (4, 4))}),
+                             ({}, {"input": _symmetric(rng, (2, 3, 3))})],
+    "polynomial_features": lambda rng: [({"degree": 2}, {"input": rng.standard_normal((3, 4))}),
+                                        ({"degree": 3},
+                                         {"input": rng.standard_normal((2, 2, 3))}),
+                                        ({"degree": 1}, {"input": rng.standard_normal((5, 2))})],
+    "atleast_1d": lambda rng: [({}, {"input": np.array(1.5)}),
+                               ({}, {"input": rng.standard_normal((3, 4))})],
 }
 
 #: primitives that the walk does not run through compile, with the reason
@@ -219,4 +250,10 @@ NOT_WALKED = {
     "item": "returns a Python number; covered by each backend's kernel tests",
     "to_tensor": "takes a Python value; covered by each backend's kernel tests",
     "dropout": "random; covered statistically in test_dropout",
+    "randn": "random; covered statistically in test_reference_models",
+    "randint": "random; covered statistically in test_reference_models",
+    "dtype_of": "returns an ml dtype; covered on every backend in test_reference_models",
+    "to_slice": "returns a Python slice; covered on every backend in test_reference_models",
+    "to_list": "returns a Python list; covered on every backend in test_reference_models",
+    "tensor_to_list": "returns Python lists; covered on every backend in test_reference_models",
 }

@@ -1,7 +1,5 @@
 """compile() with the NumPy backend: outputs, gradients and state match PyTorch autograd."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,6 @@ from mithril import CompileError, InputError, IOKey, ShapeMismatchError, TypeMis
 from mithril.models import BatchNorm2d, Linear, Model, Relu
 from tests.guide_models import create_conv_net
 from tests.torch_reference import CONVNET_NAMES, TorchConvNet, load_into
-
 
 
 @pytest.fixture
@@ -278,4 +275,3 @@ def test_batchnorm_alone_in_training_and_inference(backend):
     bn = torch.nn.BatchNorm2d(4, momentum=0.3).double()
     np.testing.assert_allclose(out, bn(torch.from_numpy(x)).detach().numpy(), rtol=1e-6,
                                atol=1e-9)
-    assert os.environ.get("NEVER") is None

@@ -6,9 +6,11 @@ import sys
 
 
 def main() -> int:
-    from . import backends, build_compile
+    from . import backends, build_compile, gpt2
 
     print(build_compile.run())
+    print()
+    print(gpt2.run())
     print()
     print(backends.run())
     return 0

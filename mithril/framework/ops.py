@@ -1114,3 +1114,234 @@ def tensor_ops() -> list[OpDef]:
     """Primitives that need a kernel in every backend (the others are plain Python)."""
     return [op for op in CATALOGUE.values()
             if op.name not in ("to_tuple", "shape", "buffer")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-catalogue additions: creation, random, linear algebra, splitting, conversions
+# ----------------------------------------------------------------------------------------------
+def _kind_of_values(*metas: Meta) -> int | None:
+    """INT when every value is a known int, FLOAT when one is a float, else None."""
+    kinds = []
+    for m in metas:
+        v = concrete(m.value) if m.value is not TBD else TBD
+        if isinstance(v, bool) or v is TBD or v is None:
+            return None
+        if isinstance(v, int):
+            kinds.append(T.INT)
+        elif isinstance(v, float):
+            kinds.append(T.FLOAT)
+        else:
+            return None
+    return T.FLOAT if T.FLOAT in kinds else T.INT
+
+
+def _dtype_kind(dtype: Meta) -> int | None:
+    """The kind fixed by a known, non-None ``dtype`` terminal."""
+    if dtype.value is TBD or dtype.value is None:
+        return None
+    return T.as_dtype(dtype.value).kind
+
+
+def _arange_rule(start: Meta, stop: Meta, step: Meta, dtype: Meta, out: Meta) -> bool:
+    kind = _dtype_kind(dtype)
+    if kind is None and dtype.value is None:
+        kind = _kind_of_values(start, stop, step)
+    if kind is not None:
+        out_kinds(out, kind)
+    (d,) = ensure_rank(out, 1)
+    values = [TBD if m.value is TBD else m.value for m in (start, stop, step)]
+    if TBD in values:
+        return False
+    a, b, s = values
+    if all(is_concrete(v) for v in values):
+        a, b, s = concrete(a), concrete(b), concrete(s)
+        if s == 0:
+            raise ShapeConflict("arange step must not be zero")
+        set_dim(d, max(0, math.ceil((b - a) / s)))
+        return kind is not None or dtype.value is not TBD
+    if is_concrete(a) and is_concrete(s) and concrete(a) == 0 and concrete(s) == 1 \
+            and isinstance(b, Dim):
+        unify_dims(d, b)  # arange(n) for a symbolic n: length n
+        return kind is not None or dtype.value is not TBD
+    return False
+
+
+register(OpDef("arange", (Term("start", SCALAR, T.NUMBER, default=0),
+                          Term("stop", SCALAR, T.NUMBER),
+                          Term("step", SCALAR, T.NUMBER, default=1),
+                          Term("dtype", SCALAR, T.ANY, default=None)),
+               (Term("output", kinds=T.NUMBER),), _arange_rule, differentiable=False))
+
+
+def _random_rule(default_kind: int) -> Callable[..., bool]:
+    def rule(shape: Meta, *rest: Meta) -> bool:
+        dtype, out = rest[-2], rest[-1]
+        kind = _dtype_kind(dtype)
+        if kind is None and dtype.value is None:
+            kind = default_kind
+        if kind is not None:
+            out_kinds(out, kind)
+        if shape.value is TBD:
+            return False
+        value = shape.value
+        items = list(value) if isinstance(value, tuple | list) else [value]
+        set_shape(out, [it if isinstance(it, Dim) or it is None else int(it) for it in items])
+        return dtype.value is not TBD
+
+    return rule
+
+
+register(OpDef("randn", (Term("shape", SCALAR, T.INT), Term("dtype", SCALAR, T.ANY, default=None)),
+               (Term("output", kinds=T.FLOAT),), _random_rule(T.FLOAT), random=True,
+               differentiable=False))
+register(OpDef("randint", (Term("shape", SCALAR, T.INT), Term("low", SCALAR, T.INT, default=0),
+                           Term("high", SCALAR, T.INT),
+                           Term("dtype", SCALAR, T.ANY, default=None)),
+               (Term("output", kinds=T.INT),), _random_rule(T.INT), random=True,
+               differentiable=False))
+
+
+def _square_matrices(inp: Meta) -> tuple[Frag, Dim]:
+    """``(batch dims, n)`` of a ``(..., n, n)`` input (imposing the two trailing dims)."""
+    head, (rows, cols) = _split_or_impose(inp, 2)
+    unify_dims(rows, cols)
+    return head, rows
+
+
+def _cholesky_rule(inp: Meta, out: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    _square_matrices(inp)
+    return same_shape(inp, out)
+
+
+register(OpDef("cholesky", (Term("input"),), (Term("output", kinds=T.FLOAT),), _cholesky_rule))
+
+
+def _eigvalsh_rule(inp: Meta, out: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    head, n = _square_matrices(inp)
+    unify_frags(out.shape, concat_frags(head, [n]))  # type: ignore[arg-type]
+    return True
+
+
+register(OpDef("eigvalsh", (Term("input"),), (Term("output", kinds=T.FLOAT),), _eigvalsh_rule))
+
+
+def _split_rule(inp: Meta, split_size: Meta, axis: Meta, out: Meta) -> bool:
+    out_kinds(out, inp.kinds)
+    dims = dims_of(inp)
+    if dims is None or split_size.value is TBD or axis.value is TBD:
+        return False
+    size = concrete(split_size.value)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ShapeConflict(f"split_size must be a positive int, got {split_size.value!r}")
+    (a,) = normalize_axes(axis.value, len(dims))
+    items: list[Any] = list(dims)
+    items[a] = size
+    length = dv(dims[a])
+    if length is None:
+        set_shape(out, [None, *items])
+        return False
+    if length % size:
+        raise ShapeConflict(f"split_size {size} does not divide the length {length} of axis "
+                            f"{axis.value} (all chunks must have the same size)")
+    set_shape(out, [length // size, *items])
+    return True
+
+
+register(OpDef("split", (Term("input", kinds=T.ANY), Term("split_size", SCALAR, T.INT),
+                         Term("axis", SCALAR, T.INT, default=0)),
+               (Term("output", kinds=T.ANY),), _split_rule))
+
+
+def _unique_rule(inp: Meta, out: Meta) -> bool:
+    out_kinds(out, inp.kinds)
+    ensure_rank(out, 1)  # its length depends on the data
+    return True
+
+
+register(OpDef("unique", (Term("input", kinds=T.ANY, differentiable=False),),
+               (Term("output", kinds=T.ANY),), _unique_rule, differentiable=False))
+
+
+def polynomial_feature_count(n_features: int, degree: int) -> int:
+    """Number of monomials of total degree 1..``degree`` in ``n_features`` variables."""
+    return math.comb(n_features + degree, degree) - 1
+
+
+def _polynomial_features_rule(inp: Meta, degree: Meta, out: Meta) -> bool:
+    out_kinds(out, inp.kinds)
+    if degree.value is TBD:
+        return False
+    deg = degree.value
+    if not isinstance(deg, int) or isinstance(deg, bool) or deg < 1:
+        raise ShapeConflict(f"degree must be a positive int, got {deg!r}")
+    head, (d,) = _split_or_impose(inp, 1)
+    tail_dims = (split_last(frag(out), 1) or (None, None))[1]
+    tail: list[Any] = list(tail_dims) if tail_dims else [Dim()]
+    n = dv(d)
+    if n is not None:
+        set_dim(tail[0], polynomial_feature_count(n, deg))
+    unify_frags(out.shape, concat_frags(head, tail))  # type: ignore[arg-type]
+    return n is not None
+
+
+register(OpDef("polynomial_features", (Term("input"), Term("degree", SCALAR, T.INT)), OUT,
+               _polynomial_features_rule))
+
+
+def _atleast_1d_rule(inp: Meta, out: Meta) -> bool:
+    out_kinds(out, inp.kinds)
+    f = frag(inp)
+    if f.var is None and not f.prefix:
+        set_shape(out, [1])
+        return True
+    if f.var is None or f.prefix or f.suffix:
+        return same_shape(inp, out)
+    return False
+
+
+register(OpDef("atleast_1d", (Term("input", kinds=T.ANY),), (Term("output", kinds=T.ANY),),
+               _atleast_1d_rule))
+
+
+def _dtype_of_rule(inp: Meta, out: Meta) -> bool:
+    return False  # the precision is the backend's choice: known only when the code runs
+
+
+register(OpDef("dtype_of", (Term("input", kinds=T.ANY, differentiable=False),),
+               (Term("output", SCALAR, T.ANY),), _dtype_of_rule, differentiable=False))
+
+
+def _to_slice_rule(start: Meta, stop: Meta, step: Meta, out: Meta) -> bool:
+    values = [m.value for m in (start, stop, step)]
+    if TBD in values or not all(is_concrete(v) for v in values):
+        return False
+    set_value(out, slice(*(concrete(v) for v in values)))
+    return True
+
+
+register(OpDef("to_slice", (Term("start", SCALAR, T.INT), Term("stop", SCALAR, T.INT),
+                            Term("step", SCALAR, T.INT)),
+               (Term("output", SCALAR, T.ANY),), _to_slice_rule, fold=slice,
+               expr="slice({0}, {1}, {2})", differentiable=False))
+
+
+def _to_list_rule(*metas: Meta) -> bool:
+    *items, out = metas
+    if all(m.value is not TBD for m in items):
+        set_value(out, [m.value for m in items])
+        return True
+    return False
+
+
+register(OpDef("to_list", (Term("input", SCALAR, T.ANY),), (Term("output", SCALAR, T.ANY),),
+               _to_list_rule, fold=lambda *xs: list(xs), variadic=True, differentiable=False))
+
+
+def _tensor_to_list_rule(inp: Meta, out: Meta) -> bool:
+    return False  # the values exist only at run time
+
+
+register(OpDef("tensor_to_list", (Term("input", kinds=T.ANY, differentiable=False),),
+               (Term("output", SCALAR, T.ANY),), _tensor_to_list_rule, differentiable=False))

@@ -110,6 +110,41 @@ _TABLE: list[tuple[str, str, str]] = [
     ("ShiftLeft", "shift_left", "``left << right``."),
     ("ShiftRight", "shift_right", "``left >> right``."),
     ("ScaledDotProduct", "scaled_dot_product", "softmax(q k^T * scale + mask) v."),
+    ("Split", "split",
+     "``torch.split(input, split_size, axis)`` with the chunks stacked on a new first axis: "
+     "chunk ``i`` is ``output[i]`` (index the output, e.g. ``split.output[0]``). The length "
+     "of ``axis`` must be a multiple of ``split_size`` (all chunks equal). "
+     "``Split(2, axis=1)`` on a ``(3, 6)`` input gives a ``(3, 3, 2)`` output."),
+    ("Slice", "to_slice",
+     "A Python ``slice(start, stop, step)`` object, reusable as an ``Indexer`` index: "
+     "``m |= Slice(1, None, 2)(output=\"s\")``, ``m |= Indexer()(input=\"x\", index=\"s\", "
+     "output=\"y\")``. Values given here (ints or None, as in ``slice``) are constants; "
+     "``ml.TBD`` makes that terminal an input (e.g. a stop computed from a shape)."),
+    ("Unique", "unique",
+     "The sorted distinct values of the (flattened) input, ``np.unique``. Its length depends "
+     "on the data: run it with ``compile(..., jit=False)`` (JAX and MLX cannot trace it)."),
+    ("Dtype", "dtype_of",
+     "The dtype of a tensor as a scalar (an ``ml`` dtype such as ``ml.float32``), known when "
+     "the code runs; it can feed ``Cast``'s ``dtype``. As a model output it needs "
+     "``jit=False`` on JAX (jitted functions return arrays only)."),
+    ("ToList", "to_list", "A Python list of ``n`` scalar values (``ToList(n=3)``)."),
+    ("TensorToList", "tensor_to_list",
+     "A tensor as nested Python lists (``tolist()``); needs concrete values, so use "
+     "``compile(..., jit=False)`` on JAX and MLX."),
+    ("RandInt", "randint",
+     "Integers uniform in ``[low, high)`` of ``shape`` (int64 unless ``dtype``), drawn from "
+     "the backend's random state on every call (``RandInt((2, 3), 0, 10)``)."),
+    ("Cholesky", "cholesky",
+     "Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``, "
+     "batched over leading dims); the gradient is the symmetric one (PyTorch's)."),
+    ("Eigvalsh", "eigvalsh",
+     "Eigenvalues, ascending, of symmetric matrices (``(..., n, n) -> (..., n)``); gradient "
+     "``V diag(g) V^T``."),
+    ("PolynomialFeatures", "polynomial_features",
+     "All monomials of the last axis' features of total degree 1..``degree`` "
+     "(scikit-learn's ``PolynomialFeatures(degree, include_bias=False)`` columns): "
+     "``(..., d) -> (..., C(d + degree, degree) - 1)``."),
+    ("AtLeast1D", "atleast_1d", "``np.atleast_1d``: a 0-d input becomes shape ``(1,)``."),
 ]
 
 __all__ = ["Primitive", "TBD"]

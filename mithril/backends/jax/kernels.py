@@ -688,3 +688,116 @@ def split_rng(rng: Any, n: int) -> list[Any]:
 def one_hot(input: Array, num_classes: int) -> Array:
     """Boolean one-hot encoding along a new last axis."""
     return input[..., None] == jnp.arange(num_classes)
+
+
+# ---- reference-catalogue additions ------------------------------------------------------------
+def _size(shape: Any) -> tuple[int, ...]:
+    """A shape given as an int or a sequence of ints, as a tuple."""
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> Array:
+    """``jnp.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else JAX's default
+    float dtype."""
+    target = None if dtype is None else native_dtype(dtype)
+    if target is None and all(isinstance(v, int) for v in (start, stop, step)):
+        target = jnp.int64
+    return jnp.arange(start, stop, step, dtype=target)
+
+
+def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
+    """Standard normal samples of ``shape`` drawn with the PRNG key ``rng`` (``dtype=None``:
+    JAX's default float dtype)."""
+    if rng is None:
+        raise ValueError("randn needs a JAX PRNG key as its trailing 'rng' argument")
+    target = jnp.result_type(float) if dtype is None else native_dtype(dtype)
+    return jax.random.normal(rng, _size(shape), dtype=target)
+
+
+def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
+            rng: Any = None) -> Array:
+    """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
+    if rng is None:
+        raise ValueError("randint needs a JAX PRNG key as its trailing 'rng' argument")
+    target = jnp.int64 if dtype is None else native_dtype(dtype)
+    return jax.random.randint(rng, _size(shape), low, high, dtype=target)
+
+
+def cholesky(input: Array) -> Array:
+    """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
+    return jnp.linalg.cholesky(input)
+
+
+def eigvalsh(input: Array) -> Array:
+    """Eigenvalues (ascending) of symmetric matrices."""
+    return jnp.linalg.eigvalsh(input)
+
+
+def split(input: Array, split_size: int, axis: int = 0) -> Array:
+    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
+
+    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
+    """
+    x = jnp.asarray(input)
+    a = axis % x.ndim
+    length = x.shape[a]
+    if split_size < 1 or length % split_size:
+        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
+                         f"{axis} into equal chunks")
+    shape = (*x.shape[:a], length // split_size, split_size, *x.shape[a + 1:])
+    return jnp.moveaxis(jnp.reshape(x, shape), a, 0)
+
+
+def unique(input: Array) -> Array:
+    """The sorted distinct values of ``input`` (flattened). The length depends on the data,
+    so this kernel cannot run under ``jax.jit`` (compile with ``jit=False``)."""
+    return jnp.unique(input)
+
+
+def _monomial_indices(n_features: int, degree: int) -> np.ndarray:
+    """``(n_out, degree)`` column indices per monomial (``n_features`` is a padding column of
+    ones); ordered by degree, then lexicographically (scikit-learn's order)."""
+    import itertools
+
+    rows = []
+    for k in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(n_features), k):
+            rows.append(combo + (n_features,) * (degree - k))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, degree)
+
+
+def polynomial_features(input: Array, degree: int) -> Array:
+    """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
+    scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
+    x = jnp.asarray(input)
+    idx = _monomial_indices(x.shape[-1], degree)
+    xa = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
+    out = xa[..., idx[:, 0]]
+    for k in range(1, degree):
+        out = out * xa[..., idx[:, k]]
+    return out
+
+
+def atleast_1d(input: Array) -> Array:
+    """``input`` with a 0-d array reshaped to ``(1,)``."""
+    return jnp.atleast_1d(input)
+
+
+def dtype_of(input: Any) -> Dtype:
+    """The Mithril dtype (``ml.float32``, ...) of an array (works on traced arrays)."""
+    return as_dtype(jnp.asarray(input).dtype.name)
+
+
+def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
+    """``slice(start, stop, step)``."""
+    return slice(start, stop, step)
+
+
+def to_list(*inputs: Any) -> list[Any]:
+    """The inputs as a list."""
+    return list(inputs)
+
+
+def tensor_to_list(input: Any) -> Any:
+    """An array as nested Python lists (needs concrete values: not under ``jax.jit``)."""
+    return np.asarray(input).tolist()

@@ -818,3 +818,148 @@ def split_rng(rng: _Array, n: int) -> list[_Array]:
 def one_hot(input: mx.array, num_classes: int) -> mx.array:
     """Boolean one-hot encoding along a new last axis."""
     return mx.expand_dims(input, -1) == mx.arange(num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-catalogue additions
+# ----------------------------------------------------------------------------------------------
+def _size(shape: Any) -> tuple[int, ...]:
+    """A shape given as an int or a sequence of ints, as a tuple."""
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def arange(start: _Number = 0, stop: _Number | None = None, step: _Number = 1,
+           dtype: Any = None) -> _Array:
+    """``mx.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else float32."""
+    if dtype is not None:
+        target = mx_dtype(dtype)
+    elif all(isinstance(v, int) for v in (start, stop, step)):
+        target = mx.int64
+    else:
+        target = mx.float32
+    return mx.arange(start, stop, step, dtype=target)
+
+
+def randn(shape: Any, dtype: Any = None, rng: _Array | None = None) -> _Array:
+    """Standard normal samples of ``shape`` drawn with the key ``rng`` (``dtype=None``:
+    float32)."""
+    target = mx.float32 if dtype is None else mx_dtype(dtype)
+    return mx.random.normal(_size(shape), dtype=target, key=rng)
+
+
+def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
+            rng: _Array | None = None) -> _Array:
+    """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
+    target = mx.int64 if dtype is None else mx_dtype(dtype)
+    return mx.random.randint(low, high, _size(shape), dtype=target, key=rng)
+
+
+def _mT(x: _Array) -> _Array:
+    return mx.swapaxes(x, -1, -2)
+
+
+@mx.custom_function
+def _cholesky(a: _Array) -> _Array:
+    return mx.linalg.cholesky(a, stream=mx.cpu)
+
+
+@_cholesky.vjp
+def _cholesky_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
+    """``L^-T Φ(L^T Ḡ) L^-1`` (MLX has no Cholesky VJP; the NumPy backend's formula)."""
+    low = output
+    p = mx.tril(mx.matmul(_mT(low), cotangent))
+    p = 0.5 * (p + _mT(mx.tril(p, -1)))
+    x = mx.linalg.solve_triangular(_mT(low), p, upper=True, stream=mx.cpu)
+    return _mT(mx.linalg.solve_triangular(_mT(low), _mT(x), upper=True, stream=mx.cpu))
+
+
+def cholesky(input: _Array) -> _Array:
+    """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
+    return _cholesky(input)
+
+
+@mx.custom_function
+def _eigvalsh(a: _Array) -> _Array:
+    return mx.linalg.eigvalsh(a, stream=mx.cpu)
+
+
+@_eigvalsh.vjp
+def _eigvalsh_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
+    """``V diag(Ḡ) V^T`` (MLX has no ``eigh`` VJP)."""
+    vectors = mx.linalg.eigh(a, stream=mx.cpu)[1]
+    return mx.matmul(vectors * mx.expand_dims(cotangent, -2), _mT(vectors))
+
+
+def eigvalsh(input: _Array) -> _Array:
+    """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
+    return _eigvalsh(input)
+
+
+def split(input: _Array, split_size: int, axis: int = 0) -> _Array:
+    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
+
+    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
+    """
+    a = axis % input.ndim
+    length = input.shape[a]
+    if split_size < 1 or length % split_size:
+        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
+                         f"{axis} into equal chunks")
+    shape = (*input.shape[:a], length // split_size, split_size, *input.shape[a + 1:])
+    return mx.moveaxis(mx.reshape(input, shape), a, 0)
+
+
+def unique(input: _Array) -> _Array:
+    """The sorted distinct values of ``input`` (flattened); the length depends on the data, so
+    it is computed eagerly through NumPy (not under ``mx.compile``)."""
+    import numpy as np
+
+    values = np.unique(np.array(input))
+    return mx.array(values, dtype=input.dtype)
+
+
+def _monomial_indices(n_features: int, degree: int) -> list[tuple[int, ...]]:
+    """Per monomial, ``degree`` column indices (``n_features`` is a padding column of ones);
+    ordered by degree, then lexicographically (scikit-learn's order)."""
+    rows = []
+    for k in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(n_features), k):
+            rows.append(combo + (n_features,) * (degree - k))
+    return rows
+
+
+def polynomial_features(input: _Array, degree: int) -> _Array:
+    """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
+    scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
+    rows = _monomial_indices(input.shape[-1], degree)
+    xa = mx.concatenate([input, mx.ones_like(input[..., :1])], axis=-1)
+    columns = [mx.array([r[k] for r in rows], dtype=mx.int32) for k in range(degree)]
+    out = mx.take(xa, columns[0], axis=-1)
+    for k in range(1, degree):
+        out = out * mx.take(xa, columns[k], axis=-1)
+    return out
+
+
+def atleast_1d(input: _Array) -> _Array:
+    """``input`` with a 0-d array reshaped to ``(1,)``."""
+    return mx.atleast_1d(input)
+
+
+def dtype_of(input: _Array) -> Any:
+    """The Mithril dtype (``ml.float32``, ...) of an array."""
+    return as_dtype(str(input.dtype))
+
+
+def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
+    """``slice(start, stop, step)``."""
+    return builtins.slice(start, stop, step)
+
+
+def to_list(*inputs: Any) -> list[Any]:
+    """The inputs as a list."""
+    return list(inputs)
+
+
+def tensor_to_list(input: _Array) -> Any:
+    """An array as nested Python lists (``array.tolist()``)."""
+    return input.tolist()

@@ -1029,3 +1029,134 @@ def split_rng(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
 def one_hot(input: np.ndarray, num_classes: int) -> np.ndarray:
     """Boolean one-hot encoding along a new last axis."""
     return input[..., None] == np.arange(num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-catalogue additions
+# ----------------------------------------------------------------------------------------------
+def arange(start: float = 0, stop: float | None = None, step: float = 1,
+           dtype: Any = None) -> np.ndarray:
+    """``np.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else float64."""
+    if dtype is not None:
+        return np.arange(start, stop, step, dtype=_native_dtype(dtype))
+    out = np.arange(start, stop, step)
+    return out.astype(np.int64, copy=False) if out.dtype.kind in "iu" else out
+
+
+def _size(shape: Any) -> tuple[int, ...]:
+    """A shape given as an int or a sequence of ints, as a tuple."""
+    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+
+
+def _random_dtype(dtype: Any, default: Any) -> np.dtype:
+    return np.dtype(default) if dtype is None else _native_dtype(dtype)
+
+
+def randn(shape: Any, dtype: Any = None,
+          rng: np.random.Generator | None = None) -> np.ndarray:
+    """Standard normal samples of ``shape`` (``dtype=None``: float64) drawn from ``rng``."""
+    gen = np.random.default_rng() if rng is None else rng
+    dt = _random_dtype(dtype, np.float64)
+    draw = np.float32 if dt == np.float32 else np.float64
+    return gen.standard_normal(_size(shape), dtype=draw).astype(dt, copy=False)
+
+
+def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
+            rng: np.random.Generator | None = None) -> np.ndarray:
+    """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
+    gen = np.random.default_rng() if rng is None else rng
+    return gen.integers(low, high, _size(shape), dtype=np.int64).astype(
+        _random_dtype(dtype, np.int64), copy=False)
+
+
+def cholesky(input: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
+    return np.linalg.cholesky(input)
+
+
+def eigvalsh_fwd(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``eigvalsh`` and the eigenvectors (the cache of ``eigvalsh_vjp``)."""
+    values, vectors = np.linalg.eigh(input)
+    return values, vectors
+
+
+def eigvalsh(input: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
+    return np.linalg.eigvalsh(input)
+
+
+def _split_layout(shape: tuple[int, ...], split_size: int,
+                  axis: int) -> tuple[int, tuple[int, ...]]:
+    """The normalised axis and the shape with that axis cut into ``(chunks, split_size)``."""
+    a = axis % len(shape)
+    length = shape[a]
+    if split_size < 1 or length % split_size:
+        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
+                         f"{axis} into equal chunks")
+    return a, (*shape[:a], length // split_size, split_size, *shape[a + 1:])
+
+
+def split(input: np.ndarray, split_size: int, axis: int = 0) -> np.ndarray:
+    """``torch.split(input, split_size, axis)`` stacked: chunk ``i`` is ``output[i]``.
+
+    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
+    """
+    a, shape = _split_layout(input.shape, split_size, axis)
+    return np.moveaxis(np.reshape(input, shape), a, 0)
+
+
+def unique(input: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
+    return np.unique(input)
+
+
+def _monomial_indices(n_features: int, degree: int) -> np.ndarray:
+    """``(n_out, degree)`` column indices of each monomial; index ``n_features`` is a column of
+    ones padding lower degrees. Order: by degree, then lexicographic (scikit-learn's)."""
+    rows = []
+    for k in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(n_features), k):
+            rows.append(combo + (n_features,) * (degree - k))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, degree)
+
+
+def _with_ones(input: np.ndarray) -> np.ndarray:
+    return np.concatenate([input, np.ones_like(input[..., :1])], axis=-1)
+
+
+def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
+    """Every monomial of the last axis' features with total degree 1..``degree``.
+
+    Columns follow scikit-learn's ``PolynomialFeatures(degree, include_bias=False)``.
+    """
+    idx = _monomial_indices(input.shape[-1], degree)
+    xa = _with_ones(input)
+    out = xa[..., idx[:, 0]]
+    for k in range(1, degree):
+        out = out * xa[..., idx[:, k]]
+    return out
+
+
+def atleast_1d(input: np.ndarray) -> np.ndarray:
+    """``input`` with a 0-d array reshaped to ``(1,)``."""
+    return np.atleast_1d(input)
+
+
+def dtype_of(input: Any) -> _types.Dtype:
+    """The Mithril dtype (``ml.float32``, ...) of an array."""
+    return _types.as_dtype(np.asarray(input).dtype.name)
+
+
+def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
+    """``slice(start, stop, step)``."""
+    return _builtins.slice(start, stop, step)
+
+
+def to_list(*inputs: Any) -> list[Any]:
+    """The inputs as a list."""
+    return list(inputs)
+
+
+def tensor_to_list(input: Any) -> Any:
+    """An array as nested Python lists (``ndarray.tolist()``)."""
+    return np.asarray(input).tolist()

@@ -772,3 +772,68 @@ def dropout_inference_vjp(grad: np.ndarray, output: Any, input: np.ndarray, p: f
                           *rng: Any, cache: Any = None) -> tuple[Grad, ...]:
     """Gradient of ``dropout_inference``: ``grad`` unchanged."""
     return (_grad(input, grad), None, *(None,) * len(rng))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-catalogue additions
+# ----------------------------------------------------------------------------------------------
+def _mT(x: np.ndarray) -> np.ndarray:
+    """Swap the last two axes (matrix transpose of a batch)."""
+    return np.swapaxes(x, -1, -2)
+
+
+def cholesky_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
+                 cache: Any = None) -> tuple[Grad]:
+    """Gradient of ``L = cholesky(A)``: ``L^-T Φ(L^T Ḡ) L^-1`` with Φ(X) the symmetric matrix
+    whose lower triangle is ``tril(X)`` with the diagonal halved (PyTorch's convention: a
+    symmetric gradient, as for a perturbation of a symmetric ``A``)."""
+    low = output
+    p = np.tril(np.matmul(_mT(low), grad))
+    p = 0.5 * (p + _mT(np.tril(p, -1)))
+    x = np.linalg.solve(_mT(low), p)  # L^-T P
+    s = _mT(np.linalg.solve(_mT(low), _mT(x)))  # (L^-T (L^-T P)^T)^T = L^-T P L^-1
+    return (_grad(input, s),)
+
+
+def eigvalsh_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
+                 cache: Any = None) -> tuple[Grad]:
+    """Gradient of the eigenvalues of a symmetric ``A``: ``V diag(Ḡ) V^T`` (pass
+    ``eigvalsh_fwd``'s eigenvectors as ``cache`` to skip recomputing them)."""
+    vectors = cache if cache is not None else np.linalg.eigh(input)[1]
+    g = np.asarray(grad)
+    return (_grad(input, np.matmul(vectors * g[..., None, :], _mT(vectors))),)
+
+
+def split_vjp(grad: np.ndarray, output: Any, input: np.ndarray, split_size: int,
+              axis: int = 0, cache: Any = None) -> tuple[Grad, None, None]:
+    """Gradient of ``split``: the chunks' gradients joined back along ``axis``."""
+    a = axis % input.ndim
+    g = np.moveaxis(np.asarray(grad), 0, a)
+    return _grad(input, np.reshape(g, input.shape)), None, None
+
+
+def polynomial_features_vjp(grad: np.ndarray, output: Any, input: np.ndarray, degree: int,
+                            cache: Any = None) -> tuple[Grad, None]:
+    """Gradient of ``polynomial_features``: each monomial passes ``grad`` times the product of
+    its other factors to each of its factors."""
+    n = input.shape[-1]
+    idx = _k._monomial_indices(n, degree)
+    xa = _k._with_ones(input)
+    cols = [xa[..., idx[:, k]] for k in range(degree)]
+    g = np.asarray(grad)
+    total = np.zeros(xa.shape, np.result_type(g, xa))
+    positions = np.arange(n + 1)
+    for k in range(degree):
+        part = g
+        for j in range(degree):
+            if j != k:
+                part = part * cols[j]
+        onehot = (idx[:, k, None] == positions).astype(total.dtype)  # (n_out, n + 1)
+        total += np.matmul(part, onehot)
+    return _grad(input, total[..., :n]), None
+
+
+def atleast_1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
+                   cache: Any = None) -> tuple[Grad]:
+    """Gradient of ``atleast_1d``: ``grad`` in the input's shape."""
+    return (_grad(input, np.reshape(grad, np.shape(input))),)

@@ -118,6 +118,8 @@ class TorchBackend(Backend):
         table = super().kernel_table()
         table["to_tensor"] = functools.partial(
             kernels.to_tensor, float_dtype=self.native_dtype(self.dtype), device=self.device)
+        if "arange" in table:
+            table["arange"] = functools.partial(kernels.arange, device=self.device)
         return table
 
     # ---- gradients and compilation ----

@@ -670,3 +670,115 @@ def split_rng(rng: torch.Generator, n: int) -> list[torch.Generator]:
 def one_hot(input: Tensor, num_classes: int) -> Tensor:
     """Boolean one-hot encoding along a new last axis."""
     return F.one_hot(input.long(), num_classes).bool()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference-catalogue additions
+# ----------------------------------------------------------------------------------------------
+def _size(shape: Any) -> tuple[int, ...]:
+    """A shape given as an int or a sequence of ints, as a tuple."""
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def arange(start: Number = 0, stop: Number | None = None, step: Number = 1, dtype: Any = None,
+           *, device: torch.device | str | None = None) -> Tensor:
+    """``torch.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else torch's
+    default float dtype."""
+    target = None if dtype is None else _torch_dtype(dtype)
+    if target is None and all(isinstance(v, int) for v in (start, stop, step)):
+        target = torch.int64
+    return torch.arange(start, stop, step, dtype=target, device=device)
+
+
+def randn(shape: Any, dtype: Any = None, rng: torch.Generator | None = None) -> Tensor:
+    """Standard normal samples of ``shape`` drawn from ``rng`` (``dtype=None``: torch's
+    default float dtype)."""
+    target = torch.get_default_dtype() if dtype is None else _torch_dtype(dtype)
+    device = rng.device if rng is not None else None
+    return torch.randn(_size(shape), generator=rng, dtype=target, device=device)
+
+
+def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
+            rng: torch.Generator | None = None) -> Tensor:
+    """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
+    target = torch.int64 if dtype is None else _torch_dtype(dtype)
+    device = rng.device if rng is not None else None
+    return torch.randint(low, high, _size(shape), generator=rng, dtype=target, device=device)
+
+
+def cholesky(input: Tensor) -> Tensor:
+    """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
+    return torch.linalg.cholesky(input)
+
+
+def eigvalsh(input: Tensor) -> Tensor:
+    """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
+    return torch.linalg.eigvalsh(input)
+
+
+def split(input: Tensor, split_size: int, axis: int = 0) -> Tensor:
+    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
+
+    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
+    """
+    a = axis % input.ndim
+    length = input.shape[a]
+    if split_size < 1 or length % split_size:
+        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
+                         f"{axis} into equal chunks")
+    shape = (*input.shape[:a], length // split_size, split_size, *input.shape[a + 1:])
+    return torch.movedim(input.reshape(shape), a, 0)
+
+
+def unique(input: Tensor) -> Tensor:
+    """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
+    return torch.unique(input, sorted=True)
+
+
+def _monomial_indices(n_features: int, degree: int) -> list[tuple[int, ...]]:
+    """Per monomial, ``degree`` column indices (``n_features`` is a padding column of ones);
+    ordered by degree, then lexicographically (scikit-learn's order)."""
+    import itertools
+
+    rows = []
+    for k in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(n_features), k):
+            rows.append(combo + (n_features,) * (degree - k))
+    return rows
+
+
+def polynomial_features(input: Tensor, degree: int) -> Tensor:
+    """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
+    scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
+    rows = _monomial_indices(input.shape[-1], degree)
+    idx = torch.tensor(rows, dtype=torch.int64, device=input.device).reshape(-1, degree)
+    xa = torch.cat([input, torch.ones_like(input[..., :1])], dim=-1)
+    out = xa[..., idx[:, 0]]
+    for k in range(1, degree):
+        out = out * xa[..., idx[:, k]]
+    return out
+
+
+def atleast_1d(input: Tensor) -> Tensor:
+    """``input`` with a 0-d tensor reshaped to ``(1,)``."""
+    return torch.atleast_1d(input)
+
+
+def dtype_of(input: Tensor) -> Any:
+    """The Mithril dtype (``ml.float32``, ...) of a tensor."""
+    return _types.as_dtype(str(input.dtype))
+
+
+def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
+    """``slice(start, stop, step)``."""
+    return builtins.slice(start, stop, step)
+
+
+def to_list(*inputs: Any) -> list[Any]:
+    """The inputs as a list."""
+    return list(inputs)
+
+
+def tensor_to_list(input: Tensor) -> Any:
+    """A tensor as nested Python lists (``Tensor.tolist()``)."""
+    return input.tolist()

@@ -126,7 +126,9 @@ class CodeWriter:
         self.namer = Namer(reserved, readable)
         self.names: dict[int, str] = {}
         self.cache_vars: dict[int, str] = {}  # id(node) -> its training-forward cache
-        self.random_nodes = [n for n in program.nodes if n.op.random and not program.inference]
+        # dropout is off in inference; random creators (randn, ...) still draw
+        self.random_nodes = [n for n in program.nodes
+                             if n.op.random and (not program.inference or not n.op.modal)]
         # snapshot what the metadata says now: code may be written after compile's trail is
         # rolled back (the NumPy backward is generated per set of output-gradient keys)
         self.lits: dict[int, tuple[bool, Any]] = {}
@@ -176,7 +178,7 @@ class CodeWriter:
         else:
             kname = self.kernel_name(node)
             template = self.exprs.get(kname)
-            if node.op.random and not self.p.inference:
+            if rng_index is not None:
                 args.append(f"rngs[{rng_index}]")
                 template = None
             cache_var = None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CompileError
-from ..logical.meta import SCALAR, TBD, TENSOR, make_kind
+from ..logical.meta import SCALAR, TBD, TENSOR, make_kind, set_value
 from ..logical.model import BaseModel, ConnectSpec, Model, Operator, _Building, _propagation_error
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
@@ -139,12 +139,23 @@ def _to_numpy(backend: Any, value: Any) -> Any:
 
 
 def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
-    """Inputs still undecided between tensor and scalar are tensors (e.g. a connected bias)."""
+    """Decide inputs still open between "a tensor" and "absent" (optional terminals).
+
+    An optional tensor (a bias, an attention mask) that no model named at any level was
+    never connected: it is absent (``None``). A named one is a real tensor input.
+    """
     with _Building(model, "compile"):
         for v in graph.values:
             r = v.root
             if r.kind is None and v.producer is None and r.value is TBD:
-                make_kind(r, TENSOR)
+                optional = v.consumers and all(
+                    n.prim.terms[n.prim.input_names[n.inputs.index(v)]].optional
+                    for n in v.consumers)
+                if optional and not v.named:
+                    make_kind(r, SCALAR)
+                    set_value(r, None)
+                else:
+                    make_kind(r, TENSOR)
     try:
         propagate()
     except PropagationError as err:

@@ -27,6 +27,7 @@ class Value:
     consumers: list[Node] = field(default_factory=list)
     role: str = "internal"  # param | data | state | const | internal
     is_root_terminal: bool = False
+    named: bool = False  # some model (at any level) named this connection
 
     @property
     def root(self) -> Meta:
@@ -80,6 +81,8 @@ def flatten(model: BaseModel) -> FlatGraph:
             v = Value(prefix + conn.key if conn.key else hint, conn.meta)
             values.append(v)
             by_conn[id(conn)] = v
+        if conn.key is not None and not isinstance(conn.model, Operator):
+            v.named = True
         return v
 
     iface = model.interface()
@@ -110,7 +113,10 @@ def flatten(model: BaseModel) -> FlatGraph:
             elif isinstance(child, Model):
                 inner = child.interface()
                 for name, inner_conn in inner.items():
-                    by_conn[id(inner_conn)] = value_for(binding[name], f"{path}.{name}", prefix)
+                    v = value_for(binding[name], f"{path}.{name}", prefix)
+                    by_conn[id(inner_conn)] = v
+                    if inner_conn.key is not None:
+                        v.named = True
                 walk(child, f"{path}.")
             else:  # pragma: no cover - every model is one of the two
                 raise TypeError(f"unknown model type {type(child).__name__}")

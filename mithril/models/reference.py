@@ -1,0 +1,963 @@
+"""Reference-API models built from catalogue primitives (creation helpers, geometry, kernels,
+classic estimators, metrics and recurrent wrappers).
+
+Everything here is a composition of catalogue primitives, so it runs (and, where it makes
+sense, differentiates) on every backend. Two conventions recur:
+
+- *The backend's float dtype.* A model does not know its backend, so a model that creates
+  floats (``Ones``, ``Eye``, ``Randn``, ``Arange`` with float steps, the metrics) reads the
+  precision when the code runs: ``dtype_of(to_tensor(0.0))`` — ``to_tensor`` makes floats in the
+  backend's dtype — and feeds it to ``cast`` / the creation primitive. Pass ``dtype=`` to fix
+  another dtype.
+- *Terminals given as values are constants.* ``Eye(3)`` has a constant ``N``; ``Eye()`` has an
+  ``N`` input (``ml.TBD``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..framework import types as T
+from ..framework.logical.meta import TBD
+from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
+from ..framework.ops import CATALOGUE, SCALAR
+from .layers import Linear
+
+Ref = Connection | IOKey | str
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+def _add(model: Model, name: str, out: Ref | None = None, n: int | None = None,
+         **terms: Any) -> Connection:
+    """Add catalogue primitive ``name`` to ``model`` and return its (first) output connection.
+
+    Values of scalar terminals that are not connections, keys or names become constants.
+    """
+    opdef = CATALOGUE[name]
+    scalars = {t.name for t in opdef.inputs if t.kind == SCALAR}
+    values = {k: v for k, v in terms.items()
+              if k in scalars and not isinstance(v, Connection | IOKey | str)}
+    wires = {k: v for k, v in terms.items() if k not in values}
+    # a wired scalar terminal must not keep the catalogue's default value
+    prim = Operator(opdef, n_inputs=n, **values, **{k: TBD for k in wires if k in scalars})
+    out_name = opdef.output_names[0]
+    if out is not None:
+        wires[out_name] = out
+    model |= prim(**wires)
+    return model.bindings[id(prim)][out_name]
+
+
+def _conn(model: Model, name: str) -> Connection:
+    """The named connection ``name`` of ``model``."""
+    return model.named[name]
+
+
+def _float_dtype(model: Model) -> Connection:
+    """A scalar connection holding the backend's float dtype when the code runs."""
+    cached = model.__dict__.get("_float_dtype_conn")
+    if cached is None:
+        zero = _add(model, "to_tensor", input=0.0)
+        cached = _add(model, "dtype_of", input=zero)
+        model.__dict__["_float_dtype_conn"] = cached
+    return cached
+
+
+def _dtype_or_float(model: Model, dtype: Any) -> Any:
+    """``dtype`` as an ``ml`` dtype, or (for None) the backend's float dtype at run time."""
+    return _float_dtype(model) if dtype is None else T.as_dtype(dtype)
+
+
+def _out_type(dtype: Any) -> Any:
+    """The element type of an output made in ``dtype`` (None: the backend's float)."""
+    return float if dtype is None else T.as_dtype(dtype)
+
+
+def _key(name: str, value: Any) -> IOKey:
+    """A terminal named ``name``: an input when ``value`` is ``TBD``, else a constant."""
+    if isinstance(value, list):
+        value = tuple(value)
+    return IOKey(name, value=value)
+
+
+def _param(name: str, shape: list[Any] | None = None) -> IOKey:
+    """A trainable terminal."""
+    return IOKey(name, shape=shape, type=float, differentiable=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scalars, creation and simple tensor helpers
+# ----------------------------------------------------------------------------------------------
+class Length(Model):
+    """``len(input)``: the size of a tensor's first axis, as a Python int.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Length
+    >>> pm = ml.compile(Length(), ml.NumpyBackend(), shapes={"input": [5, 2]})
+    >>> pm.evaluate({}, {"input": ml.NumpyBackend().ones(5, 2)})["output"]
+    5
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        _add(self, "size", out=IOKey("output"), input="input", dim=0)
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class Arange(Model):
+    """``arange(start, stop, step)`` as a 1-d tensor (NumPy semantics).
+
+    With ``dtype=None`` the output is int64 when ``start``, ``stop`` and ``step`` are ints,
+    and in the backend's float dtype when one of the values given here is a float. (Values
+    connected later are assumed to be ints; pass ``dtype=`` when they are floats.) Each of
+    ``start``, ``stop``, ``step`` is an input when left as ``ml.TBD``; ``stop`` is the
+    canonical input.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Arange
+    >>> pm = ml.compile(Arange(stop=4), ml.NumpyBackend())
+    >>> pm.evaluate()["output"].tolist()
+    [0, 1, 2, 3]
+    """
+
+    def __init__(self, start: Any = 0, stop: Any = TBD, step: Any = 1, dtype: Any = None,
+                 *, name: str | None = None) -> None:
+        super().__init__(name)
+        given = [v for v in (start, stop, step) if v is not TBD]
+        dt: Any = None
+        out_type: Any = None
+        if dtype is not None:
+            dt = T.as_dtype(dtype)
+        elif any(isinstance(v, float) for v in given):
+            dt, out_type = _float_dtype(self), float
+        _add(self, "arange", out=IOKey("output", type=out_type), start=_key("start", start),
+             stop=_key("stop", stop), step=_key("step", step), dtype=dt)
+        self.set_cin("stop")
+        self.set_cout("output")
+
+
+class _EyeBase(Model):
+    equal = True
+
+    def __init__(self, N: Any = TBD, M: Any = None, dtype: Any = None, *,  # noqa: N803
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        rows = _add(self, "arange", stop=_key("N", N))
+        cols = rows if M is None else _add(self, "arange", stop=_key("M", M))
+        mask = rows[:, None] == cols[None, :] if self.equal else rows[:, None] != cols[None, :]
+        _add(self, "cast", out=IOKey("output", type=_out_type(dtype)), input=mask,
+             dtype=_dtype_or_float(self, dtype))
+        self.set_cin("N")
+        self.set_cout("output")
+
+
+class Eye(_EyeBase):
+    """The ``(N, M)`` identity matrix (``M=None``: square), in the backend's float dtype
+    unless ``dtype`` is given.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Eye
+    >>> ml.compile(Eye(2, 3), ml.NumpyBackend()).evaluate()["output"].tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+
+    equal = True
+
+
+class EyeComplement(_EyeBase):
+    """``1 - eye(N, M)``: ones with a zero diagonal (backend float dtype unless ``dtype``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import EyeComplement
+    >>> ml.compile(EyeComplement(2), ml.NumpyBackend()).evaluate()["output"].tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+
+    equal = False
+
+
+class ZerosLike(Model):
+    """Zeros with the shape and dtype of ``input`` (``np.zeros_like``; no gradient flows).
+
+    >>> import mithril as ml
+    >>> from mithril.models import ZerosLike
+    >>> pm = ml.compile(ZerosLike(), ml.NumpyBackend(), shapes={"input": [2]})
+    >>> pm.evaluate({}, {"input": ml.NumpyBackend().ones(2)})["output"].tolist()
+    [0.0, 0.0]
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        dt = _add(self, "dtype_of", input="input")
+        zero = _add(self, "cast", input=_add(self, "to_tensor", input=0), dtype=dt)
+        _add(self, "broadcast_to", out=IOKey("output"), input=zero,
+             shape=_conn(self, "input").shape)
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class Ones(Model):
+    """Ones of ``shape`` in the backend's float dtype (or ``dtype``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import Ones
+    >>> ml.compile(Ones((2, 2)), ml.NumpyBackend()).evaluate()["output"].tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
+    """
+
+    def __init__(self, shape: Any = TBD, dtype: Any = None, *, name: str | None = None) -> None:
+        super().__init__(name)
+        one = _add(self, "cast", input=_add(self, "to_tensor", input=1),
+                   dtype=_dtype_or_float(self, dtype))
+        _add(self, "broadcast_to", out=IOKey("output", type=_out_type(dtype)), input=one,
+             shape=_key("shape", shape))
+        self.set_cin("shape")
+        self.set_cout("output")
+
+
+class Randn(Model):
+    """Standard normal samples of ``shape`` in the backend's float dtype (or ``dtype``), drawn
+    from the backend's random state on every call (seed it with ``backend.set_seed``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import Randn
+    >>> ml.compile(Randn((2, 3)), ml.NumpyBackend()).evaluate()["output"].shape
+    (2, 3)
+    """
+
+    def __init__(self, shape: Any = TBD, dtype: Any = None, *, name: str | None = None) -> None:
+        super().__init__(name)
+        _add(self, "randn", out=IOKey("output", type=_out_type(dtype)),
+             shape=_key("shape", shape), dtype=_dtype_or_float(self, dtype))
+        self.set_cin("shape")
+        self.set_cout("output")
+
+
+class PositionalEncoding(Model):
+    """Adds the sinusoidal position encoding of "Attention is all you need" to ``input``.
+
+    ``input`` is ``(..., T, hidden_dim)`` (positions along axis -2); ``output = input + PE[:T]``
+    with ``PE[p, 2i] = sin(p / 10000^(2i / hidden_dim))`` and ``PE[p, 2i + 1]`` the cosine.
+    The table is computed when the code runs, for the actual ``T``; ``max_len`` is accepted
+    for API compatibility and does not limit ``T``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import PositionalEncoding
+    >>> pm = ml.compile(PositionalEncoding(4), ml.NumpyBackend(), shapes={"input": [2, 3, 4]})
+    >>> out = pm.evaluate({}, {"input": ml.NumpyBackend().zeros(2, 3, 4)})["output"]
+    >>> [round(float(v), 3) for v in out[0, 1]]
+    [0.841, 0.54, 0.01, 1.0]
+    """
+
+    def __init__(self, hidden_dim: int, max_len: int = 5000, *, name: str | None = None) -> None:
+        super().__init__(name)
+        if not isinstance(hidden_dim, int) or hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
+        self.hidden_dim = hidden_dim
+        self.max_len = max_len
+        half = (hidden_dim + 1) // 2
+        inv_freq = np.exp(np.arange(0, 2 * half, 2) * (-math.log(10000.0) / hidden_dim))
+        x = _add(self, "buffer", input=IOKey("input", type=float,
+                                               shape=[("V", ...), None, hidden_dim]))
+        positions = _add(self, "arange", stop=x.shape[-2])
+        pos = _add(self, "cast", input=positions, dtype=_add(self, "dtype_of", input=x))
+        angles = pos[:, None] * inv_freq[None, :]  # (T, half)
+        pairs = _add(self, "concat", n=2, input1=angles.sin()[..., None],
+                     input2=angles.cos()[..., None], axis=-1)  # (T, half, 2)
+        table = pairs.reshape((-1, 2 * half))
+        if 2 * half != hidden_dim:
+            table = table[:, :hidden_dim]
+        _add(self, "add", out=IOKey("output"), left=x, right=table)
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+class CartesianDifference(Model):
+    """All pairwise differences: ``output[..., i, j, :] = left[..., i, :] - right[..., j, :]``
+    for ``left`` ``(..., N, d)`` and ``right`` ``(..., M, d)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import CartesianDifference
+    >>> pm = ml.compile(CartesianDifference(), ml.NumpyBackend(),
+    ...                 shapes={"left": [2, 3], "right": [4, 3]})
+    >>> pm.shapes["output"]
+    [2, 4, 3]
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        left = _add(self, "buffer", input="left")
+        right = _add(self, "buffer", input="right")
+        _add(self, "subtract", out=IOKey("output"), left=left[..., :, None, :],
+             right=right[..., None, :, :])
+        self.set_cin("left")
+        self.set_cout("output")
+
+
+class DistanceMatrix(Model):
+    """Pairwise distances raised to the power ``norm``:
+    ``output[..., i, j] = sum_k |left[..., i, k] - right[..., j, k]| ** norm``.
+
+    With the default ``norm=2`` these are *squared* Euclidean distances (as the reference
+    ``DistanceMatrix``; take ``** (1 / norm)`` for the Minkowski distance). ``norm=ml.TBD``
+    makes it an input. ``left`` is ``(..., N, d)``, ``right`` ``(..., M, d)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import DistanceMatrix
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(DistanceMatrix(), bk, shapes={"left": [1, 2], "right": [2, 2]})
+    >>> pm.evaluate({}, {"left": bk.array([[0.0, 0.0]]),
+    ...                  "right": bk.array([[3.0, 4.0], [1.0, 0.0]])})["output"].tolist()
+    [[25.0, 1.0]]
+    """
+
+    def __init__(self, norm: Any = 2, *, name: str | None = None) -> None:
+        super().__init__(name)
+        self.norm = norm
+        left = _add(self, "buffer", input="left")
+        right = _add(self, "buffer", input="right")
+        diff = left[..., :, None, :] - right[..., None, :, :]
+        if norm == 2 and not isinstance(norm, bool):
+            powered = diff * diff
+        else:
+            powered = _add(self, "power", left=abs(diff), right=_key("norm", norm))
+        _add(self, "sum", out=IOKey("output"), input=powered, axis=-1)
+        self.set_cin("left")
+        self.set_cout("output")
+
+
+class TransposedDiagonal(Model):
+    """The diagonal of a square ``(N, N)`` input as an ``(N, 1)`` column.
+
+    >>> import mithril as ml
+    >>> from mithril.models import TransposedDiagonal
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(TransposedDiagonal(), bk, shapes={"input": [2, 2]})
+    >>> pm.evaluate({}, {"input": bk.array([[1.0, 2.0], [3.0, 4.0]])})["output"].tolist()
+    [[1.0], [4.0]]
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        x = _add(self, "buffer", input=IOKey("input", shape=["N", "N"]))
+        idx = _add(self, "arange", stop=x.shape[0])
+        on_diagonal = idx[:, None] == idx[None, :]
+        kept = _add(self, "where", condition=on_diagonal, input1=x, input2=0.0)
+        _add(self, "sum", out=IOKey("output"), input=kept, axis=1, keepdim=True)
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class Trapezoid(Model):
+    """The trapezoidal rule along the last axis: ``sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2)``
+    (``np.trapezoid(y, x)``); 1-d ``y`` and ``x`` give a 0-d output.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Trapezoid
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(Trapezoid(), bk, shapes={"y": [3], "x": [3]})
+    >>> float(pm.evaluate({}, {"y": bk.array([0.0, 1.0, 4.0]), "x": bk.array([0.0, 1.0, 2.0])})[
+    ...     "output"])
+    3.0
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        y = _add(self, "buffer", input="y")
+        x = _add(self, "buffer", input="x")
+        area = (x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) * 0.5
+        _add(self, "sum", out=IOKey("output"), input=area, axis=-1)
+        self.set_cin("y")
+        self.set_cout("output")
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers and regularisers
+# ----------------------------------------------------------------------------------------------
+class ElementWiseAffine(Model):
+    """``output = input * weight + bias`` with trainable ``weight`` and ``bias`` that broadcast
+    against ``input`` (their shapes are free: give them with ``compile(..., shapes=...)`` or
+    ``set_shapes``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import ElementWiseAffine
+    >>> pm = ml.compile(ElementWiseAffine(), ml.NumpyBackend(),
+    ...                 shapes={"input": [4, 3], "weight": [3], "bias": [3]})
+    >>> sorted(pm.input_keys)
+    ['bias', 'input', 'weight']
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        scaled = _add(self, "multiply", left=IOKey("input"), right=_param("weight"))
+        _add(self, "add", out=IOKey("output"), left=scaled, right=_param("bias"))
+        self.set_initializer("weight", "ones")
+        self.set_initializer("bias", "zeros")
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+def _instance(model: BaseModel | type[BaseModel]) -> BaseModel:
+    return model() if isinstance(model, type) else model
+
+
+class Layer(Model):
+    """``activation(Linear(dimension)(input))``: a dense layer with an activation model (an
+    instance such as ``Relu()``, or a class). Terminals ``input``, ``weight``, ``bias``,
+    ``output``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Layer, Relu
+    >>> pm = ml.compile(Layer(Relu(), 4), ml.NumpyBackend(), shapes={"input": [2, 3]})
+    >>> pm.shapes["output"], pm.shapes["weight"]
+    ([2, 4], [4, 3])
+    """
+
+    def __init__(self, activation: BaseModel | type[BaseModel], dimension: int | None = None,
+                 *, name: str | None = None) -> None:
+        super().__init__(name)
+        self.dimension = dimension
+        self |= Linear(dimension)(input="input", weight="weight", bias="bias")
+        self += _instance(activation)(output=IOKey("output"))
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class QuadraticFormRegularizer(Model):
+    """``0.5 * input @ kernel @ input^T`` for ``input`` ``(1, N)`` (or ``(N,)``) and
+    ``kernel`` ``(N, N)``, as a 0-d output (for ``TrainModel.add_regularization``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import QuadraticFormRegularizer
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(QuadraticFormRegularizer(), bk, shapes={"input": [1, 2]})
+    >>> float(pm.evaluate({}, {"input": bk.array([[1.0, 2.0]]),
+    ...                        "kernel": bk.array([[2.0, 0.0], [0.0, 1.0]])})["output"])
+    3.0
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        x = _add(self, "buffer", input="input")
+        kernel = _add(self, "buffer", input=IOKey("kernel", shape=["N", "N"]))
+        _add(self, "multiply", out=IOKey("output"), left=((x @ kernel) * x).sum(), right=0.5)
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels and kernel machines
+# ----------------------------------------------------------------------------------------------
+def _hyper(name: str, value: Any) -> IOKey:
+    """A kernel hyperparameter: a constant when given, else a trainable ``(1,)`` tensor."""
+    if value is TBD:
+        return IOKey(name, shape=[1], type=float, differentiable=True)
+    return IOKey(name, value=value)
+
+
+class RBFKernel(Model):
+    """The Gaussian kernel matrix of the reference API:
+    ``output[i, j] = l_scale ** 2 * exp(-||input1[i] - input2[j]||^2 / (2 * sigma ** 2))``
+    for ``input1`` ``(N, d)`` and ``input2`` ``(M, d)`` (note the reference's naming: ``sigma``
+    is the length scale and ``l_scale`` the amplitude).
+
+    ``l_scale`` and ``sigma`` are constants when given; left as ``ml.TBD`` they are trainable
+    ``(1,)`` parameters initialised to 1.
+
+    >>> import mithril as ml
+    >>> from mithril.models import RBFKernel
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(RBFKernel(l_scale=1.0, sigma=1.0), bk,
+    ...                 shapes={"input1": [1, 1], "input2": [1, 1]})
+    >>> round(float(pm.evaluate({}, {"input1": bk.array([[0.0]]),
+    ...                              "input2": bk.array([[2.0]])})["output"][0, 0]), 6)
+    0.135335
+    """
+
+    def __init__(self, l_scale: Any = TBD, sigma: Any = TBD, *, name: str | None = None) -> None:
+        super().__init__(name)
+        x1 = _add(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
+        x2 = _add(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
+        diff = x1[:, None, :] - x2[None, :, :]
+        sq = (diff * diff).sum(axis=-1)
+        amp = _add(self, "buffer", input=_hyper("l_scale", l_scale))
+        width = _add(self, "buffer", input=_hyper("sigma", sigma))
+        scaled = _add(self, "divide", left=sq * -0.5, right=width * width)
+        _add(self, "multiply", out=IOKey("output"), left=amp * amp, right=scaled.exp())
+        for key, value in (("l_scale", l_scale), ("sigma", sigma)):
+            if value is TBD:
+                self.set_initializer(key, "ones")
+        self.set_cin("input1")
+        self.set_cout("output")
+
+
+class PolynomialKernel(Model):
+    """``output = (input1 @ input2^T + poly_coef) ** degree`` for ``input1`` ``(N, d)`` and
+    ``input2`` ``(M, d)``; ``degree`` and ``poly_coef`` are constants when given, else inputs.
+
+    >>> import mithril as ml
+    >>> from mithril.models import PolynomialKernel
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(PolynomialKernel(degree=2, poly_coef=1.0), bk,
+    ...                 shapes={"input1": [1, 2], "input2": [1, 2]})
+    >>> float(pm.evaluate({}, {"input1": bk.array([[1.0, 2.0]]),
+    ...                        "input2": bk.array([[3.0, 1.0]])})["output"][0, 0])
+    36.0
+    """
+
+    def __init__(self, degree: Any = TBD, poly_coef: Any = TBD, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        x1 = _add(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
+        x2 = _add(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
+        gram = _add(self, "add", left=x1 @ x2.T, right=_key("poly_coef", poly_coef))
+        _add(self, "power", out=IOKey("output"), left=gram, right=_key("degree", degree))
+        self.set_cin("input1")
+        self.set_cout("output")
+
+
+class KernelizedSVM(Model):
+    """A kernel machine: ``output = kernel(input1, input2) @ weight^T + bias``.
+
+    ``kernel`` is a kernel model (``RBFKernel``, ``PolynomialKernel``, ...) with terminals
+    ``input1``, ``input2`` and one output; its other inputs keep their names. The kernel
+    matrix ``(N, M)`` is exposed as ``kernel``; ``weight`` is ``(1, M)``, ``bias`` ``(1,)`` and
+    ``output`` ``(N, 1)`` (decision values; take the sign for labels).
+
+    >>> import mithril as ml
+    >>> from mithril.models import KernelizedSVM, RBFKernel
+    >>> pm = ml.compile(KernelizedSVM(RBFKernel(1.0, 1.0)), ml.NumpyBackend(),
+    ...                 shapes={"input1": [5, 2], "input2": [3, 2]})
+    >>> pm.shapes["output"], pm.shapes["weight"]
+    ([5, 1], [1, 3])
+    """
+
+    def __init__(self, kernel: BaseModel, *, name: str | None = None) -> None:
+        super().__init__(name)
+        inputs = kernel.input_terminals()
+        outputs = kernel.output_terminals()
+        if not {"input1", "input2"} <= set(inputs) or len(outputs) != 1:
+            raise ValueError("KernelizedSVM needs a kernel model with inputs 'input1' and "
+                             f"'input2' and one output; got inputs {inputs}, outputs {outputs}")
+        self.kernel_model = kernel
+        self |= kernel(**{k: k for k in inputs}, **{outputs[0]: IOKey("kernel", expose=True)})
+        self |= Linear(1)(input="kernel", weight="weight", bias="bias", output=IOKey("output"))
+        self.set_cin("input1")
+        self.set_cout("output")
+
+
+class LinearSVM(Model):
+    """A linear SVM: ``output = input @ weight^T + bias`` (``(N, 1)`` decision values) and
+    ``decision_output = sign(output)``. Train ``output`` with ``HingeLoss`` (labels ±1).
+
+    >>> import mithril as ml
+    >>> from mithril.models import LinearSVM
+    >>> pm = ml.compile(LinearSVM(), ml.NumpyBackend(), shapes={"input": [4, 3]})
+    >>> pm.shapes["output"], pm.shapes["decision_output"]
+    ([4, 1], [4, 1])
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        self |= Linear(1)(input="input", weight="weight", bias="bias",
+                          output=IOKey("output", expose=True))
+        _add(self, "sign", out=IOKey("decision_output"), input=_conn(self, "output"))
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class LogisticRegression(Model):
+    """Binary logistic regression: ``output = input @ weight^T + bias`` (logits, ``(N, 1)``)
+    and ``probs_output = sigmoid(output)``. Train ``output`` with
+    ``BinaryCrossEntropy(input_type="logits")``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import LogisticRegression
+    >>> pm = ml.compile(LogisticRegression(), ml.NumpyBackend(), shapes={"input": [4, 3]})
+    >>> pm.shapes["probs_output"]
+    [4, 1]
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        self |= Linear(1)(input="input", weight="weight", bias="bias",
+                          output=IOKey("output", expose=True))
+        _add(self, "sigmoid", out=IOKey("probs_output"), input=_conn(self, "output"))
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class PolynomialRegression(Model):
+    """``Linear(dimension)`` on ``PolynomialFeatures(degree)`` of ``input`` ``(N, d)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import PolynomialRegression
+    >>> pm = ml.compile(PolynomialRegression(2, 1), ml.NumpyBackend(), shapes={"input": [4, 2]})
+    >>> pm.shapes["weight"]
+    [1, 5]
+    """
+
+    def __init__(self, degree: int, dimension: int | None = None, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.degree = degree
+        self.dimension = dimension
+        features = _add(self, "polynomial_features", input="input", degree=degree)
+        self |= Linear(dimension)(input=features, weight="weight", bias="bias",
+                                  output=IOKey("output"))
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+_AVERAGES = ("micro", "macro", "binary")
+
+
+class _ClassificationMetric(Model):
+    """Counts shared by ``Precision``, ``Recall`` and ``F1``; subclasses combine them."""
+
+    def __init__(self, average: str = "micro", threshold: float = 0.5, *,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        if average not in _AVERAGES:
+            raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
+        self.average = average
+        self.threshold = threshold
+        f = _float_dtype(self)
+        x = _add(self, "buffer", input="input")
+        if average == "binary":
+            t = _add(self, "buffer", input="target")
+            pred = x > threshold
+            truth = t > 0.5
+            axis: Any = None
+        else:
+            t = _add(self, "buffer", input=IOKey("target", type=int))
+            classes = x.shape[-1]
+            scores = x.reshape((-1, classes))
+            pred = _add(self, "one_hot", input=scores.argmax(axis=-1), num_classes=classes)
+            truth = _add(self, "one_hot", input=t.reshape((-1,)), num_classes=classes)
+            axis = 0
+
+        def count(mask: Connection) -> Connection:
+            return _add(self, "cast", input=mask, dtype=f).sum(axis=axis)
+
+        tp, n_pred, n_true = count(pred & truth), count(pred), count(truth)
+        value = self._combine(tp, n_pred, n_true)
+        if average == "macro":
+            value = value.mean()
+        elif average == "micro":
+            value = self._combine(tp.sum(), n_pred.sum(), n_true.sum())
+        _add(self, "buffer", out=IOKey("output", type=float), input=value)
+        self.set_cin("input")
+        self.set_cout("output")
+
+    def _combine(self, tp: Connection, n_pred: Connection, n_true: Connection) -> Connection:
+        raise NotImplementedError
+
+    @staticmethod
+    def _ratio(num: Connection, den: Connection) -> Connection:
+        """``num / den``, 0 where ``den`` is 0 (``num <= den`` here, so max(den, 1) works)."""
+        model = num.model
+        assert isinstance(model, Model)
+        return num / _add(model, "maximum", left=den, right=1.0)
+
+
+_METRIC_DOC = """
+
+    Terminals: ``input``, ``target`` and the 0-d ``output`` (backend float dtype).
+
+    - ``average="binary"``: ``input`` holds scores (e.g. probabilities); a sample is predicted
+      positive where ``input > threshold`` (default 0.5; use 0.0 for logits). ``target`` holds
+      0/1 (or bool) labels of the same shape.
+    - ``average="macro"``: ``input`` is ``(..., C)`` class scores (the prediction is the
+      arg-max over the last axis) and ``target`` the integer class indices; the metric is
+      computed per class and averaged over all ``C`` classes (scikit-learn with
+      ``labels=range(C)``).
+    - ``average="micro"`` (default): the same inputs, counts pooled over classes; for
+      single-label data precision, recall and F1 all equal the accuracy.
+
+    A ratio with a zero denominator counts as 0 (scikit-learn's ``zero_division=0``).
+"""
+
+
+class Precision(_ClassificationMetric):
+    """Precision ``TP / (TP + FP)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Precision
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(Precision(average="binary"), bk, shapes={"input": [4], "target": [4]})
+    >>> out = pm.evaluate({}, {"input": bk.array([0.9, 0.8, 0.2, 0.7]),
+    ...                        "target": bk.array([1.0, 0.0, 1.0, 1.0])})["output"]
+    >>> round(float(out), 4)
+    0.6667
+    """
+
+    def _combine(self, tp: Connection, n_pred: Connection, n_true: Connection) -> Connection:
+        return self._ratio(tp, n_pred)
+
+
+class Recall(_ClassificationMetric):
+    """Recall ``TP / (TP + FN)``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Recall
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(Recall(average="binary"), bk, shapes={"input": [4], "target": [4]})
+    >>> out = pm.evaluate({}, {"input": bk.array([0.9, 0.8, 0.2, 0.7]),
+    ...                        "target": bk.array([1.0, 0.0, 1.0, 1.0])})["output"]
+    >>> round(float(out), 4)
+    0.6667
+    """
+
+    def _combine(self, tp: Connection, n_pred: Connection, n_true: Connection) -> Connection:
+        return self._ratio(tp, n_true)
+
+
+class F1(_ClassificationMetric):
+    """F1 score ``2 TP / (2 TP + FP + FN)`` (macro: the mean of the per-class F1 scores).
+
+    >>> import mithril as ml
+    >>> from mithril.models import F1
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(F1(average="macro"), bk, shapes={"input": [3, 2]})
+    >>> out = pm.evaluate({}, {"input": bk.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]),
+    ...                        "target": bk.array([0, 1, 1])})["output"]
+    >>> round(float(out), 4)
+    0.6667
+    """
+
+    def _combine(self, tp: Connection, n_pred: Connection, n_true: Connection) -> Connection:
+        return self._ratio(tp * 2.0, n_pred + n_true)
+
+
+for _cls in (Precision, Recall, F1):
+    _cls.__doc__ = (_cls.__doc__ or "") + _METRIC_DOC
+
+
+class AUC(Model):
+    """Area under the ROC curve for binary labels, by its rank (Mann-Whitney) definition:
+    the probability that a random positive sample scores higher than a random negative one,
+    ties counting one half — ``roc_auc_score`` of scikit-learn.
+
+    ``input`` holds scores and ``target`` 0/1 (or bool) labels, both flattened; the 0-d
+    ``output`` is in the backend's float dtype and is NaN when only one class is present.
+    Memory grows with the square of the number of samples (every pair is compared).
+
+    >>> import mithril as ml
+    >>> from mithril.models import AUC
+    >>> bk = ml.NumpyBackend()
+    >>> pm = ml.compile(AUC(), bk, shapes={"input": [4], "target": [4]})
+    >>> float(pm.evaluate({}, {"input": bk.array([0.1, 0.4, 0.35, 0.8]),
+    ...                        "target": bk.array([0.0, 0.0, 1.0, 1.0])})["output"])
+    0.75
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name)
+        f = _float_dtype(self)
+        scores = _add(self, "buffer", input="input").reshape((-1,))
+        labels = _add(self, "buffer", input="target").reshape((-1,))
+        pos = _add(self, "cast", input=labels > 0.5, dtype=f)
+        neg = 1.0 - pos
+        higher = _add(self, "cast", input=scores[:, None] > scores[None, :], dtype=f)
+        tied = _add(self, "cast", input=scores[:, None] == scores[None, :], dtype=f)
+        wins = (pos[:, None] * neg[None, :] * (higher + tied * 0.5)).sum()
+        _add(self, "divide", out=IOKey("output", type=float), left=wins,
+             right=pos.sum() * neg.sum())
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+# ----------------------------------------------------------------------------------------------
+# Recurrent wrappers around a cell (RNNCell, LSTMCell, GRUCell)
+# ----------------------------------------------------------------------------------------------
+_STATE_TERMINALS = ("input", "hx", "cx")
+
+
+class _CellFactory:
+    """Fresh copies of a cell model (built with the template's constructor arguments)."""
+
+    def __init__(self, cell: BaseModel) -> None:
+        if isinstance(cell, type) or "_init_args" not in cell.__dict__:
+            raise TypeError("cell_type must be a cell instance such as RNNCell(4, 8)")
+        self.cls: Callable[..., BaseModel] = type(cell)
+        args, kwargs = cell.__dict__["_init_args"]
+        self.args = tuple(args)
+        self.kwargs = {k: v for k, v in kwargs.items() if k not in ("name", "initial_state")}
+        probe = self(True)
+        self.lstm = "c_out" in probe.output_terminals()
+        self.params = [k for k in probe.input_terminals() if k not in _STATE_TERMINALS]
+
+    def __call__(self, initial_state: bool) -> BaseModel:
+        return self.cls(*self.args, initial_state=initial_state, **self.kwargs)
+
+
+_RNN_DOC = """
+
+    ``cell_type`` is a cell instance (``RNNCell``, ``LSTMCell``, ``GRUCell``) used as a
+    template: every time step gets a fresh copy, and all steps share the parameters
+    (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``). The sequence length is fixed
+    when the model is built (the steps are unrolled). ``initial_state=False`` starts from
+    zeros instead of the ``initial_hidden`` (and, for LSTM cells, ``initial_cell``) inputs.
+"""
+
+
+class ManyToOne(Model):
+    """Runs a cell over ``max_sequence_length`` steps and returns the final hidden state.
+
+    Inputs ``input0`` ... ``input{T-1}`` (each ``(N, input_size)``), ``initial_hidden``
+    ``(N, hidden)`` (and ``initial_cell`` for LSTM cells); outputs ``output`` (the last hidden
+    state; LSTM cells also ``cell``, the last cell state). The intermediate hidden states are
+    the named connections ``hidden0`` ... ``hidden{T-2}``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import ManyToOne, RNNCell
+    >>> pm = ml.compile(ManyToOne(RNNCell(3, 4), 5), ml.NumpyBackend(),
+    ...                 shapes={f"input{t}": [2, 3] for t in range(5)})
+    >>> pm.shapes["output"]
+    [2, 4]
+    """
+
+    def __init__(self, cell_type: BaseModel, max_sequence_length: int, *,
+                 initial_state: bool = True, name: str | None = None) -> None:
+        super().__init__(name)
+        if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
+            raise ValueError(f"max_sequence_length must be a positive int, got "
+                             f"{max_sequence_length!r}")
+        make = _CellFactory(cell_type)
+        self.max_sequence_length = max_sequence_length
+        h: Ref = "initial_hidden"
+        c: Ref = "initial_cell"
+        for t in range(max_sequence_length):
+            with_state = initial_state or t > 0
+            last = t == max_sequence_length - 1
+            terms: dict[str, Any] = {p: p for p in make.params}
+            terms["input"] = f"input{t}"
+            if with_state:
+                terms["hx"] = h
+                if make.lstm:
+                    terms["cx"] = c
+            terms["output"] = IOKey("output") if last else f"hidden{t}"
+            if make.lstm:
+                terms["c_out"] = IOKey("cell") if last else f"cell{t}"
+            self |= make(with_state)(**terms)
+            h, c = f"hidden{t}", f"cell{t}"
+        self.set_cin("input0")
+        self.set_cout("output")
+
+
+class OneToMany(Model):
+    """Generates ``max_sequence_length`` steps from one input.
+
+    Step 0 reads ``input`` ``(N, input_size)`` and ``initial_hidden`` (and ``initial_cell``
+    for LSTM cells); step ``t > 0`` reads the previous output ``output{t-1}`` — or, with
+    ``teacher_forcing=True``, the input ``target{t-1}`` — so without teacher forcing the
+    cell's ``input_size`` must equal its ``hidden_size``. Outputs ``output0`` ...
+    ``output{T-1}`` (hidden states; the last is the canonical output).
+
+    >>> import mithril as ml
+    >>> from mithril.models import OneToMany, RNNCell
+    >>> pm = ml.compile(OneToMany(RNNCell(4, 4), 3), ml.NumpyBackend(), shapes={"input": [2, 4]})
+    >>> [pm.shapes[f"output{t}"] for t in range(3)]
+    [[2, 4], [2, 4], [2, 4]]
+    """
+
+    def __init__(self, cell_type: BaseModel, max_sequence_length: int,
+                 teacher_forcing: bool = False, *, initial_state: bool = True,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
+            raise ValueError(f"max_sequence_length must be a positive int, got "
+                             f"{max_sequence_length!r}")
+        make = _CellFactory(cell_type)
+        self.max_sequence_length = max_sequence_length
+        self.teacher_forcing = bool(teacher_forcing)
+        for t in range(max_sequence_length):
+            with_state = initial_state or t > 0
+            terms: dict[str, Any] = {p: p for p in make.params}
+            if t == 0:
+                terms["input"] = "input"
+            else:
+                terms["input"] = f"target{t - 1}" if teacher_forcing else f"output{t - 1}"
+            if with_state:
+                terms["hx"] = "initial_hidden" if t == 0 else f"output{t - 1}"
+                if make.lstm:
+                    terms["cx"] = "initial_cell" if t == 0 else f"cell{t - 1}"
+            terms["output"] = IOKey(f"output{t}", expose=True)
+            if make.lstm:
+                terms["c_out"] = f"cell{t}"
+            self |= make(with_state)(**terms)
+        self.set_cin("input")
+        self.set_cout(f"output{max_sequence_length - 1}")
+
+
+class EncoderDecoder(Model):
+    """A sequence-to-sequence pair: a ``ManyToOne`` encoder whose final state starts a
+    ``OneToMany`` decoder (separate parameters, same cell type).
+
+    Encoder terminals keep ``ManyToOne``'s names (``input0`` ..., ``initial_hidden``, the cell
+    parameters ``weight_ih`` ...); the decoder's are prefixed with ``decoder_``
+    (``decoder_input``, ``decoder_weight_ih`` ...) except ``target{t}`` (teacher forcing).
+    Outputs: the decoder's ``output0`` ... ``output{T_out-1}``; the encoder's final state is the
+    named connection ``encoder_hidden`` (and ``encoder_cell``).
+
+    >>> import mithril as ml
+    >>> from mithril.models import EncoderDecoder, GRUCell
+    >>> model = EncoderDecoder(GRUCell(3, 3), 4, 2)
+    >>> shapes = {**{f"input{t}": [2, 3] for t in range(4)}, "decoder_input": [2, 3]}
+    >>> pm = ml.compile(model, ml.NumpyBackend(), shapes=shapes)
+    >>> sorted(k for k in pm.output_keys)
+    ['output0', 'output1']
+    """
+
+    def __init__(self, cell_type: BaseModel, max_input_sequence_length: int,
+                 max_target_sequence_length: int, teacher_forcing: bool = False, *,
+                 initial_state: bool = True, name: str | None = None) -> None:
+        super().__init__(name)
+        encoder = ManyToOne(cell_type, max_input_sequence_length, initial_state=initial_state)
+        decoder = OneToMany(cell_type, max_target_sequence_length, teacher_forcing)
+        lstm = "cell" in encoder.output_terminals()
+        enc_terms: dict[str, Any] = {k: k for k in encoder.input_terminals()}
+        enc_terms["output"] = "encoder_hidden"
+        if lstm:
+            enc_terms["cell"] = "encoder_cell"
+        self |= encoder(**enc_terms)
+        dec_terms: dict[str, Any] = {}
+        for k in decoder.input_terminals():
+            if k == "initial_hidden":
+                dec_terms[k] = "encoder_hidden"
+            elif k == "initial_cell":
+                dec_terms[k] = "encoder_cell"
+            elif k.startswith("target"):
+                dec_terms[k] = k
+            else:
+                dec_terms[k] = f"decoder_{k}"
+        for k in decoder.output_terminals():
+            dec_terms[k] = IOKey(k)
+        self |= decoder(**dec_terms)
+        self.set_cin("input0")
+        self.set_cout(f"output{max_target_sequence_length - 1}")
+
+
+for _cls in (ManyToOne, OneToMany, EncoderDecoder):
+    _cls.__doc__ = (_cls.__doc__ or "") + _RNN_DOC
+
+
+__all__ = ["AUC", "Arange", "CartesianDifference", "DistanceMatrix", "ElementWiseAffine",
+           "EncoderDecoder", "Eye", "EyeComplement", "F1", "KernelizedSVM", "Layer", "Length",
+           "LinearSVM", "LogisticRegression", "ManyToOne", "OneToMany", "Ones",
+           "PolynomialKernel", "PolynomialRegression", "PositionalEncoding", "Precision",
+           "QuadraticFormRegularizer", "RBFKernel", "Randn", "Recall", "TransposedDiagonal",
+           "Trapezoid", "ZerosLike"]

@@ -163,12 +163,17 @@ def _eliminate_aliases(nodes: list[Node], outputs: dict[str, Value],
             src.name = dst.name  # a user's connection name beats a generated one
         src.consumers = [c for c in src.consumers if c is not node] + dst.consumers
         replace[id(dst)] = src
-    if replace:
-        for k, v in list(outputs.items()):
-            outputs[k] = replace.get(id(v), v)
-        for k, (vin, vout) in list(state.items()):
-            state[k] = (vin, replace.get(id(vout), vout))
+    _redirect(replace, outputs, state)
     return kept
+
+
+def _redirect(replace: dict[int, Value], outputs: dict[str, Value],
+              state: dict[str, tuple[Value, Value]]) -> None:
+    """Point outputs and updated state at the values that replaced theirs."""
+    for k, v in list(outputs.items()):
+        outputs[k] = replace.get(id(v), v)
+    for k, (vin, vout) in list(state.items()):
+        state[k] = (vin, replace.get(id(vout), vout))
 
 
 def _node_key(node: Node) -> tuple[Any, ...] | None:
@@ -202,11 +207,7 @@ def _eliminate_common(nodes: list[Node], outputs: dict[str, Value],
         for old, new in zip(node.outputs, first.outputs, strict=True):
             replace[id(old)] = new
             new.consumers.extend(old.consumers)
-    if replace:
-        for k, v in list(outputs.items()):
-            outputs[k] = replace.get(id(v), v)
-        for k, (vin, vout) in list(state.items()):
-            state[k] = (vin, replace.get(id(vout), vout))
+    _redirect(replace, outputs, state)
     return kept
 
 

@@ -51,12 +51,14 @@ from .optim import (
     StepLR,
     clip_by_global_norm,
 )
+from .parallel import DataParallel, ParallelPlan, TensorParallel
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "LinearWarmup", "RMSprop", "StepLR",
-    "clip_by_global_norm", "ParamsFileError", "load_params", "read_metadata", "save_params",
+    "clip_by_global_norm", "DataParallel", "ParallelPlan", "TensorParallel",
+    "ParamsFileError", "load_params", "read_metadata", "save_params",
     "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError",

@@ -33,6 +33,8 @@ class Backend(LossMixin):
     supported_devices: tuple[str, ...] = ("cpu",)
     #: whether ``compile(..., jit=None)`` wraps generated code with the framework's JIT
     default_jit = False
+    #: the ``mithril.parallel.DeviceMesh`` arrays are split over (JAX and PyTorch only)
+    device_mesh: Any = None
 
     def __init__(self, dtype: Any = T.float32, device: str = "cpu") -> None:
         self.dtype = T.as_dtype(dtype)
@@ -88,12 +90,25 @@ class Backend(LossMixin):
             return np.float32  # converted by the framework afterwards
         return np.dtype(dtype.name)
 
-    def _finish(self, array: np.ndarray, dtype: T.Dtype) -> Any:
+    def _finish(self, array: np.ndarray, dtype: T.Dtype, device_mesh: Any = None) -> Any:
         # (np.ascontiguousarray would turn a 0-d array into shape (1,))
         out = self._from_numpy(np.asarray(array, dtype=self._np_dtype(dtype), order="C"))
         if dtype.name == "bfloat16":
             out = self.cast(out, dtype)
-        return out
+        return self._place(out, device_mesh)
+
+    def _place(self, array: Any, device_mesh: Any) -> Any:
+        """Lay out a new array on a device mesh (``device_mesh=`` of the creators).
+
+        JAX and PyTorch implement this (``mithril/parallel``); backends without parallelism
+        accept only ``device_mesh=None``.
+        """
+        if device_mesh is None:
+            return array
+        raise BackendUnavailableError(
+            f"device_mesh={device_mesh!r}: parallelism needs JAX or PyTorch; "
+            f"{type(self).__name__} runs on one device (use ml.JaxBackend(device_mesh=...) or "
+            "ml.TorchBackend(device_mesh=...))")
 
     def cast(self, x: Any, dtype: Any) -> Any:
         """Convert ``x`` to ``dtype``."""
@@ -116,28 +131,29 @@ class Backend(LossMixin):
                 raise TypeError(f"cannot make an array of {arr.dtype} values")
         else:
             dt = T.as_dtype(dtype)
-        return self._finish(arr, dt)
+        return self._finish(arr, dt, device_mesh)
 
     def ones(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
-        return self._finish(np.ones(_shape(shape)), self._resolve_dtype(dtype))
+        return self._finish(np.ones(_shape(shape)), self._resolve_dtype(dtype), device_mesh)
 
     def zeros(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
-        return self._finish(np.zeros(_shape(shape)), self._resolve_dtype(dtype))
+        return self._finish(np.zeros(_shape(shape)), self._resolve_dtype(dtype), device_mesh)
 
     def randn(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
         """Standard normal samples from the backend's seeded generator."""
         return self._finish(self._np_rng.standard_normal(_shape(shape)),
-                            self._resolve_dtype(dtype))
+                            self._resolve_dtype(dtype), device_mesh)
 
     def rand(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
         """Uniform samples in ``[0, 1)`` from the backend's seeded generator."""
-        return self._finish(self._np_rng.random(_shape(shape)), self._resolve_dtype(dtype))
+        return self._finish(self._np_rng.random(_shape(shape)), self._resolve_dtype(dtype),
+                            device_mesh)
 
     def randint(self, low: int, high: int, shape: Sequence[int] | int = (), dtype: Any = None,
                 device_mesh: Any = None) -> Any:
         """Integers in ``[low, high)``."""
         dt = T.int64 if dtype is None else T.as_dtype(dtype)
-        return self._finish(self._np_rng.integers(low, high, _shape((shape,))), dt)
+        return self._finish(self._np_rng.integers(low, high, _shape((shape,))), dt, device_mesh)
 
     def arange(self, start: float, stop: float | None = None, step: float = 1,
                dtype: Any = None) -> Any:

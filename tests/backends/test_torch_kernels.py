@@ -942,7 +942,7 @@ def test_bad_device_names_and_mesh() -> None:
         TorchBackend(device="cuda:x")
     with pytest.raises(TypeError):
         TorchBackend(device=0)  # type: ignore[arg-type]
-    with pytest.raises(NotImplementedError, match="parallelism"):
+    with pytest.raises(ml.BackendUnavailableError, match="torchrun --nproc-per-node 2"):
         TorchBackend(device_mesh=(2,))
     with pytest.raises(TypeError):
         TorchBackend(dtype=ml.int64)

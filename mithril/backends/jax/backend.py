@@ -28,6 +28,12 @@ _PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu", "mps": "M
 class JaxBackend(Backend):
     """Runs compiled models on JAX (``dtype`` is the float precision, ``device`` e.g. "cpu").
 
+    ``device_mesh=(4,)`` / ``(2, 2)`` / ``{"data": 2, "model": 2}`` / a ``jax.sharding.Mesh``
+    puts arrays on a mesh of all JAX devices (``jax.sharding``): creators then make arrays
+    replicated on it, or split with ``device_mesh=`` (``backend.ones(8, 4, device_mesh=(4,))``),
+    and ``ml.compile(..., parallel=...)`` chooses how a model's arrays are split
+    (``docs/parallel.md``).
+
     Note: construction enables ``jax_enable_x64`` for the whole process (see module docstring).
     """
 
@@ -61,12 +67,18 @@ class JaxBackend(Backend):
 
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
-        if device_mesh is not None:
-            raise NotImplementedError("device meshes arrive with the parallelism work")
         jax.config.update("jax_enable_x64", True)
         self._jax_device: Any = None
         self._key: Any = None
         super().__init__(dtype, device)
+        if device_mesh is not None:
+            from ...parallel import _jax as parallel_jax
+
+            self.device_mesh = parallel_jax.make_mesh(device_mesh, self._jax_device.platform)
+
+    def __repr__(self) -> str:
+        mesh = "" if self.device_mesh is None else f", device_mesh={self.device_mesh.shape}"
+        return f"JaxBackend(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- devices and dtypes ----
     def _check_device(self, device: str) -> str:
@@ -105,8 +117,16 @@ class JaxBackend(Backend):
         """``array`` as a JAX array on this backend's device (dtype kept)."""
         return jax.device_put(array, self._jax_device)
 
+    def _place(self, array: Any, device_mesh: Any) -> Any:
+        """Replicate ``array`` on the backend's mesh, or split it as ``device_mesh`` says."""
+        if device_mesh is None and self.device_mesh is None:
+            return array
+        from ...parallel.compiled import place_created
+
+        return place_created(self, array, device_mesh)
+
     def to_numpy(self, x: Any) -> np.ndarray:
-        """A NumPy copy of ``x``; bfloat16 becomes float32 (NumPy has no bfloat16)."""
+        """A NumPy copy of ``x`` (a split array is gathered); bfloat16 becomes float32."""
         out = np.asarray(jax.device_get(x))
         if out.dtype == jnp.bfloat16:
             out = out.astype(np.float32)

@@ -44,7 +44,10 @@ class MlxBackend(Backend):
     def __init__(self, dtype: Any = ml_types.float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
         if device_mesh is not None:
-            raise NotImplementedError("MlxBackend does not support device meshes (sharding)")
+            from ...errors import BackendUnavailableError
+
+            raise BackendUnavailableError("parallelism needs JAX or PyTorch: MlxBackend has no "
+                                          "device meshes")
         self._key = mx.random.key(0)
         self.mx_device: mx.Device = mx.Device(mx.cpu)
         super().__init__(dtype, device)

@@ -24,6 +24,12 @@ class TorchBackend(Backend):
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; an unavailable device raises
     ``BackendUnavailableError``. ``self.device`` is a ``torch.device``.
+
+    ``device_mesh=(2,)`` / ``(2, 1)`` / ``{"data": 2}`` / a ``torch.distributed`` ``DeviceMesh``
+    runs one process per device (``torchrun --nproc-per-node 2 script.py``; without a launcher
+    the process is a world of one): creators then make DTensors replicated on the mesh, or split
+    with ``device_mesh=``, and ``ml.compile(..., parallel=...)`` chooses how a model's arrays are
+    split (``docs/parallel.md``).
     """
 
     name = "torch"
@@ -50,10 +56,16 @@ class TorchBackend(Backend):
 
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
-        if device_mesh is not None:
-            raise NotImplementedError("device meshes arrive with the parallelism work")
         self._generator: torch.Generator | None = None
         super().__init__(dtype, device)
+        if device_mesh is not None:
+            from ...parallel import _torch as parallel_torch
+
+            self.device_mesh = parallel_torch.make_mesh(device_mesh, self.device)
+
+    def __repr__(self) -> str:
+        mesh = "" if self.device_mesh is None else f", device_mesh={self.device_mesh.shape}"
+        return f"TorchBackend(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- framework hooks ----
     def _check_device(self, device: str) -> torch.device:  # type: ignore[override]
@@ -93,10 +105,24 @@ class TorchBackend(Backend):
         """A tensor on this device holding a copy of ``array``."""
         return torch.tensor(array, device=self.device)
 
+    def _place(self, array: Any, device_mesh: Any) -> Any:
+        """Replicate ``array`` on the backend's mesh (a DTensor), or split it as
+        ``device_mesh`` says."""
+        if device_mesh is None and self.device_mesh is None:
+            return array
+        from ...parallel.compiled import place_created
+
+        return place_created(self, array, device_mesh)
+
     def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy lacks)."""
+        """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy lacks).
+
+        A DTensor is gathered first (``full_tensor``, a collective: call it on every rank).
+        """
         if not isinstance(x, torch.Tensor):
             return np.asarray(x)
+        if type(x).__name__ == "DTensor":
+            x = x.full_tensor()
         x = x.detach()
         if x.dtype == torch.bfloat16:
             x = x.float()

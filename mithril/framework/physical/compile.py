@@ -26,7 +26,7 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
             data_keys: Iterable[str] | None = None, trainable_keys: Iterable[str] | None = None,
             discard_keys: Iterable[str] | None = None, inference: bool = False,
             jit: bool | None = None, file_path: str | None = None, safe_names: bool = True,
-            outputs: Iterable[str] | None = None) -> CompiledModel:
+            outputs: Iterable[str] | None = None, parallel: Any = None) -> CompiledModel:
     """Compile ``model`` for ``backend``.
 
     - ``shapes``: input shapes (``{"input": [32, 3, 32, 32]}``); symbols such as ``"N"`` stay
@@ -40,6 +40,9 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
       off for PyTorch and NumPy).
     - ``file_path``: write the generated code there (exactly the code that runs).
     - ``safe_names=False``: name variables ``v``, ``v_2``, ... instead of after terminals.
+    - ``parallel``: how arrays are split over the backend's device mesh
+      (``ml.DataParallel()``, ``ml.TensorParallel()``, their sum; ``docs/parallel.md``);
+      without it, arrays on a backend with a device mesh keep the layout they are given.
 
     >>> import mithril as ml
     >>> from mithril.models import Model, Linear
@@ -83,7 +86,12 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     compiled.compile_options = {
         "shapes": shapes, "constant_keys": constant_keys, "data_keys": data_keys,
         "trainable_keys": trainable_keys, "discard_keys": discard_keys, "jit": jit,
-        "safe_names": safe_names, "outputs": outputs}
+        "safe_names": safe_names, "outputs": outputs, "parallel": parallel}
+    if parallel is not None or getattr(backend, "device_mesh", None) is not None:
+        # parallelism (mithril/parallel): the only hook in compile
+        from ...parallel.compiled import parallelize
+
+        compiled = parallelize(compiled, parallel)
     return compiled
 
 

@@ -1,0 +1,65 @@
+"""The example scripts run to the end on their small settings (each in its own process).
+
+Every example runs on NumPy and on its default backend (PyTorch); the quick ones also run on
+JAX and MLX. Each child process uses one thread per framework: the suite already runs tests in
+parallel, and several processes each spinning up a thread pool on a shared machine can make
+PyTorch's CPU kernels many times slower than they are alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 300  # seconds; the small settings take a few seconds each on an idle machine
+
+#: what each example must print when it worked
+EXPECTED = {
+    "convnet.py": ["test accuracy", "predicts the same: True"],
+    "resnet18_digits.py": ["ResNet-18 (width 8)", "test accuracy after 3 steps"],
+    "lstm_sequence.py": ["unrolled over 10 steps", "test MSE on 1000 new sequences"],
+    "gpt_text.py": ["NumPy LICENSE.txt", "trained sample:"],
+    "trainmodel_regression.py": ["['final_cost', 'mae', 'output']", "predicted 90th percentile"],
+}
+QUICK = ["convnet.py", "trainmodel_regression.py"]
+
+
+def _installed(backend: str) -> bool:
+    return backend == "numpy" or importlib.util.find_spec(backend) is not None
+
+
+CASES = [(name, backend) for name in EXPECTED for backend in ("numpy", "torch")]
+CASES += [(name, backend) for name in QUICK for backend in ("jax", "mlx")]
+
+
+def run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "backend"), CASES)
+def test_example_small(name: str, backend: str, tmp_path: Path) -> None:
+    if not _installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    result = run_example(name, "--backend", backend, "--small", cwd=tmp_path)
+    assert result.returncode == 0, f"{name} --backend {backend} --small failed:\n" \
+                                   f"{result.stdout}\n{result.stderr}"
+    for phrase in EXPECTED[name]:
+        assert phrase in result.stdout, f"{name} did not print {phrase!r}:\n{result.stdout}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_help(name: str, tmp_path: Path) -> None:
+    result = run_example(name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--backend", "--small", "--seed", "--threads"):
+        assert option in result.stdout

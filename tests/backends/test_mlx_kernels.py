@@ -620,7 +620,7 @@ def test_unavailable_devices_raise(device: str) -> None:
 
 
 def test_construction_errors() -> None:
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(BackendUnavailableError, match="MlxBackend has no device meshes"):
         MlxBackend(device_mesh=(2,))
     with pytest.raises(ValueError, match="unknown device"):
         MlxBackend(device="xpu")

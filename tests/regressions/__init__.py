@@ -1,0 +1,1 @@
+"""Shrunk failing examples of the random model generator, kept as explicit tests."""

@@ -16,8 +16,6 @@ network applies unchanged):
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -25,24 +23,10 @@ import tempfile
 import time
 
 import numpy as np
+from _common import example_parser, limit_threads, load_digits, make_backend
 
 import mithril as ml
 from mithril.models import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Model, Relu
-
-BACKENDS = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-            "mlx": "MlxBackend"}
-
-
-def limit_threads(threads: int) -> None:
-    """Give the framework ``threads`` CPU threads; call before the backend is created.
-
-    The backends import their framework on first use, so the usual environment variables still
-    take effect here. One thread suits these small models: it is about as fast as several on an
-    idle machine and cannot be slowed down by other processes competing for the same cores.
-    """
-    if threads > 0:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
 
 
 def create_conv_net() -> Model:
@@ -61,24 +45,6 @@ def create_conv_net() -> Model:
     return model
 
 
-def load_digits_32(seed: int, limit: int | None = None):
-    """The digits as standardised (N, 3, 32, 32) float32 images; an 80/20 split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0
-    images = np.kron(images, np.ones((1, 4, 4), dtype=np.float32))   # 8x8 -> 32x32
-    x = np.repeat(images[:, None], 3, axis=1)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))[:limit]
-    x, y = x[order], y[order]
-    n_train = int(0.8 * len(x))
-    x = (x - x[:n_train].mean()) / x[:n_train].std()
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
-
-def make_backend(name: str):
-    return getattr(ml, BACKENDS[name])(device="cpu", dtype=ml.float32)
 
 
 def predict(compiled, params, backend, images: np.ndarray) -> np.ndarray:
@@ -91,15 +57,10 @@ def predict(compiled, params, backend, images: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default = "torch" if importlib.util.find_spec("torch") else "numpy"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default=default,
-                        help=f"backend to train on (default {default})")
+    parser = example_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the framework (default 1; 0: its own default)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and parameters")
     parser.add_argument("--small", action="store_true",
                         help="a quick run: 300 images and one epoch")
@@ -108,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         args.epochs = 1
 
-    x_train, y_train, x_test, y_test = load_digits_32(args.seed, 300 if args.small else None)
+    x_train, y_train, x_test, y_test = load_digits(args.seed, size=32, channels=3,
+                                                   limit=300 if args.small else None)
     print(f"digits: {len(x_train)} training and {len(x_test)} test images of 3x32x32; "
           f"backend: {args.backend}")
 

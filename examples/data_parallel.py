@@ -26,24 +26,8 @@ from typing import Any
 import numpy as np
 
 import mithril as ml
-from mithril.models import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Model, Relu
+from mithril.models.zoo import conv_net as create_conv_net  # the guide's ConvNet
 from mithril.parallel import DataParallel, shard_shapes
-
-
-def create_conv_net() -> Model:
-    """The guide's ConvNet: two conv-BN-ReLU-pool stages and a linear classifier."""
-    model = Model()
-    model |= Conv2d(in_channels=3, out_channels=16, kernel_size=3, padding=1)
-    model += BatchNorm2d(num_features=16)
-    model += Relu()
-    model += MaxPool2d(kernel_size=2)
-    model += Conv2d(in_channels=16, out_channels=32, kernel_size=3, padding=1)
-    model += BatchNorm2d(num_features=32)
-    model += Relu()
-    model += MaxPool2d(kernel_size=2)
-    model += Flatten()
-    model += Linear(dimension=10)(input_size=32 * 8 * 8)
-    return model
 
 
 def make_batches(steps: int, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

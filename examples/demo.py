@@ -23,28 +23,10 @@ import time
 from typing import Any
 
 import numpy as np
+from _common import BACKENDS, load_digits, make_backend
 
 import mithril as ml
 from mithril.models.zoo import conv_net as create_conv_net  # the guide's ConvNet
-
-BACKENDS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "mlx": "mlx"}
-
-
-def load_digits_32(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's digits as (N, 3, 32, 32) float32, standardised; an 80/20 split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0  # (N, 8, 8) in [0, 1]
-    big = np.kron(images, np.ones((1, 4, 4), dtype=np.float32))  # (N, 32, 32)
-    x = np.repeat(big[:, None], 3, axis=1)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    n_train = int(0.8 * len(x))
-    mean, std = x[:n_train].mean(), x[:n_train].std()
-    x = (x - mean) / std
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator):
@@ -55,12 +37,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Genera
 
 
 def available_backends() -> list[str]:
-    return [name for name, module in BACKENDS.items() if importlib.util.find_spec(module)]
-
-
-def make_backend(name: str) -> Any:
-    return {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
-            "mlx": ml.MlxBackend}[name](device="cpu", dtype=ml.float32)
+    return [name for name in BACKENDS if importlib.util.find_spec(name)]  # named after the module
 
 
 def train_one(name: str, data: tuple[np.ndarray, ...], args: argparse.Namespace,
@@ -149,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = args.backends or available_backends()
-    data = load_digits_32(args.seed)
+    data = load_digits(args.seed, size=32, channels=3)
     print(f"digits: {len(data[0])} training and {len(data[2])} test images, 3x32x32; "
           f"backends: {', '.join(names)}")
     reference = ml.compile(create_conv_net(), ml.NumpyBackend())

@@ -22,17 +22,16 @@ any length up to the context size.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import codecs
 import importlib.metadata
 import importlib.util
 import math
-import os
 import sys
 import time
 
 import numpy as np
+from _common import example_parser, limit_threads, make_backend
 
 import mithril as ml
 from mithril import IOKey
@@ -46,21 +45,6 @@ from mithril.models import (
     Model,
     MultiheadAttention,
 )
-
-BACKENDS = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-            "mlx": "MlxBackend"}
-
-
-def limit_threads(threads: int) -> None:
-    """Give the framework ``threads`` CPU threads; call before the backend is created.
-
-    The backends import their framework on first use, so the usual environment variables still
-    take effect here. One thread suits these small models: it is about as fast as several on an
-    idle machine and cannot be slowed down by other processes competing for the same cores.
-    """
-    if threads > 0:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
 
 
 # ---- the text ---------------------------------------------------------------------------------
@@ -138,10 +122,7 @@ def sample(compiled, params, backend, prompt: list[int], length: int, context: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    default = "torch" if importlib.util.find_spec("torch") else "numpy"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default=default,
-                        help=f"backend to train on (default {default})")
+    parser = example_parser(__doc__)
     parser.add_argument("--text", choices=["license", "zen"], default="license",
                         help="NumPy's LICENSE.txt (default) or the Zen of Python")
     parser.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
@@ -155,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="characters to generate (default 200)")
     parser.add_argument("--temperature", type=float, default=0.8,
                         help="sampling temperature (default 0.8)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the framework (default 1; 0: its own default)")
     parser.add_argument("--seed", type=int, default=0, help="seed for batches and parameters")
     parser.add_argument("--small", action="store_true",
                         help="a quick check: a tiny model, 5 steps, 40 generated characters")
@@ -177,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(text):,} characters, {vocab} distinct; {len(train_data):,} for training, "
           f"{len(val_data):,} for validation")
 
-    backend = getattr(ml, BACKENDS[args.backend])(device="cpu", dtype=ml.float32)
+    backend = make_backend(args.backend)
     gpt = create_gpt(vocab, args.context, args.dim, args.heads, args.layers)
     start = time.perf_counter()
     train = ml.compile(gpt, backend, discard_keys=["logits"])

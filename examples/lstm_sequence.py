@@ -17,31 +17,14 @@ of the model and the batch size stays free.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
 import sys
 import time
 
 import numpy as np
+from _common import example_parser, limit_threads, make_backend
 
 import mithril as ml
 from mithril.models import LSTM, Linear, Model
-
-BACKENDS = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-            "mlx": "MlxBackend"}
-
-
-def limit_threads(threads: int) -> None:
-    """Give the framework ``threads`` CPU threads; call before the backend is created.
-
-    The backends import their framework on first use, so the usual environment variables still
-    take effect here. One thread suits these small models: it is about as fast as several on an
-    idle machine and cannot be slowed down by other processes competing for the same cores.
-    """
-    if threads > 0:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
 
 
 def adding_problem(rng: np.random.Generator, n: int, length: int
@@ -66,17 +49,12 @@ def create_model(length: int, hidden: int) -> Model:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default = "torch" if importlib.util.find_spec("torch") else "numpy"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default=default,
-                        help=f"backend to train on (default {default})")
+    parser = example_parser(__doc__)
     parser.add_argument("--length", type=int, default=10, help="sequence length (default 10)")
     parser.add_argument("--hidden", type=int, default=32, help="LSTM hidden size (default 32)")
     parser.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (1e-2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the framework (default 1; 0: its own default)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and parameters")
     parser.add_argument("--small", action="store_true", help="a quick check: 30 steps")
     args = parser.parse_args(argv)
@@ -86,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.length < 2:
         parser.error("--length must be at least 2")
 
-    backend = getattr(ml, BACKENDS[args.backend])(device="cpu", dtype=ml.float32)
+    backend = make_backend(args.backend)
     model = create_model(args.length, args.hidden)
     start = time.perf_counter()
     compiled = ml.compile(model, backend)

@@ -16,13 +16,11 @@ The default is a short run (a few dozen steps) that already classifies most test
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
 import sys
 import time
 
 import numpy as np
+from _common import example_parser, limit_threads, load_digits, make_backend
 
 import mithril as ml
 from mithril.models import (
@@ -35,21 +33,6 @@ from mithril.models import (
     Model,
     Relu,
 )
-
-BACKENDS = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-            "mlx": "MlxBackend"}
-
-
-def limit_threads(threads: int) -> None:
-    """Give the framework ``threads`` CPU threads; call before the backend is created.
-
-    The backends import their framework on first use, so the usual environment variables still
-    take effect here. One thread suits these small models: it is about as fast as several on an
-    idle machine and cannot be slowed down by other processes competing for the same cores.
-    """
-    if threads > 0:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
 
 
 def basic_block(in_channels: int, out_channels: int, stride: int, name: str) -> Model:
@@ -91,33 +74,15 @@ def resnet18(width: int = 64, in_channels: int = 1, num_classes: int = 10) -> Mo
     return model
 
 
-def load_digits_8(seed: int):
-    """The digits as standardised (N, 1, 8, 8) float32 images; an 80/20 split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = digits.images.astype(np.float32)[:, None] / 16.0
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    n_train = int(0.8 * len(x))
-    x = (x - x[:n_train].mean()) / x[:n_train].std()
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
 
 def main(argv: list[str] | None = None) -> int:
-    default = "torch" if importlib.util.find_spec("torch") else "numpy"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default=default,
-                        help=f"backend to train on (default {default})")
+    parser = example_parser(__doc__)
     parser.add_argument("--steps", type=int, default=25,
                         help="training steps (default 25; 300 reach about 99%%)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--width", type=int, default=64,
                         help="channels of the first stage (default 64, ResNet-18's)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the framework (default 1; 0: its own default)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and parameters")
     parser.add_argument("--small", action="store_true",
                         help="a quick check: width 8, 3 steps of 16 images, 64 test images")
@@ -126,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         args.width, args.steps, args.batch_size = 8, 3, 16
 
-    x_train, y_train, x_test, y_test = load_digits_8(args.seed)
+    x_train, y_train, x_test, y_test = load_digits(args.seed)
     if args.small:
         x_test, y_test = x_test[:64], y_test[:64]
-    backend = getattr(ml, BACKENDS[args.backend])(device="cpu", dtype=ml.float32)
+    backend = make_backend(args.backend)
     model = resnet18(width=args.width)
     start = time.perf_counter()
     train = ml.compile(model, backend)

@@ -23,14 +23,12 @@ targets should fall below its predictions.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import os
 import re
 import sys
 import time
 
 import numpy as np
+from _common import example_parser, limit_threads, make_backend
 
 import mithril as ml
 from mithril.models import (
@@ -44,21 +42,6 @@ from mithril.models import (
     SquaredError,
     TrainModel,
 )
-
-BACKENDS = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-            "mlx": "MlxBackend"}
-
-
-def limit_threads(threads: int) -> None:
-    """Give the framework ``threads`` CPU threads; call before the backend is created.
-
-    The backends import their framework on first use, so the usual environment variables still
-    take effect here. One thread suits these small models: it is about as fast as several on an
-    idle machine and cannot be slowed down by other processes competing for the same cores.
-    """
-    if threads > 0:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
 
 
 def load_data(rows: int, seed: int):
@@ -115,17 +98,12 @@ def fit(train_model: TrainModel, backend, data, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default = "torch" if importlib.util.find_spec("torch") else "numpy"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default=default,
-                        help=f"backend to train on (default {default})")
+    parser = example_parser(__doc__)
     parser.add_argument("--rows", type=int, default=4000, help="data set size (default 4000)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
     parser.add_argument("--steps", type=int, default=600, help="full-batch steps (600)")
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
     parser.add_argument("--l2", type=float, default=1e-2, help="L2 coefficient (1e-2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the framework (default 1; 0: its own default)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and parameters")
     parser.add_argument("--small", action="store_true",
                         help="a quick check: 400 rows, 40 steps")
@@ -138,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     n_features = x_train.shape[1]
     print(f"Friedman #1: {len(x_train)} training and {len(x_test)} test rows, {n_features} "
           f"features; backend {args.backend}")
-    backend = getattr(ml, BACKENDS[args.backend])(device="cpu", dtype=ml.float32)
+    backend = make_backend(args.backend)
 
     # ---- least squares, for comparison ----
     design = np.hstack([x_train, np.ones((len(x_train), 1), np.float32)])

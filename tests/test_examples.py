@@ -63,3 +63,22 @@ def test_example_help(name: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--backend", "--small", "--seed", "--threads"):
         assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_one_epoch_on_every_backend(tmp_path: Path) -> None:
+    """The README's main job, one epoch: every installed backend learns, their float32 loss
+    curves agree within 1e-3 of NumPy's, and the plot is written."""
+    result = run_example("demo.py", "--epochs", "1", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    rows = {}
+    for line in result.stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] in ("numpy", "torch", "jax", "mlx") and cells[1].endswith("%"):
+            rows[cells[0]] = (float(cells[1].rstrip("%")) / 100, float(cells[-1]))
+    expected = [b for b in ("numpy", "torch", "jax", "mlx") if _installed(b)]
+    assert sorted(rows) == sorted(expected), result.stdout
+    for backend, (accuracy, deviation) in rows.items():
+        assert accuracy >= 0.9, f"{backend}: {accuracy:.1%} after one epoch\n{result.stdout}"
+        assert deviation < 1e-3, f"{backend}: first-epoch loss differs by {deviation}"
+    assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 10_000

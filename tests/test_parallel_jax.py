@@ -10,7 +10,6 @@ them, so every check reports on its own. Checks that need a single device only r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -24,33 +23,31 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.parallel_harness import (
+    TOL,
+    error_of,
+    make_plan,
+    max_diff,
+    mlp,
+    models,
+    result,
+    run_once,
+    to_numpy,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 4
-TOL = 1e-5
 
 
 # ==============================================================================================
 # the child process
 # ==============================================================================================
-def _mlp() -> Any:
-    from mithril.models import Linear, Model, Relu
-
-    model = Model()
-    model |= Linear(16)(input_size=8)
-    model += Relu()
-    model += Linear(4)
-    return model
 
 
-def _models() -> dict[str, tuple[Callable[[], Any], list[int]]]:
-    sys.path.insert(0, str(ROOT))
-    from tests.guide_models import create_conv_net
-
-    return {"mlp": (_mlp, [8, 8]), "convnet": (create_conv_net, [8, 3, 32, 32])}
 
 
-CONV_RULES = {r"conv2d(_\d+)?\.(weight|bias)": ("model",),
-              r"batchnorm2d(_\d+)?\.(weight|bias|running_mean|running_var)": ("model",)}
+
+
 
 #: (name, model, mesh, plan) of the equivalence checks
 CASES = [
@@ -64,31 +61,18 @@ CASES = [
 ]
 
 
-def _plan(name: str) -> Any:
-    from mithril.parallel import DataParallel, ParallelPlan, TensorParallel
-
-    plans = {"dp": DataParallel(), "tp": TensorParallel(),
-             "general": ParallelPlan(rules=[(lambda key: key == "linear_1.weight",
-                                             (None, "data"))],
-                                     data={"input": ("data", None)}),
-             "dp+tp": DataParallel() + TensorParallel(),
-             "dp+tp-conv": DataParallel() + TensorParallel(CONV_RULES)}
-    return plans[name]
 
 
-def _numpy(backend: Any, values: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {k: backend.to_numpy(v) for k, v in values.items()}
 
 
-def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
-    return max((float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k],
-                                                                              np.float64))))
-                for k in b), default=0.0)
+
+
+
 
 
 def _run(model_name: str, backend: Any, parallel: Any, param_seed: int = 1,
          **options: Any) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any], Any]:
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     import mithril as ml
 
     pm = ml.compile(make(), backend, shapes={"input": shape}, parallel=parallel, **options)
@@ -122,7 +106,7 @@ def check_equivalence(model_name: str, mesh: tuple[int, ...], plan_name: str,
         _REFERENCES[key] = _run(model_name, ml.JaxBackend(dtype=dt), None, **options)[2:]
     out1, g1, st1 = _REFERENCES[key]
     backend = ml.JaxBackend(dtype=dt, device_mesh=mesh)
-    pm, params, out2, g2, st2 = _run(model_name, backend, _plan(plan_name), **options)
+    pm, params, out2, g2, st2 = _run(model_name, backend, make_plan(plan_name), **options)
     scale = max([1.0] + [float(np.max(np.abs(np.asarray(v)))) for v in g1.values()])
     layout_ok = all(g2[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim)
                     for k in g2)
@@ -131,7 +115,7 @@ def check_equivalence(model_name: str, mesh: tuple[int, ...], plan_name: str,
                    for k in st2)
     out = out2["output"]
     return {
-        "output": _max_diff(out1, out2), "grads": _max_diff(g1, g2), "state": _max_diff(st1, st2),
+        "output": max_diff(out1, out2), "grads": max_diff(g1, g2), "state": max_diff(st1, st2),
         "grad_scale": scale, "grad_layouts_match_params": layout_ok, "state_layouts": state_ok,
         "output_spec": str(out.sharding.spec) if isinstance(out, jax.Array) else "",
         "split_params": sorted(k for k, s in pm.parallel.params.items() if any(s)),
@@ -144,7 +128,7 @@ def check_as_given(model_name: str) -> dict[str, Any]:
     """No ``parallel=``: a batch split by the creator stays split; same numbers as one device."""
     import mithril as ml
 
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     x = np.random.default_rng(0).standard_normal(shape)
     results = []
     for backend, split in ((ml.JaxBackend(dtype=ml.float64), None),
@@ -153,9 +137,9 @@ def check_as_given(model_name: str) -> dict[str, Any]:
         params = pm.randomize_params(seed=1)
         out, g = pm.evaluate(params, {"input": backend.array(x, device_mesh=split)},
                              output_gradients={"output": backend.ones(*pm.shapes["output"])})
-        results.append(tuple(_numpy(backend, d) for d in (out, g, pm.state)))
+        results.append(tuple(to_numpy(backend, d) for d in (out, g, pm.state)))
     (o1, g1, s1), (o2, g2, s2) = results
-    return {"output": _max_diff(o1, o2), "grads": _max_diff(g1, g2), "state": _max_diff(s1, s2),
+    return {"output": max_diff(o1, o2), "grads": max_diff(g1, g2), "state": max_diff(s1, s2),
             "output_layout": str(out["output"].sharding.spec),
             "grad_layouts_match_params": all(
                 g[k].sharding.is_equivalent_to(params[k].sharding, params[k].ndim) for k in g),
@@ -168,7 +152,7 @@ def check_training(model_name: str, mesh: tuple[int, ...], plan_name: str) -> di
 
     import mithril as ml
 
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((20, *shape))
     classes = 10 if model_name == "convnet" else 4
@@ -195,10 +179,10 @@ def check_training(model_name: str, mesh: tuple[int, ...], plan_name: str) -> di
         return losses, params
 
     single, p1 = train(ml.JaxBackend(dtype=ml.float64), None)
-    parallel, p2 = train(ml.JaxBackend(dtype=ml.float64, device_mesh=mesh), _plan(plan_name))
+    parallel, p2 = train(ml.JaxBackend(dtype=ml.float64, device_mesh=mesh), make_plan(plan_name))
     return {"single": single, "parallel": parallel,
             "loss": float(np.max(np.abs(np.array(single) - np.array(parallel)))),
-            "params": _max_diff(p1, p2)}
+            "params": max_diff(p1, p2)}
 
 
 def check_creators() -> dict[str, Any]:
@@ -237,18 +221,12 @@ def check_input_layout() -> dict[str, Any]:
     from mithril.parallel import DataParallel, shard_shapes
 
     backend = ml.JaxBackend(device_mesh=(4,))
-    pm = ml.compile(_mlp(), backend, shapes={"input": [8, 8]}, parallel=DataParallel())
+    pm = ml.compile(mlp(), backend, shapes={"input": [8, 8]}, parallel=DataParallel())
     placed = pm.place_inputs({"input": jax.numpy.ones((8, 8))})["input"]
     return {"input": [list(s) for s in shard_shapes(placed)]}
 
 
-def _error(fn: Callable[[], Any]) -> dict[str, Any]:
-    try:
-        fn()
-    except Exception as err:  # the tests check type and message
-        return {"type": type(err).__name__, "message": str(err),
-                "mro": [c.__name__ for c in type(err).__mro__]}
-    return {"type": None, "message": "no error"}
+
 
 
 def check_errors() -> dict[str, Any]:
@@ -256,17 +234,17 @@ def check_errors() -> dict[str, Any]:
     from mithril.parallel import DataParallel, TensorParallel
 
     backend = ml.JaxBackend(device_mesh=(4,))
-    pm = ml.compile(_mlp(), backend, shapes={"input": ["N", 8]}, parallel=DataParallel())
+    pm = ml.compile(mlp(), backend, shapes={"input": ["N", 8]}, parallel=DataParallel())
     params = pm.randomize_params()
     return {
-        "too_many": _error(lambda: ml.JaxBackend(device_mesh=(8,))),
-        "too_few": _error(lambda: ml.JaxBackend(device_mesh=(2,))),
-        "batch": _error(lambda: pm.evaluate(params, {"input": backend.ones(6, 8)})),
-        "rule": _error(lambda: ml.compile(_models()["convnet"][0](), backend,
+        "too_many": error_of(lambda: ml.JaxBackend(device_mesh=(8,))),
+        "too_few": error_of(lambda: ml.JaxBackend(device_mesh=(2,))),
+        "batch": error_of(lambda: pm.evaluate(params, {"input": backend.ones(6, 8)})),
+        "rule": error_of(lambda: ml.compile(models()["convnet"][0](), backend,
                                           parallel=TensorParallel({r"linear\.weight":
                                                                    ("data", None)}))),
-        "creator": _error(lambda: backend.ones(6, 4, device_mesh=(4,))),
-        "axis": _error(lambda: ml.compile(_mlp(), backend, shapes={"input": [8, 8]},
+        "creator": error_of(lambda: backend.ones(6, 4, device_mesh=(4,))),
+        "axis": error_of(lambda: ml.compile(mlp(), backend, shapes={"input": [8, 8]},
                                           parallel=TensorParallel(axis="model"))),
     }
 
@@ -310,36 +288,21 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         assert proc.returncode == 0, \
             f"the 4-device JAX worker failed:\n{proc.stdout}\n{proc.stderr}"
 
-    data = _run_once(tmp_path_factory, "parallel_jax_results", run)
+    data = run_once(tmp_path_factory, "parallel_jax_results", run)
     assert data["devices"] == DEVICES
     return data
 
 
-def _run_once(tmp_path_factory: pytest.TempPathFactory, name: str,
-              run: Callable[[Path], None]) -> dict[str, Any]:
-    """``run(out)`` once per test session, even with pytest-xdist's several workers (they
-    share the session's temporary directory; a file lock lets one run it, the others read)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the session's directory, shared by the workers
-    out, lock = base / f"{name}.json", base / f"{name}.lock"
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if not out.exists():
-            run(out)
-    return json.loads(out.read_text())
 
 
-def _get(results: dict[str, Any], name: str) -> dict[str, Any]:
-    r = results[name]
-    assert "crashed" not in r, r.get("crashed")
-    return r
+
+
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
 def test_same_outputs_gradients_and_state_as_one_device(results: dict[str, Any],
                                                         name: str) -> None:
-    r = _get(results, name)
+    r = result(results, name)
     assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, r
     assert r["grad_layouts_match_params"], "gradients must come back laid out as their params"
     assert r["state_layouts"], "new state must keep the state's layout"
@@ -347,40 +310,40 @@ def test_same_outputs_gradients_and_state_as_one_device(results: dict[str, Any],
 
 def test_float32_matches_within_float32_noise(results: dict[str, Any]) -> None:
     # (float32 on one device is itself ~1e-5 away from exact for gradients of size ~10)
-    r = _get(results, "mlp-dp-float32")
+    r = result(results, "mlp-dp-float32")
     assert r["output"] <= TOL and r["grads"] <= TOL * r["grad_scale"], r
 
 
 def test_without_jit_and_in_inference_mode(results: dict[str, Any]) -> None:
     for name in ("mlp-dp-nojit", "convnet-dp-inference"):
-        r = _get(results, name)
+        r = result(results, name)
         assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, (name, r)
 
 
 def test_data_parallel_really_splits_the_batch(results: dict[str, Any]) -> None:
-    r = _get(results, "convnet-dp")
+    r = result(results, "convnet-dp")
     assert r["output_spec"].startswith("P('data'"), r["output_spec"]
     assert r["split_params"] == []  # the model is replicated
     assert r["param_shards"]["linear.weight"] == [[10, 2048]] * 4
-    assert _get(results, "input_layout")["input"] == [[2, 8]] * 4
+    assert result(results, "input_layout")["input"] == [[2, 8]] * 4
 
 
 def test_tensor_parallel_splits_linear_layers_megatron_style(results: dict[str, Any]) -> None:
-    r = _get(results, "mlp-tp")  # Linear(8 -> 16) column-parallel, Linear(16 -> 4) row-parallel
+    r = result(results, "mlp-tp")  # Linear(8 -> 16) column-parallel, Linear(16 -> 4) row-parallel
     assert r["split_params"] == ["linear.bias", "linear.weight", "linear_1.weight"]
     assert r["param_shards"]["linear.weight"] == [[4, 8]] * 4
     assert r["param_shards"]["linear.bias"] == [[4]] * 4
     assert r["param_shards"]["linear_1.weight"] == [[4, 4]] * 4
     assert r["param_shards"]["linear_1.bias"] == [[4]] * 4  # replicated
-    conv = _get(results, "convnet-tp")  # 10 outputs do not divide by 4: row-parallel instead
+    conv = result(results, "convnet-tp")  # 10 outputs do not divide by 4: row-parallel instead
     assert conv["param_shards"]["linear.weight"] == [[10, 512]] * 4
 
 
 def test_2d_mesh_splits_batch_and_model(results: dict[str, Any]) -> None:
-    r = _get(results, "mlp-2d")
+    r = result(results, "mlp-2d")
     assert r["output_spec"].startswith("P('data'"), r["output_spec"]
     assert r["param_shards"]["linear.weight"] == [[8, 8]] * 4
-    conv = _get(results, "convnet-2d")
+    conv = result(results, "convnet-2d")
     assert conv["param_shards"]["conv2d_1.weight"] == [[16, 16, 3, 3]] * 4
     assert conv["param_shards"]["batchnorm2d.weight"] == [[8]] * 4
     assert "linear.weight" in conv["split_params"]
@@ -388,21 +351,21 @@ def test_2d_mesh_splits_batch_and_model(results: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", ["train-convnet-dp", "train-mlp-2d"])
 def test_training_20_adam_steps_matches_one_device(results: dict[str, Any], name: str) -> None:
-    r = _get(results, name)
+    r = result(results, name)
     assert len(r["parallel"]) == 20
     assert r["loss"] <= TOL and r["params"] <= TOL, r
     assert r["single"][0] != r["single"][-1]  # it did train
 
 
 def test_without_a_plan_arrays_keep_their_layout(results: dict[str, Any]) -> None:
-    r = _get(results, "convnet-as-given")  # input split by backend.array(x, device_mesh=...)
+    r = result(results, "convnet-as-given")  # input split by backend.array(x, device_mesh=...)
     assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, r
     assert r["plan"] == "AsGiven()" and r["grad_layouts_match_params"]
     assert r["output_layout"].startswith("P('data'"), r["output_layout"]
 
 
 def test_creators_make_split_arrays(results: dict[str, Any]) -> None:
-    r = _get(results, "creators")
+    r = result(results, "creators")
     assert r["x"] == [[64, 128]] * 4 and r["x_devices"] == 4
     assert r["y"] == [[128, 64]] * 4  # rows in 2 pieces, columns in 2
     assert r["z"] == [[4, 4]] * 4 and r["z_distinct_pieces"] == 4 and r["z_roundtrip"]
@@ -412,24 +375,24 @@ def test_creators_make_split_arrays(results: dict[str, Any]) -> None:
 
 
 def test_general_plan_with_a_predicate_rule_and_data_rules(results: dict[str, Any]) -> None:
-    r = _get(results, "mlp-general-plan")
+    r = result(results, "mlp-general-plan")
     assert r["split_params"] == ["linear_1.weight"]
     assert r["param_shards"]["linear_1.weight"] == [[4, 4]] * 4
     assert r["output_spec"].startswith("P('data'"), r["output_spec"]
 
 
 def test_mesh_larger_than_the_devices_says_how_to_get_more(results: dict[str, Any]) -> None:
-    e = _get(results, "errors")["too_many"]
+    e = result(results, "errors")["too_many"]
     assert e["type"] == "BackendUnavailableError"
     assert "needs 8 devices" in e["message"] and "4 cpu device(s)" in e["message"]
     assert "XLA_FLAGS=--xla_force_host_platform_device_count=8" in e["message"]
     assert "jax.distributed.initialize()" in e["message"]
-    e = _get(results, "errors")["too_few"]
+    e = result(results, "errors")["too_few"]
     assert e["type"] == "BackendUnavailableError" and "device_mesh=(4,)" in e["message"]
 
 
 def test_dimensions_not_divisible_by_the_mesh(results: dict[str, Any]) -> None:
-    errors = _get(results, "errors")
+    errors = result(results, "errors")
     for name, where in (("batch", "input 'input'"), ("rule", "parameter 'linear.weight'"),
                         ("creator", "an array of shape [6, 4]")):
         e = errors[name]
@@ -439,7 +402,7 @@ def test_dimensions_not_divisible_by_the_mesh(results: dict[str, Any]) -> None:
 
 
 def test_unknown_mesh_axis(results: dict[str, Any]) -> None:
-    e = _get(results, "errors")["axis"]
+    e = result(results, "errors")["axis"]
     assert e["type"] == "CompileError" and "no axis 'model'" in e["message"], e
     assert "'data' (size 4)" in e["message"]
 
@@ -457,11 +420,11 @@ def test_same_script_runs_on_one_device() -> None:
     x = np.random.default_rng(0).standard_normal((8 * n, 8))
     out = {}
     for b, plan in ((ref, None), (backend, DataParallel())):
-        pm = ml.compile(_mlp(), b, shapes={"input": [8 * n, 8]}, parallel=plan)
+        pm = ml.compile(mlp(), b, shapes={"input": [8 * n, 8]}, parallel=plan)
         out[plan is None] = pm.evaluate(pm.randomize_params(seed=0), {"input": b.array(x)},
                                         output_gradients={"output": b.ones(8 * n, 4)})
-    assert _max_diff(out[True][0], out[False][0]) <= 1e-12
-    assert _max_diff(out[True][1], out[False][1]) <= 1e-12
+    assert max_diff(out[True][0], out[False][0]) <= 1e-12
+    assert max_diff(out[True][1], out[False][1]) <= 1e-12
     assert isinstance(pm, ParallelCompiledModel)
     assert "DataParallel(axis=0)" in pm.summary(print_out=False)
 
@@ -472,7 +435,7 @@ def test_numpy_and_mlx_raise_parallelism_needs_jax_or_torch() -> None:
     from mithril.parallel import DataParallel
 
     with pytest.raises(BackendUnavailableError, match="parallelism needs JAX or PyTorch"):
-        ml.compile(_mlp(), ml.NumpyBackend(), shapes={"input": [4, 8]},
+        ml.compile(mlp(), ml.NumpyBackend(), shapes={"input": [4, 8]},
                    parallel=DataParallel())
     with pytest.raises(BackendUnavailableError, match="parallelism needs JAX or PyTorch"):
         ml.NumpyBackend().ones(4, 4, device_mesh=(2,))
@@ -481,7 +444,7 @@ def test_numpy_and_mlx_raise_parallelism_needs_jax_or_torch() -> None:
     with pytest.raises(BackendUnavailableError, match="parallelism needs JAX or PyTorch"):
         ml.MlxBackend().zeros(4, 4, device_mesh=(2,))
     with pytest.raises(BackendUnavailableError, match="parallelism needs JAX or PyTorch"):
-        ml.compile(_mlp(), ml.MlxBackend(), shapes={"input": [4, 8]}, parallel=DataParallel())
+        ml.compile(mlp(), ml.MlxBackend(), shapes={"input": [4, 8]}, parallel=DataParallel())
 
 
 def test_plan_needs_a_mesh_and_a_plan() -> None:
@@ -490,18 +453,18 @@ def test_plan_needs_a_mesh_and_a_plan() -> None:
     from mithril.parallel import DataParallel, TensorParallel
 
     with pytest.raises(CompileError, match=re.escape("ml.JaxBackend(device_mesh=(2,))")):
-        ml.compile(_mlp(), ml.JaxBackend(), shapes={"input": [4, 8]}, parallel=DataParallel())
+        ml.compile(mlp(), ml.JaxBackend(), shapes={"input": [4, 8]}, parallel=DataParallel())
     with pytest.raises(TypeError, match="parallel= takes a plan"):
-        ml.compile(_mlp(), ml.JaxBackend(device_mesh=(1,)), parallel="data")
+        ml.compile(mlp(), ml.JaxBackend(device_mesh=(1,)), parallel="data")
     with pytest.raises(CompileError, match="both set batch axis"):
         DataParallel() + DataParallel(axis=1)
     with pytest.raises(CompileError, match="bad regular expression"):
         TensorParallel({"linear[": ("model",)})
     with pytest.raises(CompileError, match="uses mesh axis 'data' twice"):
-        ml.compile(_mlp(), ml.JaxBackend(device_mesh=(1,)), shapes={"input": [4, 8]},
+        ml.compile(mlp(), ml.JaxBackend(device_mesh=(1,)), shapes={"input": [4, 8]},
                    parallel=TensorParallel({r"linear\.weight": ("data", "data")}))
     with pytest.raises(CompileError, match="has 3 entries but"):
-        ml.compile(_mlp(), ml.JaxBackend(device_mesh=(1,)), shapes={"input": [4, 8]},
+        ml.compile(mlp(), ml.JaxBackend(device_mesh=(1,)), shapes={"input": [4, 8]},
                    parallel=TensorParallel({r"linear\.bias": (None, None, "data")}))
 
 

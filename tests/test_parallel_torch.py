@@ -11,7 +11,6 @@ shapes, and the tests below assert on them. ``examples/data_parallel.py`` is run
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -24,34 +23,32 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.parallel_harness import (
+    TOL,
+    error_of,
+    make_plan,
+    max_diff,
+    mlp,
+    models,
+    result,
+    run_once,
+    to_numpy,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 2
-TOL = 1e-5
 TIMEOUT = 300
 
 
 # ==============================================================================================
 # the worker (one per process)
 # ==============================================================================================
-def _mlp() -> Any:
-    from mithril.models import Linear, Model, Relu
-
-    model = Model()
-    model |= Linear(16)(input_size=8)
-    model += Relu()
-    model += Linear(4)
-    return model
 
 
-def _models() -> dict[str, tuple[Callable[[], Any], list[int]]]:
-    sys.path.insert(0, str(ROOT))
-    from tests.guide_models import create_conv_net
-
-    return {"mlp": (_mlp, [8, 8]), "convnet": (create_conv_net, [8, 3, 32, 32])}
 
 
-CONV_RULES = {r"conv2d(_\d+)?\.(weight|bias)": ("model",),
-              r"batchnorm2d(_\d+)?\.(weight|bias|running_mean|running_var)": ("model",)}
+
+
 
 CASES = [
     ("mlp-dp", "mlp", (2,), "dp"),
@@ -65,23 +62,13 @@ CASES = [
 ]
 
 
-def _plan(name: str) -> Any:
-    from mithril.parallel import DataParallel, TensorParallel
-
-    plans = {"dp": DataParallel(), "tp": TensorParallel(),
-             "dp+tp": DataParallel() + TensorParallel(),
-             "dp+tp-conv": DataParallel() + TensorParallel(CONV_RULES)}
-    return plans[name]
 
 
-def _numpy(backend: Any, values: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {k: backend.to_numpy(v) for k, v in values.items()}  # gathers DTensors
 
 
-def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
-    return max((float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k],
-                                                                              np.float64))))
-                for k in b), default=0.0)
+
+
+
 
 
 def _all_ranks(value: Any) -> list[Any]:
@@ -95,7 +82,7 @@ def _all_ranks(value: Any) -> list[Any]:
 def _run(model_name: str, backend: Any, parallel: Any, **options: Any) -> tuple[Any, ...]:
     import mithril as ml
 
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     pm = ml.compile(make(), backend, shapes={"input": shape}, parallel=parallel, **options)
     params = pm.randomize_params(seed=1)
     x = np.random.default_rng(0).standard_normal(shape)
@@ -121,10 +108,10 @@ def check_equivalence(model_name: str, mesh: tuple[int, ...], plan_name: str,
     key = (model_name, dtype, tuple(sorted(options.items())))
     if key not in _REFERENCES:
         ref = ml.TorchBackend(dtype=dt)
-        _REFERENCES[key] = [_numpy(ref, d) for d in _run(model_name, ref, None, **options)[2:]]
+        _REFERENCES[key] = [to_numpy(ref, d) for d in _run(model_name, ref, None, **options)[2:]]
     out1, g1, st1 = _REFERENCES[key]
     backend = ml.TorchBackend(dtype=dt, device_mesh=mesh)
-    pm, params, out2, g2, st2 = _run(model_name, backend, _plan(plan_name), **options)
+    pm, params, out2, g2, st2 = _run(model_name, backend, make_plan(plan_name), **options)
     layouts_ok = all(type(g2[k]).__name__ == "DTensor"
                      and tuple(g2[k].placements) == tuple(params[k].placements) for k in g2)
     fresh = pm.initial_state_dict
@@ -133,9 +120,9 @@ def check_equivalence(model_name: str, mesh: tuple[int, ...], plan_name: str,
     shards = {k: list(shard_shapes(v)[0]) for k, v in params.items()}
     scale = max([1.0] + [float(np.max(np.abs(v))) for v in g1.values()])
     result = {
-        "output": _max_diff(out1, _numpy(backend, out2)),
-        "grads": _max_diff(g1, _numpy(backend, g2)),
-        "state": _max_diff(st1, _numpy(backend, st2)),
+        "output": max_diff(out1, to_numpy(backend, out2)),
+        "grads": max_diff(g1, to_numpy(backend, g2)),
+        "state": max_diff(st1, to_numpy(backend, st2)),
         "grad_scale": scale, "grad_layouts_match_params": layouts_ok, "state_layouts": state_ok,
         "output_placements": placements,
         "split_params": sorted(k for k, s in pm.parallel.params.items() if any(s)),
@@ -148,7 +135,7 @@ def check_as_given(model_name: str) -> dict[str, Any]:
     """No ``parallel=``: a batch split by the creator stays split; same numbers as one device."""
     import mithril as ml
 
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     x = np.random.default_rng(0).standard_normal(shape)
     results = []
     for backend, split in ((ml.TorchBackend(dtype=ml.float64), None),
@@ -157,9 +144,9 @@ def check_as_given(model_name: str) -> dict[str, Any]:
         params = pm.randomize_params(seed=1)
         out, g = pm.evaluate(params, {"input": backend.array(x, device_mesh=split)},
                              output_gradients={"output": backend.ones(*pm.shapes["output"])})
-        results.append(tuple(_numpy(backend, d) for d in (out, g, pm.state)))
+        results.append(tuple(to_numpy(backend, d) for d in (out, g, pm.state)))
     (o1, g1, s1), (o2, g2, s2) = results
-    return {"output": _max_diff(o1, o2), "grads": _max_diff(g1, g2), "state": _max_diff(s1, s2),
+    return {"output": max_diff(o1, o2), "grads": max_diff(g1, g2), "state": max_diff(s1, s2),
             "output_layout": str(tuple(out["output"].placements)),
             "grad_layouts_match_params": all(
                 tuple(g[k].placements) == tuple(params[k].placements) for k in g),
@@ -170,7 +157,7 @@ def check_training(model_name: str, mesh: tuple[int, ...], plan_name: str) -> di
     """20 Adam steps of the guide's loop, without a mesh and on the mesh."""
     import mithril as ml
 
-    make, shape = _models()[model_name]
+    make, shape = models()[model_name]
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((20, *shape))
     ys = rng.integers(0, 10 if model_name == "convnet" else 4, (20, shape[0]))
@@ -189,13 +176,13 @@ def check_training(model_name: str, mesh: tuple[int, ...], plan_name: str) -> di
             _, grads = pm.evaluate(params, inputs, {
                 "output": backend.cross_entropy_grad(logits, targets)})
             params, opt_state = optimizer.update(params, grads, opt_state)
-        return losses, _numpy(backend, params)
+        return losses, to_numpy(backend, params)
 
     single, p1 = train(ml.TorchBackend(dtype=ml.float64), None)
-    parallel, p2 = train(ml.TorchBackend(dtype=ml.float64, device_mesh=mesh), _plan(plan_name))
+    parallel, p2 = train(ml.TorchBackend(dtype=ml.float64, device_mesh=mesh), make_plan(plan_name))
     return {"single": single, "parallel": parallel,
             "loss": float(np.max(np.abs(np.array(single) - np.array(parallel)))),
-            "params": _max_diff(p1, p2)}
+            "params": max_diff(p1, p2)}
 
 
 def check_creators() -> dict[str, Any]:
@@ -224,12 +211,7 @@ def check_creators() -> dict[str, Any]:
     }
 
 
-def _error(fn: Callable[[], Any]) -> dict[str, Any]:
-    try:
-        fn()
-    except Exception as err:  # the tests check type and message
-        return {"type": type(err).__name__, "message": str(err)}
-    return {"type": None, "message": "no error"}
+
 
 
 def check_errors() -> dict[str, Any]:
@@ -237,15 +219,15 @@ def check_errors() -> dict[str, Any]:
     from mithril.parallel import DataParallel, TensorParallel
 
     backend = ml.TorchBackend(device_mesh=(2,))
-    pm = ml.compile(_mlp(), backend, shapes={"input": ["N", 8]}, parallel=DataParallel())
+    pm = ml.compile(mlp(), backend, shapes={"input": ["N", 8]}, parallel=DataParallel())
     params = pm.randomize_params()
     return {
-        "mesh": _error(lambda: ml.TorchBackend(device_mesh=(4,))),
-        "batch": _error(lambda: pm.evaluate(params, {"input": backend.ones(3, 8)})),
-        "rule": _error(lambda: ml.compile(_models()["convnet"][0](), backend,
+        "mesh": error_of(lambda: ml.TorchBackend(device_mesh=(4,))),
+        "batch": error_of(lambda: pm.evaluate(params, {"input": backend.ones(3, 8)})),
+        "rule": error_of(lambda: ml.compile(models()["convnet"][0](), backend,
                                           parallel=TensorParallel({r"conv2d\.weight":
                                                                    (None, "data")}))),
-        "creator": _error(lambda: backend.ones(5, 4, device_mesh=(2,))),
+        "creator": error_of(lambda: backend.ones(5, 4, device_mesh=(2,))),
     }
 
 
@@ -319,60 +301,45 @@ def _launch(out: Path, processes: int, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    data = _run_once(tmp_path_factory, "parallel_torch_results",
+    data = run_once(tmp_path_factory, "parallel_torch_results",
                      lambda out: _launch(out, PROCESSES))
     assert data["world"] == PROCESSES
     return data
 
 
-def _run_once(tmp_path_factory: pytest.TempPathFactory, name: str,
-              run: Callable[[Path], None]) -> dict[str, Any]:
-    """``run(out)`` once per test session, even with pytest-xdist's several workers (they
-    share the session's temporary directory; a file lock lets one run it, the others read)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the session's directory, shared by the workers
-    out, lock = base / f"{name}.json", base / f"{name}.lock"
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if not out.exists():
-            run(out)
-    return json.loads(out.read_text())
 
 
-def _get(results: dict[str, Any], name: str) -> dict[str, Any]:
-    r = results[name]
-    assert "crashed" not in r, r.get("crashed")
-    return r
+
+
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
 def test_same_outputs_gradients_and_state_as_one_device(results: dict[str, Any],
                                                         name: str) -> None:
-    r = _get(results, name)
+    r = result(results, name)
     assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, r
     assert r["grad_layouts_match_params"], "gradients must come back laid out as their params"
     assert r["state_layouts"], "new state must keep the state's layout"
 
 
 def test_float32_and_inference(results: dict[str, Any]) -> None:
-    r = _get(results, "convnet-dp-float32")
+    r = result(results, "convnet-dp-float32")
     assert r["output"] <= TOL and r["grads"] <= TOL * r["grad_scale"], r
-    r = _get(results, "convnet-dp-inference")
+    r = result(results, "convnet-dp-inference")
     assert r["output"] <= TOL and r["state"] <= TOL, r
 
 
 def test_data_parallel_really_splits_the_batch(results: dict[str, Any]) -> None:
     for name in ("mlp-dp", "convnet-dp"):
-        r = _get(results, name)
+        r = result(results, name)
         assert r["output_placements"] == "(Shard(dim=0),)", (name, r["output_placements"])
         assert r["split_params"] == []
-    shards = _get(results, "convnet-dp")["param_shards_by_rank"]
+    shards = result(results, "convnet-dp")["param_shards_by_rank"]
     assert [s["linear.weight"] for s in shards] == [[10, 2048]] * 2  # replicated model
 
 
 def test_tensor_parallel_splits_linear_layers_megatron_style(results: dict[str, Any]) -> None:
-    r = _get(results, "mlp-tp")
+    r = result(results, "mlp-tp")
     assert r["split_params"] == ["linear.bias", "linear.weight", "linear_1.weight"]
     by_rank = r["param_shards_by_rank"]
     assert [s["linear.weight"] for s in by_rank] == [[8, 8]] * 2  # column-parallel
@@ -382,31 +349,31 @@ def test_tensor_parallel_splits_linear_layers_megatron_style(results: dict[str, 
 
 
 def test_2d_meshes(results: dict[str, Any]) -> None:
-    r = _get(results, "convnet-2d-model2")  # (1, 2): the model axis splits conv channels
+    r = result(results, "convnet-2d-model2")  # (1, 2): the model axis splits conv channels
     by_rank = r["param_shards_by_rank"]
     assert [s["conv2d_1.weight"] for s in by_rank] == [[16, 16, 3, 3]] * 2
     assert [s["batchnorm2d.weight"] for s in by_rank] == [[8]] * 2
-    r = _get(results, "convnet-2d-data2")  # (2, 1): the batch is split, the model axis is 1
+    r = result(results, "convnet-2d-data2")  # (2, 1): the batch is split, the model axis is 1
     assert r["output_placements"].startswith("(Shard(dim=0), "), r["output_placements"]
 
 
 @pytest.mark.parametrize("name", ["train-convnet-dp", "train-mlp-tp"])
 def test_training_20_adam_steps_matches_one_device(results: dict[str, Any], name: str) -> None:
-    r = _get(results, name)
+    r = result(results, name)
     assert len(r["parallel"]) == 20
     assert r["loss"] <= TOL and r["params"] <= TOL, r
     assert r["single"][0] != r["single"][-1]
 
 
 def test_without_a_plan_arrays_keep_their_layout(results: dict[str, Any]) -> None:
-    r = _get(results, "convnet-as-given")  # input split by backend.array(x, device_mesh=...)
+    r = result(results, "convnet-as-given")  # input split by backend.array(x, device_mesh=...)
     assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, r
     assert r["plan"] == "AsGiven()" and r["grad_layouts_match_params"]
     assert r["output_layout"] == "(Shard(dim=0),)", r["output_layout"]
 
 
 def test_creators_make_dtensors_split_across_processes(results: dict[str, Any]) -> None:
-    r = _get(results, "creators")
+    r = result(results, "creators")
     assert r["x_type"] == "DTensor" and r["x"] == [[128, 128]] * 2
     assert r["y"] == [[4, 4]] * 2 and r["y_roundtrip"]
     assert r["y_local"][0] != r["y_local"][1]  # each process holds its own columns
@@ -416,14 +383,14 @@ def test_creators_make_dtensors_split_across_processes(results: dict[str, Any]) 
 
 
 def test_mesh_not_matching_the_processes_says_how_to_launch(results: dict[str, Any]) -> None:
-    e = _get(results, "errors")["mesh"]
+    e = result(results, "errors")["mesh"]
     assert e["type"] == "BackendUnavailableError", e
     assert "needs 4 devices" in e["message"] and "has 2 process(es)" in e["message"]
     assert "torchrun --nproc-per-node 4" in e["message"]
 
 
 def test_dimensions_not_divisible_by_the_mesh(results: dict[str, Any]) -> None:
-    errors = _get(results, "errors")
+    errors = result(results, "errors")
     for name, where in (("batch", "input 'input'"), ("rule", "parameter 'conv2d.weight'"),
                         ("creator", "an array of shape [5, 4]")):
         e = errors[name]
@@ -437,14 +404,14 @@ def test_2x2_mesh_on_four_processes(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["world"] == 4
     for name in ("mlp-2x2", "convnet-2x2"):
-        r = _get(results, name)
+        r = result(results, name)
         assert r["output"] <= TOL and r["grads"] <= TOL and r["state"] <= TOL, (name, r)
         assert r["grad_layouts_match_params"] and r["state_layouts"], (name, r)
         assert r["output_placements"].startswith("(Shard(dim=0), "), r["output_placements"]
-    shards = _get(results, "convnet-2x2")["param_shards_by_rank"]
+    shards = result(results, "convnet-2x2")["param_shards_by_rank"]
     assert [s["conv2d_1.weight"] for s in shards] == [[16, 16, 3, 3]] * 4
     assert [s["linear.weight"] for s in shards] == [[5, 2048]] * 4  # column-parallel
-    r = _get(results, "train-mlp-2x2")
+    r = result(results, "train-mlp-2x2")
     assert r["loss"] <= TOL and r["params"] <= TOL, r
 
 

@@ -44,11 +44,6 @@ DEVICES = 4
 # ==============================================================================================
 
 
-
-
-
-
-
 #: (name, model, mesh, plan) of the equivalence checks
 CASES = [
     ("mlp-dp", "mlp", (4,), "dp"),
@@ -59,15 +54,6 @@ CASES = [
     ("convnet-2d", "convnet", (2, 2), "dp+tp-conv"),
     ("mlp-general-plan", "mlp", (4,), "general"),
 ]
-
-
-
-
-
-
-
-
-
 
 
 def _run(model_name: str, backend: Any, parallel: Any, param_seed: int = 1,
@@ -226,9 +212,6 @@ def check_input_layout() -> dict[str, Any]:
     return {"input": [list(s) for s in shard_shapes(placed)]}
 
 
-
-
-
 def check_errors() -> dict[str, Any]:
     import mithril as ml
     from mithril.parallel import DataParallel, TensorParallel
@@ -291,12 +274,6 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = run_once(tmp_path_factory, "parallel_jax_results", run)
     assert data["devices"] == DEVICES
     return data
-
-
-
-
-
-
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])

@@ -45,11 +45,6 @@ TIMEOUT = 300
 # ==============================================================================================
 
 
-
-
-
-
-
 CASES = [
     ("mlp-dp", "mlp", (2,), "dp"),
     ("mlp-tp", "mlp", (2,), "tp"),
@@ -60,15 +55,6 @@ CASES = [
     ("convnet-2d-data2", "convnet", (2, 1), "dp+tp-conv"),
     ("convnet-2d-model2", "convnet", (1, 2), "dp+tp-conv"),
 ]
-
-
-
-
-
-
-
-
-
 
 
 def _all_ranks(value: Any) -> list[Any]:
@@ -211,9 +197,6 @@ def check_creators() -> dict[str, Any]:
     }
 
 
-
-
-
 def check_errors() -> dict[str, Any]:
     import mithril as ml
     from mithril.parallel import DataParallel, TensorParallel
@@ -302,15 +285,9 @@ def _launch(out: Path, processes: int, *args: str) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = run_once(tmp_path_factory, "parallel_torch_results",
-                     lambda out: _launch(out, PROCESSES))
+                    lambda out: _launch(out, PROCESSES))
     assert data["world"] == PROCESSES
     return data
-
-
-
-
-
-
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])

@@ -12,6 +12,8 @@
 """
 
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
     BackendUnavailableError,
     CompileError,
     InputError,
@@ -59,7 +61,8 @@ __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "LinearWarmup", "RMSprop", "StepLR",
     "clip_by_global_norm", "DataParallel", "ParallelPlan", "TensorParallel",
     "ParamsFileError", "load_params", "read_metadata", "save_params",
-    "TBD", "BackendUnavailableError", "CompileError", "CompiledModel", "Connection",
+    "TBD", "ArgumentError", "ArgumentTypeError", "BackendUnavailableError", "CompileError",
+    "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",
     "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError",
     "TerminalError",

@@ -50,3 +50,11 @@ class ModelFileError(MithrilError, ValueError):
 
 class ParamsFileError(MithrilError, ValueError):
     """A parameter file that cannot be read: missing, truncated, corrupted or not safetensors."""
+
+
+class ArgumentError(MithrilError, ValueError):
+    """An argument has an invalid value (a negative dimension, a probability above 1, ...)."""
+
+
+class ArgumentTypeError(MithrilError, TypeError):
+    """An argument has the wrong type (a string where a backend or a model is expected, ...)."""

@@ -348,7 +348,7 @@ def algebra_expr(kind: str, x: Any) -> Any:
         return (x.tanh().exp() + 1.0).log()
     if kind == "center":
         return x - x.mean(axis=-1, keepdim=True)
-    if kind == "normalize":  # of tanh(x): see KNOWN_BUGS["undecided-operand"]
+    if kind == "normalize":  # of tanh(x); "normalize_raw" (of x) hit undecided-operand
         y = x.tanh()
         return y / ((y * y).sum(axis=-1, keepdim=True) + 1.0)
     if kind == "normalize_raw":
@@ -549,9 +549,7 @@ class _Draw:
     budget: int
     counter: int = 0
     symbolic_batch: bool = False
-    after_expose: bool = False  # the next node would start right after an Expose
     avoid: frozenset[str] = frozenset()  # keys of KNOWN_BUGS whose constructs are not drawn
-    outer_rank_known: bool = False  # an enclosing model knows the rank of its value
 
     def name(self, kind: str) -> str:
         self.counter += 1
@@ -563,37 +561,16 @@ class _Draw:
 class Flow:
     """What the generator knows about the current value while drawing.
 
-    ``ties``: it may hold exact ties (so no max-pooling); ``rank_known``: its rank is known
-    while the enclosing ``Model`` is built (needed before ``GroupNorm``, see KNOWN_BUGS).
+    ``ties``: it may hold exact ties (so no max-pooling).
     """
 
     shape: Shape
     ties: bool = False
-    rank_known: bool = False
 
 
 #: constructs the generator avoids because of open bugs (each has an xfail regression test in
 #: tests/regressions/); remove an entry once the bug is fixed
-KNOWN_BUGS = {
-    "variadic-overlap": "GroupNorm only where the rank of its input is known at build time "
-                        "(shapes.unify_frags over-constrains [N, C, ...] vs [..., C, H, W])",
-    "undecided-operand": "algebra 'normalize' divides by a reduction of tanh(x), not of x "
-                         "(rules.broadcast treats an operand of undecided kind as a scalar)",
-    "conv-groups": "grouped convolutions (groups > 1) get in_channels (ops._conv_rule "
-                   "finishes before relating the input channels to the weight)",
-    "reshape-symbolic": "no x.reshape((x.shape[0], -1)) with a symbolic batch (the -1 dim "
-                        "is not inferred)",
-    "adaptive-known-rank": "AdaptiveAvgPool2d with a size other than 1 only where the rank of "
-                           "its input is unknown until compile, in its model and every "
-                           "enclosing one (else its output shape is never inferred)",
-    "slice-known-rank": "no x[:, 1:] where the rank of x is known at build time (the indexer "
-                        "rule finishes before the sliced dim is known; with a settled float "
-                        "kind it never runs again)",
-    "where-annotate": "no IOKey(shape=...) on the output of a Softplus with beta / threshold "
-                      "(its Where: IndexError in rules.broadcast)",
-    "mlx-aliased-outputs": "no Expose right after an Expose or an identity (two outputs that "
-                           "are one array lose a cotangent in MlxBackend.vjp_fn)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _small(lo: int, hi: int) -> st.SearchStrategy[int]:
@@ -606,8 +583,7 @@ def _axis(d: _Draw, rank: int) -> int:
     return axis - rank if d.draw(st.booleans()) else axis
 
 
-def _layer_candidates(flow: Flow, mode: str, avoid: frozenset[str] = frozenset()
-                      ) -> list[str]:
+def _layer_candidates(flow: Flow, mode: str) -> list[str]:
     """Layer kinds valid here; rank-specific ones repeated so they are drawn as often."""
     shape, ties = flow.shape, flow.ties
     rank = len(shape)
@@ -631,7 +607,7 @@ def _layer_candidates(flow: Flow, mode: str, avoid: frozenset[str] = frozenset()
         specific += ["conv1d", "conv1d", "attention"]
         if mode == "free" and not ties:
             specific.append("max_pool1d")
-    if rank >= 3 and (flow.rank_known or "variadic-overlap" not in avoid):
+    if rank >= 3:
         specific.append("group_norm")
     return out + specific * 4
 
@@ -667,8 +643,7 @@ def _draw_conv(d: _Draw, shape: Shape, nd: int, mode: str) -> HP:
         padding, dilation, stride = "same", d.draw(st.sampled_from([1, 2])), 1
     hp = (("out", out), ("k", k), ("stride", stride), ("padding", padding),
           ("dilation", dilation), ("groups", groups), ("bias", d.draw(st.booleans())),
-          # KNOWN_BUGS["conv-groups"]: a grouped convolution is told its input channels
-          ("in_given", (groups > 1 and "conv-groups" in d.avoid) or d.draw(st.booleans())))
+          ("in_given", d.draw(st.booleans())))
     if min(layer_shape(f"conv{nd}d", hp, shape)[2:]) < 1:  # too small: a 1x1 convolution
         hp = (("out", out), ("k", 1), ("stride", 1), ("padding", 0), ("dilation", 1),
               ("groups", groups), ("bias", True), ("in_given", True))
@@ -712,10 +687,7 @@ def _ties_after(kind: str, hp: HP, shape: Shape, ties: bool) -> bool:
     return ties
 
 
-RANK_FIXING = ("batch_norm2d", "flatten", "reshape")
-
-
-def _draw_hp(d: _Draw, kind: str, shape: Shape, mode: str, rank_known: bool = False) -> HP:
+def _draw_hp(d: _Draw, kind: str, shape: Shape, mode: str) -> HP:
     rank = len(shape)
     draw = d.draw
     if kind == "gelu":
@@ -770,72 +742,49 @@ def _draw_hp(d: _Draw, kind: str, shape: Shape, mode: str, rank_known: bool = Fa
         options: list[Any] = [1, (1, 1)]
         options += [(a, b) for a in (1, 2, 3, None) for b in (1, 2, 3, None)
                     if (a is None or h % a == 0) and (b is None or w % b == 0)]
-        if d.after_expose and "mlx-aliased-outputs" in d.avoid:  # (None, None): identity
-            options.remove((None, None))
-        if rank_known and "adaptive-known-rank" in d.avoid:
-            options = [o for o in options if o in (1, (1, 1), (None, None))]
         return (("size", draw(st.sampled_from(options))),)
     return ()
 
 
 def _draw_layer(d: _Draw, flow: Flow, mode: str) -> tuple[Layer, Flow]:
-    kind = d.draw(st.sampled_from(_layer_candidates(flow, mode, d.avoid)))
-    hp = _draw_hp(d, kind, flow.shape, mode, flow.rank_known or d.outer_rank_known)
+    kind = d.draw(st.sampled_from(_layer_candidates(flow, mode)))
+    hp = _draw_hp(d, kind, flow.shape, mode)
     how = d.draw(st.sampled_from(["+=", "|="]))
     out = None
     annotate = False
     if how == "|=" and d.draw(st.booleans()):
         out = d.name("h")
         annotate = d.draw(st.booleans())
-        if kind == "softplus" and hp != (("beta", 1.0), ("threshold", 20.0)) and \
-                "where-annotate" in d.avoid:
-            annotate = False
-    new = Flow(layer_shape(kind, hp, flow.shape), _ties_after(kind, hp, flow.shape, flow.ties),
-               flow.rank_known or annotate or kind in RANK_FIXING)
+    new = Flow(layer_shape(kind, hp, flow.shape), _ties_after(kind, hp, flow.shape, flow.ties))
     return Layer(kind, hp, how, out, annotate), new
 
 
 def _draw_block(d: _Draw, flow: Flow, depth: int, mode: str, min_items: int,
                 nested: bool, max_items: int = 4) -> tuple[Block, Flow]:
     declare = nested and d.draw(st.booleans())
-    outer_known = flow.rank_known
-    saved_outer = d.outer_rank_known
-    if nested:  # a nested model is built on its own: only what it declares is known
-        flow = Flow(flow.shape, flow.ties, declare)
-        d.outer_rank_known = saved_outer or outer_known
     n = d.draw(st.integers(min_items, max_items))
     items: list[Any] = []
     for _ in range(n):
         if d.budget <= 0:
             break
         d.budget -= 1
-        choices = ["layer"] * 8 + ["algebra", "aux"]
-        if not d.after_expose or "mlx-aliased-outputs" not in d.avoid:
-            choices.append("expose")
+        choices = ["layer"] * 8 + ["algebra", "aux", "expose"]
         if depth < 3 and d.budget > 2:
             choices += ["residual", "branch", "nest", "nest"]
         what = d.draw(st.sampled_from(choices))
-        if what not in ("residual", "branch", "nest"):
-            d.after_expose = what == "expose"
         if what == "layer":
             node, flow = _draw_layer(d, flow, mode)
         elif what == "algebra":
             kinds = list(ALGEBRA_PRESERVING[:-1])
             if mode == "free":
                 kinds += [k for k in ("slice", "swap", "unsqueeze", "flatten_by_shape")
-                          if algebra_ok(k, flow.shape) and not (
-                              k == "flatten_by_shape" and d.symbolic_batch
-                              and "reshape-symbolic" in d.avoid) and not (
-                              k == "slice" and (flow.rank_known or d.outer_rank_known)
-                              and "slice-known-rank" in d.avoid)]
-            if "undecided-operand" not in d.avoid:
-                kinds.append("normalize_raw")
+                          if algebra_ok(k, flow.shape)]
+            kinds.append("normalize_raw")
             kind = d.draw(st.sampled_from(kinds))
             out = d.name("h") if d.draw(st.booleans()) else None
             node = Algebra(kind, out)
             flow = Flow(algebra_shape(kind, flow.shape),
-                        flow.ties or (kind == "center" and flow.shape[-1] == 1),
-                        flow.rank_known or kind == "flatten_by_shape")
+                        flow.ties or (kind == "center" and flow.shape[-1] == 1))
         elif what == "expose":
             node = Expose(d.name("e"))
         elif what == "aux":
@@ -845,24 +794,20 @@ def _draw_block(d: _Draw, flow: Flow, depth: int, mode: str, min_items: int,
             body, after = _draw_block(d, flow, depth + d.draw(st.integers(0, 1)), "preserve",
                                       1, d.draw(st.booleans()))
             node = Residual(body, d.draw(st.sampled_from(["add", "algebra"])))
-            d.after_expose = False
-            flow = Flow(flow.shape, flow.ties or after.ties, flow.rank_known)
+            flow = Flow(flow.shape, flow.ties or after.ties)
         elif what == "branch":
             merges = ["add", "subtract", "multiply"] + (["concat"] if mode != "preserve" else [])
             merge = d.draw(st.sampled_from(merges))
             sub_mode = "channel" if merge == "concat" else "preserve"
-            before = d.after_expose
             left, lf = _draw_block(d, flow, depth + 1, sub_mode, 1, d.draw(st.booleans()))
-            d.after_expose = before
             right, rf = _draw_block(d, flow, depth + 1, sub_mode, 0, d.draw(st.booleans()))
-            d.after_expose = False
             node = Branch(left, right, merge, 1)
             shape = flow.shape
             if merge == "concat":
                 new = list(lf.shape)
                 new[1] = lf.shape[1] + rf.shape[1]
                 shape = tuple(new)
-            flow = Flow(shape, lf.ties or rf.ties, flow.rank_known)
+            flow = Flow(shape, lf.ties or rf.ties)
         else:  # nest
             node, flow = _draw_block(d, flow, depth + 1, mode, 1, True)
         items.append(node)
@@ -870,9 +815,6 @@ def _draw_block(d: _Draw, flow: Flow, depth: int, mode: str, min_items: int,
     if nested and d.draw(st.booleans()):
         name = d.name("blk")
     how = d.draw(st.sampled_from(["|=", "+="]))
-    if nested:
-        flow = Flow(flow.shape, flow.ties, flow.rank_known or outer_known)
-        d.outer_rank_known = saved_outer
     return Block(tuple(items), nested, name, how, declare), flow
 
 
@@ -896,7 +838,7 @@ def specs(draw: Any, rank: int | None = None, max_nodes: int = 14,
     trainable = draw(st.booleans())
     # a trainable input is a parameter: its shape must be fully known
     d.symbolic_batch = not trainable and draw(st.sampled_from([True, True, False]))
-    body, _ = _draw_block(d, Flow(shape, False, declare), 1, "free", 2, False, max_items=7)
+    body, _ = _draw_block(d, Flow(shape), 1, "free", 2, False, max_items=7)
     return Spec(input_shape=shape, body=body,
                 input_name=draw(st.sampled_from(["input", "x", "data in"])),
                 symbolic_batch=d.symbolic_batch,

@@ -3,8 +3,14 @@
 - softmax, log-softmax, sigmoid, the ``CrossEntropy`` / ``BinaryCrossEntropy`` loss models and
   the backend loss helpers (``backend.cross_entropy`` and friends) stay finite for logits up to
   |x| = 1e4 wherever PyTorch is finite, and their values and gradients equal PyTorch's;
+- ``BinaryCrossEntropy`` equals PyTorch also at a logit of 0, at probabilities of 0 and 1
+  (PyTorch's (p - t) / max(p (1 - p), 1e-12) gradient) and with soft targets (gradients with
+  respect to the targets too);
+- activations keep NaN and +-inf where PyTorch does, with PyTorch's gradients at 0 and at
+  clamp bounds;
 - the guide's ConvNet evaluates (forward, gradients, inference) in float16 and bfloat16 where
-  the framework supports them, close to float32; NumPy has no bfloat16 and says so.
+  the framework supports them, close to float32, and so do the activations, losses and loss
+  helpers above for logits up to 1e4; NumPy has no bfloat16 and says so.
 """
 
 from __future__ import annotations
@@ -18,12 +24,19 @@ import torch
 
 import mithril as ml
 from mithril.models import (
+    Absolute,
     BinaryCrossEntropy,
+    Clamp,
     CrossEntropy,
+    LeakyRelu,
     LogSoftmax,
     Model,
+    Relu,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
+    Tanh,
 )
 from tests.guide_models import create_conv_net
 
@@ -109,6 +122,57 @@ def test_softmax_log_softmax_sigmoid_large_logits(name: str, dtype: str, layer: 
     close(grads["input"], want_grad, dtype, 1.0, f"{layer} gradient")
 
 
+#: NaN, +-inf, zeros and the clamp bounds (-1, 0, 1, 2) in rows with and without NaN / +inf
+SPECIAL = np.array([[np.nan, 1.0, -2.0, np.inf, 0.0],
+                    [-np.inf, 0.5, 3.0, -1.0, 0.0],
+                    [np.inf, 1.0, -1.0, 0.0, 2.0],
+                    [1.0, -np.inf, -np.inf, 30.0, -30.0]])
+SPECIAL_LAYERS: dict[str, tuple[Callable[[], Any], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "relu": (Relu, torch.relu),
+    "leaky_relu": (lambda: LeakyRelu(0.1), lambda t: F.leaky_relu(t, 0.1)),
+    "clamp": (lambda: Clamp(min=-1.0, max=2.0), lambda t: torch.clamp(t, -1.0, 2.0)),
+    "clamp_min": (lambda: Clamp(min=0.0), lambda t: torch.clamp(t, min=0.0)),
+    "clamp_max": (lambda: Clamp(max=1.0), lambda t: torch.clamp(t, max=1.0)),
+    "absolute": (Absolute, torch.abs),
+    "softplus": (Softplus, F.softplus),
+    "sigmoid": (Sigmoid, torch.sigmoid),
+    "tanh": (Tanh, torch.tanh),
+    "silu": (SiLU, F.silu),
+    "softmax": (lambda: Softmax(dim=-1), lambda t: torch.softmax(t, -1)),
+    "log_softmax": (lambda: LogSoftmax(dim=-1), lambda t: torch.log_softmax(t, -1)),
+}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layer", list(SPECIAL_LAYERS))
+def test_activations_at_nan_inf_zero_and_bounds_like_pytorch(name: str, dtype: str,
+                                                             layer: str) -> None:
+    """NaN stays NaN (no maximum / minimum that drops it: MLX relu did), a row holding +inf
+    gives what PyTorch gives (NaN for log-softmax), and the gradients at 0 and at clamp bounds
+    follow PyTorch's conventions (relu and |x|: 0 at 0; clamp: 1 at the bounds). Gradients at
+    NaN inputs themselves are conventions and not compared."""
+    make, ref_fn = SPECIAL_LAYERS[layer]
+    m = Model()
+    m |= make()(input="input", output="output")
+    pm = _compiled(name, dtype, m, {"input": list(SPECIAL.shape)}, {"input"})
+    g = np.arange(1.0, 1.0 + SPECIAL.size).reshape(SPECIAL.shape) / 10
+    out, grads = _run(pm, {"input": SPECIAL}, {}, {"output": g})
+    t = torch.tensor(SPECIAL, dtype=getattr(torch, dtype), requires_grad=True)
+    want = ref_fn(t)
+    want.backward(torch.tensor(g, dtype=t.dtype))
+    assert t.grad is not None
+    value, want_value = out["output"].astype(np.float64), want.detach().double().numpy()
+    for check in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(check(value), check(want_value), err_msg=layer)
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(value, want_value, rtol=rtol, atol=rtol, equal_nan=True)
+    at = ~np.isnan(SPECIAL)
+    np.testing.assert_allclose(grads["input"][at].astype(np.float64),
+                               t.grad.double().numpy()[at], rtol=rtol, atol=rtol,
+                               equal_nan=True, err_msg=f"{layer} gradient")
+
+
 def _ce_reference(kind: str, x: np.ndarray) -> Callable[[torch.Tensor], torch.Tensor]:
     target = torch.from_numpy(CLASSES_OF_ROWS)
     if kind == "logits":
@@ -178,21 +242,18 @@ def test_binary_cross_entropy_model_large_logits(name: str, dtype: str, kind: st
     if dtype == "float32" and kind == "probs":
         # probabilities within 1e-8 of 0 or 1 round to it in float32: compare with PyTorch
         # computing in float32 (the clamp at -100 keeps both finite)
-        want = F.binary_cross_entropy(torch.tensor(x, dtype=torch.float32), t.float(),
-                                      reduction="none").double().numpy()
+        p32 = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+        out32 = F.binary_cross_entropy(p32, t.float(), reduction="none")
+        out32.backward(torch.ones_like(out32))
+        assert p32.grad is not None
+        want, want_grad = out32.detach().double().numpy(), p32.grad.double().numpy()
     close(out["output"], want, dtype, 1e4, f"BinaryCrossEntropy({kind}) values")
-    if kind == "logits":
-        nonzero = BINARY_LOGITS != 0  # the logit 0: test_binary_cross_entropy_gradient_at_zero
-        close(grads["input"][nonzero], want_grad[nonzero], dtype, 1.0,
-              "BinaryCrossEntropy gradient")
+    # with probabilities, PyTorch's (p - t) / max(p (1 - p), 1e-12): 1e12 at p = 0 or 1
+    close(grads["input"], want_grad, dtype, 1.0, f"BinaryCrossEntropy({kind}) gradient")
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.xfail(strict=True, reason=(
-    "BinaryCrossEntropy(input_type='probs') gradients are NaN at probabilities of exactly 0 or "
-    "1 (mithril/models/losses.py: the gradient of clamp(log(p), -100) is 0 * (1/0)); "
-    "PyTorch's BCELoss is finite there ((p - t) / max(p (1 - p), 1e-12))"))
 def test_binary_cross_entropy_probs_gradient_at_zero_and_one(name: str, dtype: str) -> None:
     x, t = np.array([0.0, 1.0, 1.0, 0.0, 0.25]), np.array([0.0, 1.0, 0.0, 1.0, 1.0])
     m = Model()
@@ -207,12 +268,6 @@ def test_binary_cross_entropy_probs_gradient_at_zero_and_one(name: str, dtype: s
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-@pytest.mark.xfail(strict=True, reason=(
-    "BinaryCrossEntropy(input_type='logits') has the wrong gradient at a logit of exactly 0 "
-    "(e.g. a zero-initialised classifier): mithril/models/losses.py builds "
-    "relu(x) - x*t + softplus(-|x|), and the subgradient conventions of relu and abs at 0 give "
-    "-t (NumPy, PyTorch, MLX) or 0.5 - 2t... (JAX: -1.5 for t = 1) instead of "
-    "sigmoid(0) - t = 0.5 - t"))
 def test_binary_cross_entropy_gradient_at_zero(name: str) -> None:
     x, t = np.zeros(3), np.array([1.0, 0.0, 0.5])
     m = Model()
@@ -220,6 +275,81 @@ def test_binary_cross_entropy_gradient_at_zero(name: str) -> None:
     pm = _compiled(name, "float64", m, {"input": [3], "target": [3]}, {"input"})
     _, grads = _run(pm, {"input": x}, {"target": t}, {"output": np.ones(3)})
     np.testing.assert_allclose(grads["input"], 0.5 - t, rtol=1e-12)
+
+
+#: logits around 0, softplus's linear part (|x| > 20) and beyond; soft and hard targets
+BCE_SOFT_LOGITS = np.array([0.0, -0.0, 1e-8, -1e-8, 0.7, -2.5, 15.0, -15.0, 20.5, -20.5, 25.0,
+                            -25.0, 40.0, -40.0, 1e4, -1e4])
+BCE_SOFT_TARGETS = np.array([0.3, 1.0, 0.0, 1.0, 0.9, 0.25, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.5,
+                             0.5, 0.2, 0.8])
+
+
+def _bce_with_target_gradient(name: str, dtype: str, kind: str, x: np.ndarray, t: np.ndarray
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Value and gradients (input, target) of ``BinaryCrossEntropy(kind)`` on ``name``."""
+    m = Model()
+    m |= BinaryCrossEntropy(input_type=kind)(input="input", target="target", output="output")
+    pm = _compiled(name, dtype, m, {"input": [len(x)], "target": [len(x)]}, {"input", "target"})
+    out, grads = _run(pm, {"input": x, "target": t}, {}, {"output": np.ones(len(x))})
+    return out["output"], grads["input"], grads["target"]
+
+
+def _torch_bce(kind: str, x: np.ndarray, t: np.ndarray, dtype: torch.dtype
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    tt = torch.tensor(t, dtype=dtype, requires_grad=True)
+    fn = F.binary_cross_entropy_with_logits if kind == "logits" else F.binary_cross_entropy
+    out = fn(xt, tt, reduction="none")
+    out.backward(torch.ones_like(out))
+    assert xt.grad is not None and tt.grad is not None
+    return (out.detach().double().numpy(), xt.grad.double().numpy(),
+            tt.grad.double().numpy())
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_binary_cross_entropy_logits_soft_targets_like_pytorch(name: str, dtype: str) -> None:
+    """Values accurate where softplus is linear (|x| > 20): no cancellation, no threshold;
+    gradients sigmoid(x) - t (input) and -x (target), as ``nn.BCEWithLogitsLoss``."""
+    # the inputs as the backend holds them, then computed in float64
+    x = BCE_SOFT_LOGITS.astype(dtype).astype(np.float64)
+    t = BCE_SOFT_TARGETS.astype(dtype).astype(np.float64)
+    value, gx, gt = _bce_with_target_gradient(name, dtype, "logits", x, t)
+    _, want_gx, want_gt = _torch_bce("logits", x, t, torch.float64)
+    # relative to the value itself: log(1 + e^-20.5) = 1.3e-9 is not lost next to 20.5 (the
+    # reference is the cancellation-free form; PyTorch's own loses ~1e-16 absolute at x = -25)
+    want = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    np.testing.assert_allclose(value, want, rtol=16 * EPS[dtype], atol=0)
+    close(gx, want_gx, dtype, 1.0, "BinaryCrossEntropy gradient w.r.t. the logits")
+    close(gt, want_gt, dtype, 1e4, "BinaryCrossEntropy gradient w.r.t. the targets")
+
+
+#: probabilities at, next to and away from 0 and 1, with hard and soft targets
+BCE_PROBS = np.array([0.0, 1.0, 0.0, 1.0, 1e-30, 1e-13, 1.0 - 1e-9, 0.3, 0.25, 0.5, 1e-5,
+                      0.99999, 0.0, 1.0])
+BCE_PROB_TARGETS = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.7, 0.0, 1.0, 0.5, 0.5, 0.5,
+                             0.5])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_binary_cross_entropy_probs_like_pytorch(name: str, dtype: str) -> None:
+    """``BinaryCrossEntropy("probs")`` equals ``nn.BCELoss`` in the same dtype: values (log(1 -
+    p) as log1p(-p), so p = 1e-13 is not lost), gradients w.r.t. the probabilities ((p - t) /
+    max(p (1 - p), 1e-12)) and w.r.t. the targets (clamped logs)."""
+    x, t = BCE_PROBS, BCE_PROB_TARGETS
+    value, gx, gt = _bce_with_target_gradient(name, dtype, "probs", x, t)
+    want, want_gx, want_gt = _torch_bce("probs", x, t, getattr(torch, dtype))
+    # PyTorch's gradient w.r.t. t is log(1 - p) - log(p) unclamped (+-inf at p = 0 or 1);
+    # Mithril's is the derivative of the value it computes, with the logs clamped at -100
+    infinite = ~np.isfinite(want_gt)
+    held = x.astype(dtype)  # 1 - 1e-9 is 1 in float32
+    assert np.all(infinite == ((held == 0) | (held == 1)))
+    want_gt[infinite] = np.sign(want_gt[infinite]) * 100.0
+    for got, ref, what in ((value, want, "values"), (gx, want_gx, "gradient w.r.t. p"),
+                           (gt, want_gt, "gradient w.r.t. t")):
+        assert np.all(np.isfinite(got)), (what, got)
+        np.testing.assert_allclose(got, ref, rtol=8 * EPS[dtype], atol=1e-300, err_msg=what)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -257,27 +387,24 @@ def test_backend_loss_helpers_large_logits(name: str, dtype: str) -> None:
           100.0, "backend.binary_cross_entropy at p = 0 and 1")
 
 
-_BCE_GRAD_F32 = pytest.mark.xfail(strict=True, reason=(
-    "backend.binary_cross_entropy_grad is inf in float32 at p = 1 (mithril/backends/losses.py "
-    "clamps p to [1e-12, 1 - 1e-12], and 1 - 1e-12 rounds to 1.0 in float32, so p (1 - p) = 0); "
-    "PyTorch clamps the denominator p (1 - p) at 1e-12 and stays finite"))
-
-
 @pytest.mark.parametrize("name", BACKENDS)
-@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=_BCE_GRAD_F32), "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_backend_binary_cross_entropy_grad_at_zero_and_one(name: str, dtype: str) -> None:
     b = backend_of(name, dtype)
-    probs = np.array([0.0, 1.0, 1e-30, 0.25, 0.5])
-    targets01 = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
     tdtype = torch.float32 if dtype == "float32" else torch.float64
-    p = torch.tensor(probs, dtype=tdtype, requires_grad=True)
-    F.binary_cross_entropy(p, torch.tensor(targets01, dtype=tdtype)).backward()
-    assert p.grad is not None
-    grad = b.to_numpy(b.binary_cross_entropy_grad(b.array(probs), b.array(targets01)))
-    assert np.all(np.isfinite(grad)), grad
-    # at p = 0 and 1 the gradient is -+1 / (n eps): the same order as PyTorch's (whose eps
-    # enters slightly differently); exact elsewhere
-    np.testing.assert_allclose(grad, p.grad.double().numpy(), rtol=1e-4)
+    for probs, targets in ((np.array([0.0, 1.0, 1e-30, 0.25, 0.5]),
+                            np.array([1.0, 0.0, 1.0, 0.0, 1.0])),
+                           (BCE_PROBS, BCE_PROB_TARGETS)):
+        p = torch.tensor(probs, dtype=tdtype, requires_grad=True)
+        loss = F.binary_cross_entropy(p, torch.tensor(targets, dtype=tdtype))
+        loss.backward()
+        assert p.grad is not None
+        grad = b.to_numpy(b.binary_cross_entropy_grad(b.array(probs), b.array(targets)))
+        assert np.all(np.isfinite(grad)), grad
+        # PyTorch's (p - t) / max(p (1 - p), 1e-12) / n: -+1e12 / n at p = 0 and 1
+        np.testing.assert_allclose(grad, p.grad.double().numpy(), rtol=8 * EPS[dtype])
+        value = b.to_numpy(b.binary_cross_entropy(b.array(probs), b.array(targets)))
+        np.testing.assert_allclose(value, loss.detach().double().numpy(), rtol=8 * EPS[dtype])
 
 
 # ==============================================================================================
@@ -358,6 +485,100 @@ def test_convnet_in_half_precision(name: str, dtype: str, convnet_float32: dict[
     pi = ml.compile(create_conv_net(), b, shapes=shapes, inference=True)
     _near(b.to_numpy(pi.evaluate(params, {"input": b.array(ref["x"])})["output"]),
           ref["inference"], dtype, "inference output", tol)
+
+
+HALF_EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+def _half_loss_cases() -> dict[str, tuple[Callable[[], Any], np.ndarray, np.ndarray | None,
+                                         Callable[[torch.Tensor, Any], torch.Tensor]]]:
+    probs = 1 / (1 + np.exp(-np.clip(BINARY_LOGITS, -700, 700)))
+    return {
+        "softmax": (lambda: Softmax(dim=-1), LOGITS, None, lambda z, _: torch.softmax(z, -1)),
+        "log_softmax": (lambda: LogSoftmax(dim=-1), LOGITS, None,
+                        lambda z, _: torch.log_softmax(z, -1)),
+        "sigmoid": (Sigmoid, BINARY_LOGITS, None, lambda z, _: torch.sigmoid(z)),
+        "cross_entropy": (CrossEntropy, LOGITS, CLASSES_OF_ROWS,
+                          lambda z, c: F.cross_entropy(z, torch.from_numpy(c), reduction="none")),
+        "bce_logits": (BinaryCrossEntropy, BINARY_LOGITS, BINARY_TARGETS,
+                       lambda z, c: F.binary_cross_entropy_with_logits(
+                           z, torch.from_numpy(c), reduction="none")),
+        "bce_probs": (lambda: BinaryCrossEntropy("probs"), probs, BINARY_TARGETS,
+                      lambda z, c: F.binary_cross_entropy(z, torch.from_numpy(c),
+                                                          reduction="none")),
+    }
+
+
+@pytest.mark.parametrize("name,dtype", _half_cases())
+@pytest.mark.parametrize("case", list(_half_loss_cases()))
+def test_large_logits_in_half_precision(name: str, dtype: str, case: str) -> None:
+    """Softmax, log-softmax, sigmoid and the losses stay finite in float16 / bfloat16 for
+    logits up to |x| = 1e4 (values and gradients), within a couple of ulps of the dtype of
+    PyTorch's float64 result on the same (rounded) inputs. BCE on probabilities: PyTorch's own
+    float16 gradient is inf / NaN at p = 0 or 1 (1e-12 is 0 in float16); Mithril's is finite."""
+    make, x, target, ref_fn = _half_loss_cases()[case]
+    b = backend_of(name, dtype)
+    m = Model()
+    terminals = {"input": "input", "output": "output"}
+    if target is not None:
+        terminals["target"] = "target"
+    m |= make()(**terminals)
+    shapes = {"input": list(x.shape)}
+    data = {}
+    if target is not None:
+        shapes["target"] = list(target.shape)
+        data["target"] = b.array(target)
+    pm = ml.compile(m, b, shapes=shapes, trainable_keys={"input"}, jit=False)
+    g = np.ones(pm.shapes["output"])
+    out, grads = pm.evaluate({"input": b.array(x)}, data,
+                             output_gradients={"output": b.array(g)})[:2]
+    value = np.asarray(b.to_numpy(out["output"]), np.float64)
+    grad = np.asarray(b.to_numpy(grads["input"]), np.float64)
+    assert out["output"].dtype == b.native_dtype(getattr(ml, dtype))
+    assert np.all(np.isfinite(value)), value
+    assert np.all(np.isfinite(grad)), grad
+    held = torch.tensor(x).to(getattr(torch, dtype)).double().requires_grad_(True)
+    want = ref_fn(held, target)
+    want.backward(torch.from_numpy(g))
+    assert held.grad is not None
+    tol = 2 * HALF_EPS[dtype]
+    want_value = want.detach().numpy()
+    np.testing.assert_array_less(np.abs(value - want_value),
+                                 tol * np.maximum(np.abs(want_value), 1.0) + 1e-30)
+    if case == "bce_probs":
+        return  # gradients of 1e12 at p = 0 or 1: beyond float16, checked finite above
+    want_grad = held.grad.numpy()
+    np.testing.assert_array_less(np.abs(grad - want_grad),
+                                 tol * np.maximum(np.abs(want_grad), 1.0) + 1e-30)
+
+
+@pytest.mark.parametrize("name,dtype", _half_cases())
+def test_backend_loss_helpers_in_half_precision(name: str, dtype: str) -> None:
+    """``backend.cross_entropy`` / ``binary_cross_entropy_with_logits`` and their gradients:
+    finite in float16 / bfloat16 for logits up to 1e4, close to PyTorch (float64, on the same
+    rounded inputs)."""
+    b = backend_of(name, dtype)
+    logits = torch.tensor(LOGITS).to(getattr(torch, dtype)).double().requires_grad_(True)
+    ce = F.cross_entropy(logits, torch.from_numpy(CLASSES_OF_ROWS))
+    ce.backward()
+    z = torch.tensor(BINARY_LOGITS).to(getattr(torch, dtype)).double().requires_grad_(True)
+    bce = F.binary_cross_entropy_with_logits(z, torch.from_numpy(BINARY_TARGETS))
+    bce.backward()
+    assert logits.grad is not None and z.grad is not None
+    x, c = b.array(LOGITS), b.array(CLASSES_OF_ROWS)
+    y, t = b.array(BINARY_LOGITS), b.array(BINARY_TARGETS)
+    for got, want, what in (
+            (b.cross_entropy(x, c), ce.detach().numpy(), "cross_entropy"),
+            (b.cross_entropy_grad(x, c), logits.grad.numpy(), "cross_entropy_grad"),
+            (b.binary_cross_entropy_with_logits(y, t), bce.detach().numpy(),
+             "binary_cross_entropy_with_logits"),
+            (b.binary_cross_entropy_with_logits_grad(y, t), z.grad.numpy(),
+             "binary_cross_entropy_with_logits_grad")):
+        value = np.asarray(b.to_numpy(got), np.float64)
+        assert np.all(np.isfinite(value)), (what, value)
+        np.testing.assert_array_less(np.abs(value - want),
+                                     2 * HALF_EPS[dtype] * np.maximum(np.abs(want), 1.0),
+                                     err_msg=what)
 
 
 def test_numpy_has_no_bfloat16() -> None:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from mithril import ShapeMismatchError
 from mithril.framework.shapes import (
     Frag,
+    PropagationError,
     ShapeConflict,
     Trail,
     frag_from_template,
@@ -112,3 +113,52 @@ def test_variadic_prefix_propagates_through_nesting_both_ways():
     assert outer.shapes["y"][-1] == 10
     outer.set_shapes(y=[2, 3, 10])  # set on the output: flows back to the input
     assert outer.shapes["x"] == [2, 3, 4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), shapes)
+def test_variadic_generalisations_unify_with_each_other_first(data, shape):
+    """Two generalisations of one shape unify with each other before the rank is known
+    (``[N, C, ...]`` with ``[..., C, H, W]``: their prefix and suffix may overlap) and both
+    become the shape once one side learns it."""
+    first, second = (frag_from_template(data.draw(generalisations(shape)), {})
+                     for _ in range(2))
+    with Trail():
+        unify_frags(first, second)
+        propagate()
+        unify_frags(data.draw(st.sampled_from([first, second])), frag_from_template(shape))
+        propagate()
+        assert concrete(first) == shape
+        assert concrete(second) == shape
+
+
+def test_prefix_and_suffix_overlap_is_decided_by_the_rank():
+    def pair():
+        f = frag_from_template(["N", "C", ("V", ...)], {})
+        g = frag_from_template([("B", ...), "C2", "H", "W"], {})
+        return f, g
+
+    for rank in (3, 4, 6):
+        f, g = pair()
+        with Trail():
+            unify_frags(f, g)
+            propagate()
+            assert not f.known_rank and not g.known_rank  # nothing committed yet
+            unify_frags(g, frag_from_template(list(range(2, 2 + rank))))
+            propagate()
+            assert concrete(f) == list(range(2, 2 + rank))
+    # the overlap is also decided when the other side learns its rank
+    f, g = pair()
+    with Trail():
+        unify_frags(f, g)
+        unify_frags(f, frag_from_template([None, None, None, None]))
+        propagate()
+        assert len(g.dims()) == 4
+        assert g.dims()[0].root() is f.dims()[0].root()
+        assert g.dims()[1].root() is f.dims()[1].root()  # C is C2
+    # a rank that fits neither side's dims conflicts once known
+    f, g = pair()
+    with pytest.raises(PropagationError, match="needs at least 3 dims"), Trail():
+        unify_frags(f, g)
+        unify_frags(f, frag_from_template([2, 3]))  # g needs 3 dims
+        propagate()

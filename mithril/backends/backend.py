@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
 from ..framework import types as T
 from .losses import LossMixin
 
@@ -35,11 +35,16 @@ class Backend(LossMixin):
     default_jit = False
     #: the ``mithril.parallel.DeviceMesh`` arrays are split over (JAX and PyTorch only)
     device_mesh: Any = None
+    #: the array types compiled models take as params, inputs, state and output gradients
+    #: (``evaluate`` checks each value with one ``isinstance`` against this tuple)
+    array_types: tuple[type, ...] = (object,)
+    #: how error messages name ``array_types``
+    array_type_names: str = "arrays"
 
     def __init__(self, dtype: Any = T.float32, device: str = "cpu") -> None:
         self.dtype = T.as_dtype(dtype)
         if self.dtype.kind != T.FLOAT:
-            raise TypeError(f"a backend's dtype is its float precision; got {self.dtype!r}")
+            raise ArgumentTypeError(f"a backend's dtype is its float precision; got {self.dtype!r}")
         self.device = self._check_device(device)
         self._np_rng = np.random.default_rng(0)
         self._seed = 0
@@ -54,10 +59,10 @@ class Backend(LossMixin):
 
     def _check_device(self, device: str) -> str:
         if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+            raise ArgumentTypeError(f"device must be a string such as 'cpu', got {device!r}")
         base = device.split(":")[0]
         if base not in ("cpu", "cuda", "mps", "gpu", "tpu"):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
+            raise ArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
         if base != "cpu":
             raise BackendUnavailableError(
                 f"{type(self).__name__} cannot use device {device!r} on this machine; "
@@ -67,6 +72,11 @@ class Backend(LossMixin):
     def native_dtype(self, dtype: T.Dtype) -> Any:
         """The framework's dtype object for ``dtype``."""
         raise NotImplementedError
+
+    def array_dtype(self, dtype: T.Dtype) -> Any:
+        """What ``x.dtype`` is for an array ``x`` of ``dtype`` (equal *and* hashing alike, so
+        ``evaluate`` can compare it and look it up in sets)."""
+        return self.native_dtype(dtype)
 
     def _from_numpy(self, array: np.ndarray) -> Any:
         """A framework array holding ``array`` (dtype already final) on this device."""
@@ -128,7 +138,7 @@ class Backend(LossMixin):
             elif arr.dtype.kind in "iu":
                 dt = T.int64 if arr.dtype.itemsize == 8 else T.as_dtype(arr.dtype.name)
             else:
-                raise TypeError(f"cannot make an array of {arr.dtype} values")
+                raise ArgumentTypeError(f"cannot make an array of {arr.dtype} values")
         else:
             dt = T.as_dtype(dtype)
         return self._finish(arr, dt, device_mesh)
@@ -169,7 +179,7 @@ class Backend(LossMixin):
     def set_seed(self, seed: int) -> None:
         """Seed parameter initialisation, the creators above and the framework's RNG."""
         if not isinstance(seed, int | np.integer):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+            raise ArgumentTypeError(f"seed must be an int, got {seed!r}")
         self._seed = int(seed)
         self._np_rng = np.random.default_rng(int(seed))
         self.seed_framework(int(seed))
@@ -213,7 +223,7 @@ def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
     out = []
     for s in shape:
         if not isinstance(s, int | np.integer) or isinstance(s, bool) or s < 0:
-            raise ValueError(f"shape entries must be non-negative ints, got {shape!r}")
+            raise ArgumentError(f"shape entries must be non-negative ints, got {shape!r}")
         out.append(int(s))
     return tuple(out)
 

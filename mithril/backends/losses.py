@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+#: PyTorch's ``BCELoss`` gradient clamps ``p (1 - p)`` at this (its ``EPSILON``, the float32
+#: ``1e-12f``, also used in float64)
+BCE_EPSILON = 9.999999960041972e-13
+
 
 class LossMixin:
     """Mixed into :class:`~mithril.backends.backend.Backend`; uses ``self.kernels``."""
@@ -68,16 +72,27 @@ class LossMixin:
         as PyTorch does, so p = 0 or 1 stays finite)."""
         k = self.kernels
         logp = k.clamp(k.log(probabilities), -100.0, None)
-        log1mp = k.clamp(k.log(k.subtract(1.0, probabilities)), -100.0, None)
+        log1mp = k.clamp(self._log1m(probabilities), -100.0, None)
         terms = k.add(k.multiply(targets, logp), k.multiply(k.subtract(1.0, targets), log1mp))
         return k.negate(k.mean(terms, None, False))
 
-    def binary_cross_entropy_grad(self, probabilities: Any, targets: Any) -> Any:
-        """Gradient of :meth:`binary_cross_entropy` with respect to the probabilities."""
+    def _log1m(self, p: Any) -> Any:
+        """``log(1 - p)`` accurate for small ``p`` (PyTorch's ``log1p(-p)``): ``log(u) * (-p)
+        / (u - 1)`` with ``u = 1 - p`` rounded, and ``-p`` where ``u == 1``."""
         k = self.kernels
-        eps = 1e-12
-        p = k.clamp(probabilities, eps, 1.0 - eps)
-        g = k.divide(k.subtract(p, targets), k.multiply(p, k.subtract(1.0, p)))
+        u = k.subtract(1.0, p)
+        one = k.equal(u, 1.0)
+        ratio = k.divide(k.negate(p), k.where(one, 1.0, k.subtract(u, 1.0)))
+        return k.where(one, k.negate(p), k.multiply(k.log(u), ratio))
+
+    def binary_cross_entropy_grad(self, probabilities: Any, targets: Any) -> Any:
+        """Gradient of :meth:`binary_cross_entropy` with respect to the probabilities:
+        PyTorch's ``(p - t) / max(p (1 - p), 1e-12) / n``, finite at p = 0 and 1 (clamping p
+        itself to ``1 - 1e-12`` would not: that rounds to 1 in float32)."""
+        k = self.kernels
+        p = probabilities
+        denominator = k.clamp(k.multiply(p, k.subtract(1.0, p)), BCE_EPSILON, None)
+        g = k.divide(k.subtract(p, targets), denominator)
         return k.divide(g, _size(probabilities))
 
     def binary_cross_entropy_with_logits(self, logits: Any, targets: Any) -> Any:

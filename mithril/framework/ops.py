@@ -122,14 +122,13 @@ def _binary_rule(kind_fn: Callable[[int, int], int], fold: Callable[..., Any]) -
     def rule(left: Meta, right: Meta, out: Meta) -> bool:
         mode = _scalar_or_tensor_out(out, [left, right])
         out_kinds(out, kind_fn(left.kinds, right.kinds))
-        if mode is None:
-            return False
-        if mode == SCALAR:
+        if mode != TENSOR:
             if left.value is not TBD and right.value is not TBD:
                 lv, rv = left.value, right.value
                 if is_concrete(lv) and is_concrete(rv):
                     set_value(out, fold(concrete(lv), concrete(rv)))
-                    return True
+                    # two constants of undecided kind: the value is known, not yet the kind
+                    return mode == SCALAR
             return False
         return broadcast(out, [left, right])
 
@@ -252,8 +251,32 @@ _unary_with_scalars("clamp", (Term("min", SCALAR, T.NUMBER, default=None),
 _unary_with_scalars("nan_to_num", (Term("nan", SCALAR, T.NUMBER, default=0.0),
                                    Term("posinf", SCALAR, T.NUMBER, default=None),
                                    Term("neginf", SCALAR, T.NUMBER, default=None)))
-_unary_with_scalars("softmax", (Term("axis", SCALAR, T.INT, default=-1),), _float)
-_unary_with_scalars("log_softmax", (Term("axis", SCALAR, T.INT, default=-1),), _float)
+
+
+def _softmax_rule(inp: Meta, axis: Meta, out: Meta) -> bool:
+    """Same shape; ``axis`` must be an axis of the input (checked once the rank is known, or
+    as soon as the known leading / trailing dims contain it)."""
+    out_kinds(out, T.FLOAT)
+    same_shape(inp, out)
+    if axis.value is TBD:
+        return False
+    a = axis.value
+    if isinstance(a, bool) or not isinstance(a, int):
+        raise ShapeConflict(f"axis must be an int, got {a!r}")
+    f = frag(inp)
+    if f.var is None:
+        if f.prefix:
+            normalize_axes(a, len(f.prefix))
+        elif a not in (0, -1):  # as in PyTorch, a 0-d input takes axis 0 or -1
+            raise ShapeConflict(f"axis {a} is out of range for rank 0")
+        return True
+    return a < len(f.prefix) if a >= 0 else -a <= len(f.suffix)
+
+
+register(OpDef("softmax", (Term("input"), Term("axis", SCALAR, T.INT, default=-1)), OUT,
+               _softmax_rule))
+register(OpDef("log_softmax", (Term("input"), Term("axis", SCALAR, T.INT, default=-1)), OUT,
+               _softmax_rule))
 
 
 def _cast_rule(inp: Meta, dtype: Meta, out: Meta) -> bool:
@@ -269,9 +292,7 @@ register(OpDef("cast", (Term("input", kinds=T.ANY), Term("dtype", SCALAR, T.ANY)
 def _where_rule(cond: Meta, a: Meta, b: Meta, out: Meta) -> bool:
     as_tensor(out)
     out_kinds(out, T.promote(a.kinds, b.kinds))
-    if a.kind is None or b.kind is None:
-        return False
-    return broadcast(out, [cond, a, b])
+    return broadcast(out, [cond, a, b])  # waits while input1 / input2 may be any tensor
 
 
 register(OpDef("where", (Term("condition", TENSOR, T.BOOL, differentiable=False),
@@ -330,11 +351,19 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
 register(OpDef("matmul", (Term("left"), Term("right")), OUT, _matmul_rule))
 
 
-def _split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]]:
+def _split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]] | None:
     """Split off ``m``'s last ``n`` dims; if they are not visible yet, the op requires them:
-    impose ``[..., d1, ..., dn]`` with fresh dims (a fact, not a guess)."""
-    head = split_last(frag(m), n)
+    impose ``[..., d1, ..., dn]`` with fresh dims (a fact, not a guess).
+
+    None when ``m`` is ``[x, ..., y]`` with fewer than ``n`` dims after its variadic part:
+    which dims are the last ``n`` depends on the rank (x may be one of them), so the rule must
+    wait until the rank is known.
+    """
+    f = frag(m)
+    head = split_last(f, n)
     if head is None:
+        if f.prefix:
+            return None
         unify_frags(m.shape, Frag([], Var(), [Dim() for _ in range(n)]))  # type: ignore[arg-type]
         head = split_last(frag(m), n)
         assert head is not None
@@ -347,6 +376,8 @@ def _linear_rule(inp: Meta, weight: Meta, bias: Meta, out: Meta) -> bool:
     if bias.kind == TENSOR:
         set_shape(bias, [w[0]])
     head = _split_or_impose(inp, 1)
+    if head is None:
+        return False
     unify_dims(head[1][0], w[1])
     unify_frags(out.shape, concat_frags(head[0], [w[0]]))  # type: ignore[arg-type]
     return bias.kind is not None
@@ -442,23 +473,43 @@ def _reshape_rule(inp: Meta, shape: Meta, out: Meta) -> bool:
         elif item is not None:
             set_dim(d, item)
     in_dims = dims_of(inp)
-    total = product(in_dims) if in_dims is not None else None
-    if total is None:
+    if in_dims is None:
         return False
-    known_out = [dv(d) for d in out_dims]
     if minus:
-        rest = [v for i, v in enumerate(known_out) if i != minus[0]]
-        if None not in rest:
-            size = math.prod(rest)  # type: ignore[arg-type]
-            if size == 0 or total % size:
-                raise ShapeConflict(f"cannot reshape {frag(inp)} into {concrete(target)!r}")
-            set_dim(out_dims[minus[0]], total // size)
-            return True
-        return False
-    if None not in known_out and math.prod(known_out) != total:  # type: ignore[arg-type]
-        raise ShapeConflict(f"cannot reshape {frag(inp)} ({total} elements) into "
-                            f"{concrete(target)!r}")
-    return None not in known_out
+        rest = [d for i, d in enumerate(out_dims) if i != minus[0]]
+        ratio = _size_ratio(in_dims, rest)
+        if ratio is None:
+            return False
+        num, den = ratio
+        if den == 0 or num % den:
+            raise ShapeConflict(f"cannot reshape {frag(inp)} into {concrete(target)!r}")
+        set_dim(out_dims[minus[0]], num // den)
+        return True
+    ratio = _size_ratio(in_dims, out_dims)
+    if ratio is not None and ratio[0] != ratio[1]:
+        total = product(in_dims)
+        count = "" if total is None else f" ({total} elements)"
+        raise ShapeConflict(f"cannot reshape {frag(inp)}{count} into {concrete(target)!r}")
+    return None not in [dv(d) for d in out_dims]
+
+
+def _size_ratio(num: list[Dim], den: list[Dim]) -> tuple[int, int] | None:
+    """``(prod(num), prod(den))`` once the symbolic dims they share are cancelled (``x.reshape
+    (x.shape[0], -1)`` with a symbolic batch); None while an unknown dim does not cancel."""
+    left: dict[int, int] = {}  # id of an unknown root -> how many more times num has it
+    n = d = 1
+    for dim, sign in [(x, 1) for x in num] + [(x, -1) for x in den]:
+        r = dim.root()
+        if r.value is not None:
+            if sign > 0:
+                n *= r.value
+            else:
+                d *= r.value
+            continue
+        left[id(r)] = left.get(id(r), 0) + sign
+    if any(left.values()):
+        return None
+    return n, d
 
 
 register(OpDef("reshape", (Term("input", kinds=T.ANY), Term("shape", SCALAR, T.INT)),
@@ -704,7 +755,8 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
             tail = f.suffix[:len(f.suffix) - na] + _apply_index(f.suffix[len(f.suffix) - na:],
                                                                after)
             unify_frags(out.shape, Frag(_dims(head), f.var, _dims(tail)))  # type: ignore[arg-type]
-            return True
+            return _index_settled(f.prefix[:nb], before) and _index_settled(
+                f.suffix[len(f.suffix) - na:], after)
         middle = len(f.prefix) - nb - na
         if middle < 0:
             raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
@@ -714,11 +766,26 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
         if used > len(f.prefix):
             raise ShapeConflict(f"too many indices {idx!r} for shape {f}")
         set_shape(out, _apply_index(f.prefix[:used], items) + f.prefix[used:])
-        return True
+        return _index_settled(f.prefix[:used], items)
     if len(f.prefix) < used:
         return False
     head = _apply_index(f.prefix[:used], items) + f.prefix[used:]
     unify_frags(out.shape, Frag(_dims(head), f.var, f.suffix))  # type: ignore[arg-type]
+    return _index_settled(f.prefix[:used], items)
+
+
+def _index_settled(dims: list[Dim], items: tuple[Any, ...]) -> bool:
+    """True when indexing ``dims`` with ``items`` leaves nothing to learn or check: every dim
+    cut by a slice or indexed by an int has a known size (the slice's length, the int's range
+    depend on it)."""
+    k = 0
+    for item in items:
+        if item is None:
+            continue
+        d = dims[k]
+        k += 1
+        if item != slice(None) and dv(d) is None:
+            return False
     return True
 
 
@@ -841,13 +908,11 @@ register(OpDef("to_tensor", (Term("input", SCALAR, T.ANY),), (Term("output", kin
 
 def _buffer_rule(inp: Meta, out: Meta) -> bool:
     mode = _scalar_or_tensor_out(out, [inp])
-    if mode is None:
-        return False
     out_kinds(out, inp.kinds)
-    if mode == SCALAR:
+    if mode != TENSOR:
         if inp.value is not TBD:
-            set_value(out, inp.value)
-            return True
+            set_value(out, inp.value)  # a constant of undecided kind passes on its value
+            return mode == SCALAR
         return False
     return same_shape(inp, out)
 
@@ -900,18 +965,28 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
         p = _pad_pairs(padding.value, nd)
         g = groups.value
         head = _split_or_impose(inp, nd + 1)
+        if head is None:
+            return False
         c_in, *spatial = head[1]
         if head[0].var is None and len(head[0].prefix) > 1:
             raise ShapeConflict(f"convolution input {frag(inp)} has too many dims")
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise ShapeConflict(f"groups must be a positive int, got {g!r}")
         if g == 1:
             unify_dims(c_in, w[1])
         elif dv(c_in) is not None and dv(w[1]) is None:
             if dv(c_in) % g:
                 raise ShapeConflict(f"{dv(c_in)} input channels are not divisible by groups={g}")
             set_dim(w[1], dv(c_in) // g)
+        elif dv(c_in) is None and dv(w[1]) is not None:
+            set_dim(c_in, dv(w[1]) * g)
         elif dv(c_in) is not None and dv(c_in) != dv(w[1]) * g:
             raise ShapeConflict(f"input has {dv(c_in)} channels but the weight expects "
                                 f"{dv(w[1]) * g} ({dv(w[1])} x groups={g})")
+        if g > 1 and dv(w[0]) is not None and dv(w[0]) % g:
+            raise ShapeConflict(f"{dv(w[0])} output channels are not divisible by groups={g}")
+        # with groups > 1 the channels are related only once both are known
+        channels_done = g == 1 or (dv(c_in) is not None and dv(w[0]) is not None)
         sizes = [_window_out(dv(x), p[i], dv(w[2 + i]), s[i], d[i])
                  for i, x in enumerate(spatial)]
         out_f = frag(out)
@@ -922,7 +997,7 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
             if size is not None:
                 set_dim(t, size)
         unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
-        return None not in sizes and bias.kind is not None
+        return None not in sizes and bias.kind is not None and channels_done
 
     return rule
 
@@ -953,6 +1028,8 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
             if 2 * max(p[i]) > k[i]:
                 raise ShapeConflict(f"padding {p[i]} should be at most half of kernel size {k[i]}")
         head = _split_or_impose(inp, nd)
+        if head is None:
+            return False
         sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i]) for i, x in enumerate(head[1])]
         out_f = frag(out)
         tail_dims = (split_last(out_f, nd) or (None, None))[1]
@@ -1201,17 +1278,20 @@ register(OpDef("randint", (Term("shape", SCALAR, T.INT), Term("low", SCALAR, T.I
                differentiable=False))
 
 
-def _square_matrices(inp: Meta) -> tuple[Frag, Dim]:
+def _square_matrices(inp: Meta) -> tuple[Frag, Dim] | None:
     """``(batch dims, n)`` of a ``(..., n, n)`` input (imposing the two trailing dims)."""
-    head, (rows, cols) = _split_or_impose(inp, 2)
+    split = _split_or_impose(inp, 2)
+    if split is None:
+        return None
+    head, (rows, cols) = split
     unify_dims(rows, cols)
     return head, rows
 
 
 def _cholesky_rule(inp: Meta, out: Meta) -> bool:
     out_kinds(out, T.FLOAT)
-    _square_matrices(inp)
-    return same_shape(inp, out)
+    square = _square_matrices(inp)
+    return same_shape(inp, out) and square is not None
 
 
 register(OpDef("cholesky", (Term("input"),), (Term("output", kinds=T.FLOAT),), _cholesky_rule))
@@ -1219,7 +1299,10 @@ register(OpDef("cholesky", (Term("input"),), (Term("output", kinds=T.FLOAT),), _
 
 def _eigvalsh_rule(inp: Meta, out: Meta) -> bool:
     out_kinds(out, T.FLOAT)
-    head, n = _square_matrices(inp)
+    square = _square_matrices(inp)
+    if square is None:
+        return False
+    head, n = square
     unify_frags(out.shape, concat_frags(head, [n]))  # type: ignore[arg-type]
     return True
 
@@ -1276,7 +1359,10 @@ def _polynomial_features_rule(inp: Meta, degree: Meta, out: Meta) -> bool:
     deg = degree.value
     if not isinstance(deg, int) or isinstance(deg, bool) or deg < 1:
         raise ShapeConflict(f"degree must be a positive int, got {deg!r}")
-    head, (d,) = _split_or_impose(inp, 1)
+    split = _split_or_impose(inp, 1)
+    if split is None:
+        return False
+    head, (d,) = split
     tail_dims = (split_last(frag(out), 1) or (None, None))[1]
     tail: list[Any] = list(tail_dims) if tail_dims else [Dim()]
     n = dv(d)

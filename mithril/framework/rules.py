@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from . import types as T
 from .logical.meta import SCALAR, TBD, TENSOR, Meta, make_kind, set_kinds, set_value
 from .shapes import Dim, Frag, ShapeConflict, set_dim, unify_dims, unify_frags
@@ -115,8 +117,23 @@ def broadcast_dims(out_d: Dim, ins: list[Dim]) -> bool:
 
 
 def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
-    """Numpy broadcasting of the tensor inputs (scalar numbers count as rank 0)."""
-    frags = [frag(m) if m.kind == TENSOR else Frag() for m in ins]
+    """Numpy broadcasting of the tensor inputs (scalar numbers count as rank 0).
+
+    An operand whose kind is undecided (a tensor or a number) and whose value is not known may
+    still turn out a tensor of any rank: nothing is inferred (and the rule is not finished)
+    until its kind or value is known. A known value (a constant) has the shape of its value.
+    """
+    frags: list[Frag] = []
+    for m in ins:
+        if m.kind == TENSOR:
+            frags.append(frag(m))
+        elif m.kind == SCALAR:
+            frags.append(Frag())
+        else:
+            shape = value_shape(m.value)
+            if shape is None:
+                return False
+            frags.append(Frag([Dim(n) for n in shape]))
     unknown = [f for f in frags if f.var is not None]
     if unknown:
         # with a single tensor of unknown rank and the rest scalars or rank 0, out is that tensor
@@ -131,12 +148,13 @@ def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
             pre = [Dim() for _ in unknown[0].prefix]
             suf = [Dim() for _ in unknown[0].suffix]
             out_f = frag(out)
-            if out_f.var is not None and out_f.var.root() is unknown[0].var.root():  # type: ignore[union-attr]
+            if out_f.var is not None and out_f.var.root() is unknown[0].var.root() and len(  # type: ignore[union-attr]
+                    out_f.prefix) == len(pre) and len(out_f.suffix) == len(suf):
                 pre, suf = out_f.prefix, out_f.suffix
             else:
+                # out is [pre, V..., suf] (its dims unified with these, whatever the layout of
+                # out's own shape: it may be of known rank, e.g. declared with IOKey(shape=...))
                 unify_frags(out.shape, Frag(pre, unknown[0].var, suf))  # type: ignore[arg-type]
-                out_f = frag(out)
-                pre, suf = out_f.prefix, out_f.suffix
             done = True
             for i, d in enumerate(pre):
                 done &= broadcast_dims(d, [f.prefix[i] for f in frags])
@@ -152,6 +170,13 @@ def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
                    if len(f.prefix) - rank + i >= 0]
         done &= broadcast_dims(out_dims[i], aligned)
     return done
+
+
+def value_shape(v: Any) -> tuple[int, ...] | None:
+    """The shape of a known constant value (a number or an array), else None."""
+    if isinstance(v, bool | int | float | complex | np.ndarray | np.generic):
+        return tuple(np.shape(v))
+    return None
 
 
 def split_last(f: Frag, n: int) -> tuple[Frag, list[Dim]] | None:
@@ -209,4 +234,5 @@ __all__ = [
     "SCALAR", "TBD", "TENSOR", "T", "as_scalar", "as_tensor", "broadcast", "concat_frags",
     "concrete", "dims_of", "dv", "ensure_rank", "frag", "is_concrete", "known", "normalize_axes",
     "out_kinds", "product", "same_shape", "set_shape", "set_value", "split_last", "value",
+    "value_shape",
 ]

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..errors import ArgumentError, ArgumentTypeError
+
 
 class ShapeConflict(Exception):
     """Two facts about a shape contradict each other (raised inside inference)."""
@@ -82,15 +84,42 @@ class Constraint:
         if self.done:
             return
         roots = [m.root() for m in self.metas]
-        finished = self.rule(*roots)
-        # watch whatever the terminals look like now (shapes grow as they are learned)
+        outer = _running[0]
+        _running[0] = self
+        try:
+            finished = self.rule(*roots)
+        finally:
+            _running[0] = outer
+        # watch whatever the terminals look like now (shapes grow as they are learned), and
+        # the symbolic dims inside scalar values (a shape tuple, a size): the rule can fold
+        # them once they are known
         for r in roots:
             add_watchers(r, (self,))
             if r.shape is not None:
                 watch(self, r.shape)
+            elif r.value is not None and isinstance(r.value, Dim | tuple | list | slice):
+                _watch_value(self, r.value)
         # done only once kinds are settled too (tensors' element kinds can still narrow)
         if finished and all(r.kind != "tensor" or r.kinds in (1, 2, 4) for r in roots):
             _set_attr(self, "done", True)
+
+
+#: the constraint whose rule is running (``[None]`` outside rules): the owner of what it defers
+_running: list[Constraint | None] = [None]
+
+
+def _watch_value(c: Constraint, v: Any) -> None:
+    """Make ``c`` re-run when a symbolic dim inside the scalar value ``v`` changes."""
+    if isinstance(v, Dim):
+        add_watchers(v.root(), (c,))
+    elif isinstance(v, tuple | list):
+        for x in v:
+            if isinstance(x, Dim | tuple | list | slice):
+                _watch_value(c, x)
+    elif isinstance(v, slice):
+        for x in (v.start, v.stop, v.step):
+            if isinstance(x, Dim):
+                add_watchers(x.root(), (c,))
 
 
 _QUEUE: deque[Constraint] = deque()
@@ -335,7 +364,55 @@ def _unify_vars(a: Var, b: Var) -> None:
 
 
 def unify_frags(f: Frag, g: Frag) -> None:
-    """Make ``f`` and ``g`` the same shape, or raise :class:`ShapeConflict`."""
+    """Make ``f`` and ``g`` the same shape, or raise :class:`ShapeConflict`.
+
+    When both are variadic and one has dims before its variadic part that the other has after
+    it (``[N, C, ...]`` and ``[..., C, H, W]``), how they overlap depends on the rank: it may be
+    4 here (C is C), 3, or 5 and more. What is certain is unified now; the rest waits in a
+    :class:`PendingUnify` until the rank of one side is known (or the overlap is decided).
+    """
+    if not _unify(f, g):
+        pending = PendingUnify(f, g)
+        pending.watch()
+
+
+class PendingUnify:
+    """``f == g`` where the layout of their variadic parts is not decided yet.
+
+    It watches the variadic parts of both and completes the unification as soon as one of them
+    is resolved far enough; it runs in the worklist like a :class:`Constraint`.
+    """
+
+    __slots__ = ("done", "f", "g", "metas", "owner")
+
+    def __init__(self, f: Frag, g: Frag) -> None:
+        self.f, self.g = f, g
+        self.done = False
+        running = _running[0]
+        # a conflict found later is reported as the operator's whose rule deferred it
+        self.owner = running.owner if running is not None else None
+        self.metas = running.metas if running is not None else []
+
+    def watch(self) -> None:
+        for fr in (self.f, self.g):
+            var = fr.normal().var
+            if var is not None:
+                add_watchers(var.root(), (self,))  # type: ignore[arg-type]
+
+    def run(self) -> None:
+        if self.done:
+            return
+        if _unify(self.f, self.g):
+            _set_attr(self, "done", True)
+        else:
+            self.watch()
+
+    def __repr__(self) -> str:
+        return f"PendingUnify({self.f} == {self.g})"
+
+
+def _unify(f: Frag, g: Frag) -> bool:
+    """Unify what is certain; False when an undecided overlap of variadics remains."""
     a, b = f.normal(), g.normal()
     if a.var is None and b.var is not None:
         a, b = b, a
@@ -344,7 +421,7 @@ def unify_frags(f: Frag, g: Frag) -> None:
             raise ShapeConflict(f"shape {a} does not match {b}: ranks differ")
         for x, y in zip(a.prefix, b.prefix, strict=True):
             _unify_dims_in(x, y, a, b)
-        return
+        return True
     if b.var is None:
         need = len(a.prefix) + len(a.suffix)
         if len(b.prefix) < need:
@@ -356,7 +433,7 @@ def unify_frags(f: Frag, g: Frag) -> None:
             _unify_dims_in(x, y, a, b)
         middle = b.prefix[len(a.prefix):len(b.prefix) - len(a.suffix)]
         resolve_var(a.var, Frag(middle))
-        return
+        return True
     # both variadic: match the common prefix and suffix, then relate the variadics
     np_, ns = min(len(a.prefix), len(b.prefix)), min(len(a.suffix), len(b.suffix))
     for x, y in zip(a.prefix[:np_], b.prefix[:np_], strict=True):
@@ -366,17 +443,15 @@ def unify_frags(f: Frag, g: Frag) -> None:
     a_pre, b_pre = a.prefix[np_:], b.prefix[np_:]
     a_suf, b_suf = a.suffix[: len(a.suffix) - ns], b.suffix[: len(b.suffix) - ns]
     if (a_pre and b_suf) or (b_pre and a_suf):
-        # [x, V..., ] vs [W..., y]: introduce a shared middle variadic
-        mid = Var()
-        resolve_var(a.var, Frag(b_pre, mid, b_suf))
-        resolve_var(b.var, Frag(a_pre, mid, a_suf))
-        return
+        # [x, V...] vs [W..., y]: x may be y (rank 1) or not (rank >= 2); undecided
+        return False
     if a_pre or a_suf:
         resolve_var(b.var, Frag(a_pre, a.var, a_suf))
     elif b_pre or b_suf:
         resolve_var(a.var, Frag(b_pre, b.var, b_suf))
     else:
         _unify_vars(a.var, b.var)
+    return True
 
 
 def _unify_dims_in(x: Dim, y: Dim, a: Frag, b: Frag) -> None:
@@ -404,14 +479,14 @@ def frag_from_template(template: ShapeTemplate | None, symbols: dict[str, Any] |
     if template is None:
         return Frag((), Var(), ())
     if isinstance(template, int | str):
-        raise TypeError(f"a shape must be a list or tuple, got {template!r}")
+        raise ArgumentTypeError(f"a shape must be a list or tuple, got {template!r}")
     prefix: list[Dim] = []
     suffix: list[Dim] = []
     var: Var | None = None
     for item in template:
         if item is ... or (isinstance(item, tuple) and len(item) == 2 and item[1] is ...):
             if var is not None:
-                raise ValueError(f"shape {list(template)!r} has more than one variadic part")
+                raise ArgumentError(f"shape {list(template)!r} has more than one variadic part")
             name = None if item is ... else item[0]
             if name is not None:
                 var = symbols.setdefault(("var", name), Var(name))
@@ -423,15 +498,15 @@ def frag_from_template(template: ShapeTemplate | None, symbols: dict[str, Any] |
         elif item is None:
             d = Dim()
         elif isinstance(item, bool):
-            raise ValueError(f"invalid dimension {item!r} in shape {list(template)!r}")
+            raise ArgumentError(f"invalid dimension {item!r} in shape {list(template)!r}")
         elif isinstance(item, int):
             if item < 0:
-                raise ValueError(f"negative dimension {item} in shape {list(template)!r}")
+                raise ArgumentError(f"negative dimension {item} in shape {list(template)!r}")
             d = Dim(item)
         elif isinstance(item, str):
             d = symbols.setdefault(item, Dim(name=item))
         else:
-            raise ValueError(f"invalid dimension {item!r} in shape {list(template)!r}")
+            raise ArgumentError(f"invalid dimension {item!r} in shape {list(template)!r}")
         (suffix if var is not None else prefix).append(d)
     return Frag(prefix, var, suffix)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ArgumentTypeError
+
 BOOL, INT, FLOAT = 1, 2, 4
 ANY = BOOL | INT | FLOAT
 NUMBER = INT | FLOAT
@@ -52,7 +54,7 @@ def as_dtype(value: object) -> Dtype:
     if name == "bool_":
         name = "bool"
     if name not in DTYPES:
-        raise TypeError(f"unknown dtype {value!r}; use one of {sorted(DTYPES)}")
+        raise ArgumentTypeError(f"unknown dtype {value!r}; use one of {sorted(DTYPES)}")
     return DTYPES[name]
 
 
@@ -92,7 +94,7 @@ def kind_from_type(t: object) -> int:
         for a in args:
             mask |= kind_from_type(a)
         return mask
-    raise TypeError(f"unsupported type {t!r}; use float, int, bool or an ml dtype")
+    raise ArgumentTypeError(f"unsupported type {t!r}; use float, int, bool or an ml dtype")
 
 
 def promote(a: int, b: int) -> int:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import (
+    ArgumentTypeError,
     BackendUnavailableError,
     InputError,
     ShapeMismatchError,
@@ -73,6 +74,15 @@ _ST_DTYPES: dict[str, tuple[Any, int]] = {
 from ..errors import ParamsFileError  # noqa: E402  (re-exported here)
 
 
+def _fspath(path: Any, fn: str) -> Any:
+    """``os.fspath(path)``, or an error naming the argument (not Python's bare TypeError)."""
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise ArgumentTypeError(f"{fn}: path must be a str or os.PathLike such as "
+                                f"pathlib.Path, got {type(path).__name__} {path!r}") from None
+
+
 # ----------------------------------------------------------------------------------------------
 # saving
 # ----------------------------------------------------------------------------------------------
@@ -97,6 +107,7 @@ def save_params(path: str | os.PathLike[str], params: Mapping[str, Any],
     >>> os.path.exists(path)
     True
     """
+    path = _fspath(path, "save_params")
     st = _safetensors_numpy()
     if not isinstance(params, Mapping):
         raise TypeMismatchError(f"params must be a dict {{key: array}}, got "
@@ -125,7 +136,7 @@ def save_params(path: str | os.PathLike[str], params: Mapping[str, Any],
     if special:
         meta[_META_DTYPES] = json.dumps(special, sort_keys=True)
     meta[_META_DIGEST] = _digest(tensors, meta)
-    _write_atomic(os.fspath(path), lambda tmp: st.save_file(tensors, tmp, metadata=meta))
+    _write_atomic(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
 
 
 def _check_key(key: Any, what: str) -> None:
@@ -254,7 +265,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     >>> read_metadata(path)
     {'epoch': '7'}
     """
-    path = os.fspath(path)
+    path = _fspath(path, "read_metadata")
     data = _read_bytes(path)
     _, meta, _ = _parse_header(path, data)
     return {k: v for k, v in meta.items() if not k.startswith(_RESERVED)}
@@ -290,7 +301,7 @@ def load_params(path: str | os.PathLike[str], target: Any = None, *, allow_cast:
     >>> sorted(params), state
     (['bias', 'weight'], {})
     """
-    path = os.fspath(path)
+    path = _fspath(path, "load_params")
     data = _read_bytes(path)
     entries, meta, _ = _parse_header(path, data)
     arrays = _decode(path, data, entries)

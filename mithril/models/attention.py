@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 from .layers import Linear
@@ -58,16 +59,16 @@ class MultiheadAttention(Model):
                  is_causal: bool = False, name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+            raise ArgumentError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads="
-                             f"{num_heads!r}")
+            raise ArgumentError(f"embed_dim={embed_dim} must be divisible by num_heads="
+                                f"{num_heads!r}")
         if dropout:
-            raise ValueError("MultiheadAttention: attention dropout is not supported (use "
-                             "dropout=0.0; a Dropout layer can follow the output)")
+            raise ArgumentError("MultiheadAttention: attention dropout is not supported (use "
+                                "dropout=0.0; a Dropout layer can follow the output)")
         if add_bias_kv or add_zero_attn:
-            raise ValueError("MultiheadAttention: add_bias_kv and add_zero_attn are not "
-                             "supported")
+            raise ArgumentError("MultiheadAttention: add_bias_kv and add_zero_attn are not "
+                                "supported")
         e = embed_dim
         kdim = e if kdim is None else kdim
         vdim = e if vdim is None else vdim

@@ -9,6 +9,7 @@ model head shares its weight with the token embedding (``wte``).
 
 from __future__ import annotations
 
+from ..errors import ArgumentError
 from ..framework.logical.model import IOKey, Model
 from .layers import Embedding, Gelu, LayerNorm, Linear
 from .primitives import Add, ScaledDotProduct
@@ -24,7 +25,7 @@ def causal_self_attention(d_model: int, n_head: int, name: str = "attn") -> Mode
     [1, 3, 8]
     """
     if d_model % n_head:
-        raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
+        raise ArgumentError(f"d_model={d_model} is not divisible by n_head={n_head}")
     attn = Model(name=name)
     attn |= Linear(3 * d_model, name="c_attn")(input="input", output="qkv")
     shape = attn.input.shape

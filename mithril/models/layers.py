@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
@@ -27,7 +28,7 @@ def _pair(v: Any, n: int, what: str) -> tuple[int, ...]:
         return (v,) * n
     if isinstance(v, tuple | list) and len(v) == n and all(isinstance(x, int) for x in v):
         return tuple(v)
-    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {v!r}")
+    raise ArgumentError(f"{what} must be an int or a tuple of {n} ints, got {v!r}")
 
 
 def _param(name: str, shape: list[Any]) -> IOKey:
@@ -43,8 +44,8 @@ def _alias(cls: str, mine: str, mine_value: Any, theirs: str, theirs_value: Any,
            default: Any) -> Any:
     """One value from two spellings of an argument (``Softmax(axis=...)`` / ``dim=...``)."""
     if mine_value is not None and theirs_value is not None and mine_value != theirs_value:
-        raise TypeError(f"{cls} got {mine}={mine_value!r} and {theirs}={theirs_value!r}; "
-                        "they are two names for one argument, give one")
+        raise ArgumentTypeError(f"{cls} got {mine}={mine_value!r} and {theirs}={theirs_value!r}; "
+                                "they are two names for one argument, give one")
     if mine_value is not None:
         return mine_value
     if theirs_value is not None:
@@ -108,19 +109,19 @@ class _ConvNd(Model):
         if use_bias is not None:
             bias = use_bias
         if kernel_size is None:
-            raise ValueError(f"{type(self).__name__} needs kernel_size")
+            raise ArgumentError(f"{type(self).__name__} needs kernel_size")
         if padding_mode != "zeros":
-            raise ValueError(f"{type(self).__name__}: only padding_mode='zeros' is supported, "
-                             f"got {padding_mode!r} (pad the input with Pad first)")
+            raise ArgumentError(f"{type(self).__name__}: only padding_mode='zeros' is supported, "
+                                f"got {padding_mode!r} (pad the input with Pad first)")
         k = _pair(kernel_size, nd, "kernel_size")
         s = _pair(stride, nd, "stride")
         d = _pair(dilation, nd, "dilation")
         if not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+            raise ArgumentError(f"groups must be a positive int, got {groups!r}")
         if in_channels is not None and in_channels % groups:
-            raise ValueError(f"in_channels={in_channels} is not divisible by groups={groups}")
+            raise ArgumentError(f"in_channels={in_channels} is not divisible by groups={groups}")
         if out_channels is not None and out_channels % groups:
-            raise ValueError(f"out_channels={out_channels} is not divisible by groups={groups}")
+            raise ArgumentError(f"out_channels={out_channels} is not divisible by groups={groups}")
         pads = _conv_padding(padding, k, s, d)
         w_in = None if in_channels is None else in_channels // groups
         w = _param("weight", [out_channels, w_in, *k])
@@ -142,15 +143,15 @@ def _conv_padding(padding: Any, k: tuple[int, ...], s: tuple[int, ...], d: tuple
         return tuple((0, 0) for _ in k)
     if padding == "same":
         if any(x != 1 for x in s):
-            raise ValueError("padding='same' needs stride 1 (as in PyTorch)")
+            raise ArgumentError("padding='same' needs stride 1 (as in PyTorch)")
         pads = []
         for ki, di in zip(k, d, strict=True):
             total = di * (ki - 1)
             pads.append((total // 2, total - total // 2))  # PyTorch: the extra one at the end
         return tuple(pads)
     if isinstance(padding, str):
-        raise ValueError(f"padding must be an int, a tuple of ints, 'same' or 'valid', got "
-                         f"{padding!r}")
+        raise ArgumentError(f"padding must be an int, a tuple of ints, 'same' or 'valid', got "
+                            f"{padding!r}")
     p = _pair(padding, len(k), "padding")
     return tuple((x, x) for x in p)
 
@@ -227,8 +228,8 @@ class BatchNorm2d(Model):
                  *, name: str | None = None) -> None:
         super().__init__(name)
         if momentum is None or not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r} "
-                             "(cumulative averaging, momentum=None, is not supported)")
+            raise ArgumentError(f"momentum must be a float in [0, 1], got {momentum!r} "
+                                "(cumulative averaging, momentum=None, is not supported)")
         c = [num_features]
         terminals: dict[str, Any] = {
             "input": "input", "output": "output",
@@ -316,10 +317,10 @@ class GroupNorm(Model):
                  affine: bool = True, *, bias: bool = True, name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(num_groups, int) or num_groups < 1:
-            raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+            raise ArgumentError(f"num_groups must be a positive int, got {num_groups!r}")
         if num_channels is not None and num_channels % num_groups:
-            raise ValueError(f"num_channels={num_channels} is not divisible by "
-                             f"num_groups={num_groups}")
+            raise ArgumentError(f"num_channels={num_channels} is not divisible by "
+                                f"num_groups={num_groups}")
         c = [num_channels]
         self |= Operator(CATALOGUE["group_norm"], num_groups=num_groups, eps=float(eps))(
             input="input", output="output",
@@ -408,7 +409,7 @@ class AvgPool2d(Primitive):
 def _unsupported(cls: str, **flags: Any) -> None:
     for k, v in flags.items():
         if v:
-            raise ValueError(f"{cls}: {k} is not supported (only PyTorch's default)")
+            raise ArgumentError(f"{cls}: {k} is not supported (only PyTorch's default)")
 
 
 def _norm(v: Any, n: int) -> Any:
@@ -458,8 +459,8 @@ class AdaptiveAvgPool2d(Model):
         if len(sizes) != 2 or not all(
                 s is None or (isinstance(s, int) and not isinstance(s, bool) and s > 0)
                 for s in sizes):
-            raise ValueError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
-                             f"of positive ints / None, got {output_size!r}")
+            raise ArgumentError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
+                                f"of positive ints / None, got {output_size!r}")
         self.output_size = sizes
         if sizes == (1, 1):
             mean = CATALOGUE["mean"]
@@ -564,7 +565,7 @@ class Gelu(Primitive):
         elif approximate in ("tanh", True):
             flag = True
         else:
-            raise ValueError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+            raise ArgumentError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         super().__init__(approximate=flag, name=name)
 
 
@@ -656,7 +657,7 @@ class Softplus(Model):
             self |= softplus(input="input", output="output")
             return
         if self.beta <= 0:
-            raise ValueError(f"Softplus: beta must be positive, got {beta!r}")
+            raise ArgumentError(f"Softplus: beta must be positive, got {beta!r}")
         self |= Operator(CATALOGUE["multiply"], right=self.beta)(left="input", output="scaled")
         self |= softplus(input="scaled", output="soft")
         self |= Operator(CATALOGUE["greater"], right=self.threshold)(left="scaled",
@@ -697,7 +698,7 @@ class Dropout(Primitive):
 
     def __init__(self, p: Any = 0.5, inplace: bool = False, *, name: str | None = None) -> None:
         if p is not TBD and not (isinstance(p, int | float) and 0 <= p < 1):
-            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
+            raise ArgumentError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
         super().__init__(p=p if p is TBD else float(p), name=name)
 
 
@@ -751,10 +752,10 @@ class MLP(Model):
         super().__init__(name)
         activations, dimensions = list(activations), list(dimensions)
         if len(activations) != len(dimensions):
-            raise ValueError(f"MLP needs one activation (or None) per layer: got "
-                             f"{len(activations)} activations for {len(dimensions)} dimensions")
+            raise ArgumentError(f"MLP needs one activation (or None) per layer: got "
+                                f"{len(activations)} activations for {len(dimensions)} dimensions")
         if not dimensions:
-            raise ValueError("MLP needs at least one layer")
+            raise ArgumentError("MLP needs at least one layer")
         for i, (act, dim) in enumerate(zip(activations, dimensions, strict=True)):
             layer = Linear(dim, use_bias, input_size=input_size if i == 0 else None)
             if i == 0:
@@ -763,8 +764,9 @@ class MLP(Model):
                 self += layer
             if act is not None:
                 if not isinstance(act, BaseModel):
-                    raise TypeError(f"MLP activations must be models such as Relu() or None, "
-                                    f"got {act!r}")
+                    raise ArgumentTypeError(
+                        f"MLP activations must be models such as Relu() or None, "
+                        f"got {act!r}")
                 self += act
 
 

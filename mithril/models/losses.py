@@ -7,6 +7,8 @@ primitives, so they run and differentiate on every backend.
 
 from __future__ import annotations
 
+from ..backends.losses import BCE_EPSILON
+from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 
@@ -75,7 +77,7 @@ class QuantileLoss(_Elementwise):
 
     def __init__(self, quantile: float = 0.5, name: str | None = None) -> None:
         if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+            raise ArgumentError(f"quantile must be in (0, 1), got {quantile!r}")
         self.quantile = quantile
         super().__init__(name)
 
@@ -113,8 +115,8 @@ class CrossEntropy(Model):
                  name: str | None = None) -> None:
         super().__init__(name)
         if input_type not in ("logits", "probs", "log_probs"):
-            raise ValueError(f"input_type must be 'logits', 'probs' or 'log_probs', got "
-                             f"{input_type!r}")
+            raise ArgumentError(f"input_type must be 'logits', 'probs' or 'log_probs', got "
+                                f"{input_type!r}")
         self.input_type = input_type
         self.categorical = categorical
         self |= _op("buffer")(input="input", output="_x")
@@ -145,25 +147,71 @@ class CrossEntropy(Model):
 
 class BinaryCrossEntropy(_Elementwise):
     """Elementwise binary cross-entropy (``nn.BCEWithLogitsLoss`` / ``nn.BCELoss`` with
-    ``reduction="none"``); ``input_type`` is ``"logits"`` (stable form) or ``"probs"``."""
+    ``reduction="none"``); ``input_type`` is ``"logits"`` (stable form) or ``"probs"``.
+
+    Values and gradients are PyTorch's on every backend: with logits the gradient is exactly
+    ``sigmoid(x) - t`` (also at ``x = 0``) and |x| up to 1e4 stays finite in float32; with
+    probabilities the logs are clamped at -100 and the gradient is PyTorch's
+    ``(p - t) / max(p (1 - p), 1e-12)``, finite at ``p = 0`` and ``p = 1``.
+    """
 
     def __init__(self, input_type: str = "logits", name: str | None = None) -> None:
         if input_type not in ("logits", "probs"):
-            raise ValueError(f"input_type must be 'logits' or 'probs', got {input_type!r}")
+            raise ArgumentError(f"input_type must be 'logits' or 'probs', got {input_type!r}")
         self.input_type = input_type
         super().__init__(name)
 
     def _build(self, x: Connection, t: Connection) -> None:
         if self.input_type == "logits":
-            # max(x, 0) - x t + log(1 + exp(-|x|))
-            self |= _op("relu")(input=x, output="_pos")
-            self |= _op("softplus")(input=-abs(x), output="_sp")
-            self._finish(_c(self, "_pos") - x * t + _c(self, "_sp"))
-            return
-        self |= _op("clamp", min=-100.0)(input=x.log(), output="_logp")
-        self |= _op("clamp", min=-100.0)(input=(1.0 - x).log(), output="_log1mp")
-        value = -(t * _c(self, "_logp") + (1.0 - t) * _c(self, "_log1mp"))
-        self._finish(value)
+            self._build_logits(x, t)
+        else:
+            self._build_probs(x, t)
+
+    def _build_logits(self, x: Connection, t: Connection) -> None:
+        # PyTorch's (1 - t) x - log_sigmoid(x), written for each sign of x so that softplus
+        # only sees arguments <= 0 (no overflow, no cancellation, not its linear part above 20):
+        #   x >= 0: x (1 - t) + softplus(-x),   x < 0: softplus(x) - x t.
+        # Both branches have the derivative sigmoid(x) - t, with no relu / abs whose
+        # subgradient at 0 would depend on the backend.
+        self |= _op("softplus")(input=-x, output="_sp_neg")
+        self |= _op("softplus")(input=x, output="_sp_pos")
+        self |= _op("where")(condition=x >= 0.0, input1=x * (1.0 - t) + _c(self, "_sp_neg"),
+                             input2=_c(self, "_sp_pos") - x * t, output="_bce")
+        self._finish(_c(self, "_bce"))
+
+    def _log1m(self, p: Connection) -> Connection:
+        """``log(1 - p)`` accurate for small ``p`` (PyTorch's ``log1p(-p)``), as
+        ``log(u) * (-p) / (u - 1)`` with ``u = 1 - p`` rounded, and ``-p`` where ``u == 1``."""
+        u = 1.0 - p
+        self |= _op("equal")(left=u, right=1.0, output="_u_is_one")
+        self |= _op("where")(condition=_c(self, "_u_is_one"), input1=1.0, input2=u - 1.0,
+                             output="_u_minus_one")
+        self |= _op("where")(condition=_c(self, "_u_is_one"), input1=-p,
+                             input2=u.log() * (-p / _c(self, "_u_minus_one")),
+                             output="_log1m")
+        return _c(self, "_log1m")
+
+    def _stop(self, value: Connection, output: str) -> None:
+        self |= _op("stop_gradient")(input=value, output=output)
+
+    def _build_probs(self, p: Connection, t: Connection) -> None:
+        # Value: -(t log p + (1 - t) log(1 - p)), each log clamped at -100 (as PyTorch); the
+        # logs are cut from the gradient, as the derivative of a clamped log at p = 0 or 1 is
+        # 0 * inf = NaN. The gradient w.r.t. p is PyTorch's instead,
+        #   s = (p - t) / max(p (1 - p), 1e-12),
+        # carried by (p - stop_gradient(p)) * s, which is exactly 0 (nan_to_num keeps s finite
+        # in float16, where 1e-12 rounds to 0). The gradient w.r.t. t stays
+        # log(1 - p) - log(p) with the clamped logs.
+        self |= _op("clamp", min=-100.0)(input=p.log(), output="_logp")
+        self |= _op("clamp", min=-100.0)(input=self._log1m(p), output="_log1mp")
+        self._stop(_c(self, "_logp"), "_logp_value")
+        self._stop(_c(self, "_log1mp"), "_log1mp_value")
+        value = -(t * _c(self, "_logp_value") + (1.0 - t) * _c(self, "_log1mp_value"))
+        self |= _op("clamp", min=BCE_EPSILON)(input=p * (1.0 - p), output="_denominator")
+        self |= _op("nan_to_num")(input=(p - t) / _c(self, "_denominator"), output="_slope")
+        self._stop(_c(self, "_slope"), "_slope_value")
+        self._stop(p, "_p_value")
+        self._finish(value + (p - _c(self, "_p_value")) * _c(self, "_slope_value"))
 
 
 # ---- regularisers: ``input`` in, scalar ``output`` ----

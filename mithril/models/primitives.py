@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ArgumentTypeError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import Operator
 from ..framework.ops import CATALOGUE, SCALAR
@@ -21,11 +22,11 @@ class Primitive(Operator):
 
     def __init__(self, *args: Any, name: str | None = None, **values: Any) -> None:
         if len(args) > len(self.positional):
-            raise TypeError(f"{type(self).__name__} takes at most {len(self.positional)} "
-                            f"positional arguments ({', '.join(self.positional)})")
+            raise ArgumentTypeError(f"{type(self).__name__} takes at most {len(self.positional)} "
+                                    f"positional arguments ({', '.join(self.positional)})")
         for k, v in zip(self.positional, args, strict=False):
             if k in values:
-                raise TypeError(f"{type(self).__name__} got {k!r} twice")
+                raise ArgumentTypeError(f"{type(self).__name__} got {k!r} twice")
             values[k] = v
         n = values.pop("n", None)
         super().__init__(CATALOGUE[self.op_name], name=name, n_inputs=n, **values)

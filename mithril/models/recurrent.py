@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CompileError, TerminalError
+from ..errors import ArgumentError, CompileError, TerminalError
 from ..framework.logical.meta import SCALAR, TENSOR
 from ..framework.logical.model import Connection, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
@@ -102,9 +102,9 @@ def _set_hidden_init(model: Model, names: list[str], hidden: int) -> None:
 
 def _check_sizes(input_size: int | None, hidden_size: int) -> None:
     if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
-        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        raise ArgumentError(f"input_size must be a positive int, got {input_size!r}")
     if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-        raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        raise ArgumentError(f"hidden_size must be a positive int, got {hidden_size!r}")
 
 
 # ==============================================================================================
@@ -120,9 +120,9 @@ class _Recurrent(Model):
         super().__init__(name)
         _check_sizes(input_size, hidden_size)
         if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+            raise ArgumentError(f"num_layers must be a positive int, got {num_layers!r}")
         if not 0 <= float(dropout) < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+            raise ArgumentError(f"dropout must be in [0, 1), got {dropout!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -200,7 +200,7 @@ class _Recurrent(Model):
 
     def _build(self, seq_len: int) -> None:
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+            raise ArgumentError(f"seq_len must be a positive int, got {seq_len!r}")
         self.seq_len = n_t = seq_len
         b = _Builder(self)
         mode, hs, n_l = self.mode, self.hidden_size, self.num_layers
@@ -335,7 +335,7 @@ class RNN(_Recurrent):
                  seq_len: int | None = None, initial_state: bool = False,
                  name: str | None = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ArgumentError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.mode = f"rnn_{nonlinearity}"
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -446,7 +446,7 @@ class RNNCell(_Cell):
                  nonlinearity: str = "tanh", *, initial_state: bool = True,
                  name: str | None = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ArgumentError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.mode = f"rnn_{nonlinearity}"
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, initial_state=initial_state, name=name)

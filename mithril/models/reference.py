@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..framework import types as T
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
@@ -258,7 +259,7 @@ class PositionalEncoding(Model):
     def __init__(self, hidden_dim: int, max_len: int = 5000, *, name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(hidden_dim, int) or hidden_dim < 1:
-            raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
+            raise ArgumentError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
         self.hidden_dim = hidden_dim
         self.max_len = max_len
         half = (hidden_dim + 1) // 2
@@ -546,8 +547,8 @@ class KernelizedSVM(Model):
         inputs = kernel.input_terminals()
         outputs = kernel.output_terminals()
         if not {"input1", "input2"} <= set(inputs) or len(outputs) != 1:
-            raise ValueError("KernelizedSVM needs a kernel model with inputs 'input1' and "
-                             f"'input2' and one output; got inputs {inputs}, outputs {outputs}")
+            raise ArgumentError("KernelizedSVM needs a kernel model with inputs 'input1' and "
+                                f"'input2' and one output; got inputs {inputs}, outputs {outputs}")
         self.kernel_model = kernel
         self |= kernel(**{k: k for k in inputs}, **{outputs[0]: IOKey("kernel", expose=True)})
         self |= Linear(1)(input="kernel", weight="weight", bias="bias", output=IOKey("output"))
@@ -631,7 +632,7 @@ class _ClassificationMetric(Model):
                  name: str | None = None) -> None:
         super().__init__(name)
         if average not in _AVERAGES:
-            raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
+            raise ArgumentError(f"average must be one of {_AVERAGES}, got {average!r}")
         self.average = average
         self.threshold = threshold
         f = _float_dtype(self)
@@ -791,7 +792,7 @@ class _CellFactory:
 
     def __init__(self, cell: BaseModel) -> None:
         if isinstance(cell, type) or "_init_args" not in cell.__dict__:
-            raise TypeError("cell_type must be a cell instance such as RNNCell(4, 8)")
+            raise ArgumentTypeError("cell_type must be a cell instance such as RNNCell(4, 8)")
         self.cls: Callable[..., BaseModel] = type(cell)
         args, kwargs = cell.__dict__["_init_args"]
         self.args = tuple(args)
@@ -834,8 +835,8 @@ class ManyToOne(Model):
                  initial_state: bool = True, name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
-            raise ValueError(f"max_sequence_length must be a positive int, got "
-                             f"{max_sequence_length!r}")
+            raise ArgumentError(f"max_sequence_length must be a positive int, got "
+                                f"{max_sequence_length!r}")
         make = _CellFactory(cell_type)
         self.max_sequence_length = max_sequence_length
         h: Ref = "initial_hidden"
@@ -879,8 +880,8 @@ class OneToMany(Model):
                  name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
-            raise ValueError(f"max_sequence_length must be a positive int, got "
-                             f"{max_sequence_length!r}")
+            raise ArgumentError(f"max_sequence_length must be a positive int, got "
+                                f"{max_sequence_length!r}")
         make = _CellFactory(cell_type)
         self.max_sequence_length = max_sequence_length
         self.teacher_forcing = bool(teacher_forcing)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ModelReuseError, TerminalError
+from ..errors import ArgumentTypeError, ModelReuseError, TerminalError
 from ..framework.logical.model import BaseModel, Connection, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 
@@ -45,7 +45,7 @@ class TrainModel(Model):
         given: dict[str, Any] = {}
         if isinstance(model, ConnectSpec):  # e.g. TrainModel(Linear(1)(input_size=2))
             if model.args:
-                raise TypeError("TrainModel takes terminals by name: model(input='x')")
+                raise ArgumentTypeError("TrainModel takes terminals by name: model(input='x')")
             model, given = model.model, dict(model.kwargs)
         iface = model.interface()
         outputs = set(model.output_terminals())
@@ -152,5 +152,6 @@ def _fresh_copy(model: BaseModel) -> BaseModel:
     try:
         return type(model)()
     except TypeError as err:
-        raise TypeError(f"add_regularization with a pattern needs a model class constructible "
-                        f"without arguments; {type(model).__name__}: {err}") from None
+        raise ArgumentTypeError(
+            f"add_regularization with a pattern needs a model class constructible "
+            f"without arguments; {type(model).__name__}: {err}") from None

@@ -21,6 +21,8 @@ import math
 import sys
 from typing import Any
 
+from ..errors import ArgumentTypeError
+
 __all__ = [
     "cast",
     "cos",
@@ -74,7 +76,7 @@ def framework_of(x: Any) -> str:
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(x, numpy.generic):
         return "numpy"
-    raise TypeError(f"expected a NumPy, PyTorch, JAX or MLX array, got {type(x).__name__}")
+    raise ArgumentTypeError(f"expected a NumPy, PyTorch, JAX or MLX array, got {type(x).__name__}")
 
 
 def is_array(x: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ArgumentError
 from . import array_ops as ops
 
 __all__ = ["clip_by_global_norm", "global_norm"]
@@ -28,7 +29,7 @@ def global_norm(gradients: Mapping[str, Any]) -> Any:
     """
     values = list(gradients.values())
     if not values:
-        raise ValueError("global_norm needs at least one gradient")
+        raise ArgumentError("global_norm needs at least one gradient")
     total = ops.sum(values[0] * values[0])
     for g in values[1:]:
         total = total + ops.sum(g * g)

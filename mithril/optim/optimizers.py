@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ArgumentError, ArgumentTypeError, InputError
 from . import array_ops as ops
 from .clipping import clip_by_global_norm
 from .schedules import Schedule
@@ -48,20 +49,21 @@ def _resolve_learning_rate(learning_rate: LearningRate, lr: LearningRate | None,
     if lr is None:
         return learning_rate
     if learning_rate != default:
-        raise TypeError("give the learning rate either as learning_rate= or as lr=, not both")
+        raise ArgumentTypeError(
+            "give the learning rate either as learning_rate= or as lr=, not both")
     return lr
 
 
 def _check_at_least(name: str, value: float, minimum: float = 0.0) -> None:
     """Raise ``ValueError`` unless ``value >= minimum`` (the messages follow ``torch.optim``)."""
     if not value >= minimum:
-        raise ValueError(f"Invalid {name} value: {value!r} (must be >= {minimum})")
+        raise ArgumentError(f"Invalid {name} value: {value!r} (must be >= {minimum})")
 
 
 def _check_beta(name: str, value: float) -> None:
     """Raise ``ValueError`` unless ``0 <= value < 1``."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"Invalid {name} value: {value!r} (must be in [0, 1))")
+        raise ArgumentError(f"Invalid {name} value: {value!r} (must be in [0, 1))")
 
 
 # ---- base class -----------------------------------------------------------------------------
@@ -85,7 +87,7 @@ class Optimizer:
         if not callable(learning_rate):
             _check_at_least("learning rate", learning_rate)
         if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be None or > 0, got {max_grad_norm!r}")
+            raise ArgumentError(f"max_grad_norm must be None or > 0, got {max_grad_norm!r}")
         self.learning_rate = learning_rate
         self.max_grad_norm = max_grad_norm
 
@@ -160,7 +162,7 @@ class Optimizer:
         """The gradients of ``params``' keys; ``KeyError`` naming any that are missing."""
         missing = [key for key in params if key not in gradients]
         if missing:
-            raise KeyError(f"no gradient for parameter(s) {missing}")
+            raise InputError(f"no gradient for parameter(s) {missing}")
         return {key: gradients[key] for key in params}
 
     def _checked_slots(self, params: Mapping[str, Array],
@@ -169,12 +171,12 @@ class Optimizer:
         slots = self._slot_names()
         for name in ("step", *slots):
             if name not in state:
-                raise ValueError(f"optimizer state has no {name!r} entry; create it with "
-                                 f"{type(self).__name__}.init(params)")
+                raise ArgumentError(f"optimizer state has no {name!r} entry; create it with "
+                                    f"{type(self).__name__}.init(params)")
         for slot in slots:
             if state[slot].keys() != params.keys():
-                raise ValueError(f"optimizer state {slot!r} is for parameters "
-                                 f"{sorted(state[slot])}, got {sorted(params)}")
+                raise ArgumentError(f"optimizer state {slot!r} is for parameters "
+                                    f"{sorted(state[slot])}, got {sorted(params)}")
         return slots
 
     # -- to override --
@@ -219,7 +221,7 @@ class SGD(Optimizer):
         _check_at_least("momentum", momentum)
         _check_at_least("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+            raise ArgumentError("Nesterov momentum requires a momentum and zero dampening")
         self.momentum = momentum
         self.nesterov = nesterov
         self.weight_decay = weight_decay

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ArgumentError
 from . import array_ops as ops
 
 __all__ = ["CosineAnnealing", "LinearWarmup", "Schedule", "StepLR"]
@@ -43,7 +44,7 @@ def _clip_above(x: Any, limit: float) -> Any:
 def _check_positive_int(name: str, value: int, minimum: int) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .compiled import ParallelCompiledModel, layout, parallelize
 from .mesh import DeviceMesh
 from .plan import DataParallel, ParallelPlan, ShardingPlan, TensorParallel
@@ -65,7 +66,7 @@ def shard_shapes(x: Any) -> list[tuple[int, ...]]:
         return _jax.shard_shapes(x)
     shape = getattr(x, "shape", None)
     if shape is None:
-        raise TypeError(f"shard_shapes needs an array, got {type(x).__name__}")
+        raise ArgumentTypeError(f"shard_shapes needs an array, got {type(x).__name__}")
     return [tuple(shape)]
 
 
@@ -90,7 +91,7 @@ def from_local(backend: Any, local: Any, spec: Any = (0,),
     adapter = adapter_for(backend)
     mesh: DeviceMesh | None = getattr(backend, "device_mesh", None)
     if mesh is None:
-        raise ValueError(f"from_local needs a backend with a device mesh: create it with "
-                         f"ml.{type(backend).__name__}(device_mesh=(...))")
+        raise ArgumentError(f"from_local needs a backend with a device mesh: create it with "
+                            f"ml.{type(backend).__name__}(device_mesh=(...))")
     norm = normalize_spec(spec, len(local.shape), mesh, "the array")
     return adapter.from_local(local, layout(adapter, mesh, norm), global_shape)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..errors import BackendUnavailableError
+from ..errors import ArgumentTypeError, BackendUnavailableError
 from .mesh import DeviceMesh, Spec, mesh_layout
 
 FRAMEWORK = "jax"
@@ -23,7 +23,8 @@ def make_mesh(device_mesh: Any, platform: str = "cpu") -> DeviceMesh:
     ``jax.distributed.initialize()``), or around a given ``jax.sharding.Mesh``."""
     if isinstance(device_mesh, DeviceMesh):
         if device_mesh.framework != FRAMEWORK:
-            raise TypeError(f"a {device_mesh.framework} device mesh cannot be used with JAX")
+            raise ArgumentTypeError(
+                f"a {device_mesh.framework} device mesh cannot be used with JAX")
         return device_mesh
     if isinstance(device_mesh, Mesh):
         return DeviceMesh(tuple(device_mesh.devices.shape), tuple(device_mesh.axis_names),

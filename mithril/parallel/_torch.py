@@ -17,7 +17,7 @@ from torch.distributed.device_mesh import DeviceMesh as TorchDeviceMesh
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
 
-from ..errors import BackendUnavailableError, CompileError
+from ..errors import ArgumentTypeError, BackendUnavailableError, CompileError
 from .mesh import DeviceMesh, Spec, mesh_layout
 
 FRAMEWORK = "torch"
@@ -57,7 +57,8 @@ def make_mesh(device_mesh: Any, device: torch.device) -> DeviceMesh:
     ``torch.distributed.device_mesh.DeviceMesh``."""
     if isinstance(device_mesh, DeviceMesh):
         if device_mesh.framework != FRAMEWORK:
-            raise TypeError(f"a {device_mesh.framework} device mesh cannot be used with PyTorch")
+            raise ArgumentTypeError(
+                f"a {device_mesh.framework} device mesh cannot be used with PyTorch")
         return device_mesh
     if isinstance(device_mesh, TorchDeviceMesh):
         names = device_mesh.mesh_dim_names or tuple(

@@ -18,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BackendUnavailableError, CompileError, ShapeMismatchError
-from ..framework.physical.compiled import CompiledModel
+from ..errors import (
+    ArgumentTypeError,
+    BackendUnavailableError,
+    CompileError,
+    ShapeMismatchError,
+    TypeMismatchError,
+)
+from ..framework.physical.compiled import CompiledModel, _not_a_dict
 from .mesh import DeviceMesh, Spec, check_divisible, normalize_spec
 from .plan import AsGiven, ParallelPlan, ShardingPlan
 
@@ -67,9 +73,10 @@ def place_created(backend: Any, array: Any, device_mesh: Any) -> Any:
         spec: Spec = (None,) * rank
     else:
         if isinstance(device_mesh, str) or not isinstance(device_mesh, tuple | list):
-            raise TypeError(f"device_mesh= takes a tuple: the number of pieces per dimension "
-                            f"such as (2, 1), or mesh axis names such as ('data', None); got "
-                            f"{device_mesh!r}")
+            raise ArgumentTypeError(
+                f"device_mesh= takes a tuple: the number of pieces per dimension "
+                f"such as (2, 1), or mesh axis names such as ('data', None); got "
+                f"{device_mesh!r}")
         entries = tuple(device_mesh)
         if entries and all(isinstance(e, int) and not isinstance(e, bool) for e in entries):
             if mesh is None or entries != mesh.shape:
@@ -103,8 +110,8 @@ def parallelize(compiled: CompiledModel, plan: Any) -> ParallelCompiledModel:
     if plan is None:
         plan = AsGiven()
     if not isinstance(plan, ParallelPlan):
-        raise TypeError(f"parallel= takes a plan such as ml.DataParallel(), "
-                        f"ml.TensorParallel() or their sum, got {plan!r}")
+        raise ArgumentTypeError(f"parallel= takes a plan such as ml.DataParallel(), "
+                                f"ml.TensorParallel() or their sum, got {plan!r}")
     backend = compiled.backend
     adapter = adapter_for(backend)
     mesh: DeviceMesh | None = getattr(backend, "device_mesh", None)
@@ -305,6 +312,9 @@ class ParallelCompiledModel(CompiledModel):
         Arrays not laid out yet are placed first (a plain array holds the global value);
         gradients come back laid out as their parameters.
         """
+        for what, value in (("params", params), ("inputs", inputs), ("state", state)):
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeMismatchError(_not_a_dict(what, value, "name: array"))
         if params:
             params = self._place_all(params, self._param_targets)
         if inputs:

@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import CompileError
+from ..errors import ArgumentError, ArgumentTypeError, CompileError
 
 #: default axis names by mesh rank: axis 0 splits the batch, axis 1 splits the model
 DEFAULT_AXIS_NAMES = ("data", "model")
@@ -53,21 +53,24 @@ def mesh_layout(device_mesh: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
         names = tuple(device_mesh)
         sizes = tuple(device_mesh.values())
         if not all(isinstance(n, str) and n for n in names):
-            raise TypeError(f"device_mesh axis names must be non-empty strings, got {names}")
+            raise ArgumentTypeError(
+                f"device_mesh axis names must be non-empty strings, got {names}")
     elif isinstance(device_mesh, Sequence) and not isinstance(device_mesh, str):
         sizes = tuple(device_mesh)
         names = default_axis_names(len(sizes))
     else:
-        raise TypeError("device_mesh must be a tuple of axis sizes such as (4,) or (2, 2), a "
-                        "dict {axis name: size}, or the framework's own mesh object; got "
-                        f"{device_mesh!r}")
+        raise ArgumentTypeError(
+            "device_mesh must be a tuple of axis sizes such as (4,) or (2, 2), a "
+            "dict {axis name: size}, or the framework's own mesh object; got "
+            f"{device_mesh!r}")
     if not sizes:
-        raise ValueError("device_mesh needs at least one axis, e.g. device_mesh=(2,)")
+        raise ArgumentError("device_mesh needs at least one axis, e.g. device_mesh=(2,)")
     for s in sizes:
         if not isinstance(s, int) or isinstance(s, bool) or s < 1:
-            raise ValueError(f"device_mesh axis sizes must be positive ints, got {device_mesh!r}")
+            raise ArgumentError(
+                f"device_mesh axis sizes must be positive ints, got {device_mesh!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"device_mesh axis names must differ, got {names}")
+        raise ArgumentError(f"device_mesh axis names must differ, got {names}")
     return sizes, names
 
 

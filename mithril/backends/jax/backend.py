@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...errors import BackendUnavailableError, InputError
+from ...errors import ArgumentError, BackendUnavailableError, InputError
 from ...framework.types import Dtype, float32
 from ..backend import Backend
 from . import kernels
@@ -41,6 +41,9 @@ class JaxBackend(Backend):
 
     name = "jax"
     kernels = kernels
+    #: NumPy arrays too, as ``jax.numpy`` takes them (``jax.Array`` includes tracers)
+    array_types = (jax.Array, np.ndarray, np.generic)
+    array_type_names = "jax.Array or numpy.ndarray"
     supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")
     exprs: ClassVar[dict[str, str]] = {
         "add": "({0} + {1})",
@@ -88,7 +91,7 @@ class JaxBackend(Backend):
             super()._check_device(device)
         base, _, index = device.partition(":")
         if index and not index.isdigit():
-            raise ValueError(f"bad device index in {device!r}; use e.g. 'cuda:0'")
+            raise ArgumentError(f"bad device index in {device!r}; use e.g. 'cuda:0'")
         try:
             devices = jax.devices(_PLATFORMS[base])
         except (RuntimeError, ValueError) as err:
@@ -111,6 +114,11 @@ class JaxBackend(Backend):
     def native_dtype(self, dtype: Dtype) -> Any:
         """The JAX dtype for ``dtype`` (``jnp.float32``, ``jnp.bfloat16``, ...)."""
         return kernels.native_dtype(dtype)
+
+    def array_dtype(self, dtype: Dtype) -> np.dtype:
+        """``np.dtype``, as ``x.dtype`` of a JAX array (``jnp.float32`` is a scalar type that
+        compares equal to ``np.dtype('float32')`` but hashes differently)."""
+        return np.dtype(kernels.native_dtype(dtype))
 
     # ---- arrays ----
     def _from_numpy(self, array: np.ndarray) -> jax.Array:

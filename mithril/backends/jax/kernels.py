@@ -176,8 +176,9 @@ def negate(input: Array) -> Array:
 
 
 def absolute(input: Array) -> Array:
-    """``|input|``."""
-    return jnp.abs(input)
+    """``|input|``; its gradient is 0 at 0, as PyTorch's (``jnp.abs`` alone gives 1)."""
+    input = jnp.asarray(input)
+    return jnp.where(input == 0, jnp.zeros_like(input), jnp.abs(input))
 
 
 def exp(input: Array) -> Array:
@@ -277,10 +278,18 @@ def leaky_relu(input: Array, slope: float = 0.01) -> Array:
 
 
 def clamp(input: Array, min: float | None = None, max: float | None = None) -> Array:
-    """Clip ``input`` to ``[min, max]`` (either bound may be ``None``)."""
+    """Clip ``input`` to ``[min, max]`` (either bound may be ``None``; ``max`` wins if
+    min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
+    inclusive, as PyTorch: ``jnp.clip`` alone gives 0.5 at a bound)."""
     if min is None and max is None:
         return jnp.asarray(input)
-    return jnp.clip(input, min, max)
+    input = jnp.asarray(input)
+    inside = jnp.ones(input.shape, bool)
+    if min is not None:
+        inside = inside & (input >= min)
+    if max is not None:
+        inside = inside & (input <= max)
+    return jnp.where(inside, input, jax.lax.stop_gradient(jnp.clip(input, min, max)))
 
 
 def nan_to_num(input: Array, nan: float = 0.0, posinf: float | None = None,

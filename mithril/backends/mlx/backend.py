@@ -13,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from ...errors import BackendUnavailableError
+from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
 from ...framework import types as ml_types
 from ..backend import Backend
 from . import kernels as mlx_kernels
@@ -38,6 +38,8 @@ class MlxBackend(Backend):
 
     name = "mlx"
     kernels = mlx_kernels
+    array_types = (mx.array,)
+    array_type_names = "mlx.core.array"
     supported_devices = ("cpu", "gpu", "mps")
     exprs = _EXPRS
 
@@ -52,17 +54,17 @@ class MlxBackend(Backend):
         self.mx_device: mx.Device = mx.Device(mx.cpu)
         super().__init__(dtype, device)
         if self.dtype.name == "float64" and self.mx_device != mx.Device(mx.cpu):
-            raise TypeError("MLX supports float64 only on the CPU; use device='cpu' or a "
-                            "float32/float16/bfloat16 dtype")
+            raise ArgumentTypeError("MLX supports float64 only on the CPU; use device='cpu' or a "
+                                    "float32/float16/bfloat16 dtype")
 
     # ---- framework hooks ----
     def _check_device(self, device: str) -> str:
         """``"cpu"`` -> ``mx.cpu``; ``"gpu"``/``"mps"`` -> ``mx.gpu`` when MLX has one."""
         if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+            raise ArgumentTypeError(f"device must be a string such as 'cpu', got {device!r}")
         base = device.split(":")[0]
         if base not in ("cpu", "cuda", "mps", "gpu", "tpu"):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'gpu' or 'mps'")
+            raise ArgumentError(f"unknown device {device!r}; use 'cpu', 'gpu' or 'mps'")
         if base == "cpu":
             self.mx_device = mx.Device(mx.cpu)
             return device
@@ -130,8 +132,8 @@ class MlxBackend(Backend):
                 outputs, new_state = forward(dict(zip(keys, arrays, strict=True)), data, state,
                                              rng)
                 captured["outputs"], captured["state"] = outputs, new_state
-                return [_differentiated(outputs, k, c) for k, c in zip(out_keys, cotangents,
-                                                                        strict=True)]
+                return _distinct([_differentiated(outputs, k, c)
+                                  for k, c in zip(out_keys, cotangents, strict=True)])
 
             with mx.stream(self.mx_device):
                 _, grads = mx.vjp(flat, [params[k] for k in keys], cotangents)
@@ -175,6 +177,24 @@ class MlxBackend(Backend):
                 return fn(*args, **kwargs)
 
         return run
+
+
+def _distinct(arrays: list[mx.array]) -> list[mx.array]:
+    """``arrays`` with every repeat of an array replaced by a (differentiable) copy.
+
+    ``mx.vjp`` keys cotangents by output array: when two outputs are one array (``{'e1': x,
+    'e2': x}``, e.g. an output exposed under two names) it would use only one of their
+    cotangents. A copy is a distinct output whose cotangent flows back to the same array, so
+    the gradient sums both, as on the other backends.
+    """
+    seen: set[int] = set()
+    result = []
+    for arr in arrays:
+        if id(arr) in seen:
+            arr = mx.array(arr)  # a Copy node in the graph (differentiable)
+        seen.add(id(arr))
+        result.append(arr)
+    return result
 
 
 def _differentiated(outputs: dict[str, Any], key: str, cotangent: mx.array) -> mx.array:

@@ -281,8 +281,9 @@ def reciprocal(input: _Array) -> _Array:
 
 
 def relu(input: _Array) -> _Array:
-    """``max(input, 0)`` (gradient 0 at 0, like PyTorch)."""
-    return mx.where(input > 0, input, mx.zeros_like(input))
+    """``max(input, 0)`` (gradient 0 at 0, like PyTorch); NaN stays NaN, as in PyTorch
+    (``mx.maximum(x, 0)`` or ``where(x > 0, x, 0)`` would map it to 0)."""
+    return mx.where(input <= 0, mx.zeros_like(input), input)
 
 
 def sigmoid(input: _Array) -> _Array:
@@ -336,10 +337,18 @@ def leaky_relu(input: _Array, slope: float = 0.01) -> _Array:
 
 
 def clamp(input: _Array, min: _Number | None = None, max: _Number | None = None) -> _Array:
-    """Limit ``input`` to ``[min, max]``; either bound may be ``None``."""
+    """Limit ``input`` to ``[min, max]``; either bound may be ``None`` (``max`` wins if
+    min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
+    inclusive, as PyTorch: ``mx.clip`` alone gives 0 at a bound)."""
     if min is None and max is None:
         return input
-    return mx.clip(input, min, max)
+    inside = None
+    if min is not None:
+        inside = input >= min
+    if max is not None:
+        below = input <= max
+        inside = below if inside is None else mx.logical_and(inside, below)
+    return mx.where(inside, input, mx.stop_gradient(mx.clip(input, min, max)))
 
 
 def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
@@ -365,9 +374,10 @@ def softmax(input: _Array, axis: _Axis = -1) -> _Array:
 
 def log_softmax(input: _Array, axis: _Axis = -1) -> _Array:
     """``log(softmax(input))`` computed stably."""
-    if not _is_f64(input):
-        return input - mx.logsumexp(input, axis=axis, keepdims=True)
     shifted = input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True))
+    if not _is_f64(input):
+        # shifted first, as PyTorch does: a row holding +inf is NaN (inf - inf), not -inf
+        return shifted - mx.logsumexp(shifted, axis=axis, keepdims=True)
     return shifted - mx.log(mx.sum(_exp(shifted), axis=axis, keepdims=True))
 
 

@@ -55,6 +55,8 @@ class NumpyBackend(Backend):
     supported_devices = ("cpu",)
     kernels = _kernels
     vjps = _vjps
+    array_types = (np.ndarray, np.generic)  # 0-d results of arithmetic are NumPy scalars
+    array_type_names = "numpy.ndarray"
 
     def __init__(self, dtype: Any = _types.float32, device: str = "cpu") -> None:
         _kernels._native_dtype(dtype)  # fail early on bfloat16

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import as_strided as _as_strided
 
+from ...errors import ArgumentTypeError
 from ...framework import types as _types
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def _native_dtype(dtype: Any) -> np.dtype:
         return np.dtype(dtype)
     d = _types.as_dtype(dtype)
     if d.name == "bfloat16":
-        raise TypeError("NumPy has no bfloat16 dtype, so the NumPy backend cannot use "
-                        "ml.bfloat16; use ml.float16, ml.float32 or ml.float64")
+        raise ArgumentTypeError("NumPy has no bfloat16 dtype, so the NumPy backend cannot use "
+                                "ml.bfloat16; use ml.float16, ml.float32 or ml.float64")
     return np.dtype(d.name)
 
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ...errors import BackendUnavailableError, InputError
+from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, InputError
 from ...framework.types import as_dtype, float32
 from ..backend import Backend
 from . import kernels
@@ -34,6 +34,8 @@ class TorchBackend(Backend):
 
     name = "torch"
     kernels = kernels
+    array_types = (torch.Tensor,)
+    array_type_names = "torch.Tensor"
     supported_devices = ("cpu", "cuda", "mps")
     #: the kernels of these primitives are exactly these Python operators
     exprs: ClassVar[dict[str, str]] = {
@@ -71,13 +73,13 @@ class TorchBackend(Backend):
     def _check_device(self, device: str) -> torch.device:  # type: ignore[override]
         """Validate ``device`` and return it as a ``torch.device``."""
         if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'cpu', got {device!r}")
+            raise ArgumentTypeError(f"device must be a string such as 'cpu', got {device!r}")
         if device.split(":")[0] in ("gpu", "tpu"):
             raise BackendUnavailableError(
                 f"TorchBackend cannot use device {device!r}; use 'cpu', 'cuda', 'cuda:N' or "
                 "'mps'")
         if not _DEVICE.fullmatch(device):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
+            raise ArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps'")
         dev = torch.device(device)
         if dev.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

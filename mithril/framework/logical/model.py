@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import (
+    ArgumentTypeError,
     ModelReuseError,
     ShapeMismatchError,
     TerminalError,
@@ -61,7 +62,7 @@ class IOKey:
                  type: Any = None, differentiable: bool | None = None,
                  expose: bool | None = None) -> None:
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"IOKey name must be a string, got {name!r}")
+            raise ArgumentTypeError(f"IOKey name must be a string, got {name!r}")
         self.name = name
         self.value = value
         self.shape = shape
@@ -273,8 +274,9 @@ def _index_value(index: Any) -> Any:
     if isinstance(index, Connection):
         return index
     if isinstance(index, tuple) and any(isinstance(i, Connection) for i in index):
-        raise TypeError("indexing with connections inside a tuple is not supported; index with "
-                        "constants, or with one connection")
+        raise ArgumentTypeError(
+            "indexing with connections inside a tuple is not supported; index with "
+            "constants, or with one connection")
     return index
 
 
@@ -384,7 +386,7 @@ class BaseModel:
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"model name must be a string, got {name!r}")
+            raise ArgumentTypeError(f"model name must be a string, got {name!r}")
         self.name = name
         self.parent: Model | None = None
         self._local_name: str | None = None  # name among its siblings, set when added
@@ -593,11 +595,13 @@ class _Building:
 
 def _propagation_error(err: PropagationError, context: str = "") -> ShapeMismatchError:
     owner = err.constraint.owner
+    where = f"{context}: " if context and not context.isidentifier() else ""
+    if owner is None:  # a unification deferred while connecting (shapes.PendingUnify)
+        return ShapeMismatchError(f"{where}{err.cause}")
     parts = []
     for name, meta in zip(owner.input_names + owner.output_names, err.constraint.metas,
                           strict=False):
         parts.append(f"{name}: {meta.describe()}")
-    where = f"{context}: " if context and not context.isidentifier() else ""
     return ShapeMismatchError(
         f"{where}{owner.op.name} at {owner.path}: {err.cause} (terminals {'; '.join(parts)})")
 
@@ -723,7 +727,7 @@ class Model(BaseModel):
         if isinstance(spec, BaseModel):
             spec = ConnectSpec(spec, (), {})
         if not isinstance(spec, ConnectSpec):
-            raise TypeError(f"can only add models to a Model, got {type(spec).__name__}")
+            raise ArgumentTypeError(f"can only add models to a Model, got {type(spec).__name__}")
         child = spec.model
         if self._frozen:
             raise ModelReuseError(

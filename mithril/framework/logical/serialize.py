@@ -73,20 +73,34 @@ def encode_value(v: Any) -> Any:
     raise ModelFileError(f"cannot store a value of type {type(v).__name__}: {v!r}")
 
 
-def decode_value(v: Any, where: str) -> Any:
+#: how deep models and values may nest in a document (real models nest a few levels; a deeper
+#: document would exhaust Python's recursion limit while being read)
+MAX_DEPTH = 100
+
+
+def _check_depth(depth: int, where: str) -> None:
+    if depth > MAX_DEPTH:
+        shown = where if len(where) <= 80 else f"{where[:77]}..."
+        raise ModelFileError(f"{shown}: models and values nest more than {MAX_DEPTH} levels "
+                             "deep in this document")
+
+
+def decode_value(v: Any, where: str, depth: int = 0) -> Any:
     if v is None or isinstance(v, bool | str | int | float):
         return v
+    _check_depth(depth, where)
+    depth += 1
     if isinstance(v, list):
-        return [decode_value(x, where) for x in v]
+        return [decode_value(x, where, depth) for x in v]
     if not isinstance(v, dict) or len(v) != 1:
         raise ModelFileError(f"{where}: malformed value {v!r}")
     (tag, body), = v.items()
     if tag == "float" and body in ("inf", "-inf", "nan"):
         return float(body)
     if tag == "tuple" and isinstance(body, list):
-        return tuple(decode_value(x, where) for x in body)
+        return tuple(decode_value(x, where, depth) for x in body)
     if tag == "slice" and isinstance(body, list) and len(body) == 3:
-        return slice(*(decode_value(x, where) for x in body))
+        return slice(*(decode_value(x, where, depth) for x in body))
     if tag == "ellipsis" and body is True:
         return Ellipsis
     if tag == "dtype" and body in T.DTYPES:
@@ -102,9 +116,9 @@ def decode_value(v: Any, where: str) -> Any:
             raise ModelFileError(f"{where}: array data does not fit its shape {shape}")
         return np.asarray(data, dtype=dtype).reshape(shape)
     if tag == "model" and isinstance(body, dict):
-        return build_node(body, where)
+        return build_node(body, where, depth)
     if tag == "dict" and isinstance(body, dict):
-        return {k: decode_value(x, where) for k, x in body.items()}
+        return {k: decode_value(x, where, depth) for k, x in body.items()}
     raise ModelFileError(f"{where}: unknown value tag {tag!r}")
 
 
@@ -243,7 +257,10 @@ def model_from_dict(doc: Any) -> BaseModel:
     if version != VERSION:
         raise ModelFileError(f"model document version {version!r} is not supported (this "
                              f"Mithril reads version {VERSION})")
-    return build_node(doc.get("model"), "model")
+    try:
+        return build_node(doc.get("model"), "model")
+    except RecursionError:  # MAX_DEPTH keeps documents well below the limit; a last guard
+        raise ModelFileError("the model document nests too deeply to be read") from None
 
 
 def _expect(cond: bool, where: str, what: str) -> None:
@@ -251,8 +268,10 @@ def _expect(cond: bool, where: str, what: str) -> None:
         raise ModelFileError(f"{where}: {what}")
 
 
-def build_node(node: Any, where: str) -> BaseModel:
+def build_node(node: Any, where: str, depth: int = 0) -> BaseModel:
     _expect(isinstance(node, dict), where, "a model node must be a dict")
+    _check_depth(depth, where)
+    depth += 1
     kind = node.get("kind")
     name = node.get("name")
     _expect(name is None or isinstance(name, str), where, "name must be a string")
@@ -263,7 +282,7 @@ def build_node(node: Any, where: str) -> BaseModel:
         _expect(isinstance(values, dict), where, "values must be a dict")
         n = node.get("n_inputs")
         _expect(n is None or (isinstance(n, int) and 0 < n < 10_000), where, "bad n_inputs")
-        decoded = {k: decode_value(v, f"{where}.{k}") for k, v in values.items()}
+        decoded = {k: decode_value(v, f"{where}.{k}", depth) for k, v in values.items()}
         try:
             return Operator(CATALOGUE[op], name=name, n_inputs=n, **decoded)
         except MithrilError as err:
@@ -276,8 +295,8 @@ def build_node(node: Any, where: str) -> BaseModel:
         args = node.get("args", [])
         kwargs = node.get("kwargs", {})
         _expect(isinstance(args, list) and isinstance(kwargs, dict), where, "bad arguments")
-        args = [decode_value(a, f"{where}.args") for a in args]
-        kwargs = {str(k): decode_value(v, f"{where}.{k}") for k, v in kwargs.items()}
+        args = [decode_value(a, f"{where}.args", depth) for a in args]
+        kwargs = {str(k): decode_value(v, f"{where}.{k}", depth) for k, v in kwargs.items()}
         try:
             model = registry[cls_name](*args, name=name, **kwargs)
         except (TypeError, ValueError, MithrilError) as err:
@@ -288,7 +307,7 @@ def build_node(node: Any, where: str) -> BaseModel:
             _apply_shapes(model, {k: _template(v, where) for k, v in shapes.items()}, where)
         return model
     if kind == "composite":
-        return _build_composite(node, where)
+        return _build_composite(node, where, depth)
     raise ModelFileError(f"{where}: unknown node kind {kind!r}")
 
 
@@ -319,7 +338,7 @@ def _apply_shapes(model: BaseModel, shapes: dict[Any, Any], where: str) -> None:
         raise ModelFileError(f"{where}: shapes do not fit the model: {err}") from None
 
 
-def _build_composite(node: dict[str, Any], where: str) -> Model:
+def _build_composite(node: dict[str, Any], where: str, depth: int) -> Model:
     conns = node.get("connections")
     children = node.get("children")
     _expect(isinstance(conns, list) and isinstance(children, list), where,
@@ -340,7 +359,7 @@ def _build_composite(node: dict[str, Any], where: str) -> Model:
         if c.get("key") is not None:
             return IOKey(c["key"], expose=bool(c.get("expose")) or None)
         if "value" in c:
-            return decode_value(c["value"], child_where)
+            return decode_value(c["value"], child_where, depth)
         if c.get("expose"):
             return IOKey(None, expose=True)
         return TBD
@@ -350,7 +369,7 @@ def _build_composite(node: dict[str, Any], where: str) -> Model:
         _expect(isinstance(entry, dict), cw, "must be a dict")
         terminals = entry.get("terminals")
         _expect(isinstance(terminals, dict), cw, "needs a 'terminals' dict")
-        child = build_node(entry.get("model"), cw)
+        child = build_node(entry.get("model"), cw, depth)
         binding = {t: target(i, cw) for t, i in terminals.items()}
         binding = {t: v for t, v in binding.items() if v is not TBD}
         try:

@@ -11,13 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CompileError
+from ...errors import ArgumentTypeError, CompileError, ShapeMismatchError
+from .. import types as T
 from ..logical.meta import SCALAR, TBD, TENSOR, make_kind, set_value
-from ..logical.model import BaseModel, ConnectSpec, Model, Operator, _Building, _propagation_error
+from ..logical.model import (
+    BaseModel,
+    ConnectSpec,
+    Model,
+    Operator,
+    _Building,
+    _propagation_error,
+    _shape_list,
+)
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
 from .compiled import CompiledModel, ParamSpec, ShapePattern
-from .graph import FlatGraph, Value, flatten
+from .graph import FlatGraph, Node, Value, flatten
 from .passes import Program, build_program
 
 
@@ -53,8 +62,8 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     from ...backends.backend import Backend
 
     if not isinstance(backend, Backend):
-        raise TypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
-                        f"{type(backend).__name__}")
+        raise ArgumentTypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
+                                f"{type(backend).__name__}")
     if isinstance(model, ConnectSpec):  # e.g. ml.compile(Linear(2)(input_size=3), ...)
         spec = model
         if spec.args or spec.kwargs:
@@ -63,7 +72,7 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         else:
             model = spec.model
     if not isinstance(model, BaseModel):
-        raise TypeError(f"compile needs a model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"compile needs a model, got {type(model).__name__}")
     data_keys, trainable_keys, discard_keys, outputs = (
         None if k is None else tuple(k) for k in (data_keys, trainable_keys, discard_keys,
                                                   outputs))
@@ -112,7 +121,9 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
         model.set_shapes(dict(shapes))
     consts = dict(constant_keys or {})
     if consts:
-        model.set_values({k: _to_numpy(backend, v) for k, v in consts.items()})
+        values = {k: _to_numpy(backend, v) for k, v in consts.items()}
+        _set_constant_shapes(model, values)
+        model.set_values(values)
     graph = flatten(model)
     _decide_open_kinds(graph, model)
     extra = list(outputs or ())
@@ -136,6 +147,29 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
         backend=backend, program_info=_snapshot(program, graph), forward_source=forward_src,
         writer=train_writer, kernels=kernels, constants=_constants(program, backend),
         inference=inference, jit=jit, file_path=file_path)
+
+
+def _set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
+    """An array constant fixes its terminal's shape, which must fit what the model (and
+    ``shapes=``) says; its shape then informs the inference like ``shapes=`` does."""
+    for key, value in values.items():
+        if not isinstance(value, np.ndarray):
+            continue
+        root = model._resolve_terminal(key).meta.root()  # TerminalError for unknown keys
+        if root.kind == SCALAR:
+            continue
+        before = _shape_list(root.shape) if root.kind == TENSOR else None  # type: ignore[arg-type]
+        shape = list(value.shape)
+        try:
+            model.set_shapes({key: shape})
+        except ShapeMismatchError as err:
+            if before is not None and all(isinstance(d, int) for d in before):
+                # the model says exactly what it should be
+                raise ShapeMismatchError(
+                    f"constant {key!r} has shape {shape}, but the model's shape for it is "
+                    f"{before}") from None
+            raise ShapeMismatchError(f"constant {key!r} has shape {shape}, which contradicts "
+                                     f"the model: {err}") from None
 
 
 def _to_numpy(backend: Any, value: Any) -> Any:
@@ -189,11 +223,16 @@ def _check_determined(program: Program) -> None:
             raise CompileError(
                 f"cannot determine the shape of parameter {key!r} (so far {items}); give the "
                 "input shape with compile(..., shapes={...}) or fix the layer sizes (e.g. "
-                "Linear(...)(input_size=...), Conv2d(in_channels=...))")
+                "Linear(...)(input_size=...), Conv2d(in_channels=...), "
+                "LayerNorm(normalized_shape=...))")
     for key, (vin, _) in program.state.items():
         items = _shape_items(vin)
         if items is None or not all(isinstance(i, int) for i in items):
             raise CompileError(f"cannot determine the shape of state {key!r} (so far {items})")
+    if program.unknown_scalars:
+        raise CompileError(
+            f"value {program.unknown_scalars[0]!r} is not known at compile time: it depends on "
+            "shapes that are not known; give the input shapes with compile(..., shapes={...})")
 
 
 def _pattern(v: Value, symbols: dict[int, int]) -> ShapePattern:
@@ -234,6 +273,9 @@ def _snapshot(program: Program, graph: FlatGraph) -> dict[str, Any]:
         state[key] = ParamSpec(tuple(_shape_items(vin) or ()), init, r.kinds)
     data = {key: (_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
             program.data.items()}
+    # after the data: an output's symbols are those of the inputs that fix them
+    output_specs = {key: (_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
+                    program.outputs.items()}
     shapes: dict[str, Any] = {}
     for v in graph.values:
         if v.is_root_terminal or v.producer is not None:
@@ -241,7 +283,48 @@ def _snapshot(program: Program, graph: FlatGraph) -> dict[str, Any]:
                               (literal_value(program, v)))
     return {"params": params, "state": state, "data": data, "shapes": shapes,
             "outputs": list(program.outputs), "unused": program.unused_inputs,
-            "symbols": len(symbols)}
+            "symbols": len(symbols), "output_specs": output_specs,
+            "float_data": _float_data(program)}
+
+
+def _float_data(program: Program) -> set[str]:
+    """Data tensors the model computes with in its float precision: an int or bool array there
+    is a mistake (PyTorch refuses ``int @ float``, the others silently promote).
+
+    A data input is one when it may be a float (its kinds include float) and reaches, at a
+    differentiable terminal, a primitive that also reads a parameter or a state (always of the
+    backend's float dtype) — directly, or through primitives whose output may still be an int
+    or bool (``Relu``, ``Flatten``, indexing; a cast to float or ``x * 0.5`` ends the path).
+    """
+    floats = {id(v) for v in program.params.values()}
+    floats |= {id(vin) for vin, _ in program.state.values()}
+    readers: dict[int, list[tuple[Node, int]]] = {}
+    for node in program.nodes:
+        for i, v in enumerate(node.inputs):
+            readers.setdefault(id(v), []).append((node, i))
+    out = set()
+    for key, v in program.data.items():
+        r = v.root
+        if r.kind != TENSOR or not r.kinds & T.FLOAT:
+            continue
+        seen = {id(v)}
+        stack = [v]
+        while stack and key not in out:
+            u = stack.pop()
+            for node, i in readers.get(id(u), ()):
+                if not node.prim.in_terms[i].differentiable:
+                    continue
+                if any(id(w) in floats and node.prim.in_terms[j].differentiable
+                       for j, w in enumerate(node.inputs) if j != i):
+                    out.add(key)
+                    break
+                for o in node.outputs:
+                    ro = o.root
+                    if (id(o) not in seen and ro.kind == TENSOR
+                            and ro.kinds & (T.INT | T.BOOL)):
+                        seen.add(id(o))
+                        stack.append(o)
+    return out
 
 
 def literal_value(program: Program, v: Value) -> Any:

@@ -79,19 +79,36 @@ class CompiledModel:
         elif not inference:
             vjp = backend.vjp_fn(self._raw_forward)
             self._grad_fn = backend.wrap_jit(vjp) if use_jit else vjp
+        # ---- the tables evaluate's checks read (see _check) ----
         self._param_keys = frozenset(self._params)
         self._param_checks = [(k, s.shape) for k, s in self._params.items()]
+        self._state_keys = frozenset(self._state_specs)
+        self._state_checks = [(k, s.shape) for k, s in self._state_specs.items()]
         self._required_data = frozenset(self._data)
         self._optional_data = frozenset(program_info["unused"])
-        self._float_dtype = backend.native_dtype(backend.dtype)
-        self._other_floats = set()
+        self._array_types: tuple[type, ...] = tuple(backend.array_types)
+        # dtypes as ``x.dtype`` reports them (JAX: np.dtype, not jnp's scalar types)
+        self._float_dtype = backend.array_dtype(backend.dtype)
+        other_floats = set()
         for name in ("float16", "bfloat16", "float32", "float64"):
             try:
-                native = backend.native_dtype(T.DTYPES[name])
+                native = backend.array_dtype(T.DTYPES[name])
             except (TypeError, ValueError):
                 continue
             if native != self._float_dtype:
-                self._other_floats.add(native)
+                other_floats.add(native)
+        self._other_floats = frozenset(other_floats)
+        float_data = program_info.get("float_data", set())
+        self._data_checks = [
+            (key, pattern, *_shape_check(pattern),
+             _EXACT if key in float_data else _dtype_mode(kinds))
+            for key, (pattern, kinds, kind) in self._data.items() if kind != "scalar"]
+        self._output_key_set = frozenset(self.output_keys)
+        self._output_checks = {
+            key: (pattern, *_shape_check(pattern), _EXACT if kinds == T.FLOAT else
+                  _dtype_mode(kinds))
+            for key, (pattern, kinds, kind) in program_info.get("output_specs", {}).items()
+            if kind != "scalar"}
         self._state: dict[str, Any] = self.initial_state_dict
         self._uses_rng = "rngs = split_rng" in forward_source
 
@@ -209,7 +226,7 @@ class CompiledModel:
         """
         params = {} if params is None else params
         data = {} if inputs is None else inputs
-        self._check(params, data)
+        bound = self._check(params, data)
         own = state is None
         if own:
             st = self._state
@@ -226,7 +243,7 @@ class CompiledModel:
         if self.inference:
             raise CompileError("this model was compiled with inference=True and has no "
                                "gradient code; compile it without inference=True to train")
-        grads_in = self._output_grads(output_gradients)
+        grads_in = self._output_grads(output_gradients, bound)
         if self._writer is not None:
             outs, new_state, cache = self._forward_train(params, data, st, rng)
             keys = tuple(k for k in self.output_keys if k in grads_in)
@@ -260,30 +277,75 @@ class CompiledModel:
         """The ``nn.Parameter``s of :meth:`torch_module`, for ``torch.optim`` optimizers."""
         return self.torch_module().parameters()
 
-    def _output_grads(self, og: Mapping[str, Any] | bool) -> dict[str, Any]:
+    def _output_grads(self, og: Mapping[str, Any] | bool,
+                      bound: dict[int, tuple[int, str]] | None) -> dict[str, Any]:
         if og is True:
             if "final_cost" not in self.output_keys:
                 raise InputError("output_gradients=True needs a 'final_cost' output (a "
                                  "TrainModel); pass a dict of output gradients instead")
             return {"final_cost": self.backend.ones(dtype=self.backend.dtype)}
-        if not isinstance(og, Mapping):
-            raise TypeError("output_gradients must be a dict {output name: gradient}")
-        unknown = set(og) - set(self.output_keys)
-        if unknown:
+        if type(og) is not dict and not isinstance(og, Mapping):
+            raise TypeMismatchError(_not_a_dict("output_gradients", og, "output name: gradient"))
+        if not og.keys() <= self._output_key_set:
+            unknown = set(og) - self._output_key_set
             raise InputError(f"output_gradients has unknown keys {sorted(unknown)}; outputs "
                              f"are {self.output_keys}")
+        types, checks = self._array_types, self._output_checks
+        for key, g in og.items():
+            check = checks.get(key)
+            if g is None or check is None:  # None: not differentiated; scalar outputs
+                continue
+            if not isinstance(g, types):
+                raise self._framework_error("output gradient of", key, g, "")
+            pattern, fixed, mode = check
+            if mode:
+                self._check_dtype("output gradient of", key, g, mode)
+            shape = getattr(g, "shape", None)
+            if fixed is not None and (shape == fixed or (shape is not None
+                                                         and tuple(shape) == fixed)):
+                continue
+            if pattern.rank is not None:
+                self._check_gradient_shape(key, g, pattern, bound or {})
         return dict(og)
 
+    def _check_gradient_shape(self, key: str, g: Any, pattern: ShapePattern,
+                              bound: dict[int, tuple[int, str]]) -> None:
+        """An output gradient is shaped like its output (symbols as the inputs bound them)."""
+        want: list[Any] = []
+        for d in pattern.dims:
+            if isinstance(d, int):
+                want.append(d)
+            else:
+                seen = bound.get(d[1])
+                want.append(seen[0] if seen is not None else d[0])
+        shape = getattr(g, "shape", None)
+        got = None if shape is None else tuple(shape)
+        if got is None or len(got) != len(want) or any(
+                isinstance(w, int) and w != n for w, n in zip(want, got, strict=False)):
+            raise ShapeMismatchError(
+                f"output gradient of {key!r} has shape {_shape_of(g)}, but the output has "
+                f"shape [{', '.join(str(w) for w in want)}]; an output gradient is shaped "
+                "like its output")
+
     # ---- checks (cheap on the happy path) ----
-    def _check(self, params: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    def _check(self, params: Mapping[str, Any], data: Mapping[str, Any]
+               ) -> dict[int, tuple[int, str]] | None:
+        """Check ``evaluate``'s params and inputs; the values symbols (batch size ``N``) took
+        in the inputs, for checking output gradients."""
+        if type(params) is not dict and not isinstance(params, Mapping):
+            raise TypeMismatchError(_not_a_dict("params", params, "name: array"))
+        if type(data) is not dict and not isinstance(data, Mapping):
+            raise TypeMismatchError(_not_a_dict("inputs", data, "name: array"))
         if params.keys() != self._param_keys:
             self._key_error("params", params, self._param_keys, frozenset())
         keys = data.keys()
         if keys != self._required_data:
             self._key_error("inputs", data, self._required_data, self._optional_data)
-        fdt = self._float_dtype
+        types, fdt = self._array_types, self._float_dtype
         for key, shape in self._param_checks:
             x = params[key]
+            if not isinstance(x, types):
+                raise self._framework_error("parameter", key, x, " or randomize_params()")
             xs = getattr(x, "shape", None)
             if xs != shape and (xs is None or tuple(xs) != shape):
                 raise ShapeMismatchError(
@@ -294,27 +356,55 @@ class CompiledModel:
                     f"parameter {key!r} is {_describe(x)}; the model was compiled for "
                     f"{self.backend.name} arrays of {self.backend.dtype!r} — create it with "
                     "backend.array(...) or randomize_params()")
-        if self._data:
-            self._check_data(data)
+        if self._data_checks:
+            return self._check_data(data)
+        return None
 
-    def _check_data(self, data: Mapping[str, Any]) -> None:
+    def _framework_error(self, what: str, key: str, x: Any, hint: str) -> TypeMismatchError:
+        b = self.backend
+        return TypeMismatchError(
+            f"{what} {key!r} is {_describe(x)}; the model was compiled for {b.name} arrays "
+            f"({b.array_type_names}) of {b.dtype!r} — convert it with backend.array(...)"
+            f"{hint}")
+
+    def _check_dtype(self, what: str, key: str, x: Any, mode: int) -> None:
+        """``mode`` _EXACT: the backend's float dtype; _NO_OTHER_FLOAT: not another float."""
+        dt = getattr(x, "dtype", None)
+        why = "it meets the model's parameters" if what == "input" else "the output is a float"
+        if mode == _EXACT:
+            if dt == self._float_dtype:
+                return
+        elif dt not in self._other_floats:
+            return
+        b = self.backend
+        if dt in self._other_floats:
+            raise TypeMismatchError(
+                f"{what} {key!r} is {_describe(x)}; the model was compiled for {b.name} "
+                f"arrays of {b.dtype!r} (use backend.array(...))")
+        raise TypeMismatchError(
+            f"{what} {key!r} is {_describe(x)}, but the model computes with it in "
+            f"{b.dtype!r} ({why}): pass {b.name} arrays of "
+            f"{b.dtype!r}, e.g. backend.array(x, dtype=backend.dtype)")
+
+    def _check_data(self, data: Mapping[str, Any]) -> dict[int, tuple[int, str]]:
         bound: dict[int, tuple[int, str]] = {}
-        for key, (pattern, kinds, kind) in self._data.items():
-            if key not in data:
-                continue
+        types, fdt, others = self._array_types, self._float_dtype, self._other_floats
+        for key, pattern, fixed, mode in self._data_checks:
             x = data[key]
-            if kind == "scalar":
-                continue
+            if not isinstance(x, types):
+                raise self._framework_error("input", key, x, "")
+            if mode == _EXACT:
+                if getattr(x, "dtype", None) != fdt:
+                    self._check_dtype("input", key, x, mode)
+            elif mode and getattr(x, "dtype", None) in others:
+                self._check_dtype("input", key, x, mode)
             shape = getattr(x, "shape", None)
             if shape is None:
                 raise TypeMismatchError(
                     f"input {key!r} is {_describe(x)}; pass a {self.backend.name} array "
                     "(backend.array(...))")
-            if kinds & T.FLOAT and getattr(x, "dtype", None) in self._other_floats:
-                raise TypeMismatchError(
-                    f"input {key!r} is {_describe(x)}; the model was compiled for "
-                    f"{self.backend.name} arrays of {self.backend.dtype!r} (use "
-                    "backend.array(...))")
+            if fixed is not None and (shape == fixed or tuple(shape) == fixed):
+                continue
             if pattern.rank is None:
                 continue
             if len(shape) != pattern.rank:
@@ -336,6 +426,7 @@ class CompiledModel:
                         raise ShapeMismatchError(
                             f"input {key!r} has {name} = {got} at axis {axis}, but input "
                             f"{seen[1]!r} has {name} = {seen[0]}")
+        return bound
 
     def _key_error(self, what: str, given: Mapping[str, Any], required: frozenset[str],
                    optional: frozenset[str]) -> None:
@@ -354,10 +445,25 @@ class CompiledModel:
         raise InputError(f"{what}: {' and '.join(parts)}; expected {sorted(required)}{hint}")
 
     def _check_state(self, state: Mapping[str, Any]) -> None:
-        if not isinstance(state, Mapping):
-            raise TypeError("state must be a dict {name: array}")
-        if set(state) != set(self._state_specs):
-            self._key_error("state", state, frozenset(self._state_specs), frozenset())
+        if type(state) is not dict and not isinstance(state, Mapping):
+            raise TypeMismatchError(_not_a_dict("state", state, "name: array"))
+        if state.keys() != self._state_keys:
+            self._key_error("state", state, self._state_keys, frozenset())
+        types, fdt = self._array_types, self._float_dtype
+        for key, shape in self._state_checks:
+            x = state[key]
+            if not isinstance(x, types):
+                raise self._framework_error("state", key, x, " or pm.initial_state_dict")
+            xs = getattr(x, "shape", None)
+            if xs != shape and (xs is None or tuple(xs) != shape):
+                raise ShapeMismatchError(
+                    f"state {key!r} has shape {_shape_of(x)}, the model expects "
+                    f"{list(shape)}; start from pm.initial_state_dict")
+            if getattr(x, "dtype", None) != fdt:
+                raise TypeMismatchError(
+                    f"state {key!r} is {_describe(x)}; the model was compiled for "
+                    f"{self.backend.name} arrays of {self.backend.dtype!r} — start from "
+                    "pm.initial_state_dict")
 
     # ------------------------------------------------------------------------------------------
     def summary(self, print_out: bool = True) -> str:
@@ -384,6 +490,26 @@ class CompiledModel:
         if print_out:
             print(text)
         return text
+
+
+#: dtype checks of data inputs and output gradients
+_EXACT = 1  # the backend's float dtype (a float input: it meets the parameters)
+_NO_OTHER_FLOAT = 2  # any dtype but another float precision (ints and bools too)
+
+
+def _dtype_mode(kinds: int) -> int:
+    return _NO_OTHER_FLOAT if kinds & T.FLOAT else 0
+
+
+def _shape_check(pattern: ShapePattern) -> tuple[tuple[int, ...] | None]:
+    """The shape itself when every dim is known (one tuple compare per call), else None."""
+    if pattern.rank is not None and all(isinstance(d, int) for d in pattern.dims):
+        return (tuple(pattern.dims),)
+    return (None,)
+
+
+def _not_a_dict(what: str, value: Any, items: str) -> str:
+    return f"{what} must be a dict {{{items}}}, got {_describe(value)}"
 
 
 def _initial_value(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:

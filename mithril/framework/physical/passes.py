@@ -29,6 +29,10 @@ class Program:
     outputs: dict[str, Value]
     inference: bool
     unused_inputs: set[str] = field(default_factory=set)
+    #: scalars the kept nodes read whose value depends on shapes not known at compile time;
+    #: reported after the parameters' shapes (``compile._check_determined``), which name the
+    #: cause better (``LayerNorm()``'s ``normalized_shape`` is its weight's shape)
+    unknown_scalars: list[str] = field(default_factory=list)
 
     def literal(self, v: Value) -> tuple[bool, Any]:
         """(True, python value) when ``v`` is a compile-time scalar known exactly."""
@@ -62,6 +66,10 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
         if k not in graph.outputs:
             raise CompileError(f"discard key {k!r} is not an output of the model; outputs: "
                                f"{', '.join(graph.outputs)}")
+
+    # a cycle anywhere is an error, also where no output depends on it (pruning below would
+    # drop it silently: ``Relu()(input="a", output="a")`` leaves a model without terminals)
+    _topological(graph.nodes)
 
     # outputs to compute
     outputs = {k: v for k, v in graph.outputs.items() if k not in set(discard_keys)}
@@ -114,6 +122,7 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
     params: dict[str, Value] = {}
     data: dict[str, Value] = {}
     consts: dict[str, Value] = {}
+    unknown: list[str] = []
     for name, v in used.items():
         if _is_static(v):
             v.role = "const"
@@ -124,7 +133,7 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
             continue
         if r.value is not TBD:
             if r.kind == SCALAR and not is_concrete(r.value):
-                raise CompileError(f"value {name!r} is not known at compile time")
+                unknown.append(name)
             v.role = "const"
             consts[name] = v
         elif name in state:
@@ -138,7 +147,7 @@ def build_program(graph: FlatGraph, *, inference: bool, data_keys: Iterable[str]
             data[name] = v
     unused = set(graph.inputs) - set(used) - set(state)
     return Program(nodes, params, data, {k: s for k, s in state.items() if k in used},
-                   consts, outputs, inference, unused)
+                   consts, outputs, inference, unused, unknown)
 
 
 def _eliminate_aliases(nodes: list[Node], outputs: dict[str, Value],

@@ -118,6 +118,8 @@ CASES = [
          lambda p: T.Adam(p, lr=0.05, betas=(0.8, 0.99), eps=1e-3)),
     Case("adam-amsgrad-wd", lambda: Adam(0.05, weight_decay=0.1, amsgrad=True),
          lambda p: T.Adam(p, lr=0.05, weight_decay=0.1, amsgrad=True)),
+    Case("adam-torch-spelling", lambda: Adam(lr=0.05, betas=(0.8, 0.99), eps=1e-3),
+         lambda p: T.Adam(p, lr=0.05, betas=(0.8, 0.99), eps=1e-3)),
     Case("adamw-default", lambda: AdamW(), lambda p: T.AdamW(p)),
     Case("adamw", lambda: AdamW(lr=0.05, weight_decay=0.1),
          lambda p: T.AdamW(p, lr=0.05, weight_decay=0.1)),
@@ -506,6 +508,12 @@ def test_invalid_hyperparameters_rejected_like_torch(ours, kwargs, theirs, torch
 def test_argument_errors():
     with pytest.raises(TypeError, match="not both"):
         Adam(learning_rate=0.1, lr=0.2)
+    with pytest.raises(TypeError, match="not both"):
+        AdamW(beta1=0.8, betas=(0.8, 0.9))
+    with pytest.raises(TypeError, match="betas must be a pair"):
+        Adam(betas=0.9)
+    with pytest.raises(ValueError, match="beta2"):
+        Adam(betas=(0.9, 1.5))
     with pytest.raises(ValueError, match="max_grad_norm"):
         SGD(0.1, max_grad_norm=0.0)
     params = {"w": np.ones(2), "b": np.ones(1)}

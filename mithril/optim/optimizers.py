@@ -54,6 +54,18 @@ def _resolve_learning_rate(learning_rate: LearningRate, lr: LearningRate | None,
     return lr
 
 
+def _resolve_betas(beta1: float, beta2: float, betas: tuple[float, float] | None
+                   ) -> tuple[float, float]:
+    """``(beta1, beta2)``, given separately or as PyTorch's ``betas=(beta1, beta2)``."""
+    if betas is None:
+        return beta1, beta2
+    if (beta1, beta2) != (0.9, 0.999):
+        raise ArgumentTypeError("give beta1= and beta2=, or betas=(beta1, beta2), not both")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ArgumentTypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return float(betas[0]), float(betas[1])
+
+
 def _check_at_least(name: str, value: float, minimum: float = 0.0) -> None:
     """Raise ``ValueError`` unless ``value >= minimum`` (the messages follow ``torch.optim``)."""
     if not value >= minimum:
@@ -250,7 +262,7 @@ class Adam(Optimizer):
     Same update and defaults as ``torch.optim.Adam``: ``m = beta1 * m + (1 - beta1) * g``,
     ``v = beta2 * v + (1 - beta2) * g**2`` (``v_max = max(v_max, v)`` with ``amsgrad``),
     ``p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)`` for update
-    number ``t`` (from 1).
+    number ``t`` (from 1). PyTorch's spelling ``Adam(lr=..., betas=(beta1, beta2))`` works too.
 
     >>> import numpy as np
     >>> optimizer = Adam(learning_rate=0.1, amsgrad=True)
@@ -265,8 +277,10 @@ class Adam(Optimizer):
     def __init__(self, learning_rate: LearningRate = 1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, *, lr: LearningRate | None = None,
+                 betas: tuple[float, float] | None = None,
                  max_grad_norm: float | None = None) -> None:
         super().__init__(_resolve_learning_rate(learning_rate, lr, 1e-3), max_grad_norm)
+        beta1, beta2 = _resolve_betas(beta1, beta2, betas)
         _check_beta("beta1", beta1)
         _check_beta("beta2", beta2)
         _check_at_least("eps", eps)
@@ -317,9 +331,10 @@ class AdamW(Adam):
     def __init__(self, learning_rate: LearningRate = 1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01,
                  amsgrad: bool = False, *, lr: LearningRate | None = None,
+                 betas: tuple[float, float] | None = None,
                  max_grad_norm: float | None = None) -> None:
         super().__init__(learning_rate, beta1, beta2, eps, weight_decay, amsgrad, lr=lr,
-                         max_grad_norm=max_grad_norm)
+                         betas=betas, max_grad_norm=max_grad_norm)
 
 
 # ---- RMSprop --------------------------------------------------------------------------------

@@ -330,9 +330,11 @@ class ParallelCompiledModel(CompiledModel):
                 for k, g in output_gradients.items()}
         return super().evaluate(params, inputs, output_gradients, state)
 
-    def summary(self, print_out: bool = True) -> str:
-        """The model summary followed by how each array is split."""
+    def summary(self, print_out: bool = True) -> str | None:
+        """Print the model summary followed by how each array is split; with
+        ``print_out=False`` return it instead."""
         text = super().summary(print_out=False) + "\n\n" + self.parallel.summary(False)
         if print_out:
             print(text)
+            return None
         return text

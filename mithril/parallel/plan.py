@@ -325,8 +325,9 @@ class ShardingPlan:
                 return table[key]
         return ()
 
-    def summary(self, print_out: bool = True) -> str:
-        """A table: kind, key, how it is split, and why."""
+    def summary(self, print_out: bool = True) -> str | None:
+        """Print a table: kind, key, how it is split, and why; with ``print_out=False`` return it
+        instead."""
         rows = [("kind", "key", "split", "by")]
         for kind, table in (("data", self.data), ("param", self.params),
                             ("state", self.state)):
@@ -340,4 +341,5 @@ class ShardingPlan:
         text = "\n".join(lines)
         if print_out:
             print(text)
+            return None
         return text

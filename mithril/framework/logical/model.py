@@ -533,8 +533,9 @@ class BaseModel:
 
     # ---- summaries ----
     def summary(self, shapes: Mapping[str, Any] | None = None, types: Any = None,
-                depth: int = 1, print_out: bool = True) -> str:
-        """A table of submodels, terminals, shapes, types and parameter counts."""
+                depth: int = 1, print_out: bool = True) -> str | None:
+        """Print a table of submodels, terminals, shapes, types and parameter counts; with
+        ``print_out=False`` return it instead."""
         from .summary import model_summary
 
         if shapes:
@@ -546,6 +547,7 @@ class BaseModel:
             text = model_summary(self, depth)
         if print_out:
             print(text)
+            return None
         return text
 
     @property

@@ -466,8 +466,9 @@ class CompiledModel:
                     "pm.initial_state_dict")
 
     # ------------------------------------------------------------------------------------------
-    def summary(self, print_out: bool = True) -> str:
-        """A table of inputs (data, parameters, state) and outputs with shapes and sizes."""
+    def summary(self, print_out: bool = True) -> str | None:
+        """Print a table of inputs (data, parameters, state) and outputs with shapes and sizes;
+        with ``print_out=False`` return it instead."""
         rows = [("kind", "name", "shape", "size")]
         total = 0
         for key, (pattern, _, kind) in self._data.items():
@@ -480,7 +481,7 @@ class CompiledModel:
         for key, spec in self._state_specs.items():
             rows.append(("state", key, str(list(spec.shape)), f"{math.prod(spec.shape):,}"))
         for key in self.output_keys:
-            rows.append(("output", key, str(self._info["shapes"].get(key)), ""))
+            rows.append(("output", key, _shape_text(self._info["shapes"].get(key)), ""))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
@@ -489,6 +490,7 @@ class CompiledModel:
         text = "\n".join(lines)
         if print_out:
             print(text)
+            return None
         return text
 
 
@@ -550,6 +552,13 @@ def _pattern_text(p: ShapePattern) -> str:
     if p.rank is None:
         return "any shape"
     return "[" + ", ".join(str(d) if isinstance(d, int) else d[0] for d in p.dims) + "]"
+
+
+def _shape_text(shape: Any) -> str:
+    """A shape from ``shapes`` as the summary writes it: ``[N, 10]``, without quotes."""
+    if shape is None:
+        return "unknown"
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _write_atomic(path: str, text: str) -> None:

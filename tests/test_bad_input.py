@@ -57,15 +57,8 @@ from mithril.models import (
     Reshape,
     Softmax,
 )
+from tests.backend_names import BACKENDS, backend_of
 from tests.guide_models import create_conv_net
-
-BACKENDS = ["numpy", "torch", "jax", "mlx"]
-CLASSES = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-           "mlx": "MlxBackend"}
-
-
-def backend_of(name: str, dtype: Any = ml.float64) -> Any:
-    return getattr(ml, CLASSES[name])(dtype=dtype)
 
 
 def raises(exc: type[BaseException], match: str, fn: Callable[[], Any]) -> BaseException:

@@ -38,11 +38,9 @@ from mithril.models import (
     Softplus,
     Tanh,
 )
+from tests.backend_names import BACKENDS, backend_of
 from tests.guide_models import create_conv_net
 
-BACKENDS = ["numpy", "torch", "jax", "mlx"]
-CLASSES = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-           "mlx": "MlxBackend"}
 F = torch.nn.functional
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -56,9 +54,6 @@ CLASSES_OF_ROWS = np.array([1, 0, 2, 3, 2])
 BINARY_LOGITS = np.array([1e4, -1e4, 0.0, 30.0, -30.0, 88.0, -88.0, 700.0, -750.0, -1e4, 1e4])
 BINARY_TARGETS = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
 
-
-def backend_of(name: str, dtype: str) -> Any:
-    return getattr(ml, CLASSES[name])(dtype=getattr(ml, dtype))
 
 
 def close(got: Any, want: np.ndarray, dtype: str, scale: float, what: str) -> None:

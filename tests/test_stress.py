@@ -23,19 +23,14 @@ import pytest
 
 import mithril as ml
 from mithril.models import Dropout, Linear, Model, Softmax, Tanh
+from tests.backend_names import BACKENDS, backend_of
 
-BACKENDS = ["numpy", "torch", "jax", "mlx"]
-CLASSES = {"numpy": "NumpyBackend", "torch": "TorchBackend", "jax": "JaxBackend",
-           "mlx": "MlxBackend"}
 CALLS = 10_000
 WARM_UP = 1_000
 BATCHES = (1, 2, 3, 5, 8)
 MAX_GROWTH_MB = 4.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def backend_of(name: str, dtype: Any = ml.float32) -> Any:
-    return getattr(ml, CLASSES[name])(dtype=dtype)
 
 
 def rss_mb() -> float:
@@ -79,7 +74,7 @@ def one_torch_thread() -> Any:
 @pytest.mark.parametrize("name", BACKENDS)
 def test_ten_thousand_calls_keep_memory_flat_and_results_exact(name: str,
                                                                one_torch_thread: Any) -> None:
-    b = backend_of(name)
+    b = backend_of(name, ml.float32)
     pm = ml.compile(small_model(), b)  # any batch size; JAX / MLX jit by default
     params = pm.randomize_params(seed=0)
     params64 = {k: b.to_numpy(v).astype(np.float64) for k, v in params.items()}

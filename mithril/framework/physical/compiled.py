@@ -341,21 +341,7 @@ class CompiledModel:
         keys = data.keys()
         if keys != self._required_data:
             self._key_error("inputs", data, self._required_data, self._optional_data)
-        types, fdt = self._array_types, self._float_dtype
-        for key, shape in self._param_checks:
-            x = params[key]
-            if not isinstance(x, types):
-                raise self._framework_error("parameter", key, x, " or randomize_params()")
-            xs = getattr(x, "shape", None)
-            if xs != shape and (xs is None or tuple(xs) != shape):
-                raise ShapeMismatchError(
-                    f"parameter {key!r} has shape {_shape_of(x)}, the model expects "
-                    f"{list(shape)}")
-            if getattr(x, "dtype", None) != fdt:
-                raise TypeMismatchError(
-                    f"parameter {key!r} is {_describe(x)}; the model was compiled for "
-                    f"{self.backend.name} arrays of {self.backend.dtype!r} — create it with "
-                    "backend.array(...) or randomize_params()")
+        self._check_arrays("parameter", params, self._param_checks, "randomize_params()")
         if self._data_checks:
             return self._check_data(data)
         return None
@@ -449,21 +435,27 @@ class CompiledModel:
             raise TypeMismatchError(_not_a_dict("state", state, "name: array"))
         if state.keys() != self._state_keys:
             self._key_error("state", state, self._state_keys, frozenset())
+        self._check_arrays("state", state, self._state_checks, "pm.initial_state_dict")
+
+    def _check_arrays(self, what: str, values: Mapping[str, Any],
+                      checks: list[tuple[str, tuple[int, ...]]], source: str) -> None:
+        """Framework, shape and float dtype of parameters or state (``checks``: key, shape);
+        ``source`` says where correct arrays come from."""
         types, fdt = self._array_types, self._float_dtype
-        for key, shape in self._state_checks:
-            x = state[key]
+        for key, shape in checks:
+            x = values[key]
             if not isinstance(x, types):
-                raise self._framework_error("state", key, x, " or pm.initial_state_dict")
+                raise self._framework_error(what, key, x, f" or {source}")
             xs = getattr(x, "shape", None)
             if xs != shape and (xs is None or tuple(xs) != shape):
                 raise ShapeMismatchError(
-                    f"state {key!r} has shape {_shape_of(x)}, the model expects "
-                    f"{list(shape)}; start from pm.initial_state_dict")
+                    f"{what} {key!r} has shape {_shape_of(x)}, the model expects "
+                    f"{list(shape)}; start from {source}")
             if getattr(x, "dtype", None) != fdt:
                 raise TypeMismatchError(
-                    f"state {key!r} is {_describe(x)}; the model was compiled for "
-                    f"{self.backend.name} arrays of {self.backend.dtype!r} — start from "
-                    "pm.initial_state_dict")
+                    f"{what} {key!r} is {_describe(x)}; the model was compiled for "
+                    f"{self.backend.name} arrays of {self.backend.dtype!r} — create it with "
+                    f"backend.array(...) or {source}")
 
     # ------------------------------------------------------------------------------------------
     def summary(self, print_out: bool = True) -> str | None:

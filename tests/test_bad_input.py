@@ -521,6 +521,50 @@ def test_state_of_wrong_shape(name: str) -> None:
     raises(ShapeMismatchError, r"'batchnorm2d.running_mean'", assign)
 
 
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("transform", ["jit", "vmap"])
+def test_state_inside_jax_transformations(transform: str, jit: bool) -> None:
+    """Without state=, traced new state is never stored on the model: InputError, and
+    compiled.state (and later calls) are as before; with state= the function is pure."""
+    import jax
+
+    b = backend_of("jax")
+    m = Model()
+    m |= BatchNorm2d(3)
+    pm = ml.compile(m, b, shapes={"input": [2, 3, 4, 4]}, jit=jit)
+    p, x = pm.randomize_params(), b.randn(2, 3, 4, 4)
+    before = {k: b.to_numpy(v) for k, v in pm.state.items()}
+    if transform == "jit":
+        def implicit() -> Any:
+            return jax.jit(lambda p: pm.evaluate(p, {"input": x})["output"])(p)
+    else:  # (under jax.grad the statistics are concrete: stop_gradient; storing them is fine)
+        def implicit() -> Any:
+            return jax.vmap(lambda x: pm.evaluate(p, {"input": x})["output"])(x[None])
+    raises(InputError, r"without state= was called inside a JAX transformation.*"
+           r"'batchnorm2d.running_mean'.*compiled.state is left unchanged.*state=state",
+           implicit)
+    assert all(type(v) is type(b.zeros(1)) for v in pm.state.values())
+    assert {k: b.to_numpy(v).tolist() for k, v in pm.state.items()} == \
+        {k: v.tolist() for k, v in before.items()}
+    # explicit state inside jax.jit: the state an eager call outside computes
+    out, new_state = jax.jit(lambda p, s: pm.evaluate(p, {"input": x}, state=s))(p, pm.state)
+    eager_out = pm.evaluate(p, {"input": x})  # outside any transformation: stores state
+    np.testing.assert_allclose(b.to_numpy(out["output"]), b.to_numpy(eager_out["output"]),
+                               rtol=1e-12, atol=1e-12)
+    for k, v in new_state.items():
+        np.testing.assert_allclose(b.to_numpy(v), b.to_numpy(pm.state[k]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_rng_of_wrong_type(name: str) -> None:
+    b = backend_of(name)
+    m = Model()
+    m |= Dropout(0.5)
+    pm = ml.compile(m, b, shapes={"input": [4]})
+    raises(TypeMismatchError, rf"rng is a builtins int; {name} random layers take ",
+           lambda: pm.evaluate({}, {"input": b.ones(4)}, rng=3))
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_state_and_output_gradients_of_another_dtype_or_framework(name: str) -> None:
     b, pm, p, x = _bn_compiled(name)
@@ -617,6 +661,18 @@ def test_params_and_inputs_must_be_dicts(what: str) -> None:
 def test_unavailable_device() -> None:
     raises(ml.BackendUnavailableError, r"cannot use device 'cuda' on this machine",
            lambda: ml.NumpyBackend(device="cuda"))
+
+
+@pytest.mark.parametrize("name", ["numpy", "mlx"])
+def test_device_mesh_on_a_backend_without_parallelism(name: str) -> None:
+    """NumPy and MLX take device_mesh= (like JAX and PyTorch) and refuse it alike, at
+    construction and on the creators."""
+    cls = {"numpy": ml.NumpyBackend, "mlx": ml.MlxBackend}[name]
+    message = (rf"device_mesh=\(2,\): parallelism needs JAX or PyTorch: {cls.__name__} has no "
+               r"device meshes.*ml.JaxBackend\(device_mesh=...\)")
+    raises(ml.BackendUnavailableError, message, lambda: cls(device_mesh=(2,)))
+    raises(ml.BackendUnavailableError, message, lambda: cls().ones(2, 2, device_mesh=(2,)))
+    assert cls(device_mesh=None).device_mesh is None
 
 
 # ==============================================================================================

@@ -31,6 +31,9 @@ class Backend(LossMixin):
     #: Python expressions generated code may use instead of a kernel call (e.g. ``{0} + {1}``)
     exprs: dict[str, str] = {}
     supported_devices: tuple[str, ...] = ("cpu",)
+    #: whether the framework has a JIT for ``wrap_jit`` (without one, ``compile(..., jit=True)``
+    #: changes nothing and ``compiled.jit`` is False)
+    has_jit = False
     #: whether ``compile(..., jit=None)`` wraps generated code with the framework's JIT
     default_jit = False
     #: the ``mithril.parallel.DeviceMesh`` arrays are split over (JAX and PyTorch only)
@@ -40,8 +43,17 @@ class Backend(LossMixin):
     array_types: tuple[type, ...] = (object,)
     #: how error messages name ``array_types``
     array_type_names: str = "arrays"
+    #: what ``evaluate(..., rng=)`` takes (what ``next_rng`` returns), and how errors name it
+    rng_types: tuple[type, ...] = (object,)
+    rng_type_names: str = "the backend's random state"
+    #: traced values (JAX tracers) that ``evaluate`` must not keep as a model's state
+    tracer_types: tuple[type, ...] = ()
 
-    def __init__(self, dtype: Any = T.float32, device: str = "cpu") -> None:
+    def __init__(self, dtype: Any = T.float32, device: str = "cpu",
+                 device_mesh: Any = None) -> None:
+        # JAX and PyTorch build their mesh in their own __init__; the others have none
+        if device_mesh is not None:
+            raise self._no_device_mesh(device_mesh)
         self.dtype = T.as_dtype(dtype)
         if self.dtype.kind != T.FLOAT:
             raise ArgumentTypeError(f"a backend's dtype is its float precision; got {self.dtype!r}")
@@ -115,10 +127,15 @@ class Backend(LossMixin):
         """
         if device_mesh is None:
             return array
-        raise BackendUnavailableError(
-            f"device_mesh={device_mesh!r}: parallelism needs JAX or PyTorch; "
-            f"{type(self).__name__} runs on one device (use ml.JaxBackend(device_mesh=...) or "
-            "ml.TorchBackend(device_mesh=...))")
+        raise self._no_device_mesh(device_mesh)
+
+    def _no_device_mesh(self, device_mesh: Any) -> BackendUnavailableError:
+        """The error for ``device_mesh=`` (at construction or on a creator) on a backend
+        without parallelism (NumPy, MLX)."""
+        return BackendUnavailableError(
+            f"device_mesh={device_mesh!r}: parallelism needs JAX or PyTorch: "
+            f"{type(self).__name__} has no device meshes (it runs on one device); use "
+            "ml.JaxBackend(device_mesh=...) or ml.TorchBackend(device_mesh=...)")
 
     def cast(self, x: Any, dtype: Any) -> Any:
         """Convert ``x`` to ``dtype``."""
@@ -128,8 +145,12 @@ class Backend(LossMixin):
         """A backend array from nested lists, NumPy or another framework's array.
 
         Floats take the backend's dtype unless ``dtype`` is given; ints and bools keep theirs.
+        Arrays of every installed framework are taken in any float precision, bfloat16 and
+        float16 included: they pass through NumPy in a dtype that holds their values exactly
+        (bfloat16 as float32), so ``backend.array(x, dtype=ml.bfloat16)`` of a bfloat16 ``x``
+        keeps every bit.
         """
-        arr = data if isinstance(data, np.ndarray) else _to_numpy_any(data)
+        arr = _exact_numpy(data if isinstance(data, np.ndarray) else _to_numpy_any(data))
         if dtype is None:
             if arr.dtype.kind == "f":
                 dt = self.dtype
@@ -212,8 +233,15 @@ class Backend(LossMixin):
         """Gradients through ``forward`` by the framework's autodiff (see kernel-contract.md)."""
         raise NotImplementedError
 
-    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap a generated function for ``jit=True`` (identity where there is no JIT)."""
+    def wrap_jit(self, fn: Callable[..., Any],
+                 settle: Callable[[Callable[..., Any]], None] | None = None
+                 ) -> Callable[..., Any]:
+        """Wrap a generated function for ``jit=True`` (identity where there is no JIT).
+
+        ``settle``, when given, may be called once with the function to call from then on: a
+        wrapper that decides something at its first call (JAX: jit, or eager for code that
+        cannot be traced) lets its caller drop it, so later calls pay nothing for it.
+        """
         return fn
 
 
@@ -229,8 +257,19 @@ def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
 
 
 def _to_numpy_any(data: Any) -> np.ndarray:
+    """``data`` (a torch tensor, MLX or JAX array, nested lists, ...) as a NumPy array.
+
+    Floats NumPy lacks (torch / MLX bfloat16, torch float8) become float32, which holds each of
+    their values exactly; JAX gives ``ml_dtypes`` arrays, which :func:`_exact_numpy` widens.
+    """
     if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch
-        return data.detach().cpu().numpy()
+        import torch
+
+        data = data.detach().cpu()
+        if data.is_floating_point() and data.dtype not in (torch.float16, torch.float32,
+                                                           torch.float64):
+            data = data.float()
+        return data.numpy()
     if type(data).__module__.startswith("mlx"):
         import mlx.core as mx
 
@@ -238,6 +277,19 @@ def _to_numpy_any(data: Any) -> np.ndarray:
             data = data.astype(mx.float32)
         return np.array(data)
     return np.asarray(data)
+
+
+def _exact_numpy(arr: np.ndarray) -> np.ndarray:
+    """``arr`` with an ``ml_dtypes`` dtype (JAX's bfloat16, float8, int4, ...; NumPy has no
+    such dtypes of its own) widened to one that holds its values exactly: float32 for the
+    floats, int8 for the small ints."""
+    if arr.dtype.type.__module__.startswith("ml_dtypes"):
+        name = arr.dtype.name
+        if "float" in name:
+            return arr.astype(np.float32)
+        if "int" in name:
+            return arr.astype(np.int8)
+    return arr
 
 
 def missing_framework(backend: str, module: str, extra: str) -> BackendUnavailableError:

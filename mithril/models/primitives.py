@@ -123,15 +123,17 @@ _TABLE: list[tuple[str, str, str]] = [
      "``ml.TBD`` makes that terminal an input (e.g. a stop computed from a shape)."),
     ("Unique", "unique",
      "The sorted distinct values of the (flattened) input, ``np.unique``. Its length depends "
-     "on the data: run it with ``compile(..., jit=False)`` (JAX and MLX cannot trace it)."),
+     "on the data, so JAX and MLX cannot trace it: with ``jit`` on they run the model eagerly "
+     "(with a warning); ``compile(..., jit=False)`` does so without one."),
     ("Dtype", "dtype_of",
      "The dtype of a tensor as a scalar (an ``ml`` dtype such as ``ml.float32``), known when "
      "the code runs; it can feed ``Cast``'s ``dtype``. As a model output it needs "
      "``jit=False`` on JAX (jitted functions return arrays only)."),
     ("ToList", "to_list", "A Python list of ``n`` scalar values (``ToList(n=3)``)."),
     ("TensorToList", "tensor_to_list",
-     "A tensor as nested Python lists (``tolist()``); needs concrete values, so use "
-     "``compile(..., jit=False)`` on JAX and MLX."),
+     "A tensor as nested Python lists (``tolist()``); needs concrete values, so JAX and MLX "
+     "with ``jit`` on run the model eagerly (with a warning; ``compile(..., jit=False)`` "
+     "avoids it)."),
     ("RandInt", "randint",
      "Integers uniform in ``[low, high)`` of ``shape`` (int64 unless ``dtype``), drawn from "
      "the backend's random state on every call (``RandInt((2, 3), 0, 10)``)."),

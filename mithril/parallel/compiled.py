@@ -187,7 +187,8 @@ class ParallelCompiledModel(CompiledModel):
             outputs, new_state = raw(params, data, state, rng)
             return outputs, pin_state(new_state)
 
-        self._forward = backend.wrap_jit(forward) if self.jit else forward
+        self._forward = (backend.wrap_jit(forward, self._settler("_forward")) if self.jit
+                         else forward)
         if self._grad_fn is not None:
             vjp = backend.vjp_fn(raw)
             pin_grads = self._pin_grads
@@ -196,7 +197,8 @@ class ParallelCompiledModel(CompiledModel):
                 outputs, new_state, gradients = vjp(params, data, state, rng, grads)
                 return outputs, pin_state(new_state), pin_grads(gradients, params)
 
-            self._grad_fn = backend.wrap_jit(grad_fn) if self.jit else grad_fn
+            self._grad_fn = (backend.wrap_jit(grad_fn, self._settler("_grad_fn")) if self.jit
+                             else grad_fn)
         self._state = self._place_all(self._state, self._state_targets)
 
     # ---- layouts ----
@@ -306,7 +308,7 @@ class ParallelCompiledModel(CompiledModel):
     def evaluate(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None,
                  output_gradients: Mapping[str, Any] | bool | None = None,
-                 state: Mapping[str, Any] | None = None) -> Any:
+                 state: Mapping[str, Any] | None = None, rng: Any = None) -> Any:
         """:meth:`CompiledModel.evaluate` on arrays laid out by the plan.
 
         Arrays not laid out yet are placed first (a plain array holds the global value);
@@ -328,7 +330,7 @@ class ParallelCompiledModel(CompiledModel):
                 k: g if not accepts(g) or on_mesh(g, self._mesh)
                 else self._adapter.place(g, self._replicated_target(len(g.shape)))
                 for k, g in output_gradients.items()}
-        return super().evaluate(params, inputs, output_gradients, state)
+        return super().evaluate(params, inputs, output_gradients, state, rng)
 
     def summary(self, print_out: bool = True) -> str | None:
         """Print the model summary followed by how each array is split; with

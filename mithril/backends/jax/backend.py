@@ -9,6 +9,8 @@ still default to the backend's ``dtype``.
 from __future__ import annotations
 
 import contextlib
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,6 +26,11 @@ from . import kernels
 #: Mithril device names -> JAX platform names
 _PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu", "mps": "METAL"}
 
+#: what ``jax.jit`` raises for code that needs concrete values in Python (``.item()``,
+#: ``int(x)``, ``tolist()``, data-dependent shapes such as ``jnp.unique``)
+_UNTRACEABLE = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                jax.errors.TracerIntegerConversionError, jax.errors.NonConcreteBooleanIndexError)
+
 
 class JaxBackend(Backend):
     """Runs compiled models on JAX (``dtype`` is the float precision, ``device`` e.g. "cpu").
@@ -37,6 +44,7 @@ class JaxBackend(Backend):
     Note: construction enables ``jax_enable_x64`` for the whole process (see module docstring).
     """
 
+    has_jit = True
     default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
 
     name = "jax"
@@ -44,6 +52,9 @@ class JaxBackend(Backend):
     #: NumPy arrays too, as ``jax.numpy`` takes them (``jax.Array`` includes tracers)
     array_types = (jax.Array, np.ndarray, np.generic)
     array_type_names = "jax.Array or numpy.ndarray"
+    rng_types = (jax.Array,)  # a key from jax.random.key (or jax.random.PRNGKey); tracers too
+    rng_type_names = "a JAX PRNG key (jax.random.key(seed))"
+    tracer_types = (jax.core.Tracer,)
     supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")
     exprs: ClassVar[dict[str, str]] = {
         "add": "({0} + {1})",
@@ -71,6 +82,8 @@ class JaxBackend(Backend):
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
         jax.config.update("jax_enable_x64", True)
+        #: functions wrap_jit found untraceable (their vjp_fn wrappers run eagerly at once)
+        self._untraceable: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
         self._jax_device: Any = None
         self._key: Any = None
         super().__init__(dtype, device)
@@ -179,11 +192,59 @@ class JaxBackend(Backend):
                          for k, v in params.items()}
             return outputs, new_state, gradients
 
+        fn.__wrapped__ = forward  # type: ignore[attr-defined]  # for wrap_jit's fallback
         return fn
 
-    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``jax.jit(fn)``: recompiles for new shapes; dicts of arrays are pytrees."""
-        return jax.jit(fn)
+    def wrap_jit(self, fn: Callable[..., Any],
+                 settle: Callable[[Callable[..., Any]], None] | None = None
+                 ) -> Callable[..., Any]:
+        """``jax.jit(fn)``: recompiles for new shapes; dicts of arrays are pytrees.
+
+        A function that needs array values in Python (``item``, ``int(x)``, ``tolist``, a
+        data-dependent shape) cannot be traced: the first call finds out, warns and runs ``fn``
+        without ``jax.jit`` from then on (as ``mx.compile`` on MLX). One warning per function:
+        the gradient function of a forward found untraceable (``vjp_fn``) runs eagerly without
+        trying again. Only the first call is inside ``try``; it passes the chosen function
+        (``jax.jit(fn)`` or ``fn``) to ``settle``, so a caller that rebinds it calls
+        ``jax.jit``'s function directly from then on; other callers pay one check per call.
+        """
+        jitted = jax.jit(fn)
+        origin = getattr(fn, "__wrapped__", fn)
+        untraceable = self._untraceable
+        chosen: Callable[..., Any] | None = None  # after the first call: jitted or fn
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal chosen
+            if chosen is not None:
+                return chosen(*args, **kwargs)
+            if origin in untraceable:
+                chosen = fn
+                if settle is not None:
+                    settle(fn)
+                return fn(*args, **kwargs)
+            try:
+                result = jitted(*args, **kwargs)
+            except _UNTRACEABLE as err:
+                # inside the caller's own jax.jit, fn fails too: that error propagates and the
+                # next call decides again
+                result = fn(*args, **kwargs)
+                chosen = fn
+                untraceable.add(origin)
+                if settle is not None:
+                    settle(fn)
+                reason = (str(err).strip().splitlines() or [""])[0]
+                warnings.warn(
+                    "jax.jit cannot trace this model: it needs array values in Python "
+                    f"({type(err).__name__}: {reason}); running it without jax.jit from now "
+                    "on. Compile it with ml.compile(..., jit=False) to run eagerly without "
+                    "this warning", RuntimeWarning, stacklevel=3)
+                return result
+            chosen = jitted
+            if settle is not None:
+                settle(jitted)
+            return result
+
+        return run
 
 
 def _is_float_array(value: Any) -> bool:

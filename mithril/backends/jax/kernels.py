@@ -759,7 +759,8 @@ def split(input: Array, split_size: int, axis: int = 0) -> Array:
 
 def unique(input: Array) -> Array:
     """The sorted distinct values of ``input`` (flattened). The length depends on the data,
-    so this kernel cannot run under ``jax.jit`` (compile with ``jit=False``)."""
+    so this kernel cannot run under ``jax.jit`` (a jitted model falls back to eager execution
+    with a warning; compile with ``jit=False`` to avoid it)."""
     return jnp.unique(input)
 
 

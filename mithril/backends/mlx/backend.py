@@ -34,25 +34,23 @@ _EXPRS: dict[str, str] = {
 class MlxBackend(Backend):
     """Compiled models on Apple's MLX (CPU everywhere; ``"gpu"``/``"mps"`` where MLX has one)."""
 
+    has_jit = True
     default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
 
     name = "mlx"
     kernels = mlx_kernels
     array_types = (mx.array,)
     array_type_names = "mlx.core.array"
+    rng_types = (mx.array,)
+    rng_type_names = "an MLX PRNG key (mx.random.key(seed))"
     supported_devices = ("cpu", "gpu", "mps")
     exprs = _EXPRS
 
     def __init__(self, dtype: Any = ml_types.float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
-        if device_mesh is not None:
-            from ...errors import BackendUnavailableError
-
-            raise BackendUnavailableError("parallelism needs JAX or PyTorch: MlxBackend has no "
-                                          "device meshes")
         self._key = mx.random.key(0)
         self.mx_device: mx.Device = mx.Device(mx.cpu)
-        super().__init__(dtype, device)
+        super().__init__(dtype, device, device_mesh)  # device_mesh: BackendUnavailableError
         if self.dtype.name == "float64" and self.mx_device != mx.Device(mx.cpu):
             raise ArgumentTypeError("MLX supports float64 only on the CPU; use device='cpu' or a "
                                     "float32/float16/bfloat16 dtype")
@@ -90,12 +88,6 @@ class MlxBackend(Backend):
                 x = x.astype(mx.float32)
             return np.array(x)
         return np.asarray(x)
-
-    def array(self, data: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
-        """As ``Backend.array``; MLX bfloat16 input goes through float32 (NumPy lacks it)."""
-        if isinstance(data, mx.array):
-            data = self.to_numpy(data)
-        return super().array(data, dtype=dtype, device_mesh=device_mesh)
 
     def seed_framework(self, seed: int) -> None:
         """Restart the backend's PRNG key (and MLX's global generator) from ``seed``."""
@@ -151,7 +143,9 @@ class MlxBackend(Backend):
             return mx.array(arr, dtype=self.native_dtype(self.dtype))
         return self._from_numpy(arr)
 
-    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_jit(self, fn: Callable[..., Any],
+                 settle: Callable[[Callable[..., Any]], None] | None = None
+                 ) -> Callable[..., Any]:
         """``mx.compile(fn)``; recompiles for new shapes, dtypes and Python-scalar arguments.
 
         Dicts, lists and Python scalars may be arguments (scalars are compiled in as

@@ -46,7 +46,8 @@ class NumpyBackend(Backend):
     """Runs compiled models with NumPy on the CPU; gradients come from ``vjps.py``.
 
     ``dtype`` is the float precision (``ml.float16``, ``ml.float32`` or ``ml.float64``; NumPy
-    has no bfloat16). Only ``device="cpu"`` exists.
+    has no bfloat16). Only ``device="cpu"`` exists, and there is no parallelism:
+    ``device_mesh=`` raises ``BackendUnavailableError``, as on MLX.
     """
 
     name = "numpy"
@@ -57,10 +58,13 @@ class NumpyBackend(Backend):
     vjps = _vjps
     array_types = (np.ndarray, np.generic)  # 0-d results of arithmetic are NumPy scalars
     array_type_names = "numpy.ndarray"
+    rng_types = (np.random.Generator,)
+    rng_type_names = "a numpy.random.Generator (np.random.default_rng(seed))"
 
-    def __init__(self, dtype: Any = _types.float32, device: str = "cpu") -> None:
+    def __init__(self, dtype: Any = _types.float32, device: str = "cpu",
+                 device_mesh: Any = None) -> None:
         _kernels._native_dtype(dtype)  # fail early on bfloat16
-        super().__init__(dtype, device)
+        super().__init__(dtype, device, device_mesh)  # device_mesh: BackendUnavailableError
         _warm_allocator()
 
     def native_dtype(self, dtype: Any) -> np.dtype:
@@ -86,6 +90,9 @@ class NumpyBackend(Backend):
         """
         return self._rng
 
-    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """NumPy has no JIT: ``fn`` unchanged."""
+    def wrap_jit(self, fn: Callable[..., Any],
+                 settle: Callable[[Callable[..., Any]], None] | None = None
+                 ) -> Callable[..., Any]:
+        """NumPy has no JIT: ``fn`` unchanged (``compile`` does not call this: ``compiled.jit``
+        is False on NumPy)."""
         return fn

@@ -33,9 +33,12 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    has_jit = True  # torch.compile (off by default)
     kernels = kernels
     array_types = (torch.Tensor,)
     array_type_names = "torch.Tensor"
+    rng_types = (torch.Generator,)
+    rng_type_names = "a torch.Generator (torch.Generator().manual_seed(seed))"
     supported_devices = ("cpu", "cuda", "mps")
     #: the kernels of these primitives are exactly these Python operators
     exprs: ClassVar[dict[str, str]] = {
@@ -177,7 +180,9 @@ class TorchBackend(Backend):
 
         return run
 
-    def wrap_jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_jit(self, fn: Callable[..., Any],
+                 settle: Callable[[Callable[..., Any]], None] | None = None
+                 ) -> Callable[..., Any]:
         """``torch.compile(fn)``, falling back to eager (with one warning) where that fails."""
         compiled: list[Callable[..., Any] | None] = [None]
         failed = [False]

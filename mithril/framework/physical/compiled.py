@@ -69,16 +69,18 @@ class CompiledModel:
         if file_path is not None:
             _write_atomic(file_path, self.code)
         self._raw_forward = self._namespace["forward"]
-        use_jit = backend.default_jit if jit is None else jit
+        # NumPy has no JIT: jit=True is accepted there and reported as off
+        use_jit = (backend.default_jit if jit is None else jit) and backend.has_jit
         self.jit = bool(use_jit)
-        self._forward = backend.wrap_jit(self._raw_forward) if use_jit else self._raw_forward
+        self._forward = (backend.wrap_jit(self._raw_forward, self._settler("_forward"))
+                         if use_jit else self._raw_forward)
         self._grad_fn: Callable[..., Any] | None = None
         if writer is not None:
             self._forward_train = self._namespace["forward_train"]
             self._backward_cache[tuple(self.output_keys)] = self._namespace["backward"]
         elif not inference:
             vjp = backend.vjp_fn(self._raw_forward)
-            self._grad_fn = backend.wrap_jit(vjp) if use_jit else vjp
+            self._grad_fn = backend.wrap_jit(vjp, self._settler("_grad_fn")) if use_jit else vjp
         # ---- the tables evaluate's checks read (see _check) ----
         self._param_keys = frozenset(self._params)
         self._param_checks = [(k, s.shape) for k, s in self._params.items()]
@@ -111,6 +113,16 @@ class CompiledModel:
             if kind != "scalar"}
         self._state: dict[str, Any] = self.initial_state_dict
         self._uses_rng = "rngs = split_rng" in forward_source
+        #: the traced-value types (JAX tracers) that must not be stored as ``.state``
+        self._tracer_types: tuple[type, ...] = (
+            tuple(backend.tracer_types) if self._state_specs and not inference else ())
+
+    def _settler(self, attr: str) -> Callable[[Callable[..., Any]], None]:
+        """``wrap_jit``'s ``settle``: rebind ``attr`` to what a JIT wrapper chose at its first
+        call (JAX: ``jax.jit``'s function, or the plain one), so evaluate calls it directly."""
+        def settle(fn: Callable[..., Any]) -> None:
+            setattr(self, attr, fn)
+        return settle
 
     # ------------------------------------------------------------------------------------------
     def _make_namespace(self, kernels: dict[str, Callable[..., Any]], constants: dict[str, Any]
@@ -216,13 +228,20 @@ class CompiledModel:
     def evaluate(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None,
                  output_gradients: Mapping[str, Any] | bool | None = None,
-                 state: Mapping[str, Any] | None = None) -> Any:
+                 state: Mapping[str, Any] | None = None, rng: Any = None) -> Any:
         """Run the model.
 
         Returns ``outputs``; with ``output_gradients`` also the parameters' gradients
         (``(outputs, gradients)``); with ``state=`` also the new state
         (``(outputs, new_state)`` or ``(outputs, gradients, new_state)``). Without ``state=``,
-        the compiled model uses and updates the state it keeps (``.state``).
+        the compiled model uses and updates the state it keeps (``.state``); inside a JAX
+        transformation (``jax.jit``, ``jax.vmap``) that raises ``InputError``: pass ``state=``.
+
+        ``rng`` is the random state random layers (``Dropout``) draw from on this call: a PRNG
+        key on JAX (``jax.random.key(seed)``) and MLX (``mx.random.key(seed)``), a
+        ``torch.Generator`` / ``numpy.random.Generator`` on PyTorch / NumPy. By default the
+        backend supplies it (``backend.set_seed``); inside your own ``jax.jit`` pass a fresh
+        key each call, or every call reuses the key taken while tracing.
         """
         params = {} if params is None else params
         data = {} if inputs is None else inputs
@@ -233,11 +252,15 @@ class CompiledModel:
         else:
             self._check_state(state)  # type: ignore[arg-type]
             st = state
-        rng = self.backend.next_rng() if self._uses_rng else None
+        if rng is not None:
+            self._check_rng(rng)
+        if self._uses_rng:
+            rng = self.backend.next_rng() if rng is None else rng
         if output_gradients is None or output_gradients is False:
             outs, new_state = self._forward(params, data, st, rng)
             if own:
-                self._state = new_state if not self.inference else self._state
+                if not self.inference:
+                    self._keep_state(new_state)
                 return outs
             return outs, new_state
         if self.inference:
@@ -252,7 +275,7 @@ class CompiledModel:
             assert self._grad_fn is not None
             outs, new_state, grads = self._grad_fn(params, data, st, rng, grads_in)
         if own:
-            self._state = new_state
+            self._keep_state(new_state)
             return outs, grads
         return outs, grads, new_state
 
@@ -429,6 +452,33 @@ class CompiledModel:
         if what == "params":
             hint = "; use randomize_params() for the full set"
         raise InputError(f"{what}: {' and '.join(parts)}; expected {sorted(required)}{hint}")
+
+    def _keep_state(self, new_state: dict[str, Any]) -> None:
+        """Store the new state as ``.state``; traced (JAX) state is never stored."""
+        tracers = self._tracer_types
+        if tracers:
+            for value in new_state.values():
+                if isinstance(value, tracers):
+                    raise self._traced_state_error(new_state)
+        self._state = new_state
+
+    def _traced_state_error(self, new_state: Mapping[str, Any]) -> InputError:
+        """``evaluate`` without ``state=`` inside a JAX transformation: the new state is traced
+        and would escape the traced function (the next call would fail with JAX's
+        ``UnexpectedTracerError``), so it is not stored."""
+        return InputError(
+            "evaluate without state= was called inside a JAX transformation (jax.jit, "
+            f"jax.vmap, ...), where the new state {sorted(new_state)} is traced and cannot be "
+            "kept on the compiled model; compiled.state is left unchanged. Pass the state in and "
+            "use the returned one: outputs, state = compiled.evaluate(params, inputs, "
+            "state=state) (outputs, gradients, state with output_gradients), starting from "
+            "compiled.state, and return the state from your function")
+
+    def _check_rng(self, rng: Any) -> None:
+        b = self.backend
+        if not isinstance(rng, b.rng_types):
+            raise TypeMismatchError(
+                f"rng is {_describe(rng)}; {b.name} random layers take {b.rng_type_names}")
 
     def _check_state(self, state: Mapping[str, Any]) -> None:
         if type(state) is not dict and not isinstance(state, Mapping):

@@ -17,6 +17,26 @@ from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
 from ..framework import types as T
 from .losses import LossMixin
 
+#: primitives whose kernel is exactly a Python operator on PyTorch and JAX arrays; generated
+#: code writes the operator instead of a kernel call
+OPERATOR_EXPRS: dict[str, str] = {
+    "add": "({0} + {1})",
+    "subtract": "({0} - {1})",
+    "multiply": "({0} * {1})",
+    "divide": "({0} / {1})",
+    "floor_divide": "({0} // {1})",
+    "power": "({0} ** {1})",
+    "greater": "({0} > {1})",
+    "less": "({0} < {1})",
+    "greater_equal": "({0} >= {1})",
+    "less_equal": "({0} <= {1})",
+    "equal": "({0} == {1})",
+    "not_equal": "({0} != {1})",
+    "shift_left": "({0} << {1})",
+    "shift_right": "({0} >> {1})",
+    "matmul": "({0} @ {1})",
+}
+
 
 class Backend(LossMixin):
     """Base of ``NumpyBackend``, ``TorchBackend``, ``JaxBackend`` and ``MlxBackend``.

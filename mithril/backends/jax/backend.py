@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import ArgumentError, BackendUnavailableError, InputError
 from ...framework.types import Dtype, float32
-from ..backend import Backend
+from ..backend import OPERATOR_EXPRS, Backend
 from . import kernels
 
 #: Mithril device names -> JAX platform names
@@ -57,25 +57,11 @@ class JaxBackend(Backend):
     tracer_types = (jax.core.Tracer,)
     supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")
     exprs: ClassVar[dict[str, str]] = {
-        "add": "({0} + {1})",
-        "subtract": "({0} - {1})",
-        "multiply": "({0} * {1})",
-        "divide": "({0} / {1})",
-        "floor_divide": "({0} // {1})",
-        "power": "({0} ** {1})",
-        "greater": "({0} > {1})",
-        "less": "({0} < {1})",
-        "greater_equal": "({0} >= {1})",
-        "less_equal": "({0} <= {1})",
-        "equal": "({0} == {1})",
-        "not_equal": "({0} != {1})",
+        **OPERATOR_EXPRS,
         "logical_and": "({0} & {1})",
         "logical_or": "({0} | {1})",
         "logical_xor": "({0} ^ {1})",
-        "shift_left": "({0} << {1})",
-        "shift_right": "({0} >> {1})",
         "negate": "(-{0})",
-        "matmul": "({0} @ {1})",
         "indexer": "{0}[{1}]",
     }
 

@@ -13,7 +13,7 @@ import torch
 
 from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, InputError
 from ...framework.types import as_dtype, float32
-from ..backend import Backend
+from ..backend import OPERATOR_EXPRS, Backend
 from . import kernels
 
 _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
@@ -41,23 +41,7 @@ class TorchBackend(Backend):
     rng_type_names = "a torch.Generator (torch.Generator().manual_seed(seed))"
     supported_devices = ("cpu", "cuda", "mps")
     #: the kernels of these primitives are exactly these Python operators
-    exprs: ClassVar[dict[str, str]] = {
-        "add": "({0} + {1})",
-        "subtract": "({0} - {1})",
-        "multiply": "({0} * {1})",
-        "divide": "({0} / {1})",
-        "floor_divide": "({0} // {1})",
-        "power": "({0} ** {1})",
-        "greater": "({0} > {1})",
-        "less": "({0} < {1})",
-        "greater_equal": "({0} >= {1})",
-        "less_equal": "({0} <= {1})",
-        "equal": "({0} == {1})",
-        "not_equal": "({0} != {1})",
-        "shift_left": "({0} << {1})",
-        "shift_right": "({0} >> {1})",
-        "matmul": "({0} @ {1})",
-    }
+    exprs: ClassVar[dict[str, str]] = dict(OPERATOR_EXPRS)
 
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:

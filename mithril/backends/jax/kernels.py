@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...framework.types import Dtype, as_dtype
+from ..monomials import monomial_indices
 
 Array = jax.Array
 _UNSET: Any = object()  # marks an argument left out
@@ -764,23 +765,11 @@ def unique(input: Array) -> Array:
     return jnp.unique(input)
 
 
-def _monomial_indices(n_features: int, degree: int) -> np.ndarray:
-    """``(n_out, degree)`` column indices per monomial (``n_features`` is a padding column of
-    ones); ordered by degree, then lexicographically (scikit-learn's order)."""
-    import itertools
-
-    rows = []
-    for k in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(n_features), k):
-            rows.append(combo + (n_features,) * (degree - k))
-    return np.asarray(rows, dtype=np.int64).reshape(-1, degree)
-
-
 def polynomial_features(input: Array, degree: int) -> Array:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
     x = jnp.asarray(input)
-    idx = _monomial_indices(x.shape[-1], degree)
+    idx = monomial_indices(x.shape[-1], degree)
     xa = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
     out = xa[..., idx[:, 0]]
     for k in range(1, degree):

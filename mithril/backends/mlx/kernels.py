@@ -24,6 +24,7 @@ from typing import Any
 import mlx.core as mx
 
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
+from ..monomials import monomial_indices
 
 _Array = mx.array
 _Number = int | float | bool
@@ -928,22 +929,12 @@ def unique(input: _Array) -> _Array:
     return mx.array(values, dtype=input.dtype)
 
 
-def _monomial_indices(n_features: int, degree: int) -> list[tuple[int, ...]]:
-    """Per monomial, ``degree`` column indices (``n_features`` is a padding column of ones);
-    ordered by degree, then lexicographically (scikit-learn's order)."""
-    rows = []
-    for k in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(n_features), k):
-            rows.append(combo + (n_features,) * (degree - k))
-    return rows
-
-
 def polynomial_features(input: _Array, degree: int) -> _Array:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
-    rows = _monomial_indices(input.shape[-1], degree)
+    idx = monomial_indices(input.shape[-1], degree)
     xa = mx.concatenate([input, mx.ones_like(input[..., :1])], axis=-1)
-    columns = [mx.array([r[k] for r in rows], dtype=mx.int32) for k in range(degree)]
+    columns = [mx.array(idx[:, k].astype("int32")) for k in range(degree)]
     out = mx.take(xa, columns[0], axis=-1)
     for k in range(1, degree):
         out = out * mx.take(xa, columns[k], axis=-1)

@@ -30,6 +30,7 @@ from numpy.lib.stride_tricks import as_strided as _as_strided
 
 from ...errors import ArgumentTypeError
 from ...framework import types as _types
+from ..monomials import monomial_indices
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -1111,16 +1112,6 @@ def unique(input: np.ndarray) -> np.ndarray:
     return np.unique(input)
 
 
-def _monomial_indices(n_features: int, degree: int) -> np.ndarray:
-    """``(n_out, degree)`` column indices of each monomial; index ``n_features`` is a column of
-    ones padding lower degrees. Order: by degree, then lexicographic (scikit-learn's)."""
-    rows = []
-    for k in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(n_features), k):
-            rows.append(combo + (n_features,) * (degree - k))
-    return np.asarray(rows, dtype=np.int64).reshape(-1, degree)
-
-
 def _with_ones(input: np.ndarray) -> np.ndarray:
     return np.concatenate([input, np.ones_like(input[..., :1])], axis=-1)
 
@@ -1130,7 +1121,7 @@ def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
 
     Columns follow scikit-learn's ``PolynomialFeatures(degree, include_bias=False)``.
     """
-    idx = _monomial_indices(input.shape[-1], degree)
+    idx = monomial_indices(input.shape[-1], degree)
     xa = _with_ones(input)
     out = xa[..., idx[:, 0]]
     for k in range(1, degree):

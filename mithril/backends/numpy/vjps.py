@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..monomials import monomial_indices
 from . import kernels as _k
 
 if TYPE_CHECKING:
@@ -817,7 +818,7 @@ def polynomial_features_vjp(grad: np.ndarray, output: Any, input: np.ndarray, de
     """Gradient of ``polynomial_features``: each monomial passes ``grad`` times the product of
     its other factors to each of its factors."""
     n = input.shape[-1]
-    idx = _k._monomial_indices(n, degree)
+    idx = monomial_indices(n, degree)
     xa = _k._with_ones(input)
     cols = [xa[..., idx[:, k]] for k in range(degree)]
     g = np.asarray(grad)

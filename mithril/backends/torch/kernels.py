@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ...framework import types as _types
+from ..monomials import monomial_indices
 
 if TYPE_CHECKING:  # annotations only: keeps the kernel table free of non-kernels
     from collections.abc import Sequence
@@ -735,23 +736,10 @@ def unique(input: Tensor) -> Tensor:
     return torch.unique(input, sorted=True)
 
 
-def _monomial_indices(n_features: int, degree: int) -> list[tuple[int, ...]]:
-    """Per monomial, ``degree`` column indices (``n_features`` is a padding column of ones);
-    ordered by degree, then lexicographically (scikit-learn's order)."""
-    import itertools
-
-    rows = []
-    for k in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(n_features), k):
-            rows.append(combo + (n_features,) * (degree - k))
-    return rows
-
-
 def polynomial_features(input: Tensor, degree: int) -> Tensor:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
-    rows = _monomial_indices(input.shape[-1], degree)
-    idx = torch.tensor(rows, dtype=torch.int64, device=input.device).reshape(-1, degree)
+    idx = torch.from_numpy(monomial_indices(input.shape[-1], degree)).to(input.device)
     xa = torch.cat([input, torch.ones_like(input[..., :1])], dim=-1)
     out = xa[..., idx[:, 0]]
     for k in range(1, degree):

@@ -694,8 +694,8 @@ class Model(BaseModel):
     >>> m = Model()
     >>> m |= Linear(8)(input_size=4)
     >>> m += Relu()
-    >>> m.shapes["output"]
-    ['u0', 8]
+    >>> m.shapes["output"]  # any leading dims, then 8
+    ['(V, ...)', 8]
     """
 
     def __init__(self, name: str | None = None) -> None:

@@ -298,3 +298,15 @@ def test_compiled_jit_reports_whether_a_jit_runs(name: str) -> None:
             assert pm.jit is False  # NumPy has no JIT, whatever jit= says
         else:
             assert pm.jit is (b.default_jit if jit is None else jit)
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "jax", "mlx"])
+def test_to_numpy_returns_a_writable_copy(name: str) -> None:
+    """``to_numpy`` gives a NumPy array the caller owns: writable, and writing to it leaves the
+    backend's array unchanged."""
+    b = backend_of(name, ml.float32)
+    x = b.array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    out = b.to_numpy(x)
+    assert isinstance(out, np.ndarray) and out.flags.writeable
+    out[0, 0] = 100.0
+    np.testing.assert_array_equal(b.to_numpy(x), np.arange(6, dtype=np.float32).reshape(2, 3))

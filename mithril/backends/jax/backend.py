@@ -134,7 +134,7 @@ class JaxBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy copy of ``x`` (a split array is gathered); bfloat16 becomes float32."""
-        out = np.asarray(jax.device_get(x))
+        out = np.array(jax.device_get(x))  # a writable copy, as on the other backends
         if out.dtype == jnp.bfloat16:
             out = out.astype(np.float32)
         return out

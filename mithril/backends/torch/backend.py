@@ -113,9 +113,10 @@ class TorchBackend(Backend):
         if type(x).__name__ == "DTensor":
             x = x.full_tensor()
         x = x.detach()
-        if x.dtype == torch.bfloat16:
-            x = x.float()
-        return x.cpu().numpy()
+        host = x.float() if x.dtype == torch.bfloat16 else x
+        host = host.cpu()
+        # a copy the caller owns: .numpy() of a CPU tensor would share the tensor's memory
+        return host.numpy().copy() if host.data_ptr() == x.data_ptr() else host.numpy()
 
     def seed_framework(self, seed: int) -> None:
         """Seed this backend's own ``torch.Generator`` (the global torch seed is untouched)."""

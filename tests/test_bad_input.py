@@ -59,6 +59,7 @@ from mithril.models import (
 )
 from tests.backend_names import BACKENDS, backend_of
 from tests.guide_models import create_conv_net
+from tests.test_logical_errors import _features_2048  # a [8, 2048] feature extractor
 
 
 def raises(exc: type[BaseException], match: str, fn: Callable[[], Any]) -> BaseException:
@@ -94,15 +95,6 @@ OTHER_ARRAYS: dict[str, Callable[[], Any]] = {
 # ==============================================================================================
 # Building: shapes, terminals, reuse, empty models
 # ==============================================================================================
-def _features_2048() -> Model:
-    m = Model(name="net")
-    m |= Conv2d(in_channels=3, out_channels=32, kernel_size=3, padding=1)
-    m += MaxPool2d(kernel_size=4)
-    m += Flatten()
-    m.set_shapes(input=[8, 3, 32, 32])
-    return m
-
-
 def _add_mismatch() -> None:
     m = Model()
     m |= Add()(left=IOKey("a", shape=[3, 4]), right=IOKey("b", shape=[3, 5]), output="c")

@@ -23,9 +23,7 @@ Max-type operations (``MaxPool``) are only generated where their input has no ti
 the gradient a convention that frameworks choose differently): after ``Relu`` / ``Clamp`` a
 branch may hold exact zeros, so max-pooling is not drawn there.
 
-Constructs that hit an open Mithril bug are not drawn while the bug is open: :data:`KNOWN_BUGS`
-names each (``specs(avoid=...)`` draws them again); the failures are kept, shrunk, as strict
-xfail tests in ``tests/regressions/``.
+A failure it finds is kept, shrunk, in ``tests/regressions/`` (a strict xfail until fixed).
 """
 
 from __future__ import annotations
@@ -549,7 +547,6 @@ class _Draw:
     budget: int
     counter: int = 0
     symbolic_batch: bool = False
-    avoid: frozenset[str] = frozenset()  # keys of KNOWN_BUGS whose constructs are not drawn
 
     def name(self, kind: str) -> str:
         self.counter += 1
@@ -566,11 +563,6 @@ class Flow:
 
     shape: Shape
     ties: bool = False
-
-
-#: constructs the generator avoids because of open bugs (each has an xfail regression test in
-#: tests/regressions/); remove an entry once the bug is fixed
-KNOWN_BUGS: dict[str, str] = {}
 
 
 def _small(lo: int, hi: int) -> st.SearchStrategy[int]:
@@ -819,12 +811,10 @@ def _draw_block(d: _Draw, flow: Flow, depth: int, mode: str, min_items: int,
 
 
 @st.composite
-def specs(draw: Any, rank: int | None = None, max_nodes: int = 14,
-          avoid: frozenset[str] = frozenset(KNOWN_BUGS)) -> Spec:
+def specs(draw: Any, rank: int | None = None, max_nodes: int = 14) -> Spec:
     """Random valid model specs with small shapes (at most ``max_nodes`` spec nodes) whose
-    input has ``rank`` dims (2, 3 or 4; drawn when None). Constructs of the open bugs named
-    in ``avoid`` (keys of :data:`KNOWN_BUGS`) are not drawn."""
-    d = _Draw(draw, budget=draw(st.integers(4, max_nodes)), avoid=avoid)
+    input has ``rank`` dims (2, 3 or 4; drawn when None)."""
+    d = _Draw(draw, budget=draw(st.integers(4, max_nodes)))
     batch = draw(st.integers(2, 3))
     if rank is None:
         rank = draw(st.sampled_from([2, 4, 3]))

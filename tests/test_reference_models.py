@@ -8,7 +8,6 @@ PyTorch's autograd on the same formula, or with central differences.
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import math
 import re
@@ -155,13 +154,12 @@ def test_every_reference_name_is_importable_from_mithril_models(name: str) -> No
     assert name in mithril.models.__all__
 
 
-def test_reference_module_examples_run() -> None:
+def test_reference_module_is_exported() -> None:
+    """(Its docstring examples run in tests/test_docstrings.py.)"""
     import mithril.models
 
     missing = [n for n in R.__all__ if getattr(mithril.models, n, None) is not getattr(R, n)]
     assert not missing, f"not exported from mithril.models: {missing}"
-    result = doctest.testmod(R, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 40
 
 
 # ----------------------------------------------------------------------------------------------

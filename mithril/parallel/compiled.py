@@ -289,14 +289,9 @@ class ParallelCompiledModel(CompiledModel):
         """Fresh state, laid out by the plan (replicated unless a rule splits it)."""
         return self._place_all(super().initial_state_dict, self._state_targets)
 
-    @property
-    def state(self) -> dict[str, Any]:
-        return self._state
-
-    @state.setter
-    def state(self, value: Mapping[str, Any]) -> None:
-        self._check_state(value)
-        self._state = self._place_all(value, self._state_targets)
+    def _adopt_state(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        """Assigned state is laid out by the plan."""
+        return self._place_all(value, self._state_targets)
 
     def randomize_params(self, seed: int | None = None, excluded_keys: Any = ()
                          ) -> dict[str, Any]:

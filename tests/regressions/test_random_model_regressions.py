@@ -2,9 +2,8 @@
 
 For every bug: the spec hypothesis shrank the failure to (checked exactly as in
 tests/test_random_models.py: NumPy float64 reference, then the backend), and the smallest
-hand-written model showing it. All are ``xfail(strict=True)`` until the bug is fixed; then
-remove the mark and the bug's entry from ``KNOWN_BUGS`` in tests/model_generator.py so the
-generator draws the construct again.
+hand-written model showing it. A new one is marked ``xfail(strict=True)`` with the bug as the
+reason until it is fixed; all found so far are fixed and run as plain regression tests.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from mithril.models import (
     Where,
 )
 from tests.model_generator import (
-    KNOWN_BUGS,
     Algebra,
     Block,
     Branch,
@@ -42,10 +40,6 @@ from tests.model_generator import (
 )
 
 NUMPY = ml.NumpyBackend
-
-
-def xfail(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 # ---- variadic-overlap ------------------------------------------------------------------------
@@ -229,10 +223,3 @@ SHRUNK = [
 @pytest.mark.parametrize("spec,backend_name", SHRUNK)
 def test_shrunk_generated_model(spec: Spec, backend_name: str) -> None:
     check_against_reference(spec, backend_name)
-
-
-def test_every_known_bug_has_a_shrunk_example() -> None:
-    """Each construct the generator avoids is kept here as a failing example (fixed ones stay
-    as plain regression tests)."""
-    ids = {p.id for p in SHRUNK if any(m.name == "xfail" for m in p.marks)}
-    assert ids == set(KNOWN_BUGS)

@@ -206,7 +206,11 @@ class CompiledModel:
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
         self._check_state(value)
-        self._state = dict(value)
+        self._state = self._adopt_state(value)
+
+    def _adopt_state(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        """The checked state assigned to ``.state``, as this model keeps it."""
+        return dict(value)
 
     def randomize_params(self, seed: int | None = None, excluded_keys: Any = ()
                          ) -> dict[str, Any]:

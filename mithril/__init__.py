@@ -41,6 +41,7 @@ from .framework.types import (
     int64,
     uint8,
 )
+from .export import OnnxExportError, export_onnx
 from .io import ParamsFileError, load_params, read_metadata, save_params
 from .optim import (
     SGD,
@@ -60,7 +61,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "LinearWarmup", "RMSprop", "StepLR",
     "clip_by_global_norm", "DataParallel", "ParallelPlan", "TensorParallel",
-    "ParamsFileError", "load_params", "read_metadata", "save_params",
+    "ParamsFileError", "load_params", "read_metadata", "save_params", "OnnxExportError",
+    "export_onnx",
     "TBD", "ArgumentError", "ArgumentTypeError", "BackendUnavailableError", "CompileError",
     "CompiledModel", "Connection",
     "compile", "Dtype", "IOKey",

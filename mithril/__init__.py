@@ -24,6 +24,7 @@ from .errors import (
     TerminalError,
     TypeMismatchError,
 )
+from .export import OnnxExportError, export_onnx
 from .framework.logical.meta import TBD
 from .framework.logical.model import Connection, IOKey
 from .framework.physical.compile import compile
@@ -41,7 +42,6 @@ from .framework.types import (
     int64,
     uint8,
 )
-from .export import OnnxExportError, export_onnx
 from .io import ParamsFileError, load_params, read_metadata, save_params
 from .optim import (
     SGD,

@@ -1,17 +1,30 @@
 """Load a ``torch.nn`` model's weights (its ``state_dict``) into Mithril parameters and state.
 
-Entries are paired with Mithril keys in this order:
+Entries are paired with Mithril keys by name first, by shape only for what names leave open
+(see :mod:`mithril.interop._pairing` for the stages):
 
 1. ``mapping`` — explicit pairs ``{mithril key: torch name}``; a pair of layer prefixes
    (``{"batchnorm2d": "bn1"}``) pairs the tensors of the two layers by leaf name;
-2. by layer — a Mithril layer (``conv2d``: ``weight``, ``bias``) takes the first unused torch
-   module (``conv1``) with the same leaf names and shapes, in order; then the same with shapes
-   only, leaf names ignored;
-3. by order — whatever remains is paired in order when the shapes agree one by one.
+2. by name — equal keys, then keys of which one is a dotted suffix of the other
+   (``module.fc.weight`` / ``fc.weight``) when that is one-to-one;
+3. by layer — a Mithril layer (``conv2d``: ``weight``, ``bias``) and a torch module
+   (``conv1``) whose leaf names and shapes agree (then shapes alone), when no other layer
+   shares that signature, or when the torch modules sharing it hold equal values;
+4. by shape — single tensors whose shape is unique on both sides.
 
-torch's ``num_batches_tracked`` counters have no Mithril counterpart and are ignored. Anything
-left unpaired, or paired with a different shape, is listed in the :class:`TorchLoadReport`;
-with ``strict=True`` (the default) that raises, with the report as the message.
+Layers that share a signature and differ in value cannot be told apart without names: they
+are paired in order but reported as ``ambiguous`` (an error with ``strict=True``; give a
+``mapping``). A name pairing is never overridden by shapes: equal names with different shapes
+are a shape mismatch.
+
+Arrays are copied: nothing loaded shares memory with the torch tensors. ``transforms`` rewrites
+entries before pairing (``{"*.c_attn.weight": np.transpose}`` for HF GPT-2's ``Conv1D``).
+torch's ``num_batches_tracked`` counters have no Mithril counterpart and are ignored. Trainable
+*inputs* of the compiled model (``compile(..., trainable_keys=...)``, or parameters without an
+initialiser) are not weights: when the file has no entry for them they are listed in
+``report.trainable_inputs``, not as missing. Anything else left unpaired, paired with a
+different shape or ambiguously is listed in the :class:`TorchLoadReport`; with ``strict=True``
+(the default) that raises, with the report as the message.
 
 >>> import torch
 >>> import mithril as ml
@@ -27,11 +40,14 @@ with ``strict=True`` (the default) that raises, with the report as the message.
 >>> [(m, t) for m, t, _, _ in report.matched]  # doctest: +NORMALIZE_WHITESPACE
 [('linear.weight', '0.weight'), ('linear.bias', '0.bias'),
  ('linear_1.weight', '2.weight'), ('linear_1.bias', '2.bias')]
+>>> sorted({how for *_, how in report.matched})
+['layer']
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +57,15 @@ from torch import nn
 
 from ..errors import InputError, ShapeMismatchError, TypeMismatchError
 from ..framework.physical.compiled import CompiledModel
+from . import _pairing
+from ._pairing import Entry, entry
 
 __all__ = ["TorchLoadReport", "load_torch_state_dict"]
 
 _IGNORED_LEAVES = ("num_batches_tracked",)
 
 Shape = tuple[int, ...]
+Transform = Callable[[np.ndarray], Any]
 
 
 @dataclass
@@ -54,14 +73,24 @@ class TorchLoadReport:
     """What :func:`load_torch_state_dict` paired, and what it could not.
 
     - ``matched``: ``(mithril key, torch name, shape, how)`` with ``how`` one of
-      ``"mapping"``, ``"layer"``, ``"layer-shape"``, ``"order"``, ``"layer-partial"``
-      (the shape-agreeing tensors of a layer whose other tensors mismatch);
-    - ``missing``: Mithril keys nothing was loaded for, with their shapes;
+      ``"mapping"``, ``"name"``, ``"suffix"``, ``"layer"``, ``"layer-shape"`` (their
+      ``-equal`` forms: one of several equal-valued torch modules), ``"shape"``,
+      ``"layer-partial"`` (the shape-agreeing tensors of a layer whose other tensors
+      mismatch) or ``"order"`` (a guess, also listed in ``ambiguous``);
+    - ``missing``: Mithril parameters and state the file has no entry for ("not in the file");
     - ``unexpected``: torch entries not used, with their shapes;
+    - ``not_parameters``: torch entries whose name is a *data* input of the compiled model,
+      not a parameter or state ("not a parameter": compile with ``trainable_keys=`` to train
+      it, or pass it as an input);
+    - ``trainable_inputs``: trainable inputs of the compiled model that the file has no entry
+      for (expected: they are inputs, not weights; not an error);
     - ``shape_mismatches``: ``(mithril key, torch name, mithril shape, torch shape)`` of
-      layers that correspond by name but not by shape (not loaded);
-    - ``mapping_errors``: entries of ``mapping`` naming keys that do not exist;
+      entries that correspond (by name or layer) but not by shape (not loaded);
+    - ``ambiguous``: ``(mithril layer, torch module)`` pairs made by order among layers that
+      share names-free signatures and differ in value (give a ``mapping``);
+    - ``mapping_errors``: entries of ``mapping`` or ``transforms`` naming keys that do not exist;
     - ``ignored``: torch entries deliberately skipped (``num_batches_tracked``);
+    - ``transformed``: torch entries rewritten by ``transforms``;
     - ``converted``: ``(mithril key, torch dtype, backend dtype)`` where precision changed.
 
     >>> from mithril.interop import TorchLoadReport
@@ -72,16 +101,21 @@ class TorchLoadReport:
     matched: list[tuple[str, str, Shape, str]] = field(default_factory=list)
     missing: list[tuple[str, Shape]] = field(default_factory=list)
     unexpected: list[tuple[str, Shape]] = field(default_factory=list)
+    not_parameters: list[tuple[str, Shape]] = field(default_factory=list)
+    trainable_inputs: list[str] = field(default_factory=list)
     shape_mismatches: list[tuple[str, str, Shape, Shape]] = field(default_factory=list)
+    ambiguous: list[tuple[str, str]] = field(default_factory=list)
     mapping_errors: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    transformed: list[str] = field(default_factory=list)
     converted: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether every Mithril key and every torch entry was paired with an equal shape."""
+        """Whether every parameter and state and every torch entry was paired, by name or
+        unambiguously, with an equal shape."""
         return not (self.missing or self.unexpected or self.shape_mismatches
-                    or self.mapping_errors)
+                    or self.mapping_errors or self.ambiguous or self.not_parameters)
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.matched)} tensors from the torch state_dict"]
@@ -90,12 +124,19 @@ class TorchLoadReport:
                 ("shape mismatches (mithril key <- torch name)",
                  [f"{m} {list(ms)} <- {t} {list(ts)}"
                   for m, t, ms, ts in self.shape_mismatches]),
-                ("missing: Mithril keys with no torch entry",
+                ("ambiguous: layers with equal shapes paired by order only (pass mapping=)",
+                 [f"{m} <- {t}" for m, t in self.ambiguous]),
+                ("missing: Mithril parameters and state not in the file",
                  [f"{k} {list(s)}" for k, s in self.missing]),
+                ("not parameters: torch entries that are data inputs of the compiled model",
+                 [f"{k} {list(s)}" for k, s in self.not_parameters]),
                 ("unexpected: torch entries with no Mithril key",
                  [f"{k} {list(s)}" for k, s in self.unexpected]),
                 ("matched (mithril key <- torch name)",
                  [f"{m} <- {t} {list(s)} [{how}]" for m, t, s, how in self.matched]),
+                ("trainable inputs not in the file (not loaded, not an error)",
+                 self.trainable_inputs),
+                ("transformed", self.transformed),
                 ("ignored", self.ignored),
                 ("converted", [f"{k}: {a} -> {b}" for k, a, b in self.converted])):
             if rows:
@@ -104,29 +145,22 @@ class TorchLoadReport:
         return "\n".join(lines)
 
 
-@dataclass
-class _Entry:
-    name: str  # full key
-    group: str  # layer prefix ("" at top level)
-    leaf: str
-    shape: Shape
-    value: Any = None  # torch side: the NumPy array
-    dtype: str = ""
-    used: bool = False
-
-
 def load_torch_state_dict(compiled_model: CompiledModel, state_dict: Any,
-                          mapping: Mapping[str, str] | None = None, *, strict: bool = True
+                          mapping: Mapping[str, str] | None = None, *, strict: bool = True,
+                          transforms: Mapping[str, Transform] | None = None
                           ) -> tuple[dict[str, Any], dict[str, Any], TorchLoadReport]:
     """``(params, state, report)`` for ``compiled_model`` from a ``torch.nn`` state dict.
 
-    ``state_dict`` is a module's ``state_dict()`` (or the module itself); values are
-    converted to the compiled model's backend and dtype. ``mapping`` fixes pairs explicitly
-    (Mithril key or layer prefix -> torch name or module prefix); the rest is paired by layer
-    and order (see the module docstring). With ``strict=True`` an incomplete pairing raises
+    ``state_dict`` is a module's ``state_dict()`` (or the module itself); values are copied
+    and converted to the compiled model's backend and dtype. ``mapping`` fixes pairs
+    explicitly (Mithril key or layer prefix -> torch name or module prefix); the rest is
+    paired by name, then unambiguously by layer and shape (see the module docstring).
+    ``transforms`` maps torch names or ``fnmatch`` patterns to functions applied to the NumPy
+    array before pairing. With ``strict=True`` an incomplete or ambiguous pairing raises
     ``ShapeMismatchError`` (shapes) or ``InputError`` (names) with the report as message;
     with ``strict=False`` the dicts hold what was paired and ``report`` says what was not.
 
+    >>> import numpy as np
     >>> import torch
     >>> import mithril as ml
     >>> from mithril.interop import load_torch_state_dict
@@ -139,6 +173,10 @@ def load_torch_state_dict(compiled_model: CompiledModel, state_dict: Any,
     >>> _, _, bad = load_torch_state_dict(pm, torch.nn.Linear(5, 3).state_dict(), strict=False)
     >>> bad.shape_mismatches
     [('weight', 'weight', (3, 2), (3, 5))]
+    >>> stored = {"weight": fc.weight.detach().T, "bias": fc.bias.detach()}  # (in, out)
+    >>> params, _, report = load_torch_state_dict(pm, stored, transforms={"weight": np.transpose})
+    >>> report.transformed, bool(np.array_equal(params["weight"], fc.weight.detach().numpy()))
+    (['weight'], True)
     """
     if not isinstance(compiled_model, CompiledModel):
         raise TypeMismatchError(f"load_torch_state_dict needs a compiled model, got "
@@ -148,24 +186,18 @@ def load_torch_state_dict(compiled_model: CompiledModel, state_dict: Any,
     if not isinstance(state_dict, Mapping):
         raise TypeMismatchError(f"state_dict must be a torch state_dict (a dict of tensors) or "
                                 f"an nn.Module, got {type(state_dict).__name__}")
-    if mapping is not None and not isinstance(mapping, Mapping):
-        raise TypeMismatchError(f"mapping must be a dict {{mithril key: torch name}}, got "
-                                f"{type(mapping).__name__}")
+    for what, value in (("mapping", mapping), ("transforms", transforms)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeMismatchError(f"{what} must be a dict keyed by name, got "
+                                    f"{type(value).__name__}")
     report = TorchLoadReport()
-    ours = [_entry(k, spec.shape) for k, spec in compiled_model._params.items()]
-    ours += [_entry(k, spec.shape) for k, spec in compiled_model._state_specs.items()]
-    theirs: list[_Entry] = []
-    for name, value in state_dict.items():
-        if not isinstance(name, str):
-            raise TypeMismatchError(f"state_dict keys must be strings, got {name!r}")
-        if name.rsplit(".", 1)[-1] in _IGNORED_LEAVES:
-            report.ignored.append(name)
-            continue
-        arr, dtype = _to_numpy(name, value)
-        theirs.append(_entry(name, arr.shape, arr, dtype))
-    pairs: dict[str, _Entry] = {}  # mithril key -> torch entry
+    inputs = _trainable_inputs(compiled_model)
+    ours = [entry(k, spec.shape) for k, spec in compiled_model._params.items()]
+    ours += [entry(k, spec.shape) for k, spec in compiled_model._state_specs.items()]
+    theirs = _torch_entries(state_dict, dict(transforms or {}), report)
+    pairs: dict[str, Entry] = {}  # mithril key -> torch entry
 
-    def pair(mine: _Entry, other: _Entry, how: str) -> None:
+    def pair(mine: Entry, other: Entry, how: str) -> None:
         mine.used = other.used = True
         if mine.shape != other.shape:
             report.shape_mismatches.append((mine.name, other.name, mine.shape, other.shape))
@@ -173,13 +205,22 @@ def load_torch_state_dict(compiled_model: CompiledModel, state_dict: Any,
         pairs[mine.name] = other
         report.matched.append((mine.name, other.name, mine.shape, how))
 
-    _by_mapping(mapping or {}, ours, theirs, pair, report)
-    _by_layer(ours, theirs, pair, use_leaves=True)
-    _by_layer(ours, theirs, pair, use_leaves=False)
-    _by_order(ours, theirs, pair)
-    _diagnose_leftovers(ours, theirs, pair)
-    report.missing += [(e.name, e.shape) for e in ours if not e.used]
-    report.unexpected += [(e.name, e.shape) for e in theirs if not e.used]
+    _pairing.by_mapping(mapping or {}, ours, theirs, pair, report.mapping_errors)
+    _pairing.by_name(ours, theirs, pair)
+    _pairing.by_suffix(ours, theirs, pair)
+    # trainable inputs pair by name only: never guessed from shapes
+    weights = [e for e in ours if e.name not in inputs]
+    for use_leaves in (True, False):
+        _pairing.by_layer(weights, theirs, pair, use_leaves, report.ambiguous)
+    _pairing.by_shape(weights, theirs, pair)
+    _pairing.diagnose_leftovers(weights, theirs, pair)
+    report.trainable_inputs += [e.name for e in ours if not e.used and e.name in inputs]
+    report.missing += [(e.name, e.shape) for e in ours if not e.used and e.name not in inputs]
+    data = set(compiled_model.data_keys)
+    for e in theirs:
+        if not e.used:
+            (report.not_parameters if e.name in data else report.unexpected).append(
+                (e.name, e.shape))
     order = {e.name: i for i, e in enumerate(ours)}
     report.matched.sort(key=lambda m: order[m[0]])
 
@@ -205,123 +246,63 @@ def load_torch_state_dict(compiled_model: CompiledModel, state_dict: Any,
     return params, state, report
 
 
-def _entry(name: str, shape: Any, value: Any = None, dtype: str = "") -> _Entry:
-    group, _, leaf = name.rpartition(".")
-    return _Entry(name, group, leaf, tuple(int(d) for d in shape), value, dtype)
+def _trainable_inputs(compiled_model: CompiledModel) -> set[str]:
+    """Parameters that are trainable inputs rather than weights: named in ``trainable_keys``
+    at compile time, or without an initialiser (every layer's weights have one)."""
+    named = set((getattr(compiled_model, "compile_options", None) or {}).get("trainable_keys")
+                or ())
+    return {k for k, spec in compiled_model._params.items() if k in named or spec.init is None}
+
+
+def _torch_entries(state_dict: Mapping[Any, Any], transforms: dict[str, Transform],
+                   report: TorchLoadReport) -> list[Entry]:
+    theirs: list[Entry] = []
+    used_patterns: set[str] = set()
+    for name, value in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeMismatchError(f"state_dict keys must be strings, got {name!r}")
+        if name.rsplit(".", 1)[-1] in _IGNORED_LEAVES:
+            report.ignored.append(name)
+            continue
+        arr, dtype = _to_numpy(name, value)
+        fn = transforms.get(name)
+        pattern = name
+        if fn is None:
+            pattern = next((p for p in transforms if fnmatch.fnmatchcase(name, p)), "")
+            fn = transforms.get(pattern)
+        if fn is not None:
+            used_patterns.add(pattern)
+            arr = _transformed(name, fn, arr)
+            report.transformed.append(name)
+        theirs.append(entry(name, arr.shape, arr, dtype))
+    report.mapping_errors += [f"transforms: {p!r} matches no entry of the torch state_dict"
+                              for p in transforms if p not in used_patterns]
+    return theirs
+
+
+def _transformed(name: str, fn: Transform, arr: np.ndarray) -> np.ndarray:
+    if not callable(fn):
+        raise TypeMismatchError(f"transforms[{name!r}] must be a function of a NumPy array, got "
+                                f"{type(fn).__name__}")
+    result = fn(arr)
+    if isinstance(result, torch.Tensor):
+        result = result.detach().cpu().numpy()
+    if not (hasattr(result, "shape") and hasattr(result, "dtype")):
+        raise TypeMismatchError(f"transforms for {name!r} returned a {type(result).__name__}, "
+                                "not an array")
+    return np.array(result, copy=True)  # a transpose may be a view: own a contiguous copy
 
 
 def _to_numpy(name: str, value: Any) -> tuple[np.ndarray, str]:
+    """A NumPy copy (never a view of the tensor's memory) and the source dtype's name."""
     if isinstance(value, torch.Tensor):
         t = value.detach()
         dtype = str(t.dtype).removeprefix("torch.")
         if t.dtype == torch.bfloat16:
             t = t.float()
-        return t.cpu().numpy(), dtype
+        return np.array(t.cpu().numpy(), copy=True), dtype
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        arr = np.asarray(value)
+        arr = np.array(value, copy=True)
         return arr, arr.dtype.name
     raise TypeMismatchError(f"state_dict entry {name!r} is a {type(value).__name__}, not a "
                             "tensor")
-
-
-def _groups(entries: list[_Entry]) -> dict[str, list[_Entry]]:
-    out: dict[str, list[_Entry]] = {}
-    for e in entries:
-        out.setdefault(e.group, []).append(e)
-    return out
-
-
-def _by_mapping(mapping: Mapping[str, str], ours: list[_Entry], theirs: list[_Entry],
-                pair: Any, report: TorchLoadReport) -> None:
-    mine = {e.name: e for e in ours}
-    other = {e.name: e for e in theirs}
-    my_groups, their_groups = _groups(ours), _groups(theirs)
-    for mkey, tname in mapping.items():
-        if mkey in mine:
-            if tname not in other:
-                report.mapping_errors.append(f"{mkey!r} -> {tname!r}: the torch state_dict has "
-                                             f"no entry {tname!r}")
-            elif mine[mkey].used or other[tname].used:
-                report.mapping_errors.append(f"{mkey!r} -> {tname!r}: one of them is already "
-                                             "paired")
-            else:
-                pair(mine[mkey], other[tname], "mapping")
-        elif mkey in my_groups:
-            if tname not in their_groups:
-                report.mapping_errors.append(f"layer {mkey!r} -> {tname!r}: the torch "
-                                             f"state_dict has no module {tname!r}")
-                continue
-            leaves = {e.leaf: e for e in their_groups[tname] if not e.used}
-            for e in my_groups[mkey]:
-                if not e.used and e.leaf in leaves:
-                    pair(e, leaves.pop(e.leaf), "mapping")
-        else:
-            report.mapping_errors.append(f"{mkey!r} -> {tname!r}: the compiled model has no "
-                                         f"parameter, state or layer {mkey!r}")
-
-
-def _signature(entries: list[_Entry], use_leaves: bool) -> Any:
-    if use_leaves:
-        return frozenset((e.leaf, e.shape) for e in entries)
-    return tuple(e.shape for e in entries)
-
-
-def _by_layer(ours: list[_Entry], theirs: list[_Entry], pair: Any, use_leaves: bool) -> None:
-    their_groups = [[e for e in g if not e.used] for g in _groups(theirs).values()]
-    their_groups = [g for g in their_groups if g]
-    taken = [False] * len(their_groups)
-    for group in _groups(ours).values():
-        group = [e for e in group if not e.used]
-        if not group:
-            continue
-        sig = _signature(group, use_leaves)
-        for i, candidate in enumerate(their_groups):
-            if taken[i] or _signature(candidate, use_leaves) != sig:
-                continue
-            taken[i] = True
-            if use_leaves:
-                leaves = {e.leaf: e for e in candidate}
-                for e in group:
-                    pair(e, leaves[e.leaf], "layer")
-            else:
-                for e, o in zip(group, candidate, strict=True):
-                    pair(e, o, "layer-shape")
-            break
-
-
-def _by_order(ours: list[_Entry], theirs: list[_Entry], pair: Any) -> None:
-    left = [e for e in ours if not e.used]
-    right = [e for e in theirs if not e.used]
-    if left and len(left) == len(right) and all(a.shape == b.shape
-                                                for a, b in zip(left, right, strict=True)):
-        for a, b in zip(left, right, strict=True):
-            pair(a, b, "order")
-
-
-def _diagnose_leftovers(ours: list[_Entry], theirs: list[_Entry], pair: Any) -> None:
-    """Pair what is left of layers that correspond by leaf names, tensor by tensor.
-
-    A leftover Mithril layer takes the first leftover torch module with the same leaf names
-    (shapes may differ: those become shape mismatches), or else the first whose leaf names
-    contain or are contained in its own with equal shapes on the common leaves (the rest
-    stays missing / unexpected). Tensors paired here are loaded as ``"layer-partial"``.
-    """
-    their_groups = [[e for e in g if not e.used] for g in _groups(theirs).values()]
-    for group in _groups(ours).values():
-        mine = {e.leaf: e for e in group if not e.used}
-        if not mine:
-            continue
-        live = [{e.leaf: e for e in g if not e.used} for g in their_groups]
-        chosen = next((o for o in live if o and set(o) == set(mine)), None)
-        if chosen is None:
-            chosen = next((o for o in live if _nested_with_equal_shapes(mine, o)), None)
-        if chosen is not None:
-            for leaf, e in mine.items():
-                if leaf in chosen:
-                    pair(e, chosen[leaf], "layer-partial")
-
-
-def _nested_with_equal_shapes(mine: dict[str, _Entry], other: dict[str, _Entry]) -> bool:
-    common = set(mine) & set(other)
-    nested = set(mine) <= set(other) or set(other) <= set(mine)
-    return bool(common) and nested and all(mine[k].shape == other[k].shape for k in common)

@@ -13,6 +13,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml requirements/dev.txt
 	$(PY) -m pip install --quiet -r requirements/dev.txt -e .
+	$(PY) -m pip install --quiet --no-deps torchvision==0.28.0
 	touch $(STAMP)
 
 DEMO_STAMP := $(VENV)/.installed-demo

@@ -13,6 +13,8 @@ and leaves the model exactly as it was.
 from __future__ import annotations
 
 import itertools
+import re
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -158,11 +160,23 @@ def propagate() -> None:
 # ----------------------------------------------------------------------------------------------
 _names = itertools.count()
 
+#: the form of an unnamed symbol's internal id (``u13``), as ``repr`` writes it into messages
+INTERNAL_ID = re.compile(r"\bu\d+\b")
+#: internal id -> the dim that was written with it; messages are made readable by replacing
+#: each id with a name derived from the terminal and axis where the symbol appears (see
+#: ``logical/symbols.py``), never shown to users as such
+_BY_ID: weakref.WeakValueDictionary[str, Dim] = weakref.WeakValueDictionary()
+
+
+def dim_of_internal_id(token: str) -> Dim | None:
+    """The dim an internal id (``u13``) in a message stands for, if it still exists."""
+    return _BY_ID.get(token)
+
 
 class Dim:
     """One axis length: a known int or a symbol, merged with equal dims by union-find."""
 
-    __slots__ = ("auto", "name", "parent", "size", "value", "watchers")
+    __slots__ = ("__weakref__", "auto", "name", "parent", "size", "value", "watchers")
 
     def __init__(self, value: int | None = None, name: str | None = None) -> None:
         self.auto: str | None = None  # display name of an unnamed symbol (cosmetic only)
@@ -188,6 +202,7 @@ class Dim:
             return r.name
         if r.auto is None:
             r.auto = f"u{next(_names)}"
+            _BY_ID[r.auto] = r
         return r.auto
 
 

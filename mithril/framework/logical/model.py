@@ -47,6 +47,11 @@ from .meta import (
     set_value,
     unify_meta,
 )
+from .symbols import derived_names, readable, readable_in, symbol_names
+
+
+class NoTerminalError(TerminalError, AttributeError):
+    """``model.name`` where the model has no terminal or named connection ``name``."""
 
 
 class IOKey:
@@ -90,7 +95,11 @@ class Connection:
 
     def __repr__(self) -> str:
         name = self.key or self.model._conn_name(self)
-        return f"<Connection {name!r} of {self.model.path}: {self.meta.describe()}>"
+        top = self.model
+        while top.parent is not None:
+            top = top.parent
+        return readable_in(f"<Connection {name!r} of {self.model.path}: {self.meta.describe()}>",
+                           (top, ""))
 
     # ---- the connection algebra: each builds a catalogue primitive in self.model ----
     def _op(self, op: str, *args: Any, **kw: Any) -> Connection:
@@ -453,9 +462,12 @@ class BaseModel:
         extra = self._named_internal(name)
         if extra is not None:
             return extra
-        raise AttributeError(
+        raise NoTerminalError(
             f"{type(self).__name__} {self.path!r} has no terminal {name!r}; terminals: "
-            f"{', '.join(iface) or '(none)'}")
+            f"{', '.join(iface) or '(none)'}. To make a new input {name!r}, name it where it is "
+            f"used: IOKey({name!r}) (or the string {name!r}) in the connection algebra, e.g. "
+            f"model.x + IOKey({name!r}), or as a child's terminal, e.g. "
+            f"Add()(left=..., right={name!r}); model.{name} works from then on")
 
     def _named_internal(self, name: str) -> Connection | None:
         return None
@@ -502,11 +514,8 @@ class BaseModel:
         with _Building(self, "set_shapes"):
             for (k, conn), template in zip(targets, items.values(), strict=True):
                 meta = conn.meta.root()
-                if meta.kind != TENSOR:
-                    make_kind(meta, TENSOR)
-                    meta = meta.root()
-                _guard(self, k, meta, template, lambda m=meta, t=template: unify_frags(
-                    m.shape, frag_from_template(t, symbols)))
+                _guard(self, k, meta, template, lambda m=meta, t=template: _unify_shape(
+                    m, frag_from_template(t, symbols)))
 
     def set_types(self, types: Mapping[Any, Any] | None = None, **kw: Any) -> None:
         """Constrain element types: ``m.set_types(input=float)``."""
@@ -541,10 +550,12 @@ class BaseModel:
         if shapes:
             with Trail() as trail:
                 self.set_shapes(shapes)
-                text = model_summary(self, depth)
+                with derived_names((self, "")):
+                    text = model_summary(self, depth)
                 trail.rollback()
         else:
-            text = model_summary(self, depth)
+            with derived_names((self, "")):
+                text = model_summary(self, depth)
         if print_out:
             print(text)
             return None
@@ -560,6 +571,12 @@ class BaseModel:
         for k, c in conns.items():
             m = c.meta.root()
             out[k] = None if m.kind != TENSOR else _shape_list(m.shape)  # type: ignore[arg-type]
+        names: dict[int, str] | None = None
+        for shape in out.values():
+            for i, item in enumerate(shape or ()):
+                if isinstance(item, str) and "u" in item:
+                    names = symbol_names([(self, "")]) if names is None else names
+                    shape[i] = readable(item, names)
         return out
 
 
@@ -588,24 +605,36 @@ class _Building:
             try:
                 propagate()
             except PropagationError as err:
-                error = _propagation_error(err, self.what)  # described before the rollback
+                # described before the rollback, in the names of this model's terminals
+                error = _propagation_error(err, self.what, self.model)
                 self.trail.__exit__(type(err), err, None)
                 raise error from None
         self.trail.__exit__(exc_type, exc, tb)
         return False
 
 
-def _propagation_error(err: PropagationError, context: str = "") -> ShapeMismatchError:
+def _propagation_error(err: PropagationError, context: str = "",
+                       model: BaseModel | None = None) -> ShapeMismatchError:
+    """The error for a conflict found by propagation: the primitive, its path and the shapes
+    of its terminals, with symbols named from ``model``'s terminals (``input.dim0``)."""
     owner = err.constraint.owner
     where = f"{context}: " if context and not context.isidentifier() else ""
     if owner is None:  # a unification deferred while connecting (shapes.PendingUnify)
-        return ShapeMismatchError(f"{where}{err.cause}")
-    parts = []
-    for name, meta in zip(owner.input_names + owner.output_names, err.constraint.metas,
-                          strict=False):
-        parts.append(f"{name}: {meta.describe()}")
-    return ShapeMismatchError(
-        f"{where}{owner.op.name} at {owner.path}: {err.cause} (terminals {'; '.join(parts)})")
+        text = f"{where}{err.cause}"
+    else:
+        parts = []
+        for name, meta in zip(owner.input_names + owner.output_names, err.constraint.metas,
+                              strict=False):
+            parts.append(f"{name}: {meta.describe()}")
+        text = f"{where}{owner.op.name} at {owner.path}: {err.cause} (terminals " \
+            f"{'; '.join(parts)})"
+    scopes = [(model, "")] if model is not None else []
+    if owner is not None:
+        top = owner
+        while top.parent is not None:
+            top = top.parent
+        scopes.append((top, ""))
+    return ShapeMismatchError(readable_in(text, *scopes))
 
 
 def _guard(model: BaseModel, key: Any, meta: Meta, given: Any, fn: Any) -> None:
@@ -614,10 +643,11 @@ def _guard(model: BaseModel, key: Any, meta: Meta, given: Any, fn: Any) -> None:
         fn()
     except ShapeConflict as err:
         name = key if isinstance(key, str) else (key.key or "<connection>")
-        cls = TypeMismatchError if "type" in str(err) or "cannot be" in str(err) else \
-            ShapeMismatchError
-        raise cls(f"{model.path}: terminal {name!r} is {before}, cannot be {given!r}: {err}"
-                  ) from None
+        cls = TypeMismatchError if isinstance(err, KindConflict) or "type" in str(err) or \
+            "cannot be" in str(err) else ShapeMismatchError
+        raise cls(readable_in(
+            f"{model.path}: terminal {name!r} is {before}, cannot be {given!r}: {err}",
+            (model, ""))) from None
 
 
 def _const_value(meta: Meta, value: Any) -> Any:
@@ -704,8 +734,12 @@ class Model(BaseModel):
         self.bindings: dict[int, dict[str, Connection]] = {}  # id(child) -> terminal -> conn
         self.conns: list[Connection] = []
         self.named: dict[str, Connection] = {}
-        self._cin: Connection | None = None
-        self._cout: Connection | None = None
+        # the canonical input / output (see _canonical): chosen with set_cin / set_cout, else
+        # those of the chain of children (the first child's input, the last child's output)
+        self._cin_fixed: Connection | None = None
+        self._cout_fixed: Connection | None = None
+        self._chain_in: Connection | None = None
+        self._chain_out: Connection | None = None
         self._child_names: set[str] = set()
         self._frozen = False
         self._iface: dict[str, Connection] | None = None
@@ -742,7 +776,8 @@ class Model(BaseModel):
                 f"model {child.path} is already part of {child.parent.path}; a model instance "
                 "can be added once — create a new instance instead")
         if isinstance(child, Model) and not child.children:
-            raise TerminalError(f"cannot add empty model {child.path} to {self.path}")
+            raise TerminalError(f"cannot add empty model {child.path} to {self.path}: "
+                                f"{child._why_empty()}")
         iface = child.interface()
         names = list(iface)
         given: dict[str, Any] = {}
@@ -806,18 +841,20 @@ class Model(BaseModel):
                     if key is not None:
                         _apply_iokey(conn.meta, key)
                 except ShapeConflict as err:
-                    cls = TypeMismatchError if "cannot be connected" in str(err) or \
-                        "type" in str(err) else ShapeMismatchError
+                    cls = TypeMismatchError if isinstance(err, KindConflict) or \
+                        "cannot be connected" in str(err) or "type" in str(err) \
+                        else ShapeMismatchError
                     if conn.key:
                         where = f"connection {conn.key!r}"
                     elif isinstance(given.get(name), Connection) or given.get(name) is None:
                         where = f"what it is connected to ({self._conn_name(conn)})"
                     else:
                         where = value_repr(given.get(name))
-                    raise cls(
-                        f"{self.path}: adding {type(child).__name__} "
-                        f"{child.name or child.class_name!r}: its terminal {name!r} is "
-                        f"{before[0]} but {where} is {before[1]}: {err}") from None
+                    label = child.name or child.class_name
+                    raise cls(readable_in(
+                        f"{self.path}: adding {type(child).__name__} {label!r}: its terminal "
+                        f"{name!r} is {before[0]} but {where} is {before[1]}: {err}",
+                        (self, ""), (child, f"{label}."))) from None
         # commit
         self._commit(child, targets, created, chain, algebra)
 
@@ -901,17 +938,24 @@ class Model(BaseModel):
         self._iface = None
         if algebra:
             return
-        if not self.children[:-1] or self._cin is None:
+        if not self.children[:-1] or self._chain_in is None:
             cin = child._canonical("in")
             if cin is not None:
                 name = child._conn_name(cin)
                 if name in targets and targets[name].producer is None:
-                    self._cin = targets[name]
+                    self._chain_in = targets[name]
         cout = child._canonical("out")
         if cout is not None:
             name = child._conn_name(cout)
             if name in targets:
-                self._cout = targets[name]
+                self._chain_out = targets[name]
+
+    def _why_empty(self) -> str:
+        """What to do about this model having no children (in the error of adding it)."""
+        needs_seq_len = getattr(self, "_needs_seq_len", None)  # recurrent layers (until #13)
+        if callable(needs_seq_len):
+            return str(needs_seq_len())
+        return "add layers to it (|= or +=) before adding it to another model"
 
     def _freeze(self) -> None:
         self.interface()
@@ -925,17 +969,18 @@ class Model(BaseModel):
         outputs: list[tuple[str, Connection]] = []
         taken = set(self.named)
         roles: dict[str, str] = {}
+        cin, cout = self._canonical("in"), self._cout_fixed or self._chain_out
         for conn in self.conns:
             if conn.producer is None:
                 if conn.key is not None:
                     inputs.append((conn.key, conn))
                 elif conn.meta.root().value is TBD:
-                    inputs.append((self._auto_name(conn, taken), conn))
+                    inputs.append((self._auto_name(conn, taken, cin, cout), conn))
             elif conn.key is not None:
                 if not conn.consumers or conn.expose:
                     outputs.append((conn.key, conn))
-            elif (conn is self._cout and not conn.consumers) or conn.expose:
-                outputs.append((self._auto_name(conn, taken), conn))
+            elif (conn is cout and not conn.consumers) or conn.expose:
+                outputs.append((self._auto_name(conn, taken, cin, cout), conn))
         iface = {}
         for k, c in inputs:
             iface[k] = c
@@ -947,10 +992,11 @@ class Model(BaseModel):
         self._roles = roles
         return iface
 
-    def _auto_name(self, conn: Connection, taken: set[str]) -> str:
-        if conn is self._cin and "input" not in taken:
+    def _auto_name(self, conn: Connection, taken: set[str], cin: Connection | None,
+                   cout: Connection | None) -> str:
+        if conn is cin and "input" not in taken:
             name = "input"
-        elif conn is self._cout and "output" not in taken:
+        elif conn is cout and "output" not in taken:
             name = "output"
         else:
             child, term = conn.consumers[0] if conn.producer is None else conn.producer
@@ -971,19 +1017,49 @@ class Model(BaseModel):
         return [k for k, r in self._roles.items() if r == "output"]
 
     def _canonical(self, which: str) -> Connection | None:
-        return self._cin if which == "in" else self._cout
+        """The canonical input / output, by one rule (docs/concepts.md, "Canonical input and
+        output"):
+
+        input: the one chosen with ``set_cin``; else the input terminal named ``"input"``; else
+        the canonical input of the first child, if it is still an input; else the first input
+        created; never a parameter (an input declared differentiable). Output: the one chosen
+        with ``set_cout``; else the output terminal named ``"output"``; else the canonical
+        output of the last child added.
+        """
+        if which == "in":
+            if self._cin_fixed is not None:
+                return self._cin_fixed
+            for conn in (self.named.get("input"), self._chain_in):
+                if conn is not None and _is_data_input(conn):
+                    return conn
+            return next((c for c in self.conns if _is_data_input(c)), None)
+        if self._cout_fixed is not None:
+            return self._cout_fixed
+        named = self.named.get("output")
+        if named is not None and named.producer is not None and (
+                not named.consumers or named.expose):
+            return named
+        return self._chain_out
+
+    @property
+    def _cin(self) -> Connection | None:
+        return self._canonical("in")
+
+    @property
+    def _cout(self) -> Connection | None:
+        return self._canonical("out")
 
     def _named_internal(self, name: str) -> Connection | None:
         return self.named.get(name)
 
     def set_cin(self, conn: Connection | str) -> None:
         """Choose the canonical input (what ``+=`` feeds when this model is chained)."""
-        self._cin = self._resolve_terminal(conn)
+        self._cin_fixed = self._resolve_terminal(conn)
         self._iface = None
 
     def set_cout(self, conn: Connection | str) -> None:
         """Choose the canonical output (what the next ``+=`` chains onto)."""
-        self._cout = self._resolve_terminal(conn)
+        self._cout_fixed = self._resolve_terminal(conn)
         self._iface = None
 
     def iter_children(self) -> Iterator[tuple[BaseModel, dict[str, Connection]]]:
@@ -1002,6 +1078,13 @@ def value_repr(value: Any) -> str:
     if value is TBD or value is None:
         return "the new connection"
     return f"the value {value!r}"
+
+
+def _is_data_input(conn: Connection) -> bool:
+    """An input that may be a canonical input: nothing produces it, it is not a constant and
+    not a parameter."""
+    r = conn.meta.root()
+    return conn.producer is None and r.value is TBD and r.differentiable is not True
 
 
 def _is_constant(conn: Connection, created: list[Connection]) -> bool:
@@ -1029,12 +1112,24 @@ def _kind_of_scalar(value: Any) -> int:
     return T.ANY
 
 
+class KindConflict(ShapeConflict):
+    """A shape given for a terminal that is not a tensor (a list, a tuple, a number)."""
+
+
+def _unify_shape(meta: Meta, frag: Frag) -> None:
+    """Give a terminal a shape: it becomes a tensor if still undecided, or must be one."""
+    r = meta.root()
+    if r.kind is not None and r.kind != TENSOR:
+        raise KindConflict("it is a scalar value (a number, list or tuple, not a tensor), so "
+                           "it has no shape: give shapes only to tensor terminals")
+    if r.kind is None:
+        make_kind(r, TENSOR)
+    unify_frags(meta.root().shape, frag)  # type: ignore[arg-type]
+
+
 def _apply_iokey(meta: Meta, key: IOKey) -> None:
     if key.shape is not None:
-        r = meta.root()
-        if r.kind is None:
-            make_kind(r, TENSOR)
-        unify_frags(meta.root().shape, frag_from_template(key.shape))  # type: ignore[arg-type]
+        _unify_shape(meta, frag_from_template(key.shape))
     if key.type is not None:
         set_kinds(meta, T.kind_from_type(key.type))
     if key.value is not TBD:

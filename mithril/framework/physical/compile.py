@@ -23,6 +23,7 @@ from ..logical.model import (
     _propagation_error,
     _shape_list,
 )
+from ..logical.symbols import derived_names
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
 from .compiled import CompiledModel, ParamSpec, ShapePattern
@@ -77,7 +78,22 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         None if k is None else tuple(k) for k in (data_keys, trainable_keys, discard_keys,
                                                   outputs))
     if isinstance(model, Operator):
-        model = _wrap_primitive(model)
+        primitive = model
+        try:
+            return _compile_model(_wrap_primitive(primitive), backend, shapes, constant_keys,
+                                  data_keys, trainable_keys, discard_keys, inference, jit,
+                                  file_path, safe_names, outputs, parallel)
+        finally:  # compiling leaves the primitive as it was: free, compilable again
+            primitive.parent = None
+            primitive._local_name = None
+    return _compile_model(model, backend, shapes, constant_keys, data_keys, trainable_keys,
+                          discard_keys, inference, jit, file_path, safe_names, outputs, parallel)
+
+
+def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: Any,
+                   data_keys: Any, trainable_keys: Any, discard_keys: Any, inference: bool,
+                   jit: bool | None, file_path: str | None, safe_names: bool, outputs: Any,
+                   parallel: Any) -> CompiledModel:
     finalize = getattr(model, "finalize", None)
     if callable(finalize):
         finalize()  # TrainModel: sum the objectives into final_cost
@@ -133,7 +149,11 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
     program = build_program(graph, inference=inference, data_keys=data_keys or (),
                             trainable_keys=trainable_keys or (), discard_keys=discard,
                             extra_outputs=extra)
-    _check_determined(program)
+    # symbols nobody named print as the terminal and axis they come from (input.dim0), in
+    # messages, in compiled.shapes and in evaluate's messages
+    with derived_names((model, "")):
+        _check_determined(program)
+        info = _snapshot(program, graph)
     kernels = backend.kernel_table()
     fwd_variants = {k[:-4] for k in kernels if k.endswith("_fwd")} if backend.manual_gradients \
         else set()
@@ -144,7 +164,7 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
     if backend.manual_gradients and not inference:
         train_writer = writer
     return CompiledModel(
-        backend=backend, program_info=_snapshot(program, graph), forward_source=forward_src,
+        backend=backend, program_info=info, forward_source=forward_src,
         writer=train_writer, kernels=kernels, constants=_constants(program, backend),
         inference=inference, jit=jit, file_path=file_path)
 
@@ -201,7 +221,7 @@ def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
     try:
         propagate()
     except PropagationError as err:
-        raise _propagation_error(err) from None
+        raise _propagation_error(err, "", model) from None
 
 
 def _shape_items(v: Value) -> list[Any] | None:

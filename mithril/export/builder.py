@@ -47,7 +47,8 @@ class GraphBuilder:
              out_type: int | Sequence[int] | None = None, **attrs: Any) -> Any:
         """Add one node; returns its output name (or a list of names when ``n_out > 1``).
 
-        ``out_type`` is the element type of the output(s); by default that of the first input.
+        ``out_type`` is the element type of the output(s); by default that of the first input
+        (of the second for ``Where``).
         """
         from onnx import helper
 
@@ -56,8 +57,9 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), outs,
                                            name=self.names.fresh(f"{op_type}:{hint}"), **attrs))
         types = out_type if isinstance(out_type, list | tuple) else [out_type] * n_out
+        like = inputs[1] if op_type == "Where" else inputs[0] if inputs else None
         for o, t in zip(outs, types, strict=True):
-            self.types[o] = t if t is not None else self.types[inputs[0]]
+            self.types[o] = t if t is not None else self.types[like]  # type: ignore[index]
         return outs if n_out > 1 else outs[0]
 
     def initializer(self, name: str, array: np.ndarray) -> str:

@@ -56,9 +56,11 @@ def export_onnx(model: Any, params: Mapping[str, Any], path: str | os.PathLike[s
     The graph computes the model's inference behaviour (running statistics, no dropout).
     ``params`` and ``state`` are arrays of any backend, keyed as ``CompiledModel.param_keys``
     and ``state_keys``; they become initialisers under the same keys, in the parameters' float
-    type. ``shapes`` are input shapes as for ``ml.compile``: a symbol (``"N"``) stays a named
-    dynamic axis. Inputs and outputs keep the model's names. ``opset`` defaults to 20 (17 is
-    the lowest supported). The file is written atomically and returned as a path.
+    type. Outputs that are absent (``None``, e.g. the running statistics of a batch norm
+    that keeps none) are left out. ``shapes`` are input shapes as for ``ml.compile``: a
+    symbol (``"N"``) stays a named dynamic axis. Inputs and outputs keep the model's names.
+    ``opset`` defaults to 20 (17 is the lowest supported). The file is written atomically;
+    its path is returned.
 
     Raises :class:`OnnxExportError` naming every primitive that cannot be exported, and
     ``InputError`` / ``ShapeMismatchError`` for missing, unknown or misshapen arrays.
@@ -204,6 +206,8 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
     outputs = []
     for key, v in program.outputs.items():
         r = ex.ref(v)
+        if isinstance(r, Lit) and r.value is None:
+            continue  # an absent optional result (batch norm without running statistics)
         if isinstance(r, Lit):
             name = ex.const(r.value)
         elif isinstance(r, TupleRef):
@@ -212,7 +216,7 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
             raise OnnxExportError(f"cannot export to ONNX: output {key!r} is a slice")
         else:
             name = r
-        b.nodes.append(_identity(name, key))
+        b.nodes.append(_identity(name, key, b.names.fresh(f"Identity:{key}")))
         b.types[key] = b.types[name]
         outputs.append(value_info(key, b.types[key], _dims(v) if v.root.kind == "tensor"
                                   else None))
@@ -223,7 +227,7 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
 NUMPY_FLOAT = {ONNX_TYPES[n]: n for n in ("float16", "float32", "float64")}
 
 
-def _identity(src: str, dst: str) -> Any:
+def _identity(src: str, dst: str, node_name: str) -> Any:
     from onnx import helper
 
-    return helper.make_node("Identity", [src], [dst], name=f"Identity:{dst}")
+    return helper.make_node("Identity", [src], [dst], name=node_name)

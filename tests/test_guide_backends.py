@@ -92,8 +92,10 @@ def test_jit_recompiles_for_new_shapes(backend_name):
 
 
 def test_guide_copy_matches_spec():
-    if SPEC.exists():  # the spec lives beside the repository in development and CI
-        assert GUIDE.read_text() == SPEC.read_text()
+    # the spec lives beside the repository (../shared/spec) in development and in CI: without
+    # it this check would pass having compared nothing
+    assert SPEC.exists(), f"the user spec {SPEC} is missing: it is at ../shared/spec in CI"
+    assert GUIDE.read_text() == SPEC.read_text()
 
 
 MITHRIL_SECTIONS = ["Mithril Style", "Mithril Composition", "Mithril ResNet Block",

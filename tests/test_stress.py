@@ -59,6 +59,16 @@ def numpy_reference(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def first_weight_gradient(params: dict[str, np.ndarray], x: np.ndarray, g: np.ndarray
+                          ) -> np.ndarray:
+    """d<g, model(x)>/d linear.weight in float64, by hand (softmax, tanh and linear VJPs)."""
+    h = np.tanh(x @ params["linear.weight"].T + params["linear.bias"])
+    y = numpy_reference(params, x)
+    dz = y * (g - (g * y).sum(-1, keepdims=True))
+    dh = dz @ params["linear_1.weight"]
+    return (dh * (1 - h * h)).T @ x
+
+
 @pytest.fixture
 def one_torch_thread() -> Any:
     """PyTorch's intra-op threads spin on a busy 2-core machine (pytest-xdist, another job):
@@ -80,7 +90,9 @@ def test_ten_thousand_calls_keep_memory_flat_and_results_exact(name: str,
     params64 = {k: b.to_numpy(v).astype(np.float64) for k, v in params.items()}
     rng = np.random.default_rng(0)
     inputs = {n: b.array(rng.standard_normal((n, 6)).astype(np.float32)) for n in BATCHES}
-    grads_in = {n: b.array(np.ones((n, 4), np.float32)) for n in BATCHES}
+    # random output gradients: all-ones ones would give zero gradients (softmax rows sum to 1)
+    grads_np = {n: rng.standard_normal((n, 4)).astype(np.float32) for n in BATCHES}
+    grads_in = {n: b.array(grads_np[n]) for n in BATCHES}
     first: dict[tuple[int, bool], list[np.ndarray]] = {}
     start_rss = 0.0
     t0 = time.perf_counter()
@@ -97,8 +109,11 @@ def test_ten_thousand_calls_keep_memory_flat_and_results_exact(name: str,
         if key not in first:
             ref = numpy_reference(params64, b.to_numpy(inputs[n]).astype(np.float64))
             np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-6)
-            if with_grads:  # the rows of a softmax sum to 1: d(sum of outputs)/d(anything) = 0
-                np.testing.assert_allclose(got[1], 0.0, atol=1e-5)
+            if with_grads:
+                want = first_weight_gradient(params64, b.to_numpy(inputs[n]).astype(np.float64),
+                                             grads_np[n].astype(np.float64))
+                assert np.max(np.abs(want)) > 1e-2  # a gradient that can be wrong
+                np.testing.assert_allclose(got[1], want, rtol=1e-4, atol=1e-5)
             first[key] = got
         else:
             for a, e in zip(got, first[key], strict=True):

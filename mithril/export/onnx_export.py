@@ -199,6 +199,9 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
         t = elem_type_of_kinds(v.root.kinds, float_type)
         b.types[key] = t
         ex.refs[id(v)] = key
+        if v.root.kind != "tensor" or _dims(v) is None:
+            raise OnnxExportError(f"cannot export to ONNX: the rank of input {key!r} is not "
+                                  "known (ONNX inputs have a fixed rank); give it with shapes=")
         inputs.append(value_info(key, t, _dims(v)))
     problems = ex.run(table(), UNSUPPORTED)
     if problems:
@@ -218,10 +221,19 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
             name = r
         b.nodes.append(_identity(name, key, b.names.fresh(f"Identity:{key}")))
         b.types[key] = b.types[name]
-        outputs.append(value_info(key, b.types[key], _dims(v) if v.root.kind == "tensor"
-                                  else None))
+        outputs.append(value_info(key, b.types[key], _output_dims(v, r)))
     return make_model(b, inputs, outputs, "mithril", f"exported from Mithril model "
                       f"{model.path}")
+
+
+def _output_dims(v: Any, r: Any) -> list[Any] | None:
+    """An output's dims: the model's for a tensor; ``[]`` for a number, ``[None]`` for a tuple
+    of ints known at run time (a shape)."""
+    if v.root.kind == "tensor":
+        return _dims(v)
+    if isinstance(r, Lit):
+        return list(np.shape(r.value))
+    return [None] if isinstance(r, TupleRef) else []
 
 
 NUMPY_FLOAT = {ONNX_TYPES[n]: n for n in ("float16", "float32", "float64")}

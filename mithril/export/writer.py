@@ -34,6 +34,8 @@ def make_model(builder: GraphBuilder, inputs: list[Any], outputs: list[Any],
                               initializer=builder.initializers, doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", builder.opset)],
                               producer_name="mithril", ir_version=IR_VERSION)
+    if any(not o.type.tensor_type.HasField("shape") for o in model.graph.output):
+        _infer_output_ranks(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as err:  # a bug in a mapping, not in the user's model
@@ -41,6 +43,25 @@ def make_model(builder: GraphBuilder, inputs: list[Any], outputs: list[Any],
     except onnx.shape_inference.InferenceError as err:
         raise CompileError(f"the exported ONNX graph is invalid: {err}") from err
     return model
+
+
+def _infer_output_ranks(model: Any) -> None:
+    """Outputs whose rank Mithril left open (e.g. indexing with a slice computed at run time)
+    take the rank ONNX shape inference finds, with every dim dynamic."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    found = {o.name: o for o in inferred.graph.output}
+    for out in model.graph.output:
+        if out.type.tensor_type.HasField("shape"):
+            continue
+        other = found.get(out.name)
+        if other is None or not other.type.tensor_type.HasField("shape"):
+            raise CompileError(f"cannot export to ONNX: the rank of output {out.name!r} is not "
+                               "known; give the input shapes with shapes=")
+        out.type.tensor_type.shape.SetInParent()
+        for _ in other.type.tensor_type.shape.dim:
+            out.type.tensor_type.shape.dim.add()
 
 
 def write_atomic(model: Any, path: str | os.PathLike[str]) -> str:

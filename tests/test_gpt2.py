@@ -51,37 +51,65 @@ class TorchGPT2(nn.Module):
         return self.ln_f(x) @ self.wte.weight.T  # tied head
 
 
-def _load(net: TorchGPT2, params: dict[str, np.ndarray]) -> None:
+def _torch_param(net: TorchGPT2, key: str) -> nn.Parameter:
+    """The torch parameter that holds Mithril's ``key``."""
     names = {"ln_1": "ln_1", "ln_2": "ln_2", "attn.c_attn": "c_attn", "attn.c_proj": "attn_proj",
              "mlp.c_fc": "c_fc", "mlp.c_proj": "mlp_proj"}
+    if key in ("wte", "wpe"):
+        return getattr(net, key).weight
+    if key.startswith("ln_f."):
+        return getattr(net.ln_f, key.split(".")[1])
+    layer, rest = key.split(".", 1)
+    sub, kind = rest.rsplit(".", 1)
+    block = net.blocks[int(layer.removeprefix("h_"))]
+    return getattr(getattr(block, names[sub]), kind)
+
+
+def _load(net: TorchGPT2, params: dict[str, np.ndarray]) -> None:
     with torch.no_grad():
         for key, value in params.items():
-            t = torch.from_numpy(value)
-            if key in ("wte", "wpe"):
-                getattr(net, key).weight.copy_(t)
-            elif key.startswith("ln_f."):
-                getattr(net.ln_f, key.split(".")[1]).copy_(t)
-            else:
-                layer, rest = key.split(".", 1)
-                sub, kind = rest.rsplit(".", 1)
-                block = net.blocks[int(layer.removeprefix("h_"))]
-                getattr(getattr(block, names[sub]), kind).copy_(t)
+            _torch_param(net, key).copy_(torch.from_numpy(value))
+
+
+def _random_params() -> dict[str, np.ndarray]:
+    """PyTorch's initialisation, then LayerNorm scales and shifts away from their 1 / 0
+    defaults (so that swapping ln_1 and ln_2, or dropping a shift, changes the numbers)."""
+    ref = ml.compile(gpt2(**SMALL), ml.NumpyBackend(dtype=ml.float64))
+    params = {k: np.asarray(v) for k, v in ref.randomize_params(seed=0).items()}
+    rng = np.random.default_rng(1)
+    for k, v in params.items():
+        if ".ln_" in f".{k}" and k.endswith(".weight"):
+            params[k] = 1.0 + 0.5 * rng.standard_normal(v.shape)
+        elif ".ln_" in f".{k}" and k.endswith(".bias"):
+            params[k] = 0.5 * rng.standard_normal(v.shape)
+    assert len(params) == 4 + 12 * SMALL["n_layer"]  # wte, wpe, ln_f and 12 per block
+    return params
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_small_gpt2_matches_handwritten_pytorch(backend_name):
+    """Logits and the gradients of every parameter (for random output gradients) equal a
+    hand-written PyTorch GPT-2's with the same weights, in float64."""
     backend = getattr(ml, backend_name)(dtype=ml.float64)
-    ref = ml.compile(gpt2(**SMALL), ml.NumpyBackend(dtype=ml.float64))
-    params = {k: np.asarray(v) for k, v in ref.randomize_params(seed=0).items()}
-    assert len(params) == 4 + 12 * SMALL["n_layer"]  # wte, wpe, ln_f and 12 per block
+    params = _random_params()
     net = TorchGPT2(**SMALL).double()
     _load(net, params)
-    idx = np.random.default_rng(0).integers(0, SMALL["vocab_size"], (3, 11))
-    expected = net(torch.from_numpy(idx)).detach().numpy()
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, SMALL["vocab_size"], (3, 11))
+    out_grad = rng.standard_normal((3, 11, SMALL["vocab_size"]))
+    logits = net(torch.from_numpy(idx))
+    (logits * torch.from_numpy(out_grad)).sum().backward()
     pm = ml.compile(gpt2(**SMALL), backend)
-    out = pm.evaluate({k: backend.array(v) for k, v in params.items()},
-                      {"input": backend.array(idx), "positions": backend.arange(11)})
-    np.testing.assert_allclose(backend.to_numpy(out["output"]), expected, rtol=1e-9, atol=1e-9)
+    out, grads = pm.evaluate({k: backend.array(v) for k, v in params.items()},
+                             {"input": backend.array(idx), "positions": backend.arange(11)},
+                             output_gradients={"output": backend.array(out_grad)})
+    np.testing.assert_allclose(backend.to_numpy(out["output"]), logits.detach().numpy(),
+                               rtol=1e-9, atol=1e-9)
+    assert set(grads) == set(params)
+    for key in params:
+        want = _torch_param(net, key).grad.numpy()
+        np.testing.assert_allclose(backend.to_numpy(grads[key]), want, rtol=1e-7, atol=1e-9,
+                                   err_msg=f"gradient of {key}")
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

@@ -19,6 +19,7 @@ import numpy as np
 from ...errors import CompileError, InputError, ShapeMismatchError, TypeMismatchError
 from .. import types as T
 from .codegen import CodeWriter, write_backward
+from .diagnose import diagnose_failure
 
 
 class ShapePattern(NamedTuple):
@@ -260,28 +261,32 @@ class CompiledModel:
             self._check_rng(rng)
         if self._uses_rng:
             rng = self.backend.next_rng() if rng is None else rng
-        if output_gradients is None or output_gradients is False:
-            outs, new_state = self._forward(params, data, st, rng)
+        try:  # free while nothing fails; on failure, say which layer the shapes clash at
+            if output_gradients is None or output_gradients is False:
+                outs, new_state = self._forward(params, data, st, rng)
+                if own:
+                    if not self.inference:
+                        self._keep_state(new_state)
+                    return outs
+                return outs, new_state
+            if self.inference:
+                raise CompileError("this model was compiled with inference=True and has no "
+                                   "gradient code; compile it without inference=True to train")
+            grads_in = self._output_grads(output_gradients, bound)
+            if self._writer is not None:
+                outs, new_state, cache = self._forward_train(params, data, st, rng)
+                keys = tuple(k for k in self.output_keys if k in grads_in)
+                grads = self._backward_for(keys)(cache, grads_in, params)
+            else:
+                assert self._grad_fn is not None
+                outs, new_state, grads = self._grad_fn(params, data, st, rng, grads_in)
             if own:
-                if not self.inference:
-                    self._keep_state(new_state)
-                return outs
-            return outs, new_state
-        if self.inference:
-            raise CompileError("this model was compiled with inference=True and has no "
-                               "gradient code; compile it without inference=True to train")
-        grads_in = self._output_grads(output_gradients, bound)
-        if self._writer is not None:
-            outs, new_state, cache = self._forward_train(params, data, st, rng)
-            keys = tuple(k for k in self.output_keys if k in grads_in)
-            grads = self._backward_for(keys)(cache, grads_in, params)
-        else:
-            assert self._grad_fn is not None
-            outs, new_state, grads = self._grad_fn(params, data, st, rng, grads_in)
-        if own:
-            self._keep_state(new_state)
-            return outs, grads
-        return outs, grads, new_state
+                self._keep_state(new_state)
+                return outs, grads
+            return outs, grads, new_state
+        except Exception as err:
+            diagnose_failure(self, err, data)  # raises ShapeMismatchError on a clash
+            raise
 
     def __call__(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None, **kw: Any) -> Any:

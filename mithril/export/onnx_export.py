@@ -121,7 +121,11 @@ def _as_model(model: Any) -> Model:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """An array of any backend (NumPy, PyTorch, JAX, MLX) as a NumPy array."""
+    """An array of any backend (NumPy, PyTorch, JAX, MLX) as a NumPy array.
+
+    >>> to_numpy([1.5, 2.0]).dtype
+    dtype('float64')
+    """
     if hasattr(x, "detach"):  # torch
         x = x.detach().cpu()
         if str(x.dtype) == "torch.bfloat16":

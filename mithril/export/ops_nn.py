@@ -14,10 +14,9 @@ import numpy as np
 
 from ..backends.monomials import monomial_indices
 from ..framework.physical.graph import Node
-from .builder import NUMPY_OF, ONNX_TYPES
+from .builder import ONNX_TYPES
 from .mapping import maps
 from .ops_elementwise import _promote, operands
-from .ops_shape import as_vector
 from .walk import BOOL, FLOATS, INT64, Emitter, Lit, Unsupported
 
 
@@ -331,9 +330,6 @@ def _dtype_type(ex: Emitter, dtype: Any, default: int) -> int:
 def _arange(ex: Emitter, node: Node) -> str:
     refs = [ex.ref(ex.arg(n)) for n in ("start", "stop", "step")]
     t = _dtype_type(ex, ex.value("dtype"), _promote(ex, refs))
-    if t == ex.b.float_type and ex.value("dtype") is None and all(isinstance(r, Lit)
-                                                                  for r in refs):
-        t = ONNX_TYPES["float64"] if ex.b.float_type == ONNX_TYPES["float64"] else t
     parts = [ex.b.cast(ex.tensor(ex.arg(n), t), t) for n in ("start", "stop", "step")]
     parts = [ex.b.node("Reshape", [p, ex.b.ints([])], ex.hint("_0d")) if isinstance(r, Lit)
              else p for p, r in zip(parts, refs, strict=True)]
@@ -370,5 +366,3 @@ def _unique(ex: Emitter, node: Node) -> str:
                      sorted=1)
     return outs[0]
 
-
-__all__ = ["NUMPY_OF", "as_vector"]

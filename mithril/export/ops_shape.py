@@ -11,7 +11,7 @@ from ..framework.physical.graph import Node, Value
 from .builder import ONNX_TYPES
 from .mapping import maps
 from .ops_elementwise import _promote
-from .walk import BOOL, FLOATS, INT64, Emitter, Lit, SliceRef, TupleRef, Unsupported
+from .walk import FLOATS, INT64, Emitter, Lit, SliceRef, TupleRef, Unsupported
 
 BIG = 2**62  # an open slice end; ONNX clamps it to the dim
 
@@ -308,5 +308,3 @@ def _split(ex: Emitter, node: Node) -> str:
     perm = [a, *range(a), *range(a + 1, r + 1)]
     return ex.b.node("Transpose", [split], ex.hint(), perm=perm)
 
-
-__all__ = ["BOOL", "as_vector", "index_tensor", "shape_input"]

@@ -15,7 +15,7 @@ from typing import Any
 from ..framework.logical.meta import TENSOR
 from ..framework.physical.graph import Node, Value
 from ..framework.physical.passes import Program
-from .builder import BOOL, FLOATS, INT64, INTS, ONNX_TYPES, GraphBuilder
+from .builder import BOOL, FLOATS, INT64, INTS, GraphBuilder
 
 
 @dataclass(frozen=True)
@@ -190,5 +190,5 @@ def elem_type_of_kinds(kinds: int, float_type: int) -> int:
     return float_type
 
 
-__all__ = ["BOOL", "FLOATS", "INT64", "INTS", "ONNX_TYPES", "Emitter", "Lit", "SliceRef",
-           "TupleRef", "Unsupported", "elem_type_of_kinds"]
+__all__ = ["BOOL", "FLOATS", "INT64", "INTS", "Emitter", "Lit", "SliceRef", "TupleRef",
+           "Unsupported", "elem_type_of_kinds"]

@@ -66,7 +66,15 @@ def _infer_output_ranks(model: Any) -> None:
 
 def write_atomic(model: Any, path: str | os.PathLike[str]) -> str:
     """Write ``model`` to ``path`` through a temporary file in the same folder, so that the
-    path holds either the old file or the complete new one, never a partial write."""
+    path holds either the old file or the complete new one, never a partial write.
+
+    >>> import os, tempfile
+    >>> from onnx import helper
+    >>> graph = helper.make_graph([], "empty", [], [])
+    >>> path = write_atomic(helper.make_model(graph), os.path.join(tempfile.mkdtemp(), "e.onnx"))
+    >>> sorted(os.listdir(os.path.dirname(path)))
+    ['e.onnx']
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     data = model.SerializeToString()

@@ -8,12 +8,16 @@ the tests themselves pass is the suite's job.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mithril.framework.shapes import INTERNAL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "docs" / "errors.md"
@@ -77,3 +81,30 @@ def test_entry_names_existing_tests(collected: dict[tuple[str, str], list[str]],
 def test_no_entry_is_an_open_bug() -> None:
     open_entries = [n for n, cells in ROWS if cells[0].startswith("**open**")]
     assert not open_entries, f"docs/errors.md lists open bugs on lines {open_entries}"
+
+
+@pytest.fixture(scope="module")
+def catalogue_messages(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Every ``MithrilError`` message raised while the catalogue's tests run (in a subprocess
+    with the tests/message_recorder.py plugin)."""
+    log = tmp_path_factory.mktemp("messages")
+    nodes = sorted({f"{path.relative_to(ROOT)}::{test}"
+                    for _, cells in ROWS for f, test, _ in REFERENCE.findall(cells[2])
+                    for path in ROOT.glob(f"tests/**/{f}")})
+    env = {**os.environ, "MITHRIL_MESSAGE_LOG": str(log)}
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:xdist",
+                    "-p", "no:cacheprovider", "-p", "tests.message_recorder", *nodes],
+                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    messages = []
+    for path in log.glob("messages-*.json"):
+        messages += json.loads(path.read_text())
+    return messages
+
+
+def test_no_catalogue_message_shows_an_internal_symbol_id(catalogue_messages: list[str]
+                                                          ) -> None:
+    """Symbols nobody named print as the terminal and axis they come from (``input.dim2``),
+    never as the internal id (``u13``) a reader cannot place."""
+    assert len(catalogue_messages) > 300, f"only {len(catalogue_messages)} messages recorded"
+    leaking = sorted({m for m in catalogue_messages if INTERNAL_ID.search(m)})
+    assert not leaking, f"{len(leaking)} messages show internal symbol ids, e.g. {leaking[:3]}"

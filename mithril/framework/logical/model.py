@@ -592,9 +592,10 @@ def _shape_list(f: Frag) -> list[Any]:
 class _Building:
     """Run a model change in a trail; turn conflicts into clear errors and undo everything."""
 
-    def __init__(self, model: BaseModel, what: str) -> None:
+    def __init__(self, model: BaseModel, what: str, scopes: tuple[Any, ...] = ()) -> None:
         self.model = model
         self.what = what  # context for error messages
+        self.scopes = scopes  # more (terminals, prefix) to name symbols after (symbols.py)
         self.trail = Trail()
 
     def __enter__(self) -> Trail:
@@ -606,7 +607,7 @@ class _Building:
                 propagate()
             except PropagationError as err:
                 # described before the rollback, in the names of this model's terminals
-                error = _propagation_error(err, self.what, self.model)
+                error = _propagation_error(err, self.what, self.model, self.scopes)
                 self.trail.__exit__(type(err), err, None)
                 raise error from None
         self.trail.__exit__(exc_type, exc, tb)
@@ -614,7 +615,8 @@ class _Building:
 
 
 def _propagation_error(err: PropagationError, context: str = "",
-                       model: BaseModel | None = None) -> ShapeMismatchError:
+                       model: BaseModel | None = None, scopes: tuple[Any, ...] = ()
+                       ) -> ShapeMismatchError:
     """The error for a conflict found by propagation: the primitive, its path and the shapes
     of its terminals, with symbols named from ``model``'s terminals (``input.dim0``)."""
     owner = err.constraint.owner
@@ -628,7 +630,7 @@ def _propagation_error(err: PropagationError, context: str = "",
             parts.append(f"{name}: {meta.describe()}")
         text = f"{where}{owner.op.name} at {owner.path}: {err.cause} (terminals " \
             f"{'; '.join(parts)})"
-    scopes = [(model, "")] if model is not None else []
+    scopes = [(model, ""), *scopes] if model is not None else list(scopes)
     if owner is not None:
         top = owner
         while top.parent is not None:
@@ -831,7 +833,10 @@ class Model(BaseModel):
                 seen_outputs[id(conn)] = name
         context = f"{self.path}: adding {type(child).__name__} " \
             f"{child.name or child.class_name!r}"
-        with _Building(self, context):
+        label = child.name or child.class_name
+        # symbols are named after this model's terminals, then the connections being made
+        named = ({c.key: c for c in targets.values() if c.key is not None}, "")
+        with _Building(self, context, (named, (child, f"{label}."))):
             for name, conn in targets.items():
                 child_meta = iface[name].meta
                 before = (child_meta.describe(), conn.meta.describe())
@@ -850,11 +855,10 @@ class Model(BaseModel):
                         where = f"what it is connected to ({self._conn_name(conn)})"
                     else:
                         where = value_repr(given.get(name))
-                    label = child.name or child.class_name
                     raise cls(readable_in(
                         f"{self.path}: adding {type(child).__name__} {label!r}: its terminal "
                         f"{name!r} is {before[0]} but {where} is {before[1]}: {err}",
-                        (self, ""), (child, f"{label}."))) from None
+                        (self, ""), named, (child, f"{label}."))) from None
         # commit
         self._commit(child, targets, created, chain, algebra)
 

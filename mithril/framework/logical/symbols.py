@@ -27,9 +27,10 @@ UNNAMED = "?"
 def symbol_names(models: Iterable[tuple[Any, str]]) -> dict[int, str]:
     """``id(root dim) -> derived name`` for every unnamed symbol the models' terminals show.
 
-    ``models`` are ``(model, prefix)`` pairs; earlier pairs, then outer terminals, win. Each
-    model's own terminals come first, then its named connections, then its submodels' terminals
-    (breadth first, prefixed by the submodel's name).
+    ``models`` are ``(model, prefix)`` pairs (or ``({name: connection}, prefix)`` for
+    connections not yet in a model); earlier pairs, then outer terminals, win. Each model's own
+    terminals come first, then its named connections, then its submodels' terminals (breadth
+    first, prefixed by the submodel's name).
     """
     return {k: name for k, (_, name) in _collect(models).items()}
 
@@ -49,6 +50,8 @@ def _collect(models: Iterable[tuple[Any, str]]) -> dict[int, tuple[Dim, str]]:
 
 def _terminals(model: Any) -> list[tuple[str, Any]]:
     """A model's terminals and named connections, without changing what it has cached."""
+    if isinstance(model, dict):
+        return list(model.items())
     saved = (getattr(model, "_iface", None), getattr(model, "_roles", None))
     try:
         items = list(model.interface().items())

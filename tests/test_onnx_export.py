@@ -289,6 +289,26 @@ def test_hostile_names_survive(tmp_path: Path) -> None:
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(init), v)
 
 
+def _hostile_bn() -> Model:
+    from mithril.models import BatchNorm2d, Conv2d
+
+    m = Model()
+    m |= Conv2d(1, 2, 3, padding=1, name="c'o\"nv.1")(input=IOKey("im.g", shape=["N", 1, 4, 4]),
+                                                       output="c")
+    m |= BatchNorm2d(2, name="b\"n.ü")(input="c", output=IOKey("öut"))
+    return m
+
+
+def test_hostile_state_keys_survive(tmp_path: Path) -> None:
+    """State arrays (running statistics) are initialisers under their keys, verbatim."""
+    path, params = roundtrip(_hostile_bn, {"im.g": ["N", 1, 4, 4]},
+                             _drawer({"im.g": (2, 1, 4, 4)}, None), [2, 3], str(tmp_path))
+    pm = ml.compile(_hostile_bn(), ml.NumpyBackend(), shapes={"im.g": ["N", 1, 4, 4]})
+    keys = {t.name for t in onnx.load(path).graph.initializer}
+    assert {'b"n.ü.running_mean', 'b"n.ü.running_var'} == set(pm.state_keys)
+    assert set(pm.state_keys) | set(params) <= keys
+
+
 def test_params_from_torch(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pm = ml.compile(_hostile(), ml.TorchBackend(), shapes={HOSTILE_IN: ["N", 2]})

@@ -321,6 +321,23 @@ def test_params_from_torch(tmp_path: Path) -> None:
     assert_close(got, want.detach().numpy(), "torch params")
 
 
+@pytest.mark.parametrize("backend_name", ["JaxBackend", "MlxBackend"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_params_from_jax_and_mlx(backend_name: str, dtype: str, tmp_path: Path) -> None:
+    """Arrays of any backend; bfloat16 ones are exported as float32."""
+    backend = getattr(ml, backend_name)(dtype=getattr(ml, dtype))
+    pm = ml.compile(_hostile(), backend, shapes={HOSTILE_IN: ["N", 2]}, jit=False)
+    params = pm.randomize_params(seed=1)
+    path = ml.export_onnx(_hostile(), params, tmp_path / "j.onnx", shapes={HOSTILE_IN: ["N", 2]})
+    x = np.array([[0.5, -1.0], [2.0, 0.25], [1.0, 1.0]], np.float32)
+    got = session(str(path)).run(None, {HOSTILE_IN: x})[0]
+    assert got.dtype == np.float32
+    exact = {k: np.asarray(backend.to_numpy(v), np.float32) for k, v in params.items()}
+    reference = ml.compile(_hostile(), ml.NumpyBackend(), shapes={HOSTILE_IN: ["N", 2]})
+    assert_close(got, np.asarray(reference.evaluate(exact, {HOSTILE_IN: x})[HOSTILE_OUT]),
+                 f"{backend_name} {dtype} params")
+
+
 def test_unsupported_primitives_are_named_in_one_error(tmp_path: Path) -> None:
     m = Model()
     m |= Cholesky()(input="a", output="l")

@@ -121,7 +121,8 @@ def _as_model(model: Any) -> Model:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """An array of any backend (NumPy, PyTorch, JAX, MLX) as a NumPy array.
+    """An array of any backend (NumPy, PyTorch, JAX, MLX) as a NumPy array (bfloat16, which
+    NumPy lacks, as float32).
 
     >>> to_numpy([1.5, 2.0]).dtype
     dtype('float64')
@@ -131,6 +132,13 @@ def to_numpy(x: Any) -> np.ndarray:
         if str(x.dtype) == "torch.bfloat16":
             x = x.float()
         return x.numpy()
+    if "bfloat16" in str(getattr(x, "dtype", "")):  # exported as float32
+        if type(x).__module__.startswith("mlx"):
+            import mlx.core as mx
+
+            x = x.astype(mx.float32)
+        else:
+            return np.asarray(x).astype(np.float32)
     return np.asarray(x)
 
 

@@ -136,17 +136,6 @@ class Emitter:
             raise Unsupported(f"the rank of {v.name!r} is not known; give shapes=")
         return len(dims)
 
-    def out_type(self, v: Value, default: int) -> int:
-        """The element type Mithril's inference decided for ``v``, else ``default``."""
-        kinds = v.root.kinds
-        if kinds == 4:
-            return self.b.float_type
-        if kinds == 2:
-            return INT64 if default not in INTS else default
-        if kinds == 1:
-            return BOOL
-        return default
-
     # ---- writing ----
     def hint(self, suffix: str = "") -> str:
         assert self.node is not None

@@ -1021,7 +1021,7 @@ class Model(BaseModel):
         return [k for k, r in self._roles.items() if r == "output"]
 
     def _canonical(self, which: str) -> Connection | None:
-        """The canonical input / output, by one rule (docs/concepts.md, "Canonical input and
+        """The canonical input / output, by one rule (docs/errors.md, "Canonical input and
         output"):
 
         input: the one chosen with ``set_cin``; else the input terminal named ``"input"``; else

@@ -81,7 +81,7 @@ _BACKENDS = {
 
 
 def __getattr__(name: str) -> object:
-    """Backends load their framework only when first used."""
+    """Backends (and ``from_torch``) load their framework only when first used."""
     if name in _BACKENDS:
         package, module, extra = _BACKENDS[name]
         import importlib
@@ -95,4 +95,8 @@ def __getattr__(name: str) -> object:
                     f"with `pip install 'mithril[{extra}]'`") from err
             raise
         return getattr(mod, name)
+    if name == "from_torch":  # imports torch: only when first used
+        from . import interop
+
+        return interop.from_torch
     raise AttributeError(f"module 'mithril' has no attribute {name!r}")

@@ -1,6 +1,8 @@
-"""Working with PyTorch: compiled models as ``nn.Module``s, and ``torch.nn`` weights loaded.
+"""Working with PyTorch: compiled models as ``nn.Module``s, ``torch.nn`` weights loaded, and
+``nn.Module``s converted to Mithril models (``from_torch``).
 
 >>> from mithril.interop import TorchModule, attach, load_torch_state_dict  # imports torch
+>>> from mithril.interop import from_torch  # also ``ml.from_torch``
 
 Importing ``mithril.interop`` itself does not import PyTorch; the names above do.
 """
@@ -10,13 +12,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["TorchLoadReport", "TorchModule", "attach", "load_torch_state_dict"]
+__all__ = ["TorchLoadReport", "TorchModule", "UnsupportedTorchOpsError", "attach", "from_torch",
+           "load_torch_state_dict"]
 
 _NAMES = {
     "TorchModule": "torch_module",
     "attach": "torch_module",
     "TorchLoadReport": "torch_weights",
     "load_torch_state_dict": "torch_weights",
+    "from_torch": "torch_convert",
+    "UnsupportedTorchOpsError": "torch_convert",
 }
 
 

@@ -148,6 +148,17 @@ def test_layer_roundtrip(name: str, tmp_path: Path) -> None:
               [batch, batch + 3] if symbolic else [batch], str(tmp_path))
 
 
+@pytest.mark.parametrize("name", [n for n in parity.CASES if n.startswith(("mha", "groupnorm"))])
+def test_layer_roundtrip_opset_23(name: str, tmp_path: Path) -> None:
+    """Attention and group norm through ONNX's own operators (opsets 23 and 21)."""
+    case = parity.CASES[name]
+    batch = next(iter(case.inputs.values()))[0]
+    symbolic = name not in FIXED_BATCH
+    roundtrip(lambda: parity.build(case), _batched(case.inputs, symbolic),
+              _drawer(case.inputs, case.int_input, case.scale, symbolic),
+              [batch, batch + 3] if symbolic else [batch], str(tmp_path), opset=23)
+
+
 RECURRENT = {
     "rnn": lambda: RNN(3, 4, batch_first=True, seq_len=5),
     "lstm": lambda: LSTM(3, 4, batch_first=True, seq_len=5),
@@ -202,13 +213,15 @@ def _gpt_draw(n: int) -> dict[str, np.ndarray]:
     return {"input": rng.integers(0, 13, (n, 6)), "positions": np.arange(6)}
 
 
-@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("opset", [17, 20, 23])
 def test_gpt2_roundtrip(opset: int, tmp_path: Path) -> None:
-    """Opset 20 exports GELU as ``Gelu``; opset 17 as its tanh formula."""
+    """Opset 20 exports GELU as ``Gelu``, opset 17 as its tanh formula; opset 23 attention as
+    ``Attention``."""
     path, _ = roundtrip(_gpt, {"input": ["B", "T"], "positions": ["T"]}, _gpt_draw, [2, 3],
                         str(tmp_path), opset=opset)
     ops = {n.op_type for n in onnx.load(path).graph.node}
     assert ("Gelu" in ops) == (opset >= 20)
+    assert ("Attention" in ops) == (opset >= 23)
     assert "LayerNormalization" in ops
 
 

@@ -186,14 +186,16 @@ def test_tensor_to_list_is_unsupported(tmp_path: Path) -> None:
         ml.export_onnx(m, {}, tmp_path / "m.onnx", shapes={"x": [2]})
 
 
-#: the mappings written differently before opset 18 (reductions) or 20 (Gelu)
+#: the mappings written differently before opset 18 (reductions) or 20 (Gelu), or from
+#: opset 21 (GroupNormalization) and 23 (Attention)
 OPSET_DEPENDENT = {"gelu", "sum", "mean", "max", "min", "prod", "variance", "layer_norm",
-                   "group_norm"}
+                   "group_norm", "scaled_dot_product"}
 
 
+@pytest.mark.parametrize("opset", [17, 23])
 @pytest.mark.parametrize("op_name,case", [p for p in walk.CASE_LIST
                                           if p.values[0] in OPSET_DEPENDENT])
-def test_opset_17(op_name: str, case: Any, tmp_path: Path) -> None:
+def test_other_opsets(op_name: str, case: Any, opset: int, tmp_path: Path) -> None:
     scalars, tensors = case
     tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
     shapes = {k: list(v.shape) for k, v in tensors.items()}
@@ -204,9 +206,14 @@ def test_opset_17(op_name: str, case: Any, tmp_path: Path) -> None:
     pm = ml.compile(make(), ml.NumpyBackend(), shapes=shapes, inference=True, jit=False)
     params = {k: tensors[k] for k in pm.param_keys}
     data = {k: v for k, v in tensors.items() if k not in params}
-    path = ml.export_onnx(make(), params, tmp_path / "m.onnx", shapes=shapes, opset=17)
+    path = ml.export_onnx(make(), params, tmp_path / "m.onnx", shapes=shapes, opset=opset)
     model = onnx.load(str(path))
-    assert model.opset_import[0].version == 17
+    assert model.opset_import[0].version == opset
     onnx.checker.check_model(model, full_check=True)
     got = session(str(path)).run(None, data)[0]
-    assert_close(got, np.asarray(pm.evaluate(params, data)["output"]), f"{op_name} opset 17")
+    assert_close(got, np.asarray(pm.evaluate(params, data)["output"]),
+                 f"{op_name} opset {opset}")
+    ops = {n.op_type for n in model.graph.node}
+    own = {"group_norm": "GroupNormalization", "scaled_dot_product": "Attention"}
+    if op_name in own:
+        assert (own[op_name] in ops) == (opset >= 23), ops

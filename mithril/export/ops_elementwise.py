@@ -139,14 +139,11 @@ def _silu(ex: Emitter, node: Node) -> str:
 
 @maps("softplus")
 def _softplus(ex: Emitter, node: Node) -> str:
-    """``max(x, 0) + log(1 + exp(-|x|))``: no overflow for large ``x`` (as our kernels)."""
+    """ONNX ``Softplus`` (``log(1 + e^x)``, computed without overflow as our kernels)."""
     x = ex.tensor(node.inputs[0])
-    t = ex.type_of(x)
-    e = ex.b.node("Exp", [ex.b.node("Neg", [ex.b.node("Abs", [x], ex.hint("_abs"))],
-                                    ex.hint("_neg"))], ex.hint("_exp"))
-    log1p = ex.b.node("Log", [ex.b.node("Add", [e, ex.const(1.0, t)], ex.hint("_1p"))],
-                      ex.hint("_log"))
-    return ex.b.node("Add", [ex.b.node("Relu", [x], ex.hint("_relu")), log1p], ex.hint())
+    if ex.type_of(x) not in FLOATS:
+        x = ex.b.cast(x, ex.b.float_type)
+    return ex.b.node("Softplus", [x], ex.hint())
 
 
 @maps("gelu")
@@ -181,15 +178,23 @@ def _leaky_relu(ex: Emitter, node: Node) -> str:
 
 @maps("clamp")
 def _clamp(ex: Emitter, node: Node) -> str:
-    """``min(max(x, lo), hi)`` (``hi`` wins when ``lo > hi``, as our kernels)."""
+    """ONNX ``Clip``: ``min(max(x, lo), hi)`` (``hi`` wins when ``lo > hi``, as our kernels);
+    an absent bound is an empty input."""
     x = ex.tensor(node.inputs[0])
-    bounds = [(v, op) for v, op in ((ex.arg("min"), "Max"), (ex.arg("max"), "Min"))
-              if not (ex.is_lit(v) and ex.lit(v) is None)]
-    t = _promote(ex, [x, *(ex.ref(v) for v, _ in bounds)])
-    out = ex.b.cast(x, t)
-    for v, op in bounds:
-        out = ex.b.node(op, [out, ex.b.cast(ex.tensor(v, t), t)], ex.hint(f"_{op.lower()}"))
-    return out if out != x else ex.b.node("Identity", [x], ex.hint())
+    bounds = [ex.arg("min"), ex.arg("max")]
+    present = [v for v in bounds if not (ex.is_lit(v) and ex.lit(v) is None)]
+    t = _promote(ex, [x, *(ex.ref(v) for v in present)])
+    inputs = [ex.b.cast(x, t)]
+    for v in bounds:
+        if ex.is_lit(v) and ex.lit(v) is None:
+            inputs.append("")
+        else:
+            bound = ex.b.cast(ex.tensor(v, t), t)
+            inputs.append(ex.b.node("Reshape", [bound, ex.b.ints([])], ex.hint("_bound"))
+                          if not ex.is_lit(v) else bound)
+    while inputs[-1] == "":
+        inputs.pop()
+    return ex.b.node("Clip", inputs, ex.hint())
 
 
 @maps("nan_to_num")

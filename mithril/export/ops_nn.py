@@ -47,11 +47,16 @@ def _matmul(ex: Emitter, node: Node) -> str:
 
 @maps("linear")
 def _linear(ex: Emitter, node: Node) -> str:
-    """``x @ W.T + b`` with ``W`` of shape ``(out, in)``."""
+    """``x @ W.T + b`` with ``W`` of shape ``(out, in)``: ``Gemm`` for a matrix input,
+    ``MatMul`` (+ ``Add``) for a batch of them."""
     x, w = _floats(ex, ex.tensor(ex.arg("input"))), ex.tensor(ex.arg("weight"))
-    wt = ex.b.node("Transpose", [w], ex.hint("_wT"), perm=[1, 0])
     bias = ex.arg("bias")
-    if ex.is_lit(bias) and ex.lit(bias) is None:
+    absent = ex.is_lit(bias) and ex.lit(bias) is None
+    if ex.dims(ex.arg("input")) is not None and len(ex.dims(ex.arg("input"))) == 2:  # type: ignore
+        inputs = [x, w] if absent else [x, w, ex.tensor(bias, ex.type_of(x))]
+        return ex.b.node("Gemm", inputs, ex.hint(), transB=1)
+    wt = ex.b.node("Transpose", [w], ex.hint("_wT"), perm=[1, 0])
+    if absent:
         return ex.b.node("MatMul", [x, wt], ex.hint())
     y = ex.b.node("MatMul", [x, wt], ex.hint("_matmul"))
     return ex.b.node("Add", [y, ex.tensor(bias, ex.type_of(y))], ex.hint())
@@ -218,8 +223,17 @@ def _layer_norm(ex: Emitter, node: Node) -> str:
 
 @maps("group_norm")
 def _group_norm(ex: Emitter, node: Node) -> str:
+    """``GroupNormalization`` from opset 21 (per-channel scale and bias, as ours); before it,
+    a composition (opset 18's operator scales per group)."""
     x = _floats(ex, ex.tensor(ex.arg("input")))
     rank, groups = ex.rank(ex.arg("input")), int(ex.value("num_groups"))
+    c = (ex.dims(ex.arg("input")) or [None, None])[1]
+    if ex.b.opset >= 21 and c is not None:
+        t = ex.type_of(x)
+        scale = _optional(ex, "weight") or ex.const(np.ones(c), t)
+        bias = _optional(ex, "bias") or ex.const(np.zeros(c), t)
+        return ex.b.node("GroupNormalization", [x, scale, bias], ex.hint(), num_groups=groups,
+                         epsilon=float(ex.value("eps")))
     grouped = ex.b.node("Reshape", [x, ex.b.ints([0, groups, -1])], ex.hint("_grouped"))
     xhat = _standardise(ex, grouped, [2], float(ex.value("eps")), "")
     xhat = ex.b.node("Reshape", [xhat, ex.b.shape_of(x, ex.hint("_shape"))], ex.hint("_xhat"))
@@ -242,16 +256,25 @@ def _dim(ex: Emitter, x: str, axis: int, hint: str) -> str:
 @maps("scaled_dot_product")
 def _sdp(ex: Emitter, node: Node) -> str:
     """``softmax(q @ k^T * scale + mask) @ v``; a boolean mask (and ``is_causal``) hides
-    scores with ``-inf``, a float mask is added."""
+    scores with ``-inf``, a float mask is added. ONNX ``Attention`` from opset 23 (4-d
+    inputs, not both a mask and ``is_causal``), a composition otherwise."""
     b = ex.b
     q = _floats(ex, ex.tensor(ex.arg("query")))
     k, v = ex.tensor(ex.arg("key")), ex.tensor(ex.arg("value"))
     t = ex.type_of(q)
     rank = ex.rank(ex.arg("key"))
+    mask = _optional(ex, "attn_mask")
+    causal, scale = bool(ex.value("is_causal")), ex.value("scale")
+    if b.opset >= 23 and rank == 4 and ex.rank(ex.arg("query")) == 4 and \
+            ex.rank(ex.arg("value")) == 4 and not (causal and mask is not None):
+        inputs = [q, b.cast(k, t), b.cast(v, t)]
+        if mask is not None:
+            inputs.append(mask if ex.type_of(mask) == BOOL else b.cast(mask, t))
+        return b.node("Attention", inputs, ex.hint(), is_causal=int(causal),
+                      scale=None if scale is None else float(scale))
     perm = [*range(rank - 2), rank - 1, rank - 2]
     kt = b.node("Transpose", [k], ex.hint("_kT"), perm=perm)
     scores = b.node("MatMul", [q, kt], ex.hint("_qk"))
-    scale = ex.value("scale")
     e = (ex.dims(ex.arg("query")) or [None])[-1]
     if scale is None and e is None:
         s = b.node("Reciprocal", [b.node("Sqrt", [b.cast(_dim(ex, q, -1, ex.hint("_e")), t)],
@@ -260,7 +283,7 @@ def _sdp(ex: Emitter, node: Node) -> str:
         s = ex.const(1 / math.sqrt(e) if scale is None else scale, t)  # type: ignore[arg-type]
     scores = b.node("Mul", [scores, s], ex.hint("_scores"))
     ninf = ex.const(-np.inf, t)
-    if ex.value("is_causal"):
+    if causal:
         rows = b.node("Range", [ex.const(0, INT64), _dim(ex, scores, -2, ex.hint("_l")),
                                 ex.const(1, INT64)], ex.hint("_rows"))
         cols = b.node("Range", [ex.const(0, INT64), _dim(ex, scores, -1, ex.hint("_s")),
@@ -271,7 +294,6 @@ def _sdp(ex: Emitter, node: Node) -> str:
                                                 ex.hint("_r"))], ex.hint("_causal"),
                          out_type=BOOL)
         scores = b.node("Where", [allowed, scores, ninf], ex.hint("_masked"))
-    mask = _optional(ex, "attn_mask")
     if mask is not None:
         if ex.type_of(mask) == BOOL:
             scores = b.node("Where", [mask, scores, ninf], ex.hint("_bmask"))

@@ -219,6 +219,7 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
     if problems:
         raise OnnxExportError("cannot export to ONNX: " + "; ".join(problems))
     outputs = []
+    renamed: dict[str, str] = {}  # intermediate name -> the output key it became
     for key, v in program.outputs.items():
         r = ex.ref(v)
         if isinstance(r, Lit) and r.value is None:
@@ -231,7 +232,9 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
             raise OnnxExportError(f"cannot export to ONNX: output {key!r} is a slice")
         else:
             name = r
-        b.nodes.append(_identity(name, key, b.names.fresh(f"Identity:{key}")))
+        name = renamed.get(name, name)
+        if not _rename_output(b, name, key, renamed):
+            b.nodes.append(_identity(name, key, b.names.fresh(f"Identity:{key}")))
         b.types[key] = b.types[name]
         outputs.append(value_info(key, b.types[key], _output_dims(v, r)))
     return make_model(b, inputs, outputs, "mithril", f"exported from Mithril model "
@@ -249,6 +252,23 @@ def _output_dims(v: Any, r: Any) -> list[Any] | None:
 
 
 NUMPY_FLOAT = {ONNX_TYPES[n]: n for n in ("float16", "float32", "float64")}
+
+
+def _rename_output(b: GraphBuilder, name: str, key: str, renamed: dict[str, str]) -> bool:
+    """Let the node that computes ``name`` write the output ``key`` directly (no Identity);
+    False where ``name`` is not an intermediate value of its own (an input, an initialiser,
+    or a value another output already took)."""
+    producer = next((n for n in b.nodes if name in n.output), None)
+    if producer is None or name in renamed.values():
+        return False
+    for node in b.nodes:
+        for field in (node.input, node.output):
+            for i, x in enumerate(field):
+                if x == name:
+                    field[i] = key
+    renamed[name] = key
+    b.types[key] = b.types[name]
+    return True
 
 
 def _identity(src: str, dst: str, node_name: str) -> Any:

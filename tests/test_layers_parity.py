@@ -301,7 +301,11 @@ def reference(name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], 
     pm = ml.compile(build(case), ml.NumpyBackend(dtype=ml.float64),
                     shapes=dict(case.inputs), jit=False)
     prefix = next(iter(build(case).children)).class_name
-    params = {k: np.asarray(v) for k, v in pm.randomize_params(seed=0).items()}
+    # PyTorch's initialisation, then moved: norm scales and shifts leave their 1 / 0 defaults
+    # (a swapped or dropped affine parameter must change the numbers)
+    shift = np.random.default_rng(5)
+    params = {k: np.asarray(v) + 0.3 * shift.standard_normal(np.shape(v))
+              for k, v in pm.randomize_params(seed=0).items()}
     inputs = draw_inputs(case)
     torch.manual_seed(0)
     module = case.module().double()
@@ -368,10 +372,15 @@ def test_batchnorm2d_running_stats_and_inference(bn_case: str, backend_name: str
     infer = ml.compile(model, backend, shapes={"input": list(shape)}, inference=True,
                        jit=False)
     torch_bn = nn.BatchNorm2d(3, **kw).double()
-    params = train.randomize_params(seed=0)
     rng = np.random.default_rng(3)
+    # scale and shift away from 1 / 0, running statistics away from 0 / 1
+    params = {k: backend.array(backend.to_numpy(v) + 0.4 * rng.standard_normal(v.shape))
+              for k, v in train.randomize_params(seed=0).items()}
+    if kw.get("track_running_stats", True):
+        train.state = {"batchnorm2d.running_mean": backend.array(rng.standard_normal(3)),
+                       "batchnorm2d.running_var": backend.array(rng.uniform(0.5, 2.0, 3))}
     with torch.no_grad():
-        for k, v in params.items():
+        for k, v in {**params, **train.state}.items():
             getattr(torch_bn, k.split(".")[-1]).copy_(torch.from_numpy(backend.to_numpy(v)))
         for step in range(5):
             x = rng.standard_normal(shape) * (step + 1) + step  # statistics that move

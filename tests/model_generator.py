@@ -590,7 +590,7 @@ def _layer_candidates(flow: Flow, mode: str) -> list[str]:
         if rank >= 3:
             specific.append("flatten")
     if rank == 4:
-        specific += ["conv2d", "batch_norm2d", "conv2d"]
+        specific += ["conv2d", "batch_norm2d", "conv2d", "batch_norm2d"]
         if mode == "free":
             specific += ["avg_pool2d", "adaptive_avg_pool2d"]
             if not ties:
@@ -811,9 +811,16 @@ def _draw_block(d: _Draw, flow: Flow, depth: int, mode: str, min_items: int,
 
 
 @st.composite
-def specs(draw: Any, rank: int | None = None, max_nodes: int = 14) -> Spec:
+def specs(draw: Any, rank: int | None = None, max_nodes: int = 14, stateful: bool = False,
+          inference: bool | None = None) -> Spec:
     """Random valid model specs with small shapes (at most ``max_nodes`` spec nodes) whose
-    input has ``rank`` dims (2, 3 or 4; drawn when None)."""
+    input has ``rank`` dims (2, 3 or 4; drawn when None).
+
+    ``stateful`` (rank 4): the model starts with a ``BatchNorm2d`` that tracks running
+    statistics (more may follow); ``inference``: the mode (drawn, 1 in 4 inference, when None).
+    """
+    if stateful:
+        rank = 4
     d = _Draw(draw, budget=draw(st.integers(4, max_nodes)))
     batch = draw(st.integers(2, 3))
     if rank is None:
@@ -829,11 +836,18 @@ def specs(draw: Any, rank: int | None = None, max_nodes: int = 14) -> Spec:
     # a trainable input is a parameter: its shape must be fully known
     d.symbolic_batch = not trainable and draw(st.sampled_from([True, True, False]))
     body, _ = _draw_block(d, Flow(shape), 1, "free", 2, False, max_items=7)
+    if stateful:
+        hp = dict(_draw_hp(d, "batch_norm2d", shape, "free"))
+        hp["track"] = True
+        first = Layer("batch_norm2d", tuple(hp.items()), draw(st.sampled_from(["+=", "|="])))
+        body = Block((first, *body.items), body.nested, body.name, body.how, body.declare)
+    if inference is None:
+        inference = draw(st.sampled_from([False, False, False, True]))
     return Spec(input_shape=shape, body=body,
                 input_name=draw(st.sampled_from(["input", "x", "data in"])),
                 symbolic_batch=d.symbolic_batch,
                 input_trainable=trainable,
-                inference=draw(st.sampled_from([False, False, False, True])),
+                inference=inference,
                 seed=draw(st.integers(0, 2**16)), declare_input=declare)
 
 
@@ -950,11 +964,15 @@ def check_finite_differences(spec: Spec, directions: int = 3) -> None:
     """NumPy float64 gradients against central differences along random directions.
 
     The objective is ``sum_k <output_gradient_k, output_k>``; its derivative along a random
-    direction ``v`` of all trainable inputs is ``sum_p <grad_p, v_p>``.
+    direction ``v`` of all trainable inputs is ``sum_p <grad_p, v_p>``. An inference model has
+    no gradient code: its outputs' central differences are compared with the derivative of the
+    same computation written in PyTorch (:mod:`tests.torch_functional_reference`).
     """
-    _, ref, inputs, (_, grads, _) = reference_run(spec)
+    built, ref, inputs, (_, grads, _) = reference_run(spec)
     if spec.inference:
-        return
+        from tests.torch_functional_reference import evaluate_spec
+
+        grads = evaluate_spec(spec, built, inputs, gradients=True)[1]
     b = ref.backend
     data = {k: b.array(v) for k, v in inputs.data.items()}
 

@@ -20,6 +20,7 @@ from ...errors import CompileError, InputError, ShapeMismatchError, TypeMismatch
 from .. import types as T
 from .codegen import CodeWriter, write_backward
 from .diagnose import diagnose_failure
+from .pullback import Record, Recorder, recorder_for
 
 
 class ShapePattern(NamedTuple):
@@ -113,6 +114,9 @@ class CompiledModel:
             for key, (pattern, kinds, kind) in program_info.get("output_specs", {}).items()
             if kind != "scalar"}
         self._state: dict[str, Any] = self.initial_state_dict
+        #: the last training-mode forward call, for the gradient call after it (pullback.py)
+        self._recorder: Recorder | None = None
+        self._last: Record | None = None
         self._uses_rng = "rngs = split_rng" in forward_source
         #: the traced-value types (JAX tracers) that must not be stored as ``.state``
         self._tracer_types: tuple[type, ...] = (
@@ -259,11 +263,20 @@ class CompiledModel:
             st = state
         if rng is not None:
             self._check_rng(rng)
+        rng_given = rng
         if self._uses_rng:
             rng = self.backend.next_rng() if rng is None else rng
         try:  # free while nothing fails; on failure, say which layer the shapes clash at
             if output_gradients is None or output_gradients is False:
-                outs, new_state = self._forward(params, data, st, rng)
+                if self.inference:
+                    outs, new_state = self._forward(params, data, st, rng)
+                else:
+                    rec = self._recorder or self._make_recorder()
+                    self._last = None  # frees the previous forward pass before this one runs
+                    # called directly: a JIT wrapper's warning points at the caller (stacklevel)
+                    outs, new_state, token = rec.forward(params, data, st, rng)
+                    self._remember(rec, params, data, st, own, rng_given, rng, outs,
+                                   new_state, token)
                 if own:
                     if not self.inference:
                         self._keep_state(new_state)
@@ -273,6 +286,13 @@ class CompiledModel:
                 raise CompileError("this model was compiled with inference=True and has no "
                                    "gradient code; compile it without inference=True to train")
             grads_in = self._output_grads(output_gradients, bound)
+            last = self._last
+            if last is not None:  # the gradient of the forward call just made? (pullback.py)
+                self._last = None
+                if last.matches(params, data, state, own, rng_given, self._state,
+                                self._recorder.unchanged):  # type: ignore[union-attr]
+                    grads = self._recorder.pull(last, params, data, grads_in)  # type: ignore
+                    return (last.outputs, grads) if own else (last.outputs, grads, last.new_state)
             if self._writer is not None:
                 outs, new_state, cache = self._forward_train(params, data, st, rng)
                 keys = tuple(k for k in self.output_keys if k in grads_in)
@@ -287,6 +307,21 @@ class CompiledModel:
         except Exception as err:
             diagnose_failure(self, err, data)  # raises ShapeMismatchError on a clash
             raise
+
+    def _make_recorder(self) -> Recorder:
+        """The recorder of training-mode forward passes, made at the first such call (after
+        ``parallelize`` may have changed this model's class)."""
+        self._recorder = recorder_for(self)
+        return self._recorder
+
+    def _remember(self, rec: Recorder, params: Mapping[str, Any], data: Mapping[str, Any],
+                  st: Any, own: bool, rng_given: Any, rng: Any, outs: Any, new_state: Any,
+                  token: Any) -> None:
+        """Keep what the gradient call after this forward call needs (``pullback.Record``),
+        so that call reuses the forward pass and the state is updated once."""
+        self._last = None if rec.traced(outs) else Record(
+            params, data, st, own, rng_given, rng, outs, new_state, token,
+            rec.take_fingerprint(params, data))
 
     def __call__(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None, **kw: Any) -> Any:

@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from ..errors import ArgumentTypeError
+from .foreach import TensorList
 
 __all__ = [
     "cast",
@@ -115,6 +116,8 @@ def sqrt(x: Array) -> Array:
     >>> sqrt(np.array([4.0, 9.0])).tolist()
     [2.0, 3.0]
     """
+    if isinstance(x, TensorList):
+        return x.sqrt()
     return _module(x).sqrt(x)
 
 
@@ -136,6 +139,8 @@ def maximum(a: Array, b: Array) -> Array:
     >>> maximum(np.array([1.0, 5.0]), np.array([3.0, 2.0])).tolist()
     [3.0, 5.0]
     """
+    if isinstance(a, TensorList):
+        return a.maximum(b)
     return _module(a).maximum(a, b)
 
 
@@ -146,6 +151,8 @@ def where(condition: Array, a: Array | float, b: Array | float) -> Array:
     >>> where(np.array([True, False]), np.array([1.0, 2.0]), 0.0).tolist()
     [1.0, 0.0]
     """
+    if isinstance(a, TensorList):
+        return a.where(condition, b)
     return _module(condition).where(condition, a, b)
 
 

@@ -33,7 +33,9 @@ from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError, InputError
 from . import array_ops as ops
+from . import foreach
 from .clipping import clip_by_global_norm
+from .compiled import compiled_update
 from .schedules import Schedule
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop"]
@@ -104,7 +106,8 @@ class Optimizer:
         self.max_grad_norm = max_grad_norm
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
+                         if not key.startswith("_"))
         return f"{type(self).__name__}({args})"
 
     # -- public API --
@@ -144,22 +147,44 @@ class Optimizer:
         """
         grads = self._select_gradients(params, gradients)
         slots = self._checked_slots(params, state)
+        tree = {"step": state["step"], **{slot: state[slot] for slot in slots}}
+        fast = compiled_update(self, next(iter(params.values()), None))
+        if fast is not None:  # JAX, MLX: one compiled call (mithril/optim/compiled.py)
+            return fast(dict(params), grads, tree)
+        return self._update_tree(params, grads, tree)
+
+    def _update_tree(self, params: Mapping[str, Array], grads: Mapping[str, Array],
+                     state: Mapping[str, Any]) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The update of every parameter (checked arguments; traceable by ``jax.jit`` and
+        ``mx.compile``); PyTorch tensors go through ``torch._foreach_*`` (foreach.py)."""
+        slots = self._slot_names()
         first = next(iter(params.values()), None)
         with ops.no_grad(first):
             if self.max_grad_norm is not None:
                 grads = clip_by_global_norm(grads, self.max_grad_norm)
-            new_params: dict[str, Array] = {}
-            new_slots: dict[str, dict[str, Array]] = {slot: {} for slot in slots}
-            for key, p in params.items():
-                step = ops.cast(state["step"], p)
-                leaf_slots = {slot: state[slot][key] for slot in slots}
-                new_p, leaf_new = self._update_leaf(p, grads[key], leaf_slots, step,
-                                                    self._learning_rate_at(step, p))
-                new_params[key] = ops.keep_requires_grad(ops.as_array(new_p, p), p)
-                for slot in slots:
-                    new_slots[slot][key] = ops.as_array(leaf_new[slot], p)
+            if foreach.usable(params):
+                new_params, new_slots = foreach.foreach_update(self, params, grads, state,
+                                                               slots)
+            else:
+                new_params, new_slots = self._update_each(params, grads, state, slots)
             new_step = ops.cast(state["step"] + 1, state["step"])
         return new_params, {"step": new_step, **new_slots}
+
+    def _update_each(self, params: Mapping[str, Array], grads: Mapping[str, Array],
+                     state: Mapping[str, Any], slots: tuple[str, ...]
+                     ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
+        """The rule applied to one array at a time (NumPy; traced on JAX and MLX)."""
+        new_params: dict[str, Array] = {}
+        new_slots: dict[str, dict[str, Array]] = {slot: {} for slot in slots}
+        for key, p in params.items():
+            step = ops.cast(state["step"], p)
+            leaf_slots = {slot: state[slot][key] for slot in slots}
+            new_p, leaf_new = self._update_leaf(p, grads[key], leaf_slots, step,
+                                                self._learning_rate_at(step, p))
+            new_params[key] = ops.keep_requires_grad(ops.as_array(new_p, p), p)
+            for slot in slots:
+                new_slots[slot][key] = ops.as_array(leaf_new[slot], p)
+        return new_params, new_slots
 
     # -- helpers --
     def _learning_rate_at(self, step: Array, like: Array) -> Array | float:

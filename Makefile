@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test demo lint bench venv clean docs
+.PHONY: test demo lint bench venv clean docs mutate test-fresh
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check mithril tests benchmarks examples
 	$(PY) -m pytest -n 2 tests
+
+# Targeted mutation testing (tools/mutate.py): each mutant of mithril/ on a temporary copy, its
+# tests run with fresh hypothesis seeds; lists the survivors. MUTANTS="a b" runs some.
+mutate: $(STAMP)
+	$(PY) tools/mutate.py $(MUTANTS)
+
+# The random-model tests with fresh (not derandomized) hypothesis examples.
+test-fresh: $(STAMP)
+	MITHRIL_HYPOTHESIS_FRESH=1 $(PY) -m pytest -n 2 tests/test_random_models.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check mithril tests benchmarks examples

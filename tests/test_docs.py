@@ -74,14 +74,67 @@ def in_tmp_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+#: ``print(value)  # shown`` where the comment shows a value (a literal, ``torch.Size(...)``...)
+SHOWN = re.compile(r"^(?P<indent>[ \t]*)print\((?P<expr>.+)\)[ \t]+#[ \t]*(?P<shown>"
+                   r"(?:[\[({'\"\d-]|True\b|False\b|None\b|[A-Za-z_][\w.]*\().*?)[ \t]*$")
+
+
+#: shown values that depend on the machine, with the reason
+MACHINE_DEPENDENT = {f"parallel.md:{n}": "the page shows a 4-device machine; the suite runs "
+                     "on however many devices there are" for n in (21, 49, 52)}
+
+
+def check_shown(value: object, shown: str, where: str) -> None:
+    """``print(value)`` as the page shows it: the comment is the printed text, optionally
+    followed by a remark after ``:``, ``,`` or a space; ``...`` elides the rest."""
+    printed = str(value)
+    print(printed)
+    if where in MACHINE_DEPENDENT:
+        return
+    if "..." in shown:
+        ok = printed.startswith(shown.split("...")[0])
+    else:
+        ok = shown == printed or any(shown.startswith(printed + sep) for sep in (":", ",", " "))
+    assert ok, f"{where}: the page shows {shown!r}, the code prints {printed!r}"
+
+
+def with_shown_checks(code: str, page: str, first_line: int) -> tuple[str, int]:
+    """The block with each ``print(x)  # <value>`` turned into a check of that value."""
+    lines = code.split("\n")
+    count = 0
+    for i, line in enumerate(lines):
+        m = SHOWN.match(line)
+        if m:
+            where = f"{page}:{first_line + i}"
+            lines[i] = (f"{m['indent']}__check_shown__(({m['expr']}), {m['shown']!r}, "
+                        f"{where!r})")
+            count += 1
+    return "\n".join(lines), count
+
+
+def test_shown_values_are_recognised() -> None:
+    code, n = with_shown_checks('print(x.shape)   # (8, 1)\nprint(y)  # the batch part\n'
+                                'print(z)  # torch.Size([2, 3]): rows\n', "p.md", 1)
+    assert n == 2 and "__check_shown__((x.shape), '(8, 1)'" in code
+    check_shown((8, 1), "(8, 1)", "p.md:1")
+    check_shown(["a", "b", "c"], "['a', 'b', ...]", "p.md:1")
+    for value, shown in (((8, 2), "(8, 1)"), (["a", "c"], "['a', 'b', ...]")):
+        with pytest.raises(AssertionError, match="shows"):
+            check_shown(value, shown, "p.md:1")
+
+
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_runs(page: Path, in_tmp_dir: Path) -> None:
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    """Every block runs, and every value a page shows as ``print(x)  # value`` is the value
+    printed (numbers, not phrases)."""
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}",
+                                    "__check_shown__": check_shown}
     for block in blocks_of(page):
         if block.skip is not None:
             continue
+        code, _ = with_shown_checks(block.code, block.page, block.line)
         # pad with blank lines so that tracebacks give the line number in the Markdown file
-        source = "\n" * (block.line - 1) + block.code
+        source = "\n" * (block.line - 1) + code
         try:
             exec(compile(source, str(page), "exec"), namespace)
         except Exception as err:

@@ -170,6 +170,11 @@ MUTANTS += [
       "    for use_leaves in (True, False):\n"
       "        _pairing.by_layer(weights, theirs, pair, use_leaves, [])\n", INTEROP,
       "the original bug: same-shape layers paired by execution order, silently"),
+    m("guide_loop_double_state_update", "mithril/framework/physical/compiled.py",
+      "            if last is not None:  # the gradient of the forward call just made?",
+      "            if False:  # the gradient of the forward call just made?",
+      ["tests/test_training_loop.py", *STATE],
+      "the original bug: the guide's loop (forward, then gradients) moves BatchNorm state twice"),
 ]
 
 

@@ -6,13 +6,15 @@ import sys
 
 
 def main() -> int:
-    from . import backends, build_compile, gpt2
+    from . import backends, build_compile, gpt2, training_loop
 
     print(build_compile.run())
     print()
     print(gpt2.run())
     print()
     print(backends.run())
+    print()
+    print(training_loop.run())
     return 0
 
 

@@ -139,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     first_epoch = results[0]["steps_per_epoch"]
     base = np.array(results[0]["losses"][:first_epoch])
     print()
-    print(f"{'backend':<8} {'test accuracy':>13} {'train time':>11} {'final loss':>11} "
-          f"{'max |loss - ' + results[0]['backend'] + '| (epoch 1)':>30}")
+    print(f"{'backend':<8} {'test accuracy':>13} {'train time':>11} {'per step':>9} "
+          f"{'final loss':>11} {'max |loss - ' + results[0]['backend'] + '| (epoch 1)':>30}")
     for r in results:
         dev = float(np.max(np.abs(np.array(r["losses"][:first_epoch]) - base)))
+        per_step = r["time"] / max(len(r["losses"]), 1) * 1e3
         print(f"{r['backend']:<8} {r['accuracy']:>13.2%} {r['time']:>10.1f}s "
-              f"{r['losses'][-1]:>11.4f} {dev:>30.2e}")
+              f"{per_step:>7.1f}ms {r['losses'][-1]:>11.4f} {dev:>30.2e}")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "loss_curves.png")
     plot(results, path)

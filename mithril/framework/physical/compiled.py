@@ -251,6 +251,14 @@ class CompiledModel:
         ``torch.Generator`` / ``numpy.random.Generator`` on PyTorch / NumPy. By default the
         backend supplies it (``backend.set_seed``); inside your own ``jax.jit`` pass a fresh
         key each call, or every call reuses the key taken while tracing.
+
+        The guide's loop calls ``evaluate(params, inputs)`` and then ``evaluate(params,
+        inputs, output_gradients)``: the second call reuses the first one's forward pass and
+        leaves the state as the first call updated it (once per step) when it gets the same
+        parameter and input arrays, unchanged in place (PyTorch ``_version``; NumPy and MLX
+        compared with a copy), the same state and the same ``rng``; anything else (equal
+        values in new arrays too) runs forward and backward again. See ``pullback.py`` and
+        docs/training.md.
         """
         params = {} if params is None else params
         data = {} if inputs is None else inputs

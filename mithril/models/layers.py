@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import ArgumentError, ArgumentTypeError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, ConnectSpec, IOKey, Model, Operator
@@ -703,9 +705,13 @@ class Dropout(Primitive):
 
 
 class Embedding(Model):
-    """``nn.Embedding(num_embeddings, embedding_dim)``: rows of ``weight`` by integer index
-    (``weight`` drawn from N(0, 1), as in PyTorch). ``padding_idx`` and ``max_norm`` are not
-    supported.
+    """``nn.Embedding(num_embeddings, embedding_dim, padding_idx=None)``: rows of ``weight`` by
+    integer index (``weight`` drawn from N(0, 1), as in PyTorch).
+
+    ``padding_idx`` (negative counts from the end; needs ``num_embeddings``) is the row whose
+    gradient is always zero, as in PyTorch, so training never changes it. Unlike PyTorch,
+    ``randomize_params`` draws that row like the others instead of zeroing it (load or set it
+    to zeros yourself). ``max_norm`` is not supported.
 
     >>> import mithril as ml
     >>> from mithril.models import Embedding, Model
@@ -719,12 +725,24 @@ class Embedding(Model):
                  padding_idx: int | None = None, max_norm: float | None = None, *,
                  name: str | None = None) -> None:
         super().__init__(name)
-        _unsupported("Embedding", padding_idx=padding_idx is not None,
-                     max_norm=max_norm is not None)
+        _unsupported("Embedding", max_norm=max_norm is not None)
+        weight = _param("weight", [num_embeddings, embedding_dim])
+        if padding_idx is not None:
+            if num_embeddings is None:
+                raise ArgumentError("Embedding: padding_idx needs num_embeddings")
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ArgumentError(f"Embedding: padding_idx={padding_idx} is not a row of "
+                                    f"{num_embeddings} embeddings")
+            frozen = np.zeros((num_embeddings, 1), dtype=bool)
+            frozen[padding_idx] = True
+            # the padding row is used as is and receives no gradient
+            self |= Operator(CATALOGUE["stop_gradient"])(input=weight, output="weight_frozen")
+            self |= Operator(CATALOGUE["where"])(condition=frozen, input1="weight_frozen",
+                                                 input2="weight", output="weight_used")
+            weight = "weight_used"
         self |= Operator(CATALOGUE["embedding"])(
-            input=IOKey("input", type=int), weight=_param("weight", [num_embeddings,
-                                                                      embedding_dim]),
-            output="output")
+            input=IOKey("input", type=int), weight=weight, output="output")
+        self.set_cout("output")
         self.set_initializer("weight", "normal")
 
 

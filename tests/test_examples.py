@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,40 @@ def test_demo_one_epoch_on_every_backend(tmp_path: Path) -> None:
         assert accuracy >= 0.9, f"{backend}: {accuracy:.1%} after one epoch\n{result.stdout}"
         assert deviation < 1e-3, f"{backend}: first-epoch loss differs by {deviation}"
     assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 10_000
+
+
+NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
+TIMING = re.compile(r"\(\d+\.\d+s\)")
+
+
+def numbers(text: str) -> list[float]:
+    """Every number printed, timings left out."""
+    return [float(n.replace(",", "")) for n in NUMBER.findall(TIMING.sub("", text))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", QUICK)
+def test_example_numbers_agree_across_backends_and_make_sense(name: str, tmp_path: Path) -> None:
+    """Numbers, not phrases: NumPy and PyTorch print the same numbers (losses, accuracies,
+    sizes; to the printed digits), and the results are what the example claims."""
+    out = {}
+    for backend in ("numpy", "torch"):
+        (tmp_path / backend).mkdir()
+        result = run_example(name, "--backend", backend, "--small", cwd=tmp_path / backend)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out[backend] = result.stdout
+    a, b = numbers(out["numpy"]), numbers(out["torch"])
+    assert len(a) == len(b) > 5, (out["numpy"], out["torch"])
+    for x, y in zip(a, b, strict=True):  # one unit of the last printed digit (float32)
+        assert abs(x - y) <= max(1e-3 * abs(x), 1.01e-4), (x, y, out["numpy"], out["torch"])
+    text = out["numpy"]
+    if name == "convnet.py":
+        accuracy = float(re.search(r"test accuracy: ([\d.]+)%", text)[1])
+        assert accuracy >= 30.0, text  # ten classes: chance is 10%
+        assert re.search(r"'test_accuracy': '([\d.]+)'", text)[1] == f"{accuracy / 100:.4f}"
+    else:  # the MLP fits as well as least squares (closed form); the quantile covers ~90%
+        mlp, lstsq = (float(v) for v in re.search(r"MLP ([\d.]+), least squares ([\d.]+)",
+                                                  text).groups())
+        assert mlp >= lstsq - 0.05, text
+        below = float(re.search(r"below the predicted 90th percentile: ([\d.]+)%", text)[1])
+        assert 80.0 <= below <= 97.0, text

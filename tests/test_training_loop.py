@@ -201,3 +201,69 @@ def test_no_forward_kept_while_tracing_in_users_jax_jit():
     np.testing.assert_allclose(
         np.asarray(outs["output"]),
         np.asarray(pm.evaluate(params, {"input": x}, state=pm.initial_state_dict)[0]["output"]))
+
+
+# ---- the fused training step ---------------------------------------------------------------
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_fused_step_equals_guide_loop_and_torch(backend_name):
+    from mithril.framework.physical.fused import train_step
+
+    backend = backend_of(backend_name, "float64")
+    compiled_model = ml.compile(create_conv_net(), backend, shapes={"input": [BATCH, 3, 32, 32]})
+    params = compiled_model.randomize_params(seed=3)
+    start = {k: backend.to_numpy(v) for k, v in params.items()}
+    batches = _batches()
+    optimizer = ml.Adam(learning_rate=0.001)
+    step = train_step(compiled_model, optimizer)
+    opt_state, state = optimizer.init(params), compiled_model.initial_state_dict
+    losses = []
+    for x, y in batches:
+        params, opt_state, state, loss = step(params, opt_state, state,
+                                              {"input": backend.array(x)}, backend.array(y))
+        losses.append(float(backend.to_numpy(loss)))
+    net = _torch_reference(start, batches)
+    buffers = dict(net.named_buffers())
+    for ours, theirs in BN_STATS.items():
+        for stat in ("running_mean", "running_var"):
+            np.testing.assert_allclose(backend.to_numpy(state[f"{ours}.{stat}"]),
+                                       buffers[f"{theirs}.{stat}"].numpy(), rtol=0, atol=1e-6)
+    torch_params = dict(net.named_parameters())
+    for key, tname in CONVNET_NAMES.items():
+        np.testing.assert_allclose(backend.to_numpy(params[key]),
+                                   torch_params[tname].detach().numpy(), rtol=0, atol=1e-9,
+                                   err_msg=f"{backend_name} {key}")
+    # the unfused loop from the same start gives the same parameters (up to the rounding of
+    # fused float64 arithmetic in one jax.jit)
+    loop_model = ml.compile(create_conv_net(), backend, shapes={"input": [BATCH, 3, 32, 32]})
+    unfused = _guide_loop(backend, loop_model, {k: backend.array(v) for k, v in start.items()},
+                          batches)
+    for key in params:
+        np.testing.assert_allclose(backend.to_numpy(params[key]),
+                                   backend.to_numpy(unfused[key]), rtol=0, atol=1e-10)
+    assert len(losses) == STEPS and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_fused_step_with_train_model(backend_name):
+    from mithril.framework.physical.fused import train_step
+    from mithril.models import CrossEntropy, Mean, TrainModel
+
+    backend = backend_of(backend_name, "float64")
+    tm = TrainModel(create_conv_net())
+    tm.add_loss(CrossEntropy(), input="output", target="target", reduce_steps=[Mean()])
+    pm = ml.compile(tm, backend, shapes={"input": [BATCH, 3, 32, 32], "target": [BATCH]})
+    params = pm.randomize_params(seed=3)
+    start = {k: backend.to_numpy(v) for k, v in params.items()}
+    optimizer = ml.Adam(learning_rate=0.001)
+    step = train_step(pm, optimizer, loss=None)
+    opt_state, state = optimizer.init(params), pm.initial_state_dict
+    batches = _batches()
+    for x, y in batches:
+        params, opt_state, state, _ = step(
+            params, opt_state, state, {"input": backend.array(x), "target": backend.array(y)})
+    net = _torch_reference(start, batches)
+    torch_params = dict(net.named_parameters())
+    for key, tname in CONVNET_NAMES.items():
+        np.testing.assert_allclose(backend.to_numpy(params[key]),
+                                   torch_params[tname].detach().numpy(), rtol=0, atol=1e-9,
+                                   err_msg=f"{backend_name} {key}")

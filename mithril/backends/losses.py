@@ -7,6 +7,7 @@ mean reduction, class-index or one-hot (probability) targets, and numerically st
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 #: PyTorch's ``BCELoss`` gradient clamps ``p (1 - p)`` at this (its ``EPSILON``, the float32
@@ -18,6 +19,19 @@ class LossMixin:
     """Mixed into :class:`~mithril.backends.backend.Backend`; uses ``self.kernels``."""
 
     kernels: Any
+
+    def _compiled_loss(self, name: str, predictions: Any, targets: Any) -> Any:
+        """``LossMixin._<name>(self, predictions, targets)``, compiled once per helper on
+        backends whose JIT is cheap to call (JAX: ``jax.jit``, MLX: ``mx.compile``; both
+        recompile for new shapes); run directly on NumPy and PyTorch."""
+        cache = self.__dict__.setdefault("_loss_fns", {})
+        fn = cache.get(name)
+        if fn is None:
+            fn = functools.partial(getattr(LossMixin, "_" + name), self)
+            if getattr(self, "name", None) in ("jax", "mlx"):
+                fn = self.wrap_jit(fn)  # type: ignore[attr-defined]
+            cache[name] = fn
+        return fn(predictions, targets)
 
     def _is_index_target(self, logits: Any, targets: Any) -> bool:
         return len(targets.shape) == len(logits.shape) - 1
@@ -42,6 +56,9 @@ class LossMixin:
         >>> round(float(b.cross_entropy(b.array([[0.0, 0.0]]), b.array([1]))), 4)
         0.6931
         """
+        return self._compiled_loss("cross_entropy", logits, targets)
+
+    def _cross_entropy(self, logits: Any, targets: Any) -> Any:
         k = self.kernels
         logp = k.log_softmax(logits, -1)
         probs = self._target_probs(logits, targets)
@@ -50,6 +67,9 @@ class LossMixin:
 
     def cross_entropy_grad(self, logits: Any, targets: Any) -> Any:
         """Gradient of :meth:`cross_entropy` with respect to ``logits``."""
+        return self._compiled_loss("cross_entropy_grad", logits, targets)
+
+    def _cross_entropy_grad(self, logits: Any, targets: Any) -> Any:
         k = self.kernels
         probs = self._target_probs(logits, targets)
         total = k.sum(probs, -1, True)  # 1 for index / normalised targets
@@ -58,18 +78,27 @@ class LossMixin:
 
     def mse(self, predictions: Any, targets: Any) -> Any:
         """Mean squared error (``nn.MSELoss()``)."""
+        return self._compiled_loss("mse", predictions, targets)
+
+    def _mse(self, predictions: Any, targets: Any) -> Any:
         k = self.kernels
         d = k.subtract(predictions, targets)
         return k.mean(k.multiply(d, d), None, False)
 
     def mse_grad(self, predictions: Any, targets: Any) -> Any:
         """Gradient of :meth:`mse` with respect to ``predictions``."""
+        return self._compiled_loss("mse_grad", predictions, targets)
+
+    def _mse_grad(self, predictions: Any, targets: Any) -> Any:
         k = self.kernels
         return k.divide(k.multiply(k.subtract(predictions, targets), 2.0), _size(predictions))
 
     def binary_cross_entropy(self, probabilities: Any, targets: Any) -> Any:
         """Mean binary cross-entropy of probabilities (``nn.BCELoss()``; logs clamped at -100
         as PyTorch does, so p = 0 or 1 stays finite)."""
+        return self._compiled_loss("binary_cross_entropy", probabilities, targets)
+
+    def _binary_cross_entropy(self, probabilities: Any, targets: Any) -> Any:
         k = self.kernels
         logp = k.clamp(k.log(probabilities), -100.0, None)
         log1mp = k.clamp(self._log1m(probabilities), -100.0, None)
@@ -89,6 +118,9 @@ class LossMixin:
         """Gradient of :meth:`binary_cross_entropy` with respect to the probabilities:
         PyTorch's ``(p - t) / max(p (1 - p), 1e-12) / n``, finite at p = 0 and 1 (clamping p
         itself to ``1 - 1e-12`` would not: that rounds to 1 in float32)."""
+        return self._compiled_loss("binary_cross_entropy_grad", probabilities, targets)
+
+    def _binary_cross_entropy_grad(self, probabilities: Any, targets: Any) -> Any:
         k = self.kernels
         p = probabilities
         denominator = k.clamp(k.multiply(p, k.subtract(1.0, p)), BCE_EPSILON, None)
@@ -97,6 +129,9 @@ class LossMixin:
 
     def binary_cross_entropy_with_logits(self, logits: Any, targets: Any) -> Any:
         """Stable mean binary cross-entropy on logits (``nn.BCEWithLogitsLoss()``)."""
+        return self._compiled_loss("binary_cross_entropy_with_logits", logits, targets)
+
+    def _binary_cross_entropy_with_logits(self, logits: Any, targets: Any) -> Any:
         k = self.kernels
         # max(x, 0) - x * t + log(1 + exp(-|x|))
         terms = k.add(k.subtract(k.relu(logits), k.multiply(logits, targets)),
@@ -105,6 +140,9 @@ class LossMixin:
 
     def binary_cross_entropy_with_logits_grad(self, logits: Any, targets: Any) -> Any:
         """Gradient of :meth:`binary_cross_entropy_with_logits` w.r.t. the logits."""
+        return self._compiled_loss("binary_cross_entropy_with_logits_grad", logits, targets)
+
+    def _binary_cross_entropy_with_logits_grad(self, logits: Any, targets: Any) -> Any:
         k = self.kernels
         return k.divide(k.subtract(k.sigmoid(logits), targets), _size(logits))
 

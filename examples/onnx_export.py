@@ -7,7 +7,7 @@
 3. onnxruntime runs the file at two batch sizes, and its outputs are compared with Mithril's
    inference model on the NumPy backend (they must agree to a relative 1e-5).
 
-    pip install 'mithril[onnx]'
+    pip install '.[onnx]'
     python examples/onnx_export.py --backend torch
     python examples/onnx_export.py --backend numpy --small     # a few seconds
 """

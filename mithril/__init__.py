@@ -55,6 +55,10 @@ from .optim import (
     clip_by_global_norm,
 )
 from .parallel import DataParallel, ParallelPlan, TensorParallel
+from .types import Constant, DataType, Tensor, epsilon_table
+
+#: the reference Mithril's name for what ``compile`` returns
+PhysicalModel = CompiledModel
 
 __version__ = "0.1.0"
 
@@ -69,7 +73,8 @@ __all__ = [
     "InputError", "MithrilError", "ModelFileError", "ModelReuseError", "ShapeMismatchError",
     "TerminalError",
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
-    "int32", "int64", "uint8",
+    "int32", "int64", "uint8", "Constant", "DataType", "Tensor", "epsilon_table",
+    "PhysicalModel",
 ]
 
 _BACKENDS = {
@@ -77,6 +82,16 @@ _BACKENDS = {
     "TorchBackend": ("torch", "torch", "torch"),
     "JaxBackend": ("jax", "jax", "jax"),
     "MlxBackend": ("mlx", "mlx", "mlx"),
+}
+
+#: reference-API names (some are builtins' names: ``ml.int`` is int32, ``ml.float`` float32)
+_REFERENCE_NAMES = {
+    "Backend": (".backends.backend", "Backend"), "Model": (".models", "Model"),
+    "TrainModel": (".models", "TrainModel"), "bool": (".types", "bool_"),
+    "int": (".types", "int32"), "float": (".types", "float32"), "double": (".types", "double"),
+    "short": (".types", "short"), "long": (".types", "long"), "half": (".types", "half"),
+    "PhysicalConstantType": (".types", "PhysicalConstantType"),
+    "PhysicalShapeType": (".types", "PhysicalShapeType"),
 }
 
 
@@ -95,6 +110,11 @@ def __getattr__(name: str) -> object:
                     f"with `pip install 'mithril[{extra}]'`") from err
             raise
         return getattr(mod, name)
+    if name in _REFERENCE_NAMES:  # the reference Mithril's spellings
+        import importlib
+
+        module, attr = _REFERENCE_NAMES[name]
+        return getattr(importlib.import_module(module, __name__), attr)
     if name == "from_torch":  # imports torch: only when first used
         from . import interop
 

@@ -69,6 +69,10 @@ class Backend(LossMixin):
     #: traced values (JAX tracers) that ``evaluate`` must not keep as a model's state
     tracer_types: tuple[type, ...] = ()
 
+    def __class_getitem__(cls, item: Any) -> type:
+        """``ml.Backend[DataType]`` (the reference's annotation) is the class itself."""
+        return cls
+
     def __init__(self, dtype: Any = T.float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
         # JAX and PyTorch build their mesh in their own __init__; the others have none

@@ -2,6 +2,7 @@
 
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
+from ..types import Tensor
 from . import primitives as _primitives
 from .attention import MultiheadAttention
 from .layers import *  # noqa: F403
@@ -22,7 +23,8 @@ from .reference import *  # noqa: F403
 from .reference import __all__ as _reference_all
 from .train import TrainModel
 
-__all__ = ["TBD", "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
+__all__ = ["TBD", "Tensor",
+           "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
            "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
            "RNNCell", *_layers_all,

@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import ArgumentError, BackendUnavailableError, InputError
 from ...framework.types import Dtype, float32
 from ..backend import OPERATOR_EXPRS, Backend
+from ..helpers import ReferenceHelpers
 from . import kernels
 
 #: Mithril device names -> JAX platform names
@@ -32,7 +33,7 @@ _UNTRACEABLE = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConver
                 jax.errors.TracerIntegerConversionError, jax.errors.NonConcreteBooleanIndexError)
 
 
-class JaxBackend(Backend):
+class JaxBackend(ReferenceHelpers, Backend):
     """Runs compiled models on JAX (``dtype`` is the float precision, ``device`` e.g. "cpu").
 
     ``device_mesh=(4,)`` / ``(2, 2)`` / ``{"data": 2, "model": 2}`` / a ``jax.sharding.Mesh``

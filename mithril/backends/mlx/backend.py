@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
 from ...framework import types as ml_types
 from ..backend import Backend
+from ..helpers import ReferenceHelpers
 from . import kernels as mlx_kernels
 
 _ForwardResult = tuple[dict[str, Any], dict[str, Any]]
@@ -31,7 +32,7 @@ _EXPRS: dict[str, str] = {
 }
 
 
-class MlxBackend(Backend):
+class MlxBackend(ReferenceHelpers, Backend):
     """Compiled models on Apple's MLX (CPU everywhere; ``"gpu"``/``"mps"`` where MLX has one)."""
 
     has_jit = True

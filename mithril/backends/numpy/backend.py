@@ -8,6 +8,7 @@ import numpy as np
 
 from ...framework import types as _types
 from ..backend import Backend
+from ..helpers import ReferenceHelpers
 from . import kernels as _kernels
 from . import vjps as _vjps
 
@@ -42,7 +43,7 @@ def _warm_allocator() -> None:
         _ALLOCATOR_WARMED = True
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(ReferenceHelpers, Backend):
     """Runs compiled models with NumPy on the CPU; gradients come from ``vjps.py``.
 
     ``dtype`` is the float precision (``ml.float16``, ``ml.float32`` or ``ml.float64``; NumPy

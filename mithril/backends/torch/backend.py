@@ -14,12 +14,13 @@ import torch
 from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, InputError
 from ...framework.types import as_dtype, float32
 from ..backend import OPERATOR_EXPRS, Backend
+from ..helpers import ReferenceHelpers
 from . import kernels
 
 _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
 
-class TorchBackend(Backend):
+class TorchBackend(ReferenceHelpers, Backend):
     """PyTorch backend: ``TorchBackend(dtype=ml.float32, device="cpu")``.
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; an unavailable device raises

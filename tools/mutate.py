@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # test files by area (paths relative to the repository root)
-BN = ["tests/test_layers_parity.py", "tests/test_catalogue_independent.py",
+BN = ["tests/test_initial_state.py", "tests/test_layers_parity.py",
+      "tests/test_catalogue_independent.py",
       "tests/test_guide_backends.py", "tests/test_numerics.py", "tests/test_random_models.py"]
 ATTN = ["tests/test_layers_parity.py", "tests/test_gpt2.py", "tests/test_catalogue_independent.py",
         "tests/test_random_models.py"]
@@ -45,7 +46,7 @@ GPT = ["tests/test_gpt2.py", "tests/test_examples.py"]
 OPTIM = ["tests/test_optim.py", "tests/test_training.py"]
 IO = ["tests/test_model_dict.py", "tests/test_params_io.py", "tests/test_reference_models.py",
       "tests/test_random_models.py"]
-INTEROP = ["tests/test_torch_interop.py"]
+INTEROP = ["tests/test_torch_interop.py", "tests/test_pairing_order.py"]
 GRAPH = ["tests/test_compile_numpy.py", "tests/test_algebra.py", "tests/test_logical_guide.py",
          "tests/test_random_models.py"]
 STATE = ["tests/test_compile_numpy.py", "tests/test_training.py", "tests/test_guide_backends.py",

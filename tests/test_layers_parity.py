@@ -107,6 +107,10 @@ def _causal_mask(length: int) -> torch.Tensor:
     return torch.triu(torch.full((length, length), float("-inf"), dtype=torch.float64), 1)
 
 
+def _torch_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if k != "spatial_dims"}
+
+
 _QKV = {"query": "query", "key": "key", "value": "value"}
 _SELF = {"query": "x", "key": "x", "value": "x"}
 
@@ -231,6 +235,25 @@ CASES: dict[str, Case] = {
                           _mha(8, 2, kdim=5, vdim=3),
                           {"query": (2, 3, 8), "key": (2, 4, 5), "value": (2, 4, 3)},
                           terminals=_QKV),
+    # ---- Upsample / F.interpolate ----
+    **{f"upsample_{name}": Case(lambda kw=kw: mm.Upsample(**kw),
+                                lambda kw=kw: nn.Upsample(**_torch_kw(kw)), _x(shape))
+       for name, kw, shape in [
+           ("nearest_x2", {"scale_factor": 2}, (2, 3, 4, 5)),
+           ("nearest_x3_1", {"scale_factor": (3, 1)}, (1, 2, 3, 4)),
+           ("nearest_size_up_down", {"size": (6, 3)}, (2, 2, 4, 6)),
+           ("nearest_size_4_to_6", {"size": (6, 9)}, (1, 2, 4, 6)),
+           ("nearest_float_scale", {"scale_factor": (1.5, 0.6)}, (1, 2, 4, 6)),
+           ("nearest_1d", {"scale_factor": 2, "spatial_dims": 1}, (2, 3, 5)),
+           ("bilinear_x2", {"scale_factor": 2, "mode": "bilinear"}, (2, 3, 4, 5)),
+           ("bilinear_size", {"size": (7, 3), "mode": "bilinear"}, (1, 2, 4, 5)),
+           ("bilinear_align", {"size": (7, 9), "mode": "bilinear", "align_corners": True},
+            (1, 2, 4, 5)),
+           ("bilinear_float_scale", {"scale_factor": 1.7, "mode": "bilinear"}, (1, 2, 3, 4)),
+           ("linear_align", {"scale_factor": 2.5, "mode": "linear", "align_corners": True},
+            (2, 3, 5)),
+           ("linear_size", {"size": 8, "mode": "linear"}, (2, 3, 5)),
+       ]},
     # ---- activations ----
     "relu": Case(Relu, nn.ReLU, _x((3, 7))),
     "gelu": Case(Gelu, nn.GELU, _x((3, 7)), scale=3.0),

@@ -21,11 +21,12 @@ from .primitives import *  # noqa: F403
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .reference import *  # noqa: F403
 from .reference import __all__ as _reference_all
+from .resize import Interpolate, Upsample
 from .train import TrainModel
 
 __all__ = ["TBD", "Tensor",
            "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
            "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
-           "RNNCell", *_layers_all,
+           "RNNCell", "Interpolate", "Upsample", *_layers_all,
            *_primitives.__all__, *_losses_all, *_reference_all]

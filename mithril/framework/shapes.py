@@ -26,6 +26,11 @@ class ShapeConflict(Exception):
     """Two facts about a shape contradict each other (raised inside inference)."""
 
 
+class TypeConflict(ShapeConflict):
+    """Two facts about what a terminal holds contradict: a tensor used as a scalar, or element
+    types with nothing in common (``float`` vs ``int``). Reported as ``TypeMismatchError``."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Undo trail
 # ----------------------------------------------------------------------------------------------
@@ -62,7 +67,8 @@ def record(fn: Callable[[], None]) -> None:
         Trail._active[-1].undo.append(fn)
 
 
-def _set_attr(obj: Any, name: str, value: Any) -> None:
+def set_attr(obj: Any, name: str, value: Any) -> None:
+    """Set ``obj.name`` to ``value``, recording the undo step on the active trail."""
     old = getattr(obj, name)
     setattr(obj, name, value)
     record(lambda: setattr(obj, name, old))
@@ -103,7 +109,7 @@ class Constraint:
                 _watch_value(self, r.value)
         # done only once kinds are settled too (tensors' element kinds can still narrow)
         if finished and all(r.kind != "tensor" or r.kinds in (1, 2, 4) for r in roots):
-            _set_attr(self, "done", True)
+            set_attr(self, "done", True)
 
 
 #: the constraint whose rule is running (``[None]`` outside rules): the owner of what it defers
@@ -219,7 +225,7 @@ def set_dim(d: Dim, value: int) -> None:
         raise ShapeConflict(f"dimension is {r.value}, cannot also be {value}")
     if not isinstance(value, int) or value < 0:
         raise ShapeConflict(f"a dimension must be a non-negative int, got {value!r}")
-    _set_attr(r, "value", value)
+    set_attr(r, "value", value)
     schedule(r.watchers)
 
 
@@ -233,14 +239,14 @@ def unify_dims(a: Dim, b: Dim) -> None:
         ra, rb = rb, ra
     # Only constraints that saw the two dims as different can learn anything: those watching
     # the smaller class, and those of the larger class if it gains a value.
-    _set_attr(rb, "parent", ra)
-    _set_attr(ra, "size", ra.size + rb.size)
+    set_attr(rb, "parent", ra)
+    set_attr(ra, "size", ra.size + rb.size)
     schedule(rb.watchers)
     if ra.value is None and rb.value is not None:
-        _set_attr(ra, "value", rb.value)
+        set_attr(ra, "value", rb.value)
         schedule(ra.watchers)
     if ra.name is None and rb.name is not None:
-        _set_attr(ra, "name", rb.name)
+        set_attr(ra, "name", rb.name)
     _merge_watchers(ra, rb)
 
 
@@ -355,7 +361,7 @@ def resolve_var(v: Var, frag: Frag) -> None:
     for node in frag.nodes():
         if node.root() is r:
             raise ShapeConflict("a variadic part cannot contain itself")
-    _set_attr(r, "value", frag)
+    set_attr(r, "value", frag)
     for node in frag.nodes():
         add_watchers(node.root(), r.watchers)
     schedule(r.watchers)
@@ -367,13 +373,13 @@ def _unify_vars(a: Var, b: Var) -> None:
         return
     if ra.size < rb.size:
         ra, rb = rb, ra
-    _set_attr(rb, "parent", ra)
-    _set_attr(ra, "size", ra.size + rb.size)
+    set_attr(rb, "parent", ra)
+    set_attr(ra, "size", ra.size + rb.size)
     if ra.name is None and rb.name is not None:
-        _set_attr(ra, "name", rb.name)
+        set_attr(ra, "name", rb.name)
     schedule(rb.watchers)
     if ra.value is None and rb.value is not None:
-        _set_attr(ra, "value", rb.value)
+        set_attr(ra, "value", rb.value)
         schedule(ra.watchers)
     _merge_watchers(ra, rb)
 
@@ -418,7 +424,7 @@ class PendingUnify:
         if self.done:
             return
         if _unify(self.f, self.g):
-            _set_attr(self, "done", True)
+            set_attr(self, "done", True)
         else:
             self.watch()
 

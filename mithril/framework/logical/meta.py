@@ -16,11 +16,12 @@ from ..shapes import (
     Dim,
     Frag,
     ShapeConflict,
-    _set_attr,
+    TypeConflict,
     add_watchers,
     frag_from_template,
     record,
     schedule,
+    set_attr,
     unify_frags,
 )
 
@@ -155,7 +156,7 @@ def set_value(meta: Meta, value: Any) -> None:
         if not _values_equal(r.value, value):
             raise ShapeConflict(f"value {r.value!r} cannot also be {value!r}")
         return
-    _set_attr(r, "value", value)
+    set_attr(r, "value", value)
     schedule(r.watchers)
 
 
@@ -165,10 +166,10 @@ def make_kind(meta: Meta, kind: str) -> None:
     if r.kind == kind:
         return
     if r.kind is not None:
-        raise ShapeConflict(f"a {r.kind} cannot be used as a {kind}")
-    _set_attr(r, "kind", kind)
+        raise TypeConflict(f"a {r.kind} cannot be used as a {kind}")
+    set_attr(r, "kind", kind)
     if kind == TENSOR:
-        _set_attr(r, "shape", frag_from_template(None))
+        set_attr(r, "shape", frag_from_template(None))
     schedule(r.watchers)
 
 
@@ -178,8 +179,8 @@ def set_kinds(meta: Meta, kinds: int) -> None:
     if new == r.kinds:
         return
     if not new:
-        raise ShapeConflict(f"type {T.kind_names(r.kinds)} does not match {T.kind_names(kinds)}")
-    _set_attr(r, "kinds", new)
+        raise TypeConflict(f"type {T.kind_names(r.kinds)} does not match {T.kind_names(kinds)}")
+    set_attr(r, "kinds", new)
     schedule(r.watchers)
 
 
@@ -189,33 +190,33 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
     if ra is rb:
         return ra
     if ra.kind is not None and rb.kind is not None and ra.kind != rb.kind:
-        raise ShapeConflict(f"a {ra.kind} cannot be connected to a {rb.kind}")
+        raise TypeConflict(f"a {ra.kind} cannot be connected to a {rb.kind}")
     if ra.rank < rb.rank:
         ra, rb = rb, ra
     if ra.kind is None and rb.kind is not None:
-        _set_attr(ra, "kind", rb.kind)
-        _set_attr(ra, "shape", rb.shape)
+        set_attr(ra, "kind", rb.kind)
+        set_attr(ra, "shape", rb.shape)
         schedule(ra.watchers)
     if ra.kind == TENSOR and rb.kind == TENSOR:
         unify_frags(ra.shape, rb.shape)  # type: ignore[arg-type]
     new_kinds = ra.kinds & rb.kinds
     if not new_kinds:
-        raise ShapeConflict(
+        raise TypeConflict(
             f"type {T.kind_names(ra.kinds)} does not match {T.kind_names(rb.kinds)}")
     if ra.value is not TBD and rb.value is not TBD and not _values_equal(ra.value, rb.value):
         raise ShapeConflict(f"value {ra.value!r} does not match {rb.value!r}")
-    _set_attr(rb, "parent", ra)
-    _set_attr(ra, "rank", ra.rank + rb.rank)
+    set_attr(rb, "parent", ra)
+    set_attr(ra, "rank", ra.rank + rb.rank)
     schedule(rb.watchers)
     if new_kinds != ra.kinds or (ra.value is TBD and rb.value is not TBD):
         schedule(ra.watchers)
-    _set_attr(ra, "kinds", new_kinds)
+    set_attr(ra, "kinds", new_kinds)
     if ra.value is TBD:
-        _set_attr(ra, "value", rb.value)
+        set_attr(ra, "value", rb.value)
     if ra.differentiable is None:
-        _set_attr(ra, "differentiable", rb.differentiable)
+        set_attr(ra, "differentiable", rb.differentiable)
     if ra.init is None:
-        _set_attr(ra, "init", rb.init)
+        set_attr(ra, "init", rb.init)
     added = [w for w in rb.watchers if w not in ra.watchers]
     if added:
         table = ra.watchers

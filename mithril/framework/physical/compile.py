@@ -13,16 +13,11 @@ import numpy as np
 
 from ...errors import ArgumentTypeError, CompileError, ShapeMismatchError
 from .. import types as T
+from ..logical.base import BaseModel, ConnectSpec
+from ..logical.building import Building, propagation_error, shape_list
 from ..logical.meta import SCALAR, TBD, TENSOR, make_kind, set_value
-from ..logical.model import (
-    BaseModel,
-    ConnectSpec,
-    Model,
-    Operator,
-    _Building,
-    _propagation_error,
-    _shape_list,
-)
+from ..logical.model import Model
+from ..logical.primitive import Operator
 from ..logical.symbols import derived_names
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
@@ -178,7 +173,7 @@ def _set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
         root = model._resolve_terminal(key).meta.root()  # TerminalError for unknown keys
         if root.kind == SCALAR:
             continue
-        before = _shape_list(root.shape) if root.kind == TENSOR else None  # type: ignore[arg-type]
+        before = shape_list(root.shape) if root.kind == TENSOR else None  # type: ignore[arg-type]
         shape = list(value.shape)
         try:
             model.set_shapes({key: shape})
@@ -206,7 +201,7 @@ def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
     An optional tensor (a bias, an attention mask) that no model named at any level was
     never connected: it is absent (``None``). A named one is a real tensor input.
     """
-    with _Building(model, "compile"):
+    with Building(model, "compile"):
         for v in graph.values:
             r = v.root
             if r.kind is None and v.producer is None and r.value is TBD:
@@ -221,7 +216,7 @@ def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
     try:
         propagate()
     except PropagationError as err:
-        raise _propagation_error(err, "", model) from None
+        raise propagation_error(err, "", model) from None
 
 
 def _shape_items(v: Value) -> list[Any] | None:

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import MithrilError, ShapeMismatchError
+from ..logical.building import propagation_error
 from ..logical.meta import TENSOR, make_kind
-from ..logical.model import BaseModel, Model, Operator, _propagation_error
+from ..logical.model import BaseModel, Model, Operator
 from ..logical.symbols import readable_in
 from ..shapes import (
     PropagationError,
@@ -127,7 +128,7 @@ def _clash(model: Model, backend: Any, options: Mapping[str, Any],
 
 def _describe(found: PropagationError, model: Model) -> str:
     """The layer (the submodel holding the primitive that failed) and the conflict."""
-    text = str(_propagation_error(found, "", model))
+    text = str(propagation_error(found, "", model))
     owner: BaseModel | None = found.constraint.owner
     if owner is None:
         return text

@@ -1,0 +1,266 @@
+"""Connections and their algebra, and :class:`IOKey`, which names a terminal.
+
+A :class:`Connection` is a wire inside one composite model. Its operators and methods
+(``a + b``, ``a[0]``, ``a.reshape(...)``) each add one catalogue primitive to the model that
+owns the connection (``BaseModel.apply_op``) and return that primitive's output connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ArgumentTypeError
+from .. import types as T
+from .meta import TBD, Meta
+from .symbols import readable_in
+
+if TYPE_CHECKING:
+    from .base import BaseModel
+
+
+class IOKey:
+    """Names (and optionally constrains) a terminal: ``IOKey("x", shape=["N", 3])``.
+
+    ``value`` fixes a constant, ``shape`` is a template (ints, symbol names, ``None``,
+    ``("V", ...)``), ``type`` is ``float`` / ``int`` / ``bool`` / an ``ml`` dtype,
+    ``differentiable=True`` makes an input a trainable parameter and ``expose=True`` keeps a
+    consumed connection readable as an output.
+    """
+
+    def __init__(self, name: str | None = None, value: Any = TBD, shape: Any = None,
+                 type: Any = None, differentiable: bool | None = None,
+                 expose: bool | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise ArgumentTypeError(f"IOKey name must be a string, got {name!r}")
+        self.name = name
+        self.value = value
+        self.shape = shape
+        self.type = type
+        self.differentiable = differentiable
+        self.expose = expose
+
+    def __repr__(self) -> str:
+        return f"IOKey({self.name!r})"
+
+
+class Connection:
+    """A wire inside one composite model; also the handle of the connection algebra."""
+
+    __slots__ = ("consumers", "expose", "key", "meta", "model", "producer")
+    __hash__ = object.__hash__
+
+    def __init__(self, model: BaseModel, key: str | None, meta: Meta) -> None:
+        self.model = model
+        self.key = key
+        self.meta = meta
+        self.producer: tuple[BaseModel, str] | None = None
+        self.consumers: list[tuple[BaseModel, str]] = []
+        self.expose = False
+
+    def __repr__(self) -> str:
+        name = self.key or self.model._conn_name(self)
+        top = self.model
+        while top.parent is not None:
+            top = top.parent
+        return readable_in(f"<Connection {name!r} of {self.model.path}: {self.meta.describe()}>",
+                           (top, ""))
+
+    # ---- the connection algebra: each builds a catalogue primitive in self.model ----
+    def _op(self, op: str, *args: Any, **kw: Any) -> Connection:
+        return self.model.apply_op(self, op, args, kw)
+
+    def __add__(self, o: Any) -> Connection:
+        return self._op("add", self, o)
+
+    def __radd__(self, o: Any) -> Connection:
+        return self._op("add", o, self)
+
+    def __sub__(self, o: Any) -> Connection:
+        return self._op("subtract", self, o)
+
+    def __rsub__(self, o: Any) -> Connection:
+        return self._op("subtract", o, self)
+
+    def __mul__(self, o: Any) -> Connection:
+        return self._op("multiply", self, o)
+
+    def __rmul__(self, o: Any) -> Connection:
+        return self._op("multiply", o, self)
+
+    def __truediv__(self, o: Any) -> Connection:
+        return self._op("divide", self, o)
+
+    def __rtruediv__(self, o: Any) -> Connection:
+        return self._op("divide", o, self)
+
+    def __floordiv__(self, o: Any) -> Connection:
+        return self._op("floor_divide", self, o)
+
+    def __rfloordiv__(self, o: Any) -> Connection:
+        return self._op("floor_divide", o, self)
+
+    def __pow__(self, o: Any) -> Connection:
+        return self._op("power", self, o)
+
+    def __rpow__(self, o: Any) -> Connection:
+        return self._op("power", o, self)
+
+    def __matmul__(self, o: Any) -> Connection:
+        return self._op("matmul", self, o)
+
+    def __rmatmul__(self, o: Any) -> Connection:
+        return self._op("matmul", o, self)
+
+    def __neg__(self) -> Connection:
+        return self._op("negate", self)
+
+    def __abs__(self) -> Connection:
+        return self._op("absolute", self)
+
+    def __gt__(self, o: Any) -> Connection:
+        return self._op("greater", self, o)
+
+    def __lt__(self, o: Any) -> Connection:
+        return self._op("less", self, o)
+
+    def __ge__(self, o: Any) -> Connection:
+        return self._op("greater_equal", self, o)
+
+    def __le__(self, o: Any) -> Connection:
+        return self._op("less_equal", self, o)
+
+    def __eq__(self, o: Any) -> Connection:  # type: ignore[override]
+        return self._op("equal", self, o)
+
+    def __ne__(self, o: Any) -> Connection:  # type: ignore[override]
+        return self._op("not_equal", self, o)
+
+    def __and__(self, o: Any) -> Connection:
+        return self._op("logical_and", self, o)
+
+    def __or__(self, o: Any) -> Connection:
+        return self._op("logical_or", self, o)
+
+    def __xor__(self, o: Any) -> Connection:
+        return self._op("logical_xor", self, o)
+
+    def __invert__(self) -> Connection:
+        return self._op("logical_not", self)
+
+    def __lshift__(self, o: Any) -> Connection:
+        return self._op("shift_left", self, o)
+
+    def __rshift__(self, o: Any) -> Connection:
+        return self._op("shift_right", self, o)
+
+    def __getitem__(self, index: Any) -> Connection:
+        return self._op("indexer", self, index_value(index))
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("a Connection cannot be iterated; index it (conn[0]) instead")
+
+    @property
+    def shape(self) -> Connection:
+        return self._op("shape", self)
+
+    @property
+    def T(self) -> Connection:
+        return self._op("transpose", self, None)
+
+    def reshape(self, shape: Any) -> Connection:
+        return self._op("reshape", self, tuple_value(self, shape))
+
+    def transpose(self, axes: Any = None) -> Connection:
+        return self._op("transpose", self, tuple_value(self, axes) if axes is not None else None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Connection:
+        return self._op("swap_axes", self, axis1, axis2)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Connection:
+        return self._op("flatten", self, start_dim, end_dim)
+
+    def sum(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("sum", self, axis, keepdim)
+
+    def mean(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("mean", self, axis, keepdim)
+
+    def max(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("max", self, axis, keepdim)
+
+    def min(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("min", self, axis, keepdim)
+
+    def prod(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("prod", self, axis, keepdim)
+
+    def var(self, axis: Any = None, keepdim: bool = False, correction: float = 0) -> Connection:
+        return self._op("variance", self, axis, keepdim, correction)
+
+    def argmax(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("argmax", self, axis, keepdim)
+
+    def argmin(self, axis: Any = None, keepdim: bool = False) -> Connection:
+        return self._op("argmin", self, axis, keepdim)
+
+    def sqrt(self) -> Connection:
+        return self._op("sqrt", self)
+
+    def exp(self) -> Connection:
+        return self._op("exp", self)
+
+    def log(self) -> Connection:
+        return self._op("log", self)
+
+    def abs(self) -> Connection:
+        return self._op("absolute", self)
+
+    def sin(self) -> Connection:
+        return self._op("sin", self)
+
+    def cos(self) -> Connection:
+        return self._op("cos", self)
+
+    def tanh(self) -> Connection:
+        return self._op("tanh", self)
+
+    def sigmoid(self) -> Connection:
+        return self._op("sigmoid", self)
+
+    def relu(self) -> Connection:
+        return self._op("relu", self)
+
+    def cast(self, dtype: Any) -> Connection:
+        return self._op("cast", self, T.as_dtype(dtype))
+
+    def item(self) -> Connection:
+        return self._op("item", self)
+
+    def tensor(self) -> Connection:
+        return self._op("to_tensor", self)
+
+    def size(self, dim: int | None = None) -> Connection:
+        return self._op("size", self, dim)
+
+
+def index_value(index: Any) -> Any:
+    if isinstance(index, Connection):
+        return index
+    if isinstance(index, tuple) and any(isinstance(i, Connection) for i in index):
+        raise ArgumentTypeError(
+            "indexing with connections inside a tuple is not supported; index with "
+            "constants, or with one connection")
+    return index
+
+
+def tuple_value(conn: Connection, value: Any) -> Any:
+    """A tuple that may hold connections becomes a ``to_tuple`` primitive."""
+    if isinstance(value, Connection):
+        return value
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple) and any(isinstance(v, Connection) for v in value):
+        return conn.model.apply_op(conn, "to_tuple", value, {})
+    return value
+

@@ -161,9 +161,10 @@ class Backend(LossMixin):
             f"{type(self).__name__} has no device meshes (it runs on one device); use "
             "ml.JaxBackend(device_mesh=...) or ml.TorchBackend(device_mesh=...)")
 
-    def cast(self, x: Any, dtype: Any) -> Any:
-        """Convert ``x`` to ``dtype``."""
-        return self.kernels.cast(x, T.as_dtype(dtype))
+    def cast(self, x: Any, dtype: Any = None) -> Any:
+        """Convert ``x`` to ``dtype`` (the backend's float dtype when None, as the reference's
+        ``cast(value)``)."""
+        return self.kernels.cast(x, self.dtype if dtype is None else T.as_dtype(dtype))
 
     def array(self, data: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
         """A backend array from nested lists, NumPy or another framework's array.

@@ -97,10 +97,6 @@ class ReferenceHelpers:
         return table[op]
 
     # ---- creation ----
-    def cast(self, value: Any, dtype: Any = None) -> Any:
-        """``value`` as ``dtype`` (the backend's float dtype when None)."""
-        return super().cast(value, self.dtype if dtype is None else dtype)  # type: ignore[misc]
-
     def zeros_like(self, input: Any, *, dtype: Any = None) -> Any:
         out = self._xp.zeros_like(input)
         return out if dtype is None else self.cast(out, dtype)
@@ -252,10 +248,10 @@ class ReferenceHelpers:
             return fn(dict(zip(keys, arrs, strict=True))) if keys is not None else fn(*arrs)
 
         if self.name == "mlx":
-            out, pull, aux = _mlx_vjp(framework_vjp, call, arrays, has_aux)
+            out, pull, *rest = _mlx_vjp(framework_vjp, call, arrays, has_aux)
         else:
             out, pull, *rest = framework_vjp(call, *arrays, has_aux=has_aux)
-            aux = rest[0] if has_aux else ({} if isinstance(cotangents, dict) else [])
+        aux = rest[0] if has_aux else ({} if isinstance(cotangents, dict) else [])
 
         def pullback(cot: Any) -> Any:
             grads = pull(cot)
@@ -324,10 +320,10 @@ for _kind in ("grad", "vmap", "jacrev", "jacfwd", "jacobian"):
 
 
 def _mlx_vjp(mx_vjp: Callable[..., Any], call: Callable[..., Any], arrays: list[Any],
-             has_aux: bool) -> tuple[Any, Callable[[Any], Any], Any]:
+             has_aux: bool) -> tuple[Any, ...]:
     """``mx.vjp`` for a function returning an array, a list or a dict (MLX wants lists)."""
     result = call(*arrays)
-    out, aux = result if has_aux else (result, [])
+    out, aux = result if has_aux else (result, None)
     names = list(out) if isinstance(out, dict) else None
 
     def flat(*arrs: Any) -> list[Any]:
@@ -339,7 +335,7 @@ def _mlx_vjp(mx_vjp: Callable[..., Any], call: Callable[..., Any], arrays: list[
         cots = [cot[n] for n in names] if names is not None else list(_as_list(cot))
         return mx_vjp(flat, arrays, cots)[1]
 
-    return out, pull, aux
+    return (out, pull, aux) if has_aux else (out, pull)
 
 
 def _as_list(x: Any) -> list[Any]:

@@ -263,7 +263,7 @@ def test_tensor_constant_and_type() -> None:
     pm = ml.compile(m, b, shapes={"x": [3, 2]})
     assert pm.input_keys == {"x"}
     x = np.arange(6.0).reshape(3, 2)
-    np.testing.assert_array_equal(pm.evaluate({}, {"x": x})["y"], x + [[1.0, 2.0]])
+    np.testing.assert_array_equal(pm.evaluate({}, {"x": x})["y"], x + np.array([[1.0, 2.0]]))
     assert ml.Tensor([1, 2], dtype=ml.int32).dtype == np.int32
     assert ml.Tensor[int | float].__args__ == (int | float,)
     with pytest.raises(ml.ArgumentError, match="needs a value"):

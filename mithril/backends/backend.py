@@ -82,6 +82,7 @@ class Backend(LossMixin):
         if self.dtype.kind != T.FLOAT:
             raise ArgumentTypeError(f"a backend's dtype is its float precision; got {self.dtype!r}")
         self.device = self._check_device(device)
+        self.kernels.registry.table(self.manual_gradients)  # KernelRegistryError if incomplete
         self._np_rng = np.random.default_rng(0)
         self._seed = 0
         self.set_seed(0)
@@ -236,14 +237,10 @@ class Backend(LossMixin):
 
     # ---- compile hooks ----
     def kernel_table(self) -> dict[str, Callable[..., Any]]:
-        """Kernels by catalogue name, with dtype-aware ones bound to this backend's dtype."""
-        from ..framework.ops import CATALOGUE
-
-        wanted = {"split_rng", "zeros_like"}
-        for name in CATALOGUE:
-            wanted |= {name, f"{name}_inference", f"{name}_fwd"}
-        table = {name: getattr(self.kernels, name) for name in wanted
-                 if callable(getattr(self.kernels, name, None))}
+        """Kernels by the name generated code calls them, with dtype-aware ones bound to this
+        backend's dtype: what ``self.kernels.registry`` holds (checked against the catalogue,
+        derived primitives it lacks composed from its core kernels; see ``registry.py``)."""
+        table = self.kernels.registry.table(self.manual_gradients)
         if "to_tensor" in table:
             raw = table["to_tensor"]
             float_dtype = self.native_dtype(self.dtype)

@@ -668,8 +668,10 @@ def test_batch_norm_training_needs_two_values_per_channel() -> None:
 # ---- the catalogue walk ------------------------------------------------------------------------
 def test_every_primitive_has_a_kernel_with_the_catalogue_signature() -> None:
     for op in tensor_ops():
-        kernel = getattr(K, op.name, None)
-        assert callable(kernel), f"no JAX kernel for {op.name}"
+        kernel = K.registry.kernels.get((op.name, "default"))
+        if kernel is None:  # a derived primitive JAX runs from its decomposition
+            assert not op.core, f"no JAX kernel for {op.name}"
+            continue
         params = list(inspect.signature(kernel).parameters.values())
         if op.variadic:
             assert params[0].kind is inspect.Parameter.VAR_POSITIONAL, op.name
@@ -679,7 +681,7 @@ def test_every_primitive_has_a_kernel_with_the_catalogue_signature() -> None:
         if op.random:
             assert params[len(op.inputs)].name == "rng", op.name
         if op.modal:
-            assert callable(getattr(K, f"{op.name}_inference", None)), op.name
+            assert callable(K.registry.kernels.get((op.name, "inference"))), op.name
     assert callable(K.split_rng)
 
 

@@ -48,15 +48,18 @@ def check(out: Any, ref: Any, atol: float = 1e-10, rtol: float = 1e-10) -> None:
 # Coverage and signatures
 # ----------------------------------------------------------------------------------------------
 def test_every_tensor_primitive_has_a_kernel() -> None:
-    missing = [op.name for op in tensor_ops() if not callable(getattr(kn, op.name, None))]
+    missing = [op.name for op in tensor_ops()
+               if op.core and (op.name, "default") not in kn.registry.kernels]
     missing += [n for n in EXTRA_KERNELS if not callable(getattr(kn, n, None))]
     assert not missing
 
 
-@pytest.mark.parametrize("op", [op for op in tensor_ops() if not op.variadic],
+@pytest.mark.parametrize("op", [op for op in tensor_ops() if not op.variadic
+                                and (op.name, "default") in kn.registry.kernels],
                          ids=lambda op: op.name)
 def test_kernel_arguments_follow_catalogue_order(op: Any) -> None:
-    params = [p.name for p in inspect.signature(getattr(kn, op.name)).parameters.values()
+    kernel = kn.registry.kernels[(op.name, "default")]
+    params = [p.name for p in inspect.signature(kernel).parameters.values()
               if p.kind is p.POSITIONAL_OR_KEYWORD]
     assert params == [*op.input_names, *(["rng"] if op.random else [])]
     if op.modal:

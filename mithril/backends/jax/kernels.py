@@ -17,6 +17,11 @@ import numpy as np
 
 from ...framework.types import Dtype, as_dtype
 from ..monomials import monomial_indices
+from ..registry import KernelRegistry
+
+#: this module's kernels, by primitive (``registry.table()`` checks them)
+registry = KernelRegistry("jax")
+kernel = registry.kernel
 
 Array = jax.Array
 _UNSET: Any = object()  # marks an argument left out
@@ -75,209 +80,250 @@ def _channel_shape(ndim: int) -> tuple[int, ...]:
 
 
 # ---- elementwise binary -----------------------------------------------------------------------
+@kernel("add")
 def add(left: Any, right: Any) -> Array:
     """``left + right``."""
     return jnp.add(left, right)
 
 
+@kernel("subtract")
 def subtract(left: Any, right: Any) -> Array:
     """``left - right``."""
     return jnp.subtract(left, right)
 
 
+@kernel("multiply")
 def multiply(left: Any, right: Any) -> Array:
     """``left * right``."""
     return jnp.multiply(left, right)
 
 
+@kernel("divide")
 def divide(left: Any, right: Any) -> Array:
     """True division ``left / right``."""
     return jnp.true_divide(left, right)
 
 
+@kernel("floor_divide")
 def floor_divide(left: Any, right: Any) -> Array:
     """``left // right``."""
     return jnp.floor_divide(left, right)
 
 
+@kernel("power")
 def power(left: Any, right: Any) -> Array:
     """``left ** right``."""
     return jnp.power(left, right)
 
 
+@kernel("minimum")
 def minimum(left: Any, right: Any) -> Array:
     """Elementwise minimum."""
     return jnp.minimum(left, right)
 
 
+@kernel("maximum")
 def maximum(left: Any, right: Any) -> Array:
     """Elementwise maximum."""
     return jnp.maximum(left, right)
 
 
+@kernel("greater")
 def greater(left: Any, right: Any) -> Array:
     """``left > right``."""
     return jnp.greater(left, right)
 
 
+@kernel("less")
 def less(left: Any, right: Any) -> Array:
     """``left < right``."""
     return jnp.less(left, right)
 
 
+@kernel("greater_equal")
 def greater_equal(left: Any, right: Any) -> Array:
     """``left >= right``."""
     return jnp.greater_equal(left, right)
 
 
+@kernel("less_equal")
 def less_equal(left: Any, right: Any) -> Array:
     """``left <= right``."""
     return jnp.less_equal(left, right)
 
 
+@kernel("equal")
 def equal(left: Any, right: Any) -> Array:
     """``left == right``."""
     return jnp.equal(left, right)
 
 
+@kernel("not_equal")
 def not_equal(left: Any, right: Any) -> Array:
     """``left != right``."""
     return jnp.not_equal(left, right)
 
 
+@kernel("logical_and")
 def logical_and(left: Any, right: Any) -> Array:
     """Elementwise logical and."""
     return jnp.logical_and(left, right)
 
 
+@kernel("logical_or")
 def logical_or(left: Any, right: Any) -> Array:
     """Elementwise logical or."""
     return jnp.logical_or(left, right)
 
 
+@kernel("logical_xor")
 def logical_xor(left: Any, right: Any) -> Array:
     """Elementwise logical xor."""
     return jnp.logical_xor(left, right)
 
 
+@kernel("shift_left")
 def shift_left(left: Any, right: Any) -> Array:
     """``left << right`` on integers."""
     return jnp.left_shift(left, right)
 
 
+@kernel("shift_right")
 def shift_right(left: Any, right: Any) -> Array:
     """``left >> right`` on integers."""
     return jnp.right_shift(left, right)
 
 
 # ---- elementwise unary ------------------------------------------------------------------------
+@kernel("negate")
 def negate(input: Array) -> Array:
     """``-input``."""
     return jnp.negative(input)
 
 
+@kernel("absolute")
 def absolute(input: Array) -> Array:
     """``|input|``; its gradient is 0 at 0, as PyTorch's (``jnp.abs`` alone gives 1)."""
     input = jnp.asarray(input)
     return jnp.where(input == 0, jnp.zeros_like(input), jnp.abs(input))
 
 
+@kernel("exp")
 def exp(input: Array) -> Array:
     """``e ** input``."""
     return jnp.exp(_to_float(input))
 
 
+@kernel("log")
 def log(input: Array) -> Array:
     """Natural logarithm."""
     return jnp.log(_to_float(input))
 
 
+@kernel("sqrt")
 def sqrt(input: Array) -> Array:
     """Square root."""
     return jnp.sqrt(_to_float(input))
 
 
+@kernel("square")
 def square(input: Array) -> Array:
     """``input * input``."""
     return jnp.square(input)
 
 
+@kernel("sign")
 def sign(input: Array) -> Array:
     """-1, 0 or 1 by the sign of ``input``."""
     return jnp.sign(input)
 
 
+@kernel("sin")
 def sin(input: Array) -> Array:
     """Sine."""
     return jnp.sin(_to_float(input))
 
 
+@kernel("cos")
 def cos(input: Array) -> Array:
     """Cosine."""
     return jnp.cos(_to_float(input))
 
 
+@kernel("floor")
 def floor(input: Array) -> Array:
     """Round down (integers are returned unchanged)."""
     return jnp.floor(input)
 
 
+@kernel("reciprocal")
 def reciprocal(input: Array) -> Array:
     """``1 / input`` (always a float)."""
     return jnp.reciprocal(_to_float(input))
 
 
+@kernel("relu")
 def relu(input: Array) -> Array:
     """``max(input, 0)``."""
     return jax.nn.relu(input)
 
 
+@kernel("sigmoid")
 def sigmoid(input: Array) -> Array:
     """Logistic sigmoid."""
     return jax.nn.sigmoid(_to_float(input))
 
 
+@kernel("tanh")
 def tanh(input: Array) -> Array:
     """Hyperbolic tangent."""
     return jnp.tanh(_to_float(input))
 
 
+@kernel("silu")
 def silu(input: Array) -> Array:
     """``input * sigmoid(input)``."""
     return jax.nn.silu(_to_float(input))
 
 
+@kernel("softplus")
 def softplus(input: Array) -> Array:
     """``log(1 + e ** input)``, linear above 20 (PyTorch's beta=1, threshold=20)."""
     x = _to_float(input)
     return jnp.where(x > 20, x, jax.nn.softplus(x))
 
 
+@kernel("stop_gradient")
 def stop_gradient(input: Array) -> Array:
     """``input`` with no gradient flowing back."""
     return jax.lax.stop_gradient(input)
 
 
+@kernel("logical_not")
 def logical_not(input: Array) -> Array:
     """Elementwise logical not."""
     return jnp.logical_not(input)
 
 
+@kernel("isnan")
 def isnan(input: Array) -> Array:
     """True where ``input`` is NaN."""
     return jnp.isnan(input)
 
 
+@kernel("gelu")
 def gelu(input: Array, approximate: bool = False) -> Array:
     """Gaussian error linear unit; ``approximate=True`` is the tanh form."""
     return jax.nn.gelu(_to_float(input), approximate=bool(approximate))
 
 
+@kernel("leaky_relu")
 def leaky_relu(input: Array, slope: float = 0.01) -> Array:
     """``input`` where positive, ``slope * input`` elsewhere."""
     return jnp.where(input > 0, input, input * slope)
 
 
+@kernel("clamp")
 def clamp(input: Array, min: float | None = None, max: float | None = None) -> Array:
     """Clip ``input`` to ``[min, max]`` (either bound may be ``None``; ``max`` wins if
     min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
@@ -293,38 +339,45 @@ def clamp(input: Array, min: float | None = None, max: float | None = None) -> A
     return jnp.where(inside, input, jax.lax.stop_gradient(jnp.clip(input, min, max)))
 
 
+@kernel("nan_to_num")
 def nan_to_num(input: Array, nan: float = 0.0, posinf: float | None = None,
                neginf: float | None = None) -> Array:
     """Replace NaN and infinities (by default with the dtype's largest finite values)."""
     return jnp.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
 
 
+@kernel("softmax")
 def softmax(input: Array, axis: int = -1) -> Array:
     """Softmax along ``axis``."""
     return jax.nn.softmax(_to_float(input), axis=axis)
 
 
+@kernel("log_softmax")
 def log_softmax(input: Array, axis: int = -1) -> Array:
     """Log-softmax along ``axis``."""
     return jax.nn.log_softmax(_to_float(input), axis=axis)
 
 
+@kernel("cast")
 def cast(input: Any, dtype: Any) -> Array:
     """``input`` converted to ``dtype`` (a Mithril ``Dtype``)."""
     return jnp.asarray(input).astype(native_dtype(dtype))
 
 
+@kernel("where")
 def where(condition: Array, input1: Any, input2: Any) -> Array:
     """``input1`` where ``condition`` holds, else ``input2``."""
     return jnp.where(condition, input1, input2)
 
 
 # ---- linear algebra ---------------------------------------------------------------------------
+@kernel("matmul")
 def matmul(left: Array, right: Array) -> Array:
     """Matrix product with NumPy broadcasting."""
     return jnp.matmul(left, right)
 
 
+@kernel("linear")
 def linear(input: Array, weight: Array, bias: Array | None) -> Array:
     """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
     out = jnp.matmul(input, jnp.swapaxes(weight, -1, -2))
@@ -332,63 +385,75 @@ def linear(input: Array, weight: Array, bias: Array | None) -> Array:
 
 
 # ---- reductions -------------------------------------------------------------------------------
+@kernel("sum")
 def sum(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Sum over ``axis`` (all axes for ``None``)."""
     return jnp.sum(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("mean")
 def mean(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Mean over ``axis``."""
     return jnp.mean(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("max")
 def max(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Maximum over ``axis``."""
     return jnp.max(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("min")
 def min(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Minimum over ``axis``."""
     return jnp.min(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("prod")
 def prod(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Product over ``axis``."""
     return jnp.prod(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("variance")
 def variance(input: Array, axis: Any = None, keepdim: bool = False,
              correction: float = 0) -> Array:
     """Variance over ``axis`` with divisor ``N - correction``."""
     return jnp.var(_to_float(input), axis=axis, keepdims=keepdim, ddof=correction)
 
 
+@kernel("argmax")
 def argmax(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
     """Index of the maximum (of the flattened array for ``axis=None``)."""
     return jnp.argmax(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("argmin")
 def argmin(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
     """Index of the minimum (of the flattened array for ``axis=None``)."""
     return jnp.argmin(input, axis=axis, keepdims=keepdim)
 
 
 # ---- shape manipulation -----------------------------------------------------------------------
+@kernel("reshape")
 def reshape(input: Array, shape: Sequence[int]) -> Array:
     """``input`` with a new shape (one entry may be -1)."""
     return jnp.reshape(input, tuple(shape))
 
 
+@kernel("transpose")
 def transpose(input: Array, axes: Sequence[int] | None = None) -> Array:
     """Permute axes (reverse them for ``None``)."""
     return jnp.transpose(input, None if axes is None else tuple(axes))
 
 
+@kernel("swap_axes")
 def swap_axes(input: Array, axis1: int, axis2: int) -> Array:
     """Exchange two axes."""
     return jnp.swapaxes(input, axis1, axis2)
 
 
+@kernel("flatten")
 def flatten(input: Array, start_dim: int = 0, end_dim: int = -1) -> Array:
     """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one."""
     x = jnp.asarray(input)
@@ -399,21 +464,25 @@ def flatten(input: Array, start_dim: int = 0, end_dim: int = -1) -> Array:
     return x.reshape((*x.shape[:start], merged, *x.shape[end + 1:]))
 
 
+@kernel("squeeze")
 def squeeze(input: Array, axis: Any = None) -> Array:
     """Drop axes of size 1 (all of them for ``None``)."""
     return jnp.squeeze(input, axis=axis)
 
 
+@kernel("unsqueeze")
 def unsqueeze(input: Array, axis: int) -> Array:
     """Insert an axis of size 1 at ``axis``."""
     return jnp.expand_dims(input, axis)
 
 
+@kernel("broadcast_to")
 def broadcast_to(input: Array, shape: Sequence[int]) -> Array:
     """Broadcast ``input`` to ``shape``."""
     return jnp.broadcast_to(input, tuple(shape))
 
 
+@kernel("concat")
 def concat(*args: Any, axis: Any = _UNSET) -> Array:
     """Join tensors along ``axis``: ``concat(x1, ..., xn, axis)``, the axis last.
 
@@ -428,27 +497,32 @@ def concat(*args: Any, axis: Any = _UNSET) -> Array:
     return jnp.concatenate([jnp.asarray(t) for t in tensors], axis=axis)
 
 
+@kernel("pad")
 def pad(input: Array, pad_width: Sequence[tuple[int, int]]) -> Array:
     """Zero padding with one ``(before, after)`` pair per dim."""
     return jnp.pad(input, tuple((int(lo), int(hi)) for lo, hi in pad_width))
 
 
+@kernel("indexer")
 def indexer(input: Any, index: Any) -> Any:
     """``input[index]`` (basic indexing: ints, slices, ``None``, ``Ellipsis``)."""
     return input[index]
 
 
+@kernel("size")
 def size(input: Array, dim: int | None = None) -> int:
     """Number of elements (``dim=None``) or the size of axis ``dim``, as a Python int."""
     shape = jnp.shape(input)
     return math.prod(shape) if dim is None else int(shape[dim])
 
 
+@kernel("item")
 def item(input: Array) -> Any:
     """The single value of ``input`` as a Python number (not traceable)."""
     return jnp.asarray(input).item()
 
 
+@kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any = jnp.float32) -> Array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
     kind = np.asarray(input).dtype.kind
@@ -480,12 +554,14 @@ def _conv(input: Array, weight: Array, bias: Array | None, stride: Any, padding:
     return out[0] if unbatched else out
 
 
+@kernel("conv1d")
 def conv1d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> Array:
     """1-d convolution, PyTorch layout: input ``(N, C, L)``, weight ``(O, C/groups, K)``."""
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
+@kernel("conv2d")
 def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> Array:
     """2-d convolution, PyTorch layout: input ``(N, C, H, W)``, weight ``(O, C/groups, KH, KW)``.
@@ -542,18 +618,21 @@ def _dilated_max_pool(x: Array, init: Any, window_dimensions: tuple[int, ...],
     return jnp.max(jnp.stack(slices), axis=0)
 
 
+@kernel("max_pool1d")
 def max_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Array:
     """1-d max pooling of ``(N, C, L)`` or ``(C, L)`` input."""
     return _max_pool(input, kernel_size, stride, padding, dilation, 1)
 
 
+@kernel("max_pool2d")
 def max_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Array:
     """2-d max pooling of ``(N, C, H, W)`` or ``(C, H, W)`` input."""
     return _max_pool(input, kernel_size, stride, padding, dilation, 2)
 
 
+@kernel("avg_pool2d")
 def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
     """2-d average pooling; zero padding counts and every window divides by its full size."""
     x = _to_float(input)
@@ -577,6 +656,7 @@ def _normalize(x: Array, mean: Array, var: Array, eps: float) -> Array:
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
+@kernel("batch_norm")
 def batch_norm(input: Array, weight: Array | None, bias: Array | None,
                running_mean: Array | None, running_var: Array | None, momentum: float = 0.1,
                eps: float = 1e-5) -> tuple[Array, Array | None, Array | None]:
@@ -605,6 +685,7 @@ def batch_norm(input: Array, weight: Array | None, bias: Array | None,
     return out, new_mean, new_var
 
 
+@kernel("batch_norm", mode="inference")
 def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
                          running_mean: Array | None, running_var: Array | None,
                          momentum: float = 0.1, eps: float = 1e-5,
@@ -622,6 +703,7 @@ def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
     return _affine(out, weight, bias, shape), running_mean, running_var
 
 
+@kernel("layer_norm")
 def layer_norm(input: Array, weight: Array | None, bias: Array | None,
                normalized_shape: Any, eps: float = 1e-5) -> Array:
     """Normalise over the trailing ``normalized_shape`` axes (biased variance)."""
@@ -634,6 +716,7 @@ def layer_norm(input: Array, weight: Array | None, bias: Array | None,
     return _affine(out, weight, bias, x.shape[x.ndim - n:])
 
 
+@kernel("group_norm")
 def group_norm(input: Array, weight: Array | None, bias: Array | None, num_groups: int,
                eps: float = 1e-5) -> Array:
     """Normalise ``(N, C, ...)`` input over groups of ``C / num_groups`` channels."""
@@ -645,11 +728,13 @@ def group_norm(input: Array, weight: Array | None, bias: Array | None, num_group
     return _affine(out, weight, bias, _channel_shape(x.ndim))
 
 
+@kernel("embedding")
 def embedding(input: Array, weight: Array) -> Array:
     """Rows of ``weight`` picked by the integer ``input``."""
     return jnp.take(weight, input, axis=0)
 
 
+@kernel("scaled_dot_product")
 def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array | None,
                        is_causal: bool = False, scale: float | None = None) -> Array:
     """``softmax(q @ k^T * scale + mask) @ v``, as ``F.scaled_dot_product_attention``.
@@ -674,6 +759,7 @@ def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array 
 
 
 # ---- randomness -------------------------------------------------------------------------------
+@kernel("dropout")
 def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
     """Zero each element with probability ``p``; scale the kept ones by ``1 / (1 - p)``."""
     if p == 0:
@@ -685,16 +771,19 @@ def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
     return jnp.where(keep, x / (1 - p), jnp.zeros((), x.dtype))
 
 
+@kernel("dropout", mode="inference")
 def dropout_inference(input: Array, p: float = 0.5, rng: Any = None) -> Array:
     """Inference dropout: ``input`` unchanged."""
     return input
 
 
+@kernel("split_rng")
 def split_rng(rng: Any, n: int) -> list[Any]:
     """``n`` independent PRNG keys split from ``rng``."""
     return list(jax.random.split(rng, n))
 
 
+@kernel("one_hot")
 def one_hot(input: Array, num_classes: int) -> Array:
     """Boolean one-hot encoding along a new last axis."""
     return input[..., None] == jnp.arange(num_classes)
@@ -706,6 +795,7 @@ def _size(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
+@kernel("arange")
 def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> Array:
     """``jnp.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else JAX's default
     float dtype."""
@@ -715,6 +805,7 @@ def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -
     return jnp.arange(start, stop, step, dtype=target)
 
 
+@kernel("randn")
 def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
     """Standard normal samples of ``shape`` drawn with the PRNG key ``rng`` (``dtype=None``:
     JAX's default float dtype)."""
@@ -724,6 +815,7 @@ def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
     return jax.random.normal(rng, _size(shape), dtype=target)
 
 
+@kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: Any = None) -> Array:
     """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
@@ -733,16 +825,19 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
     return jax.random.randint(rng, _size(shape), low, high, dtype=target)
 
 
+@kernel("cholesky")
 def cholesky(input: Array) -> Array:
     """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
     return jnp.linalg.cholesky(input)
 
 
+@kernel("eigvalsh")
 def eigvalsh(input: Array) -> Array:
     """Eigenvalues (ascending) of symmetric matrices."""
     return jnp.linalg.eigvalsh(input)
 
 
+@kernel("split")
 def split(input: Array, split_size: int, axis: int = 0) -> Array:
     """``torch.split(input, split_size, axis)`` stacked along a new first axis.
 
@@ -758,6 +853,7 @@ def split(input: Array, split_size: int, axis: int = 0) -> Array:
     return jnp.moveaxis(jnp.reshape(x, shape), a, 0)
 
 
+@kernel("unique")
 def unique(input: Array) -> Array:
     """The sorted distinct values of ``input`` (flattened). The length depends on the data,
     so this kernel cannot run under ``jax.jit`` (a jitted model falls back to eager execution
@@ -765,6 +861,7 @@ def unique(input: Array) -> Array:
     return jnp.unique(input)
 
 
+@kernel("polynomial_features")
 def polynomial_features(input: Array, degree: int) -> Array:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
@@ -777,26 +874,31 @@ def polynomial_features(input: Array, degree: int) -> Array:
     return out
 
 
+@kernel("atleast_1d")
 def atleast_1d(input: Array) -> Array:
     """``input`` with a 0-d array reshaped to ``(1,)``."""
     return jnp.atleast_1d(input)
 
 
+@kernel("dtype_of")
 def dtype_of(input: Any) -> Dtype:
     """The Mithril dtype (``ml.float32``, ...) of an array (works on traced arrays)."""
     return as_dtype(jnp.asarray(input).dtype.name)
 
 
+@kernel("to_slice")
 def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
     """``slice(start, stop, step)``."""
     return slice(start, stop, step)
 
 
+@kernel("to_list")
 def to_list(*inputs: Any) -> list[Any]:
     """The inputs as a list."""
     return list(inputs)
 
 
+@kernel("tensor_to_list")
 def tensor_to_list(input: Any) -> Any:
     """An array as nested Python lists (needs concrete values: not under ``jax.jit``)."""
     return np.asarray(input).tolist()

@@ -25,6 +25,11 @@ import mlx.core as mx
 
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
 from ..monomials import monomial_indices
+from ..registry import KernelRegistry
+
+#: this module's kernels, by primitive (``registry.table()`` checks them)
+registry = KernelRegistry("mlx")
+kernel = registry.kernel
 
 _Array = mx.array
 _Number = int | float | bool
@@ -128,96 +133,115 @@ def _erf(x: _Array) -> _Array:
 # ----------------------------------------------------------------------------------------------
 # Elementwise binary (Python numbers allowed on either side)
 # ----------------------------------------------------------------------------------------------
+@kernel("add")
 def add(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left + right``."""
     return mx.add(left, right)
 
 
+@kernel("subtract")
 def subtract(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left - right``."""
     return mx.subtract(left, right)
 
 
+@kernel("multiply")
 def multiply(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left * right``."""
     return mx.multiply(left, right)
 
 
+@kernel("divide")
 def divide(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """True division."""
     return mx.divide(left, right)
 
 
+@kernel("floor_divide")
 def floor_divide(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Division rounded towards minus infinity."""
     return mx.floor_divide(left, right)
 
 
+@kernel("power")
 def power(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left ** right``."""
     return mx.power(left, right)
 
 
+@kernel("minimum")
 def minimum(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise minimum (NaN propagates)."""
     return mx.minimum(left, right)
 
 
+@kernel("maximum")
 def maximum(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise maximum (NaN propagates)."""
     return mx.maximum(left, right)
 
 
+@kernel("greater")
 def greater(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left > right``."""
     return mx.greater(left, right)
 
 
+@kernel("less")
 def less(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left < right``."""
     return mx.less(left, right)
 
 
+@kernel("greater_equal")
 def greater_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left >= right``."""
     return mx.greater_equal(left, right)
 
 
+@kernel("less_equal")
 def less_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left <= right``."""
     return mx.less_equal(left, right)
 
 
+@kernel("equal")
 def equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left == right``."""
     return mx.equal(left, right)
 
 
+@kernel("not_equal")
 def not_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left != right``."""
     return mx.not_equal(left, right)
 
 
+@kernel("logical_and")
 def logical_and(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise logical and."""
     return mx.logical_and(left, right)
 
 
+@kernel("logical_or")
 def logical_or(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise logical or."""
     return mx.logical_or(left, right)
 
 
+@kernel("logical_xor")
 def logical_xor(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise logical exclusive or."""
     return mx.logical_xor(left, right)
 
 
+@kernel("shift_left")
 def shift_left(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Bitwise ``left << right``."""
     return mx.left_shift(left, right)
 
 
+@kernel("shift_right")
 def shift_right(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Bitwise (arithmetic) ``left >> right``."""
     return mx.right_shift(left, right)
@@ -226,82 +250,98 @@ def shift_right(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
 # ----------------------------------------------------------------------------------------------
 # Elementwise unary
 # ----------------------------------------------------------------------------------------------
+@kernel("negate")
 def negate(input: _Array) -> _Array:
     """``-input``."""
     return mx.negative(input)
 
 
+@kernel("absolute")
 def absolute(input: _Array) -> _Array:
     """``|input|``."""
     return mx.abs(input)
 
 
+@kernel("exp")
 def exp(input: _Array) -> _Array:
     """``e ** input``."""
     return _exp(input)
 
 
+@kernel("log")
 def log(input: _Array) -> _Array:
     """Natural logarithm."""
     return mx.log(input)
 
 
+@kernel("sqrt")
 def sqrt(input: _Array) -> _Array:
     """Square root."""
     return mx.sqrt(input)
 
 
+@kernel("square")
 def square(input: _Array) -> _Array:
     """``input ** 2``."""
     return mx.square(input)
 
 
+@kernel("sign")
 def sign(input: _Array) -> _Array:
     """-1, 0 or 1 by the sign of each element."""
     return mx.sign(input)
 
 
+@kernel("sin")
 def sin(input: _Array) -> _Array:
     """Sine."""
     return _sin(input)
 
 
+@kernel("cos")
 def cos(input: _Array) -> _Array:
     """Cosine."""
     return _cos(input)
 
 
+@kernel("floor")
 def floor(input: _Array) -> _Array:
     """Round towards minus infinity."""
     return mx.floor(input)
 
 
+@kernel("reciprocal")
 def reciprocal(input: _Array) -> _Array:
     """``1 / input``."""
     return mx.reciprocal(input)
 
 
+@kernel("relu")
 def relu(input: _Array) -> _Array:
     """``max(input, 0)`` (gradient 0 at 0, like PyTorch); NaN stays NaN, as in PyTorch
     (``mx.maximum(x, 0)`` or ``where(x > 0, x, 0)`` would map it to 0)."""
     return mx.where(input <= 0, mx.zeros_like(input), input)
 
 
+@kernel("sigmoid")
 def sigmoid(input: _Array) -> _Array:
     """Logistic sigmoid."""
     return _sigmoid(input)
 
 
+@kernel("tanh")
 def tanh(input: _Array) -> _Array:
     """Hyperbolic tangent."""
     return mx.tanh(input)
 
 
+@kernel("silu")
 def silu(input: _Array) -> _Array:
     """``input * sigmoid(input)``."""
     return input * _sigmoid(input)
 
 
+@kernel("softplus")
 def softplus(input: _Array) -> _Array:
     """``log(1 + exp(input))``; the identity above 20 (PyTorch's threshold, beta 1)."""
     if not _is_f64(input):
@@ -309,21 +349,25 @@ def softplus(input: _Array) -> _Array:
     return mx.where(input > 20, input, mx.log1p(_exp(mx.minimum(input, 20.0))))
 
 
+@kernel("stop_gradient")
 def stop_gradient(input: _Array) -> _Array:
     """The input, with no gradient flowing back."""
     return mx.stop_gradient(input)
 
 
+@kernel("logical_not")
 def logical_not(input: _Array) -> _Array:
     """Elementwise logical not."""
     return mx.logical_not(input)
 
 
+@kernel("isnan")
 def isnan(input: _Array) -> _Array:
     """True where ``input`` is NaN."""
     return mx.isnan(input)
 
 
+@kernel("gelu")
 def gelu(input: _Array, approximate: bool = False) -> _Array:
     """GELU: exact (erf) form, or the tanh approximation when ``approximate``."""
     if approximate:
@@ -332,11 +376,13 @@ def gelu(input: _Array, approximate: bool = False) -> _Array:
     return 0.5 * input * (1 + _erf(input * (1 / math.sqrt(2.0))))
 
 
+@kernel("leaky_relu")
 def leaky_relu(input: _Array, slope: float = 0.01) -> _Array:
     """``input`` where positive, ``slope * input`` elsewhere."""
     return mx.where(input > 0, input, input * slope)
 
 
+@kernel("clamp")
 def clamp(input: _Array, min: _Number | None = None, max: _Number | None = None) -> _Array:
     """Limit ``input`` to ``[min, max]``; either bound may be ``None`` (``max`` wins if
     min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
@@ -352,6 +398,7 @@ def clamp(input: _Array, min: _Number | None = None, max: _Number | None = None)
     return mx.where(inside, input, mx.stop_gradient(mx.clip(input, min, max)))
 
 
+@kernel("nan_to_num")
 def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
                neginf: float | None = None) -> _Array:
     """Replace NaN and infinities; infinities default to the dtype's largest finite values."""
@@ -365,6 +412,7 @@ def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
     return mx.where(mx.isneginf(out), mx.array(lo, input.dtype), out)
 
 
+@kernel("softmax")
 def softmax(input: _Array, axis: _Axis = -1) -> _Array:
     """Softmax along ``axis``."""
     if not _is_f64(input):
@@ -373,6 +421,7 @@ def softmax(input: _Array, axis: _Axis = -1) -> _Array:
     return shifted / mx.sum(shifted, axis=axis, keepdims=True)
 
 
+@kernel("log_softmax")
 def log_softmax(input: _Array, axis: _Axis = -1) -> _Array:
     """``log(softmax(input))`` computed stably."""
     shifted = input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True))
@@ -382,11 +431,13 @@ def log_softmax(input: _Array, axis: _Axis = -1) -> _Array:
     return shifted - mx.log(mx.sum(_exp(shifted), axis=axis, keepdims=True))
 
 
+@kernel("cast")
 def cast(input: _Array, dtype: Any) -> _Array:
     """``input`` converted to ``dtype`` (a Mithril ``Dtype``)."""
     return input.astype(mx_dtype(dtype))
 
 
+@kernel("where")
 def where(condition: _Array, input1: _ArrayOrNumber, input2: _ArrayOrNumber) -> _Array:
     """``input1`` where ``condition`` holds, else ``input2``."""
     return mx.where(condition, input1, input2)
@@ -395,11 +446,13 @@ def where(condition: _Array, input1: _ArrayOrNumber, input2: _ArrayOrNumber) -> 
 # ----------------------------------------------------------------------------------------------
 # Linear algebra
 # ----------------------------------------------------------------------------------------------
+@kernel("matmul")
 def matmul(left: _Array, right: _Array) -> _Array:
     """Matrix product with NumPy's broadcasting rules."""
     return mx.matmul(left, right)
 
 
+@kernel("linear")
 def linear(input: _Array, weight: _Array, bias: _Array | None) -> _Array:
     """``input @ weight.T + bias`` with ``weight`` shaped ``(out, in)``."""
     out = mx.matmul(input, mx.swapaxes(weight, -1, -2))
@@ -409,31 +462,37 @@ def linear(input: _Array, weight: _Array, bias: _Array | None) -> _Array:
 # ----------------------------------------------------------------------------------------------
 # Reductions
 # ----------------------------------------------------------------------------------------------
+@kernel("sum")
 def sum(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Sum over ``axis`` (all axes when ``None``)."""
     return mx.sum(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("mean")
 def mean(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Mean over ``axis``."""
     return mx.mean(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("max")
 def max(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Maximum over ``axis``."""
     return mx.max(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("min")
 def min(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Minimum over ``axis``."""
     return mx.min(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("prod")
 def prod(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Product over ``axis``."""
     return mx.prod(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("variance")
 def variance(input: _Array, axis: _Axis = None, keepdim: bool = False,
              correction: float = 0) -> _Array:
     """Variance over ``axis`` with divisor ``N - correction``."""
@@ -443,11 +502,13 @@ def variance(input: _Array, axis: _Axis = None, keepdim: bool = False,
     return mx.sum(centred * centred, axis=axes, keepdims=keepdim) / (count - correction)
 
 
+@kernel("argmax")
 def argmax(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
     """Index of the maximum (of the flattened array when ``axis`` is ``None``), as int64."""
     return mx.argmax(input, axis=axis, keepdims=keepdim).astype(mx.int64)
 
 
+@kernel("argmin")
 def argmin(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
     """Index of the minimum (of the flattened array when ``axis`` is ``None``), as int64."""
     return mx.argmin(input, axis=axis, keepdims=keepdim).astype(mx.int64)
@@ -463,21 +524,25 @@ def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------
 # Shape manipulation
 # ----------------------------------------------------------------------------------------------
+@kernel("reshape")
 def reshape(input: _Array, shape: Sequence[int]) -> _Array:
     """``input`` with a new shape (one entry may be -1)."""
     return mx.reshape(input, tuple(shape))
 
 
+@kernel("transpose")
 def transpose(input: _Array, axes: Sequence[int] | None = None) -> _Array:
     """Permute axes (reverse them when ``axes`` is ``None``)."""
     return mx.transpose(input, None if axes is None else tuple(axes))
 
 
+@kernel("swap_axes")
 def swap_axes(input: _Array, axis1: int, axis2: int) -> _Array:
     """Exchange two axes."""
     return mx.swapaxes(input, axis1, axis2)
 
 
+@kernel("flatten")
 def flatten(input: _Array, start_dim: int = 0, end_dim: int = -1) -> _Array:
     """Merge dims ``start_dim..end_dim`` into one (a scalar becomes shape ``(1,)``)."""
     if input.ndim == 0:
@@ -485,21 +550,25 @@ def flatten(input: _Array, start_dim: int = 0, end_dim: int = -1) -> _Array:
     return mx.flatten(input, start_dim, end_dim)
 
 
+@kernel("squeeze")
 def squeeze(input: _Array, axis: _Axis = None) -> _Array:
     """Drop size-1 dims (all of them when ``axis`` is ``None``)."""
     return mx.squeeze(input, axis=axis)
 
 
+@kernel("unsqueeze")
 def unsqueeze(input: _Array, axis: int) -> _Array:
     """Insert a size-1 dim at ``axis``."""
     return mx.expand_dims(input, axis)
 
 
+@kernel("broadcast_to")
 def broadcast_to(input: _Array, shape: Sequence[int]) -> _Array:
     """Broadcast ``input`` to ``shape``."""
     return mx.broadcast_to(input, tuple(shape))
 
 
+@kernel("concat")
 def concat(*args: Any) -> _Array:
     """``concat(*inputs, axis)``: join tensors along ``axis`` (flattened first if ``None``)."""
     *inputs, axis = args
@@ -508,6 +577,7 @@ def concat(*args: Any) -> _Array:
     return mx.concatenate(list(inputs), axis=axis)
 
 
+@kernel("pad")
 def pad(input: _Array, pad_width: Sequence[tuple[int, int]]) -> _Array:
     """Zero padding with one ``(before, after)`` pair per dim."""
     return mx.pad(input, [tuple(p) for p in pad_width])
@@ -516,11 +586,13 @@ def pad(input: _Array, pad_width: Sequence[tuple[int, int]]) -> _Array:
 # ----------------------------------------------------------------------------------------------
 # Indexing and scalar plumbing
 # ----------------------------------------------------------------------------------------------
+@kernel("indexer")
 def indexer(input: Any, index: Any) -> Any:
     """``input[index]`` for ints, slices, ``None``, ``Ellipsis`` and tuples of them."""
     return input[index]
 
 
+@kernel("size")
 def size(input: _Array, dim: int | None = None) -> int:
     """_Number of elements (``dim=None``) or the length of dim ``dim``, as a Python int."""
     if dim is None:
@@ -528,11 +600,13 @@ def size(input: _Array, dim: int | None = None) -> int:
     return int(input.shape[dim])
 
 
+@kernel("item")
 def item(input: _Array) -> _Number:
     """The single element of ``input`` as a Python number."""
     return input.item()
 
 
+@kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any) -> _Array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
     kind = _python_kind(input)
@@ -556,12 +630,14 @@ def _python_kind(value: Any) -> int:
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
+@kernel("conv1d")
 def conv1d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> _Array:
     """1-D cross-correlation, ``(N, C, L)`` input and ``(O, C/groups, K)`` weight."""
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
+@kernel("conv2d")
 def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> _Array:
     """2-D cross-correlation, ``(N, C, H, W)`` input and ``(O, C/groups, KH, KW)`` weight."""
@@ -648,18 +724,21 @@ def _conv_unfold(x: _Array, w: _Array, stride: tuple[int, ...],
 # ----------------------------------------------------------------------------------------------
 # Pooling (channels-first input with any leading dims; floor mode)
 # ----------------------------------------------------------------------------------------------
+@kernel("max_pool1d")
 def max_pool1d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> _Array:
     """1-D max pooling over the last axis; padding counts as -inf."""
     return _pool(input, kernel_size, stride, padding, dilation, 1, "max")
 
 
+@kernel("max_pool2d")
 def max_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> _Array:
     """2-D max pooling over the last two axes; padding counts as -inf."""
     return _pool(input, kernel_size, stride, padding, dilation, 2, "max")
 
 
+@kernel("avg_pool2d")
 def avg_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> _Array:
     """2-D average pooling over the last two axes; zero padding counts in the average."""
     return _pool(input, kernel_size, stride, padding, 1, 2, "avg")
@@ -708,6 +787,7 @@ def _normalise(input: _Array, mean: _Array, var: _Array, eps: float) -> _Array:
     return (input - mean) * mx.rsqrt(var + eps)
 
 
+@kernel("batch_norm")
 def batch_norm(input: _Array, weight: _Array | None, bias: _Array | None,
                running_mean: _Array | None, running_var: _Array | None, momentum: float = 0.1,
                eps: float = 1e-5) -> tuple[_Array, _Array | None, _Array | None]:
@@ -731,6 +811,7 @@ def batch_norm(input: _Array, weight: _Array | None, bias: _Array | None,
     return out, new_mean, new_var
 
 
+@kernel("batch_norm", mode="inference")
 def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | None,
                          running_mean: _Array | None, running_var: _Array | None,
                          momentum: float = 0.1, eps: float = 1e-5
@@ -751,6 +832,7 @@ def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | No
     return out, running_mean, running_var
 
 
+@kernel("layer_norm")
 def layer_norm(input: _Array, weight: _Array | None, bias: _Array | None,
                normalized_shape: Sequence[int], eps: float = 1e-5) -> _Array:
     """Normalise over the trailing ``len(normalized_shape)`` dims (biased variance)."""
@@ -765,6 +847,7 @@ def layer_norm(input: _Array, weight: _Array | None, bias: _Array | None,
     return out
 
 
+@kernel("group_norm")
 def group_norm(input: _Array, weight: _Array | None, bias: _Array | None, num_groups: int,
                eps: float = 1e-5) -> _Array:
     """Normalise ``(N, C, *)`` over groups of ``C / num_groups`` channels (biased variance)."""
@@ -778,11 +861,13 @@ def group_norm(input: _Array, weight: _Array | None, bias: _Array | None, num_gr
 # ----------------------------------------------------------------------------------------------
 # Embedding, attention, dropout
 # ----------------------------------------------------------------------------------------------
+@kernel("embedding")
 def embedding(input: _Array, weight: _Array) -> _Array:
     """Rows of ``weight`` selected by the integer ``input``: ``weight[input]``."""
     return mx.take(weight, input, axis=0)
 
 
+@kernel("scaled_dot_product")
 def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Array | None,
                        is_causal: bool = False, scale: float | None = None) -> _Array:
     """Attention as PyTorch's ``F.scaled_dot_product_attention``.
@@ -807,6 +892,7 @@ def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Ar
     return mx.matmul(softmax(scores, -1), value)
 
 
+@kernel("dropout")
 def dropout(input: _Array, p: float = 0.5, rng: _Array | None = None) -> _Array:
     """Zero each element with probability ``p``; scale survivors by ``1 / (1 - p)``."""
     if p == 0:
@@ -815,17 +901,20 @@ def dropout(input: _Array, p: float = 0.5, rng: _Array | None = None) -> _Array:
     return mx.where(keep, input * (1 / (1 - p)), mx.zeros_like(input))
 
 
+@kernel("dropout", mode="inference")
 def dropout_inference(input: _Array, p: float = 0.5) -> _Array:
     """Dropout at inference: the identity."""
     return input
 
 
+@kernel("split_rng")
 def split_rng(rng: _Array, n: int) -> list[_Array]:
     """``n`` independent keys split from ``rng``."""
     keys = mx.random.split(rng, n)
     return [keys[i] for i in range(n)]
 
 
+@kernel("one_hot")
 def one_hot(input: mx.array, num_classes: int) -> mx.array:
     """Boolean one-hot encoding along a new last axis."""
     return mx.expand_dims(input, -1) == mx.arange(num_classes)
@@ -839,6 +928,7 @@ def _size(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
+@kernel("arange")
 def arange(start: _Number = 0, stop: _Number | None = None, step: _Number = 1,
            dtype: Any = None) -> _Array:
     """``mx.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else float32."""
@@ -851,6 +941,7 @@ def arange(start: _Number = 0, stop: _Number | None = None, step: _Number = 1,
     return mx.arange(start, stop, step, dtype=target)
 
 
+@kernel("randn")
 def randn(shape: Any, dtype: Any = None, rng: _Array | None = None) -> _Array:
     """Standard normal samples of ``shape`` drawn with the key ``rng`` (``dtype=None``:
     float32)."""
@@ -858,6 +949,7 @@ def randn(shape: Any, dtype: Any = None, rng: _Array | None = None) -> _Array:
     return mx.random.normal(_size(shape), dtype=target, key=rng)
 
 
+@kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: _Array | None = None) -> _Array:
     """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
@@ -884,6 +976,7 @@ def _cholesky_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
     return _mT(mx.linalg.solve_triangular(_mT(low), _mT(x), upper=True, stream=mx.cpu))
 
 
+@kernel("cholesky")
 def cholesky(input: _Array) -> _Array:
     """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
     return _cholesky(input)
@@ -901,11 +994,13 @@ def _eigvalsh_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
     return mx.matmul(vectors * mx.expand_dims(cotangent, -2), _mT(vectors))
 
 
+@kernel("eigvalsh")
 def eigvalsh(input: _Array) -> _Array:
     """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
     return _eigvalsh(input)
 
 
+@kernel("split")
 def split(input: _Array, split_size: int, axis: int = 0) -> _Array:
     """``torch.split(input, split_size, axis)`` stacked along a new first axis.
 
@@ -920,6 +1015,7 @@ def split(input: _Array, split_size: int, axis: int = 0) -> _Array:
     return mx.moveaxis(mx.reshape(input, shape), a, 0)
 
 
+@kernel("unique")
 def unique(input: _Array) -> _Array:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data, so
     it is computed eagerly through NumPy (not under ``mx.compile``)."""
@@ -929,6 +1025,7 @@ def unique(input: _Array) -> _Array:
     return mx.array(values, dtype=input.dtype)
 
 
+@kernel("polynomial_features")
 def polynomial_features(input: _Array, degree: int) -> _Array:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
@@ -941,26 +1038,31 @@ def polynomial_features(input: _Array, degree: int) -> _Array:
     return out
 
 
+@kernel("atleast_1d")
 def atleast_1d(input: _Array) -> _Array:
     """``input`` with a 0-d array reshaped to ``(1,)``."""
     return mx.atleast_1d(input)
 
 
+@kernel("dtype_of")
 def dtype_of(input: _Array) -> Any:
     """The Mithril dtype (``ml.float32``, ...) of an array."""
     return as_dtype(str(input.dtype))
 
 
+@kernel("to_slice")
 def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
     """``slice(start, stop, step)``."""
     return builtins.slice(start, stop, step)
 
 
+@kernel("to_list")
 def to_list(*inputs: Any) -> list[Any]:
     """The inputs as a list."""
     return list(inputs)
 
 
+@kernel("tensor_to_list")
 def tensor_to_list(input: _Array) -> Any:
     """An array as nested Python lists (``array.tolist()``)."""
     return input.tolist()

@@ -31,6 +31,11 @@ from numpy.lib.stride_tricks import as_strided as _as_strided
 from ...errors import ArgumentTypeError
 from ...framework import types as _types
 from ..monomials import monomial_indices
+from ..registry import KernelRegistry
+
+#: this module's kernels, by primitive (``registry.table()`` checks them)
+registry = KernelRegistry("numpy")
+kernel = registry.kernel
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,96 +154,115 @@ def _expand_reduced(g: Any, axes: tuple[int, ...], keepdim: bool) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Elementwise binary ops (tensor-or-number terminals: a Python number stays weakly typed)
 # ----------------------------------------------------------------------------------------------
+@kernel("add")
 def add(left: Any, right: Any) -> Any:
     """``left + right``."""
     return left + right
 
 
+@kernel("subtract")
 def subtract(left: Any, right: Any) -> Any:
     """``left - right``."""
     return left - right
 
 
+@kernel("multiply")
 def multiply(left: Any, right: Any) -> Any:
     """``left * right``."""
     return left * right
 
 
+@kernel("divide")
 def divide(left: Any, right: Any) -> Any:
     """``left / right`` (true division)."""
     return np.true_divide(left, right)
 
 
+@kernel("floor_divide")
 def floor_divide(left: Any, right: Any) -> Any:
     """``left // right``."""
     return np.floor_divide(left, right)
 
 
+@kernel("power")
 def power(left: Any, right: Any) -> Any:
     """``left ** right``."""
     return np.power(left, right)
 
 
+@kernel("minimum")
 def minimum(left: Any, right: Any) -> Any:
     """Elementwise minimum (NaN propagates)."""
     return np.minimum(left, right)
 
 
+@kernel("maximum")
 def maximum(left: Any, right: Any) -> Any:
     """Elementwise maximum (NaN propagates)."""
     return np.maximum(left, right)
 
 
+@kernel("greater")
 def greater(left: Any, right: Any) -> Any:
     """``left > right``."""
     return np.greater(left, right)
 
 
+@kernel("less")
 def less(left: Any, right: Any) -> Any:
     """``left < right``."""
     return np.less(left, right)
 
 
+@kernel("greater_equal")
 def greater_equal(left: Any, right: Any) -> Any:
     """``left >= right``."""
     return np.greater_equal(left, right)
 
 
+@kernel("less_equal")
 def less_equal(left: Any, right: Any) -> Any:
     """``left <= right``."""
     return np.less_equal(left, right)
 
 
+@kernel("equal")
 def equal(left: Any, right: Any) -> Any:
     """``left == right``."""
     return np.equal(left, right)
 
 
+@kernel("not_equal")
 def not_equal(left: Any, right: Any) -> Any:
     """``left != right``."""
     return np.not_equal(left, right)
 
 
+@kernel("logical_and")
 def logical_and(left: Any, right: Any) -> Any:
     """Elementwise logical and."""
     return np.logical_and(left, right)
 
 
+@kernel("logical_or")
 def logical_or(left: Any, right: Any) -> Any:
     """Elementwise logical or."""
     return np.logical_or(left, right)
 
 
+@kernel("logical_xor")
 def logical_xor(left: Any, right: Any) -> Any:
     """Elementwise logical xor."""
     return np.logical_xor(left, right)
 
 
+@kernel("shift_left")
 def shift_left(left: Any, right: Any) -> Any:
     """``left << right`` on integers."""
     return np.left_shift(left, right)
 
 
+@kernel("shift_right")
 def shift_right(left: Any, right: Any) -> Any:
     """``left >> right`` on integers."""
     return np.right_shift(left, right)
@@ -247,81 +271,97 @@ def shift_right(left: Any, right: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Elementwise unary ops
 # ----------------------------------------------------------------------------------------------
+@kernel("negate")
 def negate(input: np.ndarray) -> np.ndarray:
     """``-x``."""
     return np.negative(input)
 
 
+@kernel("absolute")
 def absolute(input: np.ndarray) -> np.ndarray:
     """``|x|``."""
     return np.abs(input)
 
 
+@kernel("exp")
 def exp(input: np.ndarray) -> np.ndarray:
     """``e ** x``."""
     return np.exp(input)
 
 
+@kernel("log")
 def log(input: np.ndarray) -> np.ndarray:
     """Natural logarithm."""
     return np.log(input)
 
 
+@kernel("sqrt")
 def sqrt(input: np.ndarray) -> np.ndarray:
     """Square root."""
     return np.sqrt(input)
 
 
+@kernel("square")
 def square(input: np.ndarray) -> np.ndarray:
     """``x * x``."""
     return np.square(input)
 
 
+@kernel("sign")
 def sign(input: np.ndarray) -> np.ndarray:
     """-1, 0 or 1 by the sign of ``x``."""
     return np.sign(input)
 
 
+@kernel("sin")
 def sin(input: np.ndarray) -> np.ndarray:
     """Sine."""
     return np.sin(input)
 
 
+@kernel("cos")
 def cos(input: np.ndarray) -> np.ndarray:
     """Cosine."""
     return np.cos(input)
 
 
+@kernel("floor")
 def floor(input: np.ndarray) -> np.ndarray:
     """Round down."""
     return np.floor(input)
 
 
+@kernel("reciprocal")
 def reciprocal(input: np.ndarray) -> np.ndarray:
     """``1 / x`` (true division, also for integer inputs)."""
     return np.true_divide(1, input)
 
 
+@kernel("relu")
 def relu(input: np.ndarray) -> np.ndarray:
     """``max(x, 0)`` (NaN propagates)."""
     return np.maximum(input, 0)
 
 
+@kernel("sigmoid")
 def sigmoid(input: np.ndarray) -> np.ndarray:
     """``1 / (1 + e^-x)`` as ``e^min(x, 0) / (1 + e^-|x|)``: no overflow, no branches."""
     return np.exp(np.minimum(input, 0)) / (1 + np.exp(-np.abs(input)))
 
 
+@kernel("tanh")
 def tanh(input: np.ndarray) -> np.ndarray:
     """Hyperbolic tangent."""
     return np.tanh(input)
 
 
+@kernel("silu")
 def silu(input: np.ndarray) -> np.ndarray:
     """``x * sigmoid(x)``."""
     return input * sigmoid(input)
 
 
+@kernel("softplus")
 def softplus(input: np.ndarray) -> np.ndarray:
     """``log(1 + e^x)`` as ``max(x, 0) + log1p(e^-|x|)``, which never overflows.
 
@@ -331,16 +371,19 @@ def softplus(input: np.ndarray) -> np.ndarray:
     return np.maximum(input, 0) + np.log1p(np.exp(-np.abs(input)))
 
 
+@kernel("stop_gradient")
 def stop_gradient(input: np.ndarray) -> np.ndarray:
     """The input itself; no gradient flows through it."""
     return input
 
 
+@kernel("logical_not")
 def logical_not(input: np.ndarray) -> np.ndarray:
     """Elementwise logical not."""
     return np.logical_not(input)
 
 
+@kernel("isnan")
 def isnan(input: np.ndarray) -> np.ndarray:
     """True where ``x`` is NaN."""
     return np.isnan(input)
@@ -361,6 +404,7 @@ _GELU_K = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 
 
+@kernel("gelu")
 def gelu(input: np.ndarray, approximate: bool = False) -> np.ndarray:
     """GELU: ``x * Phi(x)``; ``approximate=True`` is PyTorch's tanh form."""
     x = np.asarray(input)
@@ -370,11 +414,13 @@ def gelu(input: np.ndarray, approximate: bool = False) -> np.ndarray:
     return 0.5 * x * _erfc(x * -math.sqrt(0.5))
 
 
+@kernel("leaky_relu")
 def leaky_relu(input: np.ndarray, slope: float = 0.01) -> np.ndarray:
     """``x`` where positive, ``slope * x`` elsewhere."""
     return np.maximum(input, 0) + np.minimum(input, 0) * slope
 
 
+@kernel("clamp")
 def clamp(input: np.ndarray, min: float | None = None, max: float | None = None) -> np.ndarray:
     """Limit ``x`` to ``[min, max]`` (either bound may be None; ``max`` wins if min > max)."""
     out = input
@@ -385,12 +431,14 @@ def clamp(input: np.ndarray, min: float | None = None, max: float | None = None)
     return out
 
 
+@kernel("nan_to_num")
 def nan_to_num(input: np.ndarray, nan: float = 0.0, posinf: float | None = None,
                neginf: float | None = None) -> np.ndarray:
     """Replace NaN and infinities (None: the dtype's largest / smallest finite value)."""
     return np.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
 
 
+@kernel("softmax")
 def softmax(input: np.ndarray, axis: int = -1) -> np.ndarray:
     """``exp(x) / sum(exp(x))`` along ``axis``, shifted by the maximum for stability."""
     z = input - np.max(input, axis=axis, keepdims=True)
@@ -399,17 +447,20 @@ def softmax(input: np.ndarray, axis: int = -1) -> np.ndarray:
     return e
 
 
+@kernel("log_softmax")
 def log_softmax(input: np.ndarray, axis: int = -1) -> np.ndarray:
     """``x - logsumexp(x)`` along ``axis``, shifted by the maximum for stability."""
     z = input - np.max(input, axis=axis, keepdims=True)
     return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
+@kernel("cast")
 def cast(input: Any, dtype: Any) -> np.ndarray:
     """``input`` converted to ``dtype`` (a Mithril ``Dtype``; no bfloat16 in NumPy)."""
     return np.asarray(input).astype(_native_dtype(dtype), copy=False)
 
 
+@kernel("where")
 def where(condition: np.ndarray, input1: Any, input2: Any) -> np.ndarray:
     """``input1`` where ``condition`` else ``input2``."""
     return np.where(condition, input1, input2)
@@ -418,11 +469,13 @@ def where(condition: np.ndarray, input1: Any, input2: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Linear algebra
 # ----------------------------------------------------------------------------------------------
+@kernel("matmul")
 def matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Matrix product with NumPy's batching and 1-D rules."""
     return np.matmul(left, right)
 
 
+@kernel("linear")
 def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
     if input.ndim > 2:
@@ -438,47 +491,55 @@ def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
 # ----------------------------------------------------------------------------------------------
 # Reductions
 # ----------------------------------------------------------------------------------------------
+@kernel("sum")
 def sum(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
         keepdim: bool = False) -> np.ndarray:
     """Sum over ``axis``."""
     return np.sum(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("mean")
 def mean(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
          keepdim: bool = False) -> np.ndarray:
     """Mean over ``axis``."""
     return np.mean(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("max")
 def max(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
         keepdim: bool = False) -> np.ndarray:
     """Maximum over ``axis``."""
     return np.max(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("min")
 def min(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
         keepdim: bool = False) -> np.ndarray:
     """Minimum over ``axis``."""
     return np.min(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("prod")
 def prod(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
          keepdim: bool = False) -> np.ndarray:
     """Product over ``axis``."""
     return np.prod(input, axis=axis, keepdims=keepdim)
 
 
+@kernel("variance")
 def variance(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
              keepdim: bool = False, correction: float = 0) -> np.ndarray:
     """Variance over ``axis`` with divisor ``N - correction``."""
     return np.var(input, axis=axis, keepdims=keepdim, ddof=correction)
 
 
+@kernel("argmax")
 def argmax(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
     """Index of the (first) maximum; ``axis=None`` indexes the flattened array."""
     return np.asarray(np.argmax(input, axis=axis, keepdims=keepdim), dtype=np.int64)
 
 
+@kernel("argmin")
 def argmin(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
     """Index of the (first) minimum; ``axis=None`` indexes the flattened array."""
     return np.asarray(np.argmin(input, axis=axis, keepdims=keepdim), dtype=np.int64)
@@ -487,21 +548,25 @@ def argmin(input: np.ndarray, axis: int | None = None, keepdim: bool = False) ->
 # ----------------------------------------------------------------------------------------------
 # Shape manipulation
 # ----------------------------------------------------------------------------------------------
+@kernel("reshape")
 def reshape(input: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``input`` with a new shape (one entry may be -1)."""
     return np.reshape(input, tuple(shape))
 
 
+@kernel("transpose")
 def transpose(input: np.ndarray, axes: tuple[int, ...] | None = None) -> np.ndarray:
     """Permute the axes (``None`` reverses them)."""
     return np.transpose(input, axes)
 
 
+@kernel("swap_axes")
 def swap_axes(input: np.ndarray, axis1: int, axis2: int) -> np.ndarray:
     """Exchange two axes."""
     return np.swapaxes(input, axis1, axis2)
 
 
+@kernel("flatten")
 def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndarray:
     """Merge dims ``start_dim..end_dim`` (inclusive) into one; a 0-d input becomes ``(1,)``."""
     if input.ndim == 0:
@@ -511,16 +576,19 @@ def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndar
     return np.reshape(input, shape)
 
 
+@kernel("squeeze")
 def squeeze(input: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Remove dims of size 1 (all of them, or those in ``axis``)."""
     return np.squeeze(input, axis=axis)
 
 
+@kernel("unsqueeze")
 def unsqueeze(input: np.ndarray, axis: int) -> np.ndarray:
     """Insert a dim of size 1 at ``axis``."""
     return np.expand_dims(input, axis)
 
 
+@kernel("broadcast_to")
 def broadcast_to(input: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Broadcast ``input`` to ``shape`` (a read-only view)."""
     return np.broadcast_to(input, tuple(shape))
@@ -538,6 +606,7 @@ def _split_concat_args(args: tuple[Any, ...], axis: Any) -> tuple[list[Any], int
 _NO_AXIS = object()
 
 
+@kernel("concat")
 def concat(*inputs: Any, axis: Any = _NO_AXIS) -> np.ndarray:
     """Join tensors along ``axis`` (``None``: flatten them first).
 
@@ -548,6 +617,7 @@ def concat(*inputs: Any, axis: Any = _NO_AXIS) -> np.ndarray:
     return np.concatenate(tensors, axis=ax)
 
 
+@kernel("pad")
 def pad(input: np.ndarray, pad_width: Sequence[tuple[int, int]]) -> np.ndarray:
     """Zero-pad each dim by its ``(before, after)`` pair."""
     return _pad_last(input, _pad_pairs(pad_width, input.ndim))
@@ -558,6 +628,7 @@ def _is_advanced_index(index: Any) -> bool:
     return any(isinstance(i, list | np.ndarray) for i in items)
 
 
+@kernel("indexer")
 def indexer(input: Any, index: Any) -> Any:
     """``input[index]`` (int, slice, None, Ellipsis or a tuple of them)."""
     out = input[index]
@@ -566,16 +637,19 @@ def indexer(input: Any, index: Any) -> Any:
     return out
 
 
+@kernel("size")
 def size(input: np.ndarray, dim: int | None = None) -> int:
     """Number of elements (``dim=None``) or the length of one dim, as a Python int."""
     return int(np.size(input)) if dim is None else int(np.shape(input)[dim])
 
 
+@kernel("item")
 def item(input: Any) -> Any:
     """The single element of ``input`` as a Python number."""
     return input.item() if hasattr(input, "item") else input
 
 
+@kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any = np.float32) -> np.ndarray:
     """A number or nested list as an array: floats in ``float_dtype``, ints int64, bools bool."""
     arr = np.asarray(input)
@@ -686,12 +760,14 @@ def _conv_forward(nd: int, input: np.ndarray, weight: np.ndarray, bias: np.ndarr
     return (out[0] if unbatched else out), cols
 
 
+@kernel("conv1d")
 def conv1d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
            stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
     """1-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, k)``."""
     return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)[0]
 
 
+@kernel("conv1d", mode="with_cache")
 def conv1d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
                stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -699,12 +775,14 @@ def conv1d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)
 
 
+@kernel("conv2d")
 def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
            stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
     """2-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, kh, kw)``."""
     return _conv_forward(2, input, weight, bias, stride, padding, dilation, groups)[0]
 
 
+@kernel("conv2d", mode="with_cache")
 def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
                stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -783,30 +861,35 @@ def _max_pool_fwd(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, pad
     return best, (_first_hits(views, best) if want_masks else [])
 
 
+@kernel("max_pool1d")
 def max_pool1d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> np.ndarray:
     """1-d max pooling over the last dim (padding counts as -inf; floor mode)."""
     return _max_pool_fwd(input, 1, kernel_size, stride, padding, dilation, False)[0]
 
 
+@kernel("max_pool1d", mode="with_cache")
 def max_pool1d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
                    dilation: Any = 1) -> tuple[np.ndarray, list[np.ndarray]]:
     """``max_pool1d`` and its argmax masks (the cache of ``max_pool1d_vjp``)."""
     return _max_pool_fwd(input, 1, kernel_size, stride, padding, dilation)
 
 
+@kernel("max_pool2d")
 def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> np.ndarray:
     """2-d max pooling over the last two dims (padding counts as -inf; floor mode)."""
     return _max_pool_fwd(input, 2, kernel_size, stride, padding, dilation, False)[0]
 
 
+@kernel("max_pool2d", mode="with_cache")
 def max_pool2d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
                    dilation: Any = 1) -> tuple[np.ndarray, list[np.ndarray]]:
     """``max_pool2d`` and its argmax masks (the cache of ``max_pool2d_vjp``)."""
     return _max_pool_fwd(input, 2, kernel_size, stride, padding, dilation)
 
 
+@kernel("avg_pool2d")
 def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
                padding: Any = 0) -> np.ndarray:
     """2-d average pooling; zero padding counts in the average (PyTorch's default)."""
@@ -870,6 +953,7 @@ def _bn_standardise(x: np.ndarray,
     return xc.reshape(x.shape), mu, var, inv_std
 
 
+@kernel("batch_norm", mode="with_cache")
 def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
                    bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
                    running_var: np.ndarray | None = None, momentum: float = 0.1,
@@ -888,6 +972,7 @@ def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
     return (out, *stats), (xhat, inv_std)
 
 
+@kernel("batch_norm")
 def batch_norm(input: np.ndarray, weight: np.ndarray | None = None,
                bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
                running_var: np.ndarray | None = None, momentum: float = 0.1,
@@ -900,6 +985,7 @@ def batch_norm(input: np.ndarray, weight: np.ndarray | None = None,
     return batch_norm_fwd(input, weight, bias, running_mean, running_var, momentum, eps)[0]
 
 
+@kernel("batch_norm", mode="inference")
 def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
                          bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
                          running_var: np.ndarray | None = None, momentum: float = 0.1,
@@ -922,6 +1008,7 @@ def _layer_axes(input: np.ndarray, normalized_shape: Any) -> tuple[int, ...]:
     return tuple(range(input.ndim - count, input.ndim))
 
 
+@kernel("layer_norm", mode="with_cache")
 def layer_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
                    bias: np.ndarray | None = None, normalized_shape: Any = None,
                    eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -934,6 +1021,7 @@ def layer_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
     return _affine(xhat, weight, bias, shape), (xhat, inv_std)
 
 
+@kernel("layer_norm")
 def layer_norm(input: np.ndarray, weight: np.ndarray | None = None,
                bias: np.ndarray | None = None, normalized_shape: Any = None,
                eps: float = 1e-5) -> np.ndarray:
@@ -941,6 +1029,7 @@ def layer_norm(input: np.ndarray, weight: np.ndarray | None = None,
     return layer_norm_fwd(input, weight, bias, normalized_shape, eps)[0]
 
 
+@kernel("group_norm", mode="with_cache")
 def group_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
                    bias: np.ndarray | None = None, num_groups: int = 1,
                    eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -954,6 +1043,7 @@ def group_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
     return out, (xhat, inv_std)
 
 
+@kernel("group_norm")
 def group_norm(input: np.ndarray, weight: np.ndarray | None = None,
                bias: np.ndarray | None = None, num_groups: int = 1,
                eps: float = 1e-5) -> np.ndarray:
@@ -964,11 +1054,13 @@ def group_norm(input: np.ndarray, weight: np.ndarray | None = None,
 # ----------------------------------------------------------------------------------------------
 # Embedding, attention, dropout
 # ----------------------------------------------------------------------------------------------
+@kernel("embedding")
 def embedding(input: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``weight[input]``: rows of ``weight`` selected by integer indices."""
     return weight[input]
 
 
+@kernel("scaled_dot_product", mode="with_cache")
 def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray,
                            attn_mask: np.ndarray | None = None, is_causal: bool = False,
                            scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -987,6 +1079,7 @@ def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray
     return np.matmul(probs, value), probs
 
 
+@kernel("scaled_dot_product")
 def scaled_dot_product(query: np.ndarray, key: np.ndarray, value: np.ndarray,
                        attn_mask: np.ndarray | None = None, is_causal: bool = False,
                        scale: float | None = None) -> np.ndarray:
@@ -998,6 +1091,7 @@ def scaled_dot_product(query: np.ndarray, key: np.ndarray, value: np.ndarray,
     return scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[0]
 
 
+@kernel("dropout", mode="with_cache")
 def dropout_fwd(input: np.ndarray, p: float = 0.5,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``dropout`` and the scaled keep mask (the cache of ``dropout_vjp``)."""
@@ -1012,22 +1106,26 @@ def dropout_fwd(input: np.ndarray, p: float = 0.5,
     return input * mask, mask
 
 
+@kernel("dropout")
 def dropout(input: np.ndarray, p: float = 0.5,
             rng: np.random.Generator | None = None) -> np.ndarray:
     """Zero each element with probability ``p``, scale the others by ``1 / (1 - p)``."""
     return dropout_fwd(input, p, rng)[0]
 
 
+@kernel("dropout", mode="inference")
 def dropout_inference(input: np.ndarray, p: float = 0.5, rng: Any = None) -> np.ndarray:
     """Dropout at inference: the input unchanged."""
     return input
 
 
+@kernel("split_rng")
 def split_rng(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
     """``n`` generators for ``n`` random kernels: the stateful generator shared ``n`` times."""
     return [rng] * n
 
 
+@kernel("one_hot")
 def one_hot(input: np.ndarray, num_classes: int) -> np.ndarray:
     """Boolean one-hot encoding along a new last axis."""
     return input[..., None] == np.arange(num_classes)
@@ -1036,6 +1134,7 @@ def one_hot(input: np.ndarray, num_classes: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Reference-catalogue additions
 # ----------------------------------------------------------------------------------------------
+@kernel("arange")
 def arange(start: float = 0, stop: float | None = None, step: float = 1,
            dtype: Any = None) -> np.ndarray:
     """``np.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else float64."""
@@ -1054,6 +1153,7 @@ def _random_dtype(dtype: Any, default: Any) -> np.dtype:
     return np.dtype(default) if dtype is None else _native_dtype(dtype)
 
 
+@kernel("randn")
 def randn(shape: Any, dtype: Any = None,
           rng: np.random.Generator | None = None) -> np.ndarray:
     """Standard normal samples of ``shape`` (``dtype=None``: float64) drawn from ``rng``."""
@@ -1063,6 +1163,7 @@ def randn(shape: Any, dtype: Any = None,
     return gen.standard_normal(_size(shape), dtype=draw).astype(dt, copy=False)
 
 
+@kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: np.random.Generator | None = None) -> np.ndarray:
     """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
@@ -1071,17 +1172,20 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
         _random_dtype(dtype, np.int64), copy=False)
 
 
+@kernel("cholesky")
 def cholesky(input: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
     return np.linalg.cholesky(input)
 
 
+@kernel("eigvalsh", mode="with_cache")
 def eigvalsh_fwd(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``eigvalsh`` and the eigenvectors (the cache of ``eigvalsh_vjp``)."""
     values, vectors = np.linalg.eigh(input)
     return values, vectors
 
 
+@kernel("eigvalsh")
 def eigvalsh(input: np.ndarray) -> np.ndarray:
     """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
     return np.linalg.eigvalsh(input)
@@ -1098,6 +1202,7 @@ def _split_layout(shape: tuple[int, ...], split_size: int,
     return a, (*shape[:a], length // split_size, split_size, *shape[a + 1:])
 
 
+@kernel("split")
 def split(input: np.ndarray, split_size: int, axis: int = 0) -> np.ndarray:
     """``torch.split(input, split_size, axis)`` stacked: chunk ``i`` is ``output[i]``.
 
@@ -1107,6 +1212,7 @@ def split(input: np.ndarray, split_size: int, axis: int = 0) -> np.ndarray:
     return np.moveaxis(np.reshape(input, shape), a, 0)
 
 
+@kernel("unique")
 def unique(input: np.ndarray) -> np.ndarray:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
     return np.unique(input)
@@ -1116,6 +1222,7 @@ def _with_ones(input: np.ndarray) -> np.ndarray:
     return np.concatenate([input, np.ones_like(input[..., :1])], axis=-1)
 
 
+@kernel("polynomial_features")
 def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
     """Every monomial of the last axis' features with total degree 1..``degree``.
 
@@ -1129,26 +1236,31 @@ def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
     return out
 
 
+@kernel("atleast_1d")
 def atleast_1d(input: np.ndarray) -> np.ndarray:
     """``input`` with a 0-d array reshaped to ``(1,)``."""
     return np.atleast_1d(input)
 
 
+@kernel("dtype_of")
 def dtype_of(input: Any) -> _types.Dtype:
     """The Mithril dtype (``ml.float32``, ...) of an array."""
     return _types.as_dtype(np.asarray(input).dtype.name)
 
 
+@kernel("to_slice")
 def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
     """``slice(start, stop, step)``."""
     return _builtins.slice(start, stop, step)
 
 
+@kernel("to_list")
 def to_list(*inputs: Any) -> list[Any]:
     """The inputs as a list."""
     return list(inputs)
 
 
+@kernel("tensor_to_list")
 def tensor_to_list(input: Any) -> Any:
     """An array as nested Python lists (``ndarray.tolist()``)."""
     return np.asarray(input).tolist()

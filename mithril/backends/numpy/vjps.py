@@ -26,6 +26,9 @@ import numpy as np
 
 from ..monomials import monomial_indices
 from . import kernels as _k
+from .kernels import registry
+
+vjp = registry.vjp
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,18 +85,21 @@ def _count(x: np.ndarray, axes: tuple[int, ...]) -> int:
 # ----------------------------------------------------------------------------------------------
 # Binary elementwise
 # ----------------------------------------------------------------------------------------------
+@vjp("add")
 def add_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
             cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left + right``."""
     return _grad(left, grad), _grad(right, grad)
 
 
+@vjp("subtract")
 def subtract_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
                  cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left - right``."""
     return _grad(left, grad), (_grad(right, np.negative(grad)) if _wants(right) else None)
 
 
+@vjp("multiply")
 def multiply_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
                  cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left * right``."""
@@ -102,6 +108,7 @@ def multiply_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
     return dl, dr
 
 
+@vjp("divide")
 def divide_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
                cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left / right``."""
@@ -110,6 +117,7 @@ def divide_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
     return dl, dr
 
 
+@vjp("power")
 def power_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
               cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left ** right`` (PyTorch's conventions at 0: exponent 0 and base 0)."""
@@ -136,12 +144,14 @@ def _split_ties(grad: np.ndarray, left: Any, right: Any,
     return dl, dr
 
 
+@vjp("minimum")
 def minimum_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
                 cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``minimum(left, right)``; ties split evenly."""
     return _split_ties(grad, left, right, np.greater(left, right), np.less(left, right))
 
 
+@vjp("maximum")
 def maximum_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
                 cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``maximum(left, right)``; ties split evenly."""
@@ -151,78 +161,91 @@ def maximum_vjp(grad: np.ndarray, output: Any, left: Any, right: Any,
 # ----------------------------------------------------------------------------------------------
 # Unary elementwise
 # ----------------------------------------------------------------------------------------------
+@vjp("negate")
 def negate_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                cache: Any = None) -> tuple[Grad]:
     """Gradient of ``-x``."""
     return (_grad(input, np.negative(grad)),)
 
 
+@vjp("absolute")
 def absolute_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:
     """Gradient of ``|x|`` (0 at 0)."""
     return (_grad(input, grad * np.sign(input)),)
 
 
+@vjp("exp")
 def exp_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
             cache: Any = None) -> tuple[Grad]:
     """Gradient of ``exp(x)``."""
     return (_grad(input, grad * output),)
 
 
+@vjp("log")
 def log_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
             cache: Any = None) -> tuple[Grad]:
     """Gradient of ``log(x)``."""
     return (_grad(input, grad / input),)
 
 
+@vjp("sqrt")
 def sqrt_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
              cache: Any = None) -> tuple[Grad]:
     """Gradient of ``sqrt(x)``."""
     return (_grad(input, grad / (2 * output)),)
 
 
+@vjp("square")
 def square_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                cache: Any = None) -> tuple[Grad]:
     """Gradient of ``x * x``."""
     return (_grad(input, 2 * grad * input),)
 
 
+@vjp("sin")
 def sin_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
             cache: Any = None) -> tuple[Grad]:
     """Gradient of ``sin(x)``."""
     return (_grad(input, grad * np.cos(input)),)
 
 
+@vjp("cos")
 def cos_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
             cache: Any = None) -> tuple[Grad]:
     """Gradient of ``cos(x)``."""
     return (_grad(input, -grad * np.sin(input)),)
 
 
+@vjp("reciprocal")
 def reciprocal_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
                    cache: Any = None) -> tuple[Grad]:
     """Gradient of ``1 / x``."""
     return (_grad(input, -grad * np.square(output)),)
 
 
+@vjp("relu")
 def relu_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
              cache: Any = None) -> tuple[Grad]:
     """Gradient of ``relu(x)`` (0 at 0)."""
     return (_grad(input, grad * (output > 0)),)
 
 
+@vjp("sigmoid")
 def sigmoid_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
                 cache: Any = None) -> tuple[Grad]:
     """Gradient of ``sigmoid(x)``."""
     return (_grad(input, grad * output * (1 - output)),)
 
 
+@vjp("tanh")
 def tanh_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
              cache: Any = None) -> tuple[Grad]:
     """Gradient of ``tanh(x)``."""
     return (_grad(input, grad * (1 - np.square(output))),)
 
 
+@vjp("silu")
 def silu_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
              cache: Any = None) -> tuple[Grad]:
     """Gradient of ``x * sigmoid(x)``."""
@@ -230,12 +253,14 @@ def silu_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
     return (_grad(input, grad * s * (1 + input * (1 - s))),)
 
 
+@vjp("softplus")
 def softplus_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:
     """Gradient of ``softplus(x)``: ``sigmoid(x)``."""
     return (_grad(input, grad * _k.sigmoid(input)),)
 
 
+@vjp("gelu")
 def gelu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, approximate: bool = False,
              cache: Any = None) -> tuple[Grad, None]:
     """Gradient of GELU (exact or tanh form)."""
@@ -249,6 +274,7 @@ def gelu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, approximate: bool
     return _grad(input, grad * d), None
 
 
+@vjp("leaky_relu")
 def leaky_relu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, slope: float = 0.01,
                    cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``leaky_relu(x, slope)`` (``slope`` at 0)."""
@@ -256,6 +282,7 @@ def leaky_relu_vjp(grad: np.ndarray, output: Any, input: np.ndarray, slope: floa
     return _grad(input, grad * factor), None
 
 
+@vjp("clamp")
 def clamp_vjp(grad: np.ndarray, output: Any, input: np.ndarray, min: float | None = None,
               max: float | None = None, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``clamp``: passes where ``min <= x <= max`` (bounds inclusive, as PyTorch)."""
@@ -267,6 +294,7 @@ def clamp_vjp(grad: np.ndarray, output: Any, input: np.ndarray, min: float | Non
     return _grad(input, np.where(inside, grad, 0)), None, None
 
 
+@vjp("nan_to_num")
 def nan_to_num_vjp(grad: np.ndarray, output: Any, input: np.ndarray, nan: float = 0.0,
                    posinf: float | None = None, neginf: float | None = None,
                    cache: Any = None) -> tuple[Grad, None, None, None]:
@@ -274,6 +302,7 @@ def nan_to_num_vjp(grad: np.ndarray, output: Any, input: np.ndarray, nan: float 
     return _grad(input, np.where(np.isfinite(input), grad, 0)), None, None, None
 
 
+@vjp("softmax")
 def softmax_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: int = -1,
                 cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``softmax``: ``y * (g - sum(g * y))``."""
@@ -281,6 +310,7 @@ def softmax_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: i
     return _grad(input, output * (grad - inner)), None
 
 
+@vjp("log_softmax")
 def log_softmax_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: int = -1,
                     cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``log_softmax``: ``g - softmax(x) * sum(g)``."""
@@ -288,12 +318,14 @@ def log_softmax_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axi
     return _grad(input, grad - np.exp(output) * total), None
 
 
+@vjp("cast")
 def cast_vjp(grad: np.ndarray, output: Any, input: Any, dtype: Any = None,
              cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``cast``: ``grad`` back in the input's dtype (None for non-float inputs)."""
     return _grad(input, grad), None
 
 
+@vjp("where")
 def where_vjp(grad: np.ndarray, output: Any, condition: np.ndarray, input1: Any, input2: Any,
               cache: Any = None) -> tuple[None, Grad, Grad]:
     """Gradients of ``where``: ``grad`` to the branch each element came from."""
@@ -305,6 +337,7 @@ def where_vjp(grad: np.ndarray, output: Any, condition: np.ndarray, input1: Any,
 # ----------------------------------------------------------------------------------------------
 # Linear algebra
 # ----------------------------------------------------------------------------------------------
+@vjp("matmul")
 def matmul_vjp(grad: np.ndarray, output: Any, left: np.ndarray, right: np.ndarray,
                cache: Any = None) -> tuple[Grad, Grad]:
     """Gradients of ``left @ right`` (NumPy's 1-D and batch-broadcasting rules)."""
@@ -327,6 +360,7 @@ def matmul_vjp(grad: np.ndarray, output: Any, left: np.ndarray, right: np.ndarra
     return dl, dr
 
 
+@vjp("linear")
 def linear_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndarray,
                bias: np.ndarray | None = None, cache: Any = None) -> tuple[Grad, Grad, Grad]:
     """Gradients of ``input @ weight.T + bias``."""
@@ -341,6 +375,7 @@ def linear_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndar
 # ----------------------------------------------------------------------------------------------
 # Reductions
 # ----------------------------------------------------------------------------------------------
+@vjp("sum")
 def sum_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
             keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``sum``: ``grad`` broadcast over the reduced axes."""
@@ -348,6 +383,7 @@ def sum_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
     return _grad(input, _filled(input.shape, g)), None, None
 
 
+@vjp("mean")
 def mean_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
              keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``mean``: ``grad / N`` broadcast over the reduced axes."""
@@ -366,12 +402,14 @@ def _extreme_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: 
         return _grad(input, np.where(hit, g / count, 0)), None, None
 
 
+@vjp("max")
 def max_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: Any = None,
             keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``max`` (ties share the gradient evenly, as PyTorch's ``amax``)."""
     return _extreme_vjp(grad, output, input, axis, keepdim)
 
 
+@vjp("min")
 def min_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, axis: Any = None,
             keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``min`` (ties share the gradient evenly, as PyTorch's ``amin``)."""
@@ -390,6 +428,7 @@ def _exclusive_products(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.moveaxis((before * after).reshape(moved.shape), dest, axes)
 
 
+@vjp("prod")
 def prod_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
              keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``prod`` (exact with zeros: products of the other elements)."""
@@ -399,6 +438,7 @@ def prod_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
     return _grad(input, g * _exclusive_products(input, axes)), None, None
 
 
+@vjp("variance")
 def variance_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
                  keepdim: bool = False, correction: float = 0,
                  cache: Any = None) -> tuple[Grad, None, None, None]:
@@ -412,12 +452,14 @@ def variance_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = N
 # ----------------------------------------------------------------------------------------------
 # Shape manipulation
 # ----------------------------------------------------------------------------------------------
+@vjp("reshape")
 def reshape_vjp(grad: np.ndarray, output: Any, input: np.ndarray, shape: Any = None,
                 cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``reshape``."""
     return _grad(input, np.reshape(grad, input.shape)), None
 
 
+@vjp("transpose")
 def transpose_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axes: Any = None,
                   cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``transpose``: the inverse permutation."""
@@ -427,36 +469,42 @@ def transpose_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axes: Any = 
     return _grad(input, np.transpose(grad, tuple(int(i) for i in inverse))), None
 
 
+@vjp("swap_axes")
 def swap_axes_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis1: int, axis2: int,
                   cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``swap_axes``."""
     return _grad(input, np.swapaxes(grad, axis1, axis2)), None, None
 
 
+@vjp("flatten")
 def flatten_vjp(grad: np.ndarray, output: Any, input: np.ndarray, start_dim: int = 0,
                 end_dim: int = -1, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``flatten``."""
     return _grad(input, np.reshape(grad, input.shape)), None, None
 
 
+@vjp("squeeze")
 def squeeze_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: Any = None,
                 cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``squeeze``."""
     return _grad(input, np.reshape(grad, input.shape)), None
 
 
+@vjp("unsqueeze")
 def unsqueeze_vjp(grad: np.ndarray, output: Any, input: np.ndarray, axis: int = 0,
                   cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``unsqueeze``."""
     return _grad(input, np.reshape(grad, input.shape)), None
 
 
+@vjp("broadcast_to")
 def broadcast_to_vjp(grad: np.ndarray, output: Any, input: np.ndarray, shape: Any = None,
                      cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``broadcast_to``: summed back to the input's shape."""
     return _grad(input, grad), None
 
 
+@vjp("concat")
 def concat_vjp(grad: np.ndarray, output: Any, *inputs: Any, axis: Any = _k._NO_AXIS,
                cache: Any = None) -> tuple[Grad, ...]:
     """Gradients of ``concat(x1, ..., xn, axis)``: slices of ``grad``.
@@ -477,6 +525,7 @@ def concat_vjp(grad: np.ndarray, output: Any, *inputs: Any, axis: Any = _k._NO_A
     return tuple(grads)
 
 
+@vjp("pad")
 def pad_vjp(grad: np.ndarray, output: Any, input: np.ndarray, pad_width: Any = None,
             cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``pad``: the unpadded region of ``grad``."""
@@ -484,6 +533,7 @@ def pad_vjp(grad: np.ndarray, output: Any, input: np.ndarray, pad_width: Any = N
     return _grad(input, _k._crop_last(np.asarray(grad), pads, input.shape)), None
 
 
+@vjp("indexer")
 def indexer_vjp(grad: np.ndarray, output: Any, input: Any, index: Any,
                 cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``input[index]``: ``grad`` scattered into zeros (added for repeats)."""
@@ -549,6 +599,7 @@ def _conv_vjp(nd: int, grad: np.ndarray, input: np.ndarray, weight: np.ndarray,
     return dx, _grad(weight, dw), _grad(bias, db), None, None, None, None
 
 
+@vjp("conv1d")
 def conv1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndarray,
                bias: np.ndarray | None = None, stride: Any = 1, padding: Any = 0,
                dilation: Any = 1, groups: int = 1, cache: Any = None) -> tuple[Grad, ...]:
@@ -556,6 +607,7 @@ def conv1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndar
     return _conv_vjp(1, grad, input, weight, bias, stride, padding, dilation, groups, cache)
 
 
+@vjp("conv2d")
 def conv2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndarray,
                bias: np.ndarray | None = None, stride: Any = 1, padding: Any = 0,
                dilation: Any = 1, groups: int = 1, cache: Any = None) -> tuple[Grad, ...]:
@@ -605,6 +657,7 @@ def _max_pool_vjp(nd: int, grad: np.ndarray, input: np.ndarray, kernel_size: Any
     return (_grad(input, _unpool(g, input, nd, geometry, masks)), None, None, None, None)
 
 
+@vjp("max_pool1d")
 def max_pool1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size: Any,
                    stride: Any = None, padding: Any = 0, dilation: Any = 1,
                    cache: Any = None) -> tuple[Grad, ...]:
@@ -612,6 +665,7 @@ def max_pool1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
     return _max_pool_vjp(1, grad, input, kernel_size, stride, padding, dilation, cache)
 
 
+@vjp("max_pool2d")
 def max_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size: Any,
                    stride: Any = None, padding: Any = 0, dilation: Any = 1,
                    cache: Any = None) -> tuple[Grad, ...]:
@@ -619,6 +673,7 @@ def max_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
     return _max_pool_vjp(2, grad, input, kernel_size, stride, padding, dilation, cache)
 
 
+@vjp("avg_pool2d")
 def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size: Any,
                    stride: Any = None, padding: Any = 0,
                    cache: Any = None) -> tuple[Grad, None, None, None]:
@@ -648,6 +703,7 @@ def _channel_sums(g: np.ndarray, xhat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.einsum("ncl->c", g3), np.einsum("ncl,ncl->c", g3, x3)
 
 
+@vjp("batch_norm")
 def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                    running_mean: Any = None, running_var: Any = None, momentum: float = 0.1,
@@ -674,6 +730,7 @@ def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
     return (_grad(input, dx), _grad(weight, dw), _grad(bias, db), None, None, None, None)
 
 
+@vjp("batch_norm_inference")
 def batch_norm_inference_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
                              weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                              running_mean: Any = None, running_var: Any = None,
@@ -693,6 +750,7 @@ def batch_norm_inference_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarr
     return (_grad(input, g * scale), _grad(weight, dw), _grad(bias, db), None, None, None, None)
 
 
+@vjp("layer_norm")
 def layer_norm_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                    normalized_shape: Any = None, eps: float = 1e-5,
@@ -712,6 +770,7 @@ def layer_norm_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
     return _grad(input, dx), dw, db, None, None
 
 
+@vjp("group_norm")
 def group_norm_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                    num_groups: int = 1, eps: float = 1e-5,
@@ -731,6 +790,7 @@ def group_norm_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
 # ----------------------------------------------------------------------------------------------
 # Embedding, attention, dropout
 # ----------------------------------------------------------------------------------------------
+@vjp("embedding")
 def embedding_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndarray,
                   cache: Any = None) -> tuple[None, Grad]:
     """Gradient of ``weight[input]`` w.r.t. ``weight`` (repeated indices add up)."""
@@ -739,6 +799,7 @@ def embedding_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.n
     return None, dw
 
 
+@vjp("scaled_dot_product")
 def scaled_dot_product_vjp(grad: np.ndarray, output: Any, query: np.ndarray, key: np.ndarray,
                            value: np.ndarray, attn_mask: Any = None, is_causal: bool = False,
                            scale: float | None = None, cache: Any = None) -> tuple[Grad, ...]:
@@ -755,6 +816,7 @@ def scaled_dot_product_vjp(grad: np.ndarray, output: Any, query: np.ndarray, key
     return (_grad(query, d_query), _grad(key, d_key), _grad(value, d_value), None, None, None)
 
 
+@vjp("dropout")
 def dropout_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, p: float = 0.5,
                 *rng: Any, cache: Any = None) -> tuple[Grad, ...]:
     """Gradient of ``dropout``: ``grad`` times the scaled keep mask.
@@ -769,6 +831,7 @@ def dropout_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, p: floa
     return (_grad(input, grad * mask), None, *(None,) * len(rng))
 
 
+@vjp("dropout_inference")
 def dropout_inference_vjp(grad: np.ndarray, output: Any, input: np.ndarray, p: float = 0.5,
                           *rng: Any, cache: Any = None) -> tuple[Grad, ...]:
     """Gradient of ``dropout_inference``: ``grad`` unchanged."""
@@ -783,6 +846,7 @@ def _mT(x: np.ndarray) -> np.ndarray:
     return np.swapaxes(x, -1, -2)
 
 
+@vjp("cholesky")
 def cholesky_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:
     """Gradient of ``L = cholesky(A)``: ``L^-T Φ(L^T Ḡ) L^-1`` with Φ(X) the symmetric matrix
@@ -796,6 +860,7 @@ def cholesky_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
     return (_grad(input, s),)
 
 
+@vjp("eigvalsh")
 def eigvalsh_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:
     """Gradient of the eigenvalues of a symmetric ``A``: ``V diag(Ḡ) V^T`` (pass
@@ -805,6 +870,7 @@ def eigvalsh_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
     return (_grad(input, np.matmul(vectors * g[..., None, :], _mT(vectors))),)
 
 
+@vjp("split")
 def split_vjp(grad: np.ndarray, output: Any, input: np.ndarray, split_size: int,
               axis: int = 0, cache: Any = None) -> tuple[Grad, None, None]:
     """Gradient of ``split``: the chunks' gradients joined back along ``axis``."""
@@ -813,6 +879,7 @@ def split_vjp(grad: np.ndarray, output: Any, input: np.ndarray, split_size: int,
     return _grad(input, np.reshape(g, input.shape)), None, None
 
 
+@vjp("polynomial_features")
 def polynomial_features_vjp(grad: np.ndarray, output: Any, input: np.ndarray, degree: int,
                             cache: Any = None) -> tuple[Grad, None]:
     """Gradient of ``polynomial_features``: each monomial passes ``grad`` times the product of
@@ -834,6 +901,7 @@ def polynomial_features_vjp(grad: np.ndarray, output: Any, input: np.ndarray, de
     return _grad(input, total[..., :n]), None
 
 
+@vjp("atleast_1d")
 def atleast_1d_vjp(grad: np.ndarray, output: Any, input: np.ndarray,
                    cache: Any = None) -> tuple[Grad]:
     """Gradient of ``atleast_1d``: ``grad`` in the input's shape."""

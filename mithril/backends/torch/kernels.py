@@ -17,6 +17,11 @@ import torch.nn.functional as F
 
 from ...framework import types as _types
 from ..monomials import monomial_indices
+from ..registry import KernelRegistry
+
+#: this module's kernels, by primitive (``registry.table()`` checks them)
+registry = KernelRegistry("torch")
+kernel = registry.kernel
 
 if TYPE_CHECKING:  # annotations only: keeps the kernel table free of non-kernels
     from collections.abc import Sequence
@@ -75,36 +80,43 @@ def _tuple(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------
 # Binary elementwise (Python operators: numbers work on either side, torch promotion applies)
 # ----------------------------------------------------------------------------------------------
+@kernel("add")
 def add(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left + right``."""
     return left + right
 
 
+@kernel("subtract")
 def subtract(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left - right``."""
     return left - right
 
 
+@kernel("multiply")
 def multiply(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left * right``."""
     return left * right
 
 
+@kernel("divide")
 def divide(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """True division ``left / right`` (ints give floats)."""
     return left / right
 
 
+@kernel("floor_divide")
 def floor_divide(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Floor division ``left // right`` (rounds towards -inf, as NumPy)."""
     return left // right
 
 
+@kernel("power")
 def power(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left ** right``."""
     return left**right
 
 
+@kernel("minimum")
 def minimum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Elementwise minimum."""
     if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
@@ -112,6 +124,7 @@ def minimum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     return torch.minimum(*_as_tensors(left, right))
 
 
+@kernel("maximum")
 def maximum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Elementwise maximum."""
     if not isinstance(left, torch.Tensor) and not isinstance(right, torch.Tensor):
@@ -119,56 +132,67 @@ def maximum(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     return torch.maximum(*_as_tensors(left, right))
 
 
+@kernel("greater")
 def greater(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left > right``."""
     return left > right
 
 
+@kernel("less")
 def less(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left < right``."""
     return left < right
 
 
+@kernel("greater_equal")
 def greater_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left >= right``."""
     return left >= right
 
 
+@kernel("less_equal")
 def less_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left <= right``."""
     return left <= right
 
 
+@kernel("equal")
 def equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left == right`` elementwise."""
     return left == right
 
 
+@kernel("not_equal")
 def not_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left != right`` elementwise."""
     return left != right
 
 
+@kernel("logical_and")
 def logical_and(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
     """Elementwise logical and (a bool tensor)."""
     return torch.logical_and(*_as_tensors(left, right))
 
 
+@kernel("logical_or")
 def logical_or(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
     """Elementwise logical or (a bool tensor)."""
     return torch.logical_or(*_as_tensors(left, right))
 
 
+@kernel("logical_xor")
 def logical_xor(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
     """Elementwise logical xor (a bool tensor)."""
     return torch.logical_xor(*_as_tensors(left, right))
 
 
+@kernel("shift_left")
 def shift_left(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Bitwise ``left << right`` on integers."""
     return left << right
 
 
+@kernel("shift_right")
 def shift_right(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """Bitwise ``left >> right`` on integers (arithmetic shift)."""
     return left >> right
@@ -177,111 +201,133 @@ def shift_right(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
 # ----------------------------------------------------------------------------------------------
 # Unary elementwise
 # ----------------------------------------------------------------------------------------------
+@kernel("negate")
 def negate(input: Tensor) -> Tensor:
     """``-input``."""
     return torch.neg(input)
 
 
+@kernel("absolute")
 def absolute(input: Tensor) -> Tensor:
     """``|input|``."""
     return torch.abs(input)
 
 
+@kernel("exp")
 def exp(input: Tensor) -> Tensor:
     """``e ** input``."""
     return torch.exp(input)
 
 
+@kernel("log")
 def log(input: Tensor) -> Tensor:
     """Natural logarithm."""
     return torch.log(input)
 
 
+@kernel("sqrt")
 def sqrt(input: Tensor) -> Tensor:
     """Square root."""
     return torch.sqrt(input)
 
 
+@kernel("square")
 def square(input: Tensor) -> Tensor:
     """``input ** 2``."""
     return torch.square(input)
 
 
+@kernel("sign")
 def sign(input: Tensor) -> Tensor:
     """-1, 0 or 1 by the sign of each element."""
     return torch.sign(input)
 
 
+@kernel("sin")
 def sin(input: Tensor) -> Tensor:
     """Sine."""
     return torch.sin(input)
 
 
+@kernel("cos")
 def cos(input: Tensor) -> Tensor:
     """Cosine."""
     return torch.cos(input)
 
 
+@kernel("floor")
 def floor(input: Tensor) -> Tensor:
     """Round down to the nearest integer (ints are returned as they are)."""
     return torch.floor(input)
 
 
+@kernel("reciprocal")
 def reciprocal(input: Tensor) -> Tensor:
     """``1 / input``."""
     return torch.reciprocal(input)
 
 
+@kernel("relu")
 def relu(input: Tensor) -> Tensor:
     """``max(input, 0)``."""
     return torch.relu(input)
 
 
+@kernel("sigmoid")
 def sigmoid(input: Tensor) -> Tensor:
     """Logistic sigmoid."""
     return torch.sigmoid(input)
 
 
+@kernel("tanh")
 def tanh(input: Tensor) -> Tensor:
     """Hyperbolic tangent."""
     return torch.tanh(input)
 
 
+@kernel("silu")
 def silu(input: Tensor) -> Tensor:
     """``input * sigmoid(input)``."""
     return F.silu(_floating(input))
 
 
+@kernel("softplus")
 def softplus(input: Tensor) -> Tensor:
     """``log(1 + exp(input))`` (PyTorch: beta 1, linear above 20)."""
     return F.softplus(_floating(input), beta=1.0, threshold=20.0)
 
 
+@kernel("stop_gradient")
 def stop_gradient(input: Tensor) -> Tensor:
     """``input`` cut from the autograd graph."""
     return input.detach()
 
 
+@kernel("logical_not")
 def logical_not(input: Tensor) -> Tensor:
     """Elementwise logical not (a bool tensor)."""
     return torch.logical_not(input)
 
 
+@kernel("isnan")
 def isnan(input: Tensor) -> Tensor:
     """Where ``input`` is NaN."""
     return torch.isnan(input)
 
 
+@kernel("gelu")
 def gelu(input: Tensor, approximate: bool = False) -> Tensor:
     """GELU; ``approximate=True`` uses the tanh form."""
     return F.gelu(_floating(input), approximate="tanh" if approximate else "none")
 
 
+@kernel("leaky_relu")
 def leaky_relu(input: Tensor, slope: float = 0.01) -> Tensor:
     """``input`` where positive, ``slope * input`` elsewhere."""
     return F.leaky_relu(input, negative_slope=slope)
 
 
+@kernel("clamp")
 def clamp(input: Tensor, min: Number | None = None, max: Number | None = None) -> Tensor:
     """Limit ``input`` to ``[min, max]``; either bound may be ``None``."""
     if min is None and max is None:
@@ -289,22 +335,26 @@ def clamp(input: Tensor, min: Number | None = None, max: Number | None = None) -
     return torch.clamp(input, min=min, max=max)
 
 
+@kernel("nan_to_num")
 def nan_to_num(input: Tensor, nan: float = 0.0, posinf: float | None = None,
                neginf: float | None = None) -> Tensor:
     """Replace NaN and infinities (``None``: the dtype's largest / smallest value)."""
     return torch.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
 
 
+@kernel("softmax")
 def softmax(input: Tensor, axis: int = -1) -> Tensor:
     """Softmax along ``axis``."""
     return torch.softmax(_floating(input), dim=axis)
 
 
+@kernel("log_softmax")
 def log_softmax(input: Tensor, axis: int = -1) -> Tensor:
     """Log-softmax along ``axis``."""
     return torch.log_softmax(_floating(input), dim=axis)
 
 
+@kernel("cast")
 def cast(input: TensorOrNumber, dtype: Any) -> Tensor:
     """``input`` converted to ``dtype`` (an ``ml`` dtype)."""
     target = _torch_dtype(dtype)
@@ -313,6 +363,7 @@ def cast(input: TensorOrNumber, dtype: Any) -> Tensor:
     return input.to(target)
 
 
+@kernel("where")
 def where(condition: Tensor, input1: TensorOrNumber, input2: TensorOrNumber) -> Tensor:
     """``input1`` where ``condition`` holds, else ``input2`` (numbers allowed)."""
     if condition.dtype != torch.bool:
@@ -323,11 +374,13 @@ def where(condition: Tensor, input1: TensorOrNumber, input2: TensorOrNumber) -> 
 # ----------------------------------------------------------------------------------------------
 # Linear algebra
 # ----------------------------------------------------------------------------------------------
+@kernel("matmul")
 def matmul(left: Tensor, right: Tensor) -> Tensor:
     """Matrix product with NumPy broadcasting rules."""
     return left @ right
 
 
+@kernel("linear")
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
     return F.linear(input, weight, bias)
@@ -341,6 +394,7 @@ def _no_axes(axis: Axis) -> bool:
     return isinstance(axis, tuple) and len(axis) == 0
 
 
+@kernel("sum")
 def sum(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Sum over ``axis`` (``None``: all)."""
     if _no_axes(axis):
@@ -348,6 +402,7 @@ def sum(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return torch.sum(input, dim=axis, keepdim=keepdim)
 
 
+@kernel("mean")
 def mean(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Mean over ``axis`` (``None``: all); ints give floats."""
     if _no_axes(axis):
@@ -355,6 +410,7 @@ def mean(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return torch.mean(_floating(input), dim=axis, keepdim=keepdim)
 
 
+@kernel("max")
 def max(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Maximum over ``axis`` (``None``: all); ties share the gradient."""
     if _no_axes(axis):
@@ -362,6 +418,7 @@ def max(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return torch.amax(input, dim=() if axis is None else axis, keepdim=keepdim)
 
 
+@kernel("min")
 def min(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Minimum over ``axis`` (``None``: all); ties share the gradient."""
     if _no_axes(axis):
@@ -369,6 +426,7 @@ def min(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return torch.amin(input, dim=() if axis is None else axis, keepdim=keepdim)
 
 
+@kernel("prod")
 def prod(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Product over ``axis`` (``None``: all)."""
     if axis is None:
@@ -381,6 +439,7 @@ def prod(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return out
 
 
+@kernel("variance")
 def variance(input: Tensor, axis: Axis = None, keepdim: bool = False,
              correction: float = 0) -> Tensor:
     """Variance over ``axis`` with divisor ``N - correction``."""
@@ -390,11 +449,13 @@ def variance(input: Tensor, axis: Axis = None, keepdim: bool = False,
     return torch.var(x, dim=axis, correction=correction, keepdim=keepdim)
 
 
+@kernel("argmax")
 def argmax(input: Tensor, axis: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the maximum along ``axis`` (``None``: of the flattened array)."""
     return torch.argmax(input, dim=axis, keepdim=keepdim)
 
 
+@kernel("argmin")
 def argmin(input: Tensor, axis: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the minimum along ``axis`` (``None``: of the flattened array)."""
     return torch.argmin(input, dim=axis, keepdim=keepdim)
@@ -403,11 +464,13 @@ def argmin(input: Tensor, axis: int | None = None, keepdim: bool = False) -> Ten
 # ----------------------------------------------------------------------------------------------
 # Shape manipulation
 # ----------------------------------------------------------------------------------------------
+@kernel("reshape")
 def reshape(input: Tensor, shape: Sequence[int]) -> Tensor:
     """``input`` with a new shape (one entry may be -1)."""
     return torch.reshape(input, tuple(shape))
 
 
+@kernel("transpose")
 def transpose(input: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     """Permute the axes (``None``: reverse them)."""
     if axes is None:
@@ -415,16 +478,19 @@ def transpose(input: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     return input.permute(tuple(axes))
 
 
+@kernel("swap_axes")
 def swap_axes(input: Tensor, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes."""
     return torch.swapaxes(input, axis1, axis2)
 
 
+@kernel("flatten")
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` into one."""
     return torch.flatten(input, start_dim, end_dim)
 
 
+@kernel("squeeze")
 def squeeze(input: Tensor, axis: Axis = None) -> Tensor:
     """Drop the given size-1 axes (``None``: all of them)."""
     if axis is None:
@@ -432,16 +498,19 @@ def squeeze(input: Tensor, axis: Axis = None) -> Tensor:
     return torch.squeeze(input, dim=axis)
 
 
+@kernel("unsqueeze")
 def unsqueeze(input: Tensor, axis: int) -> Tensor:
     """Insert a size-1 axis at ``axis``."""
     return torch.unsqueeze(input, axis)
 
 
+@kernel("broadcast_to")
 def broadcast_to(input: Tensor, shape: Sequence[int]) -> Tensor:
     """``input`` broadcast to ``shape``."""
     return torch.broadcast_to(input, tuple(shape))
 
 
+@kernel("concat")
 def concat(*args: Any, axis: Any = ...) -> Tensor:
     """Join tensors along ``axis``; ``axis=None`` flattens them first.
 
@@ -455,6 +524,7 @@ def concat(*args: Any, axis: Any = ...) -> Tensor:
     return torch.cat(tensors, dim=axis)
 
 
+@kernel("pad")
 def pad(input: Tensor, pad_width: Sequence[tuple[int, int]]) -> Tensor:
     """Zero padding with one ``(before, after)`` pair per dim."""
     flat: list[int] = []
@@ -488,6 +558,7 @@ def _reverse_slices(input: Tensor, items: tuple[Any, ...]) -> tuple[Tensor, tupl
     return torch.flip(input, flips), tuple(out)
 
 
+@kernel("indexer")
 def indexer(input: Any, index: Any) -> Any:
     """``input[index]`` (NumPy basic indexing, including negative slice steps)."""
     if isinstance(input, torch.Tensor):
@@ -497,11 +568,13 @@ def indexer(input: Any, index: Any) -> Any:
     return input[index]
 
 
+@kernel("size")
 def size(input: Tensor, dim: int | None = None) -> int:
     """The number of elements (``dim=None``) or the length of one dim, as a Python int."""
     return input.numel() if dim is None else int(input.shape[dim])
 
 
+@kernel("item")
 def item(input: Tensor) -> Number:
     """The single element of ``input`` as a Python number."""
     return input.item()
@@ -519,6 +592,7 @@ def _leaf_kind(value: Any) -> type:
     return int if isinstance(value, int) else float
 
 
+@kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: torch.dtype | None = None,
               device: torch.device | str | None = None) -> Tensor:
     """A Python number or nested list as a tensor (floats in ``float_dtype``, ints int64)."""
@@ -547,18 +621,21 @@ def _conv(fn: Any, nd: int, input: Tensor, weight: Tensor, bias: Tensor | None, 
     return fn(input, weight, bias, _tuple(stride, nd), sym, _tuple(dilation, nd), groups)
 
 
+@kernel("conv1d")
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """1-d convolution (cross-correlation); ``padding`` holds ``(before, after)`` pairs."""
     return _conv(F.conv1d, 1, input, weight, bias, stride, padding, dilation, groups)
 
 
+@kernel("conv2d")
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """2-d convolution (cross-correlation); ``padding`` holds ``(before, after)`` pairs."""
     return _conv(F.conv2d, 2, input, weight, bias, stride, padding, dilation, groups)
 
 
+@kernel("max_pool1d")
 def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Tensor:
     """1-d max pooling (pads with -inf, floor mode)."""
@@ -567,6 +644,7 @@ def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     return F.max_pool1d(input, k, s, _tuple(padding, 1), _tuple(dilation, 1))
 
 
+@kernel("max_pool2d")
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Tensor:
     """2-d max pooling (pads with -inf, floor mode)."""
@@ -575,6 +653,7 @@ def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     return F.max_pool2d(input, k, s, _tuple(padding, 2), _tuple(dilation, 2))
 
 
+@kernel("avg_pool2d")
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
     """2-d average pooling; zero padding counts in the average (PyTorch's default)."""
     k = _tuple(kernel_size, 2)
@@ -586,6 +665,7 @@ def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
 # ----------------------------------------------------------------------------------------------
 # Normalisation, embedding, attention, dropout
 # ----------------------------------------------------------------------------------------------
+@kernel("batch_norm")
 def batch_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                running_mean: Tensor | None = None, running_var: Tensor | None = None,
                momentum: float = 0.1, eps: float = 1e-5) -> BatchNormOut:
@@ -602,6 +682,7 @@ def batch_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None 
     return out, new_mean, new_var
 
 
+@kernel("batch_norm", mode="inference")
 def batch_norm_inference(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                          running_mean: Tensor | None = None, running_var: Tensor | None = None,
                          momentum: float = 0.1, eps: float = 1e-5) -> BatchNormOut:
@@ -612,6 +693,7 @@ def batch_norm_inference(input: Tensor, weight: Tensor | None = None, bias: Tens
     return out, running_mean, running_var
 
 
+@kernel("layer_norm")
 def layer_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                normalized_shape: Any = None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims (biased variance)."""
@@ -620,12 +702,14 @@ def layer_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None 
     return F.layer_norm(input, list(_tuple(normalized_shape, 1)), weight, bias, eps)
 
 
+@kernel("group_norm")
 def group_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                num_groups: int = 1, eps: float = 1e-5) -> Tensor:
     """Normalise each of ``num_groups`` channel groups (channel axis 1, biased variance)."""
     return F.group_norm(input, num_groups, weight, bias, eps)
 
 
+@kernel("embedding")
 def embedding(input: Tensor, weight: Tensor) -> Tensor:
     """Rows of ``weight`` picked by the integer ``input``."""
     return F.embedding(input, weight)
@@ -640,6 +724,7 @@ def _causal_mask(query: Tensor, key: Tensor, attn_mask: Tensor) -> Tensor:
     return attn_mask.masked_fill(~keep, -math.inf)
 
 
+@kernel("scaled_dot_product")
 def scaled_dot_product(query: Tensor, key: Tensor, value: Tensor,
                        attn_mask: Tensor | None = None, is_causal: bool = False,
                        scale: float | None = None) -> Tensor:
@@ -650,6 +735,7 @@ def scaled_dot_product(query: Tensor, key: Tensor, value: Tensor,
                                           is_causal=is_causal, scale=scale)
 
 
+@kernel("dropout")
 def dropout(input: Tensor, p: float = 0.5, rng: torch.Generator | None = None) -> Tensor:
     """Zero each element with probability ``p`` (drawn from ``rng``), scale the rest by 1/(1-p)."""
     if p == 0:
@@ -658,16 +744,19 @@ def dropout(input: Tensor, p: float = 0.5, rng: torch.Generator | None = None) -
     return input * keep * (1.0 / (1.0 - p))
 
 
+@kernel("dropout", mode="inference")
 def dropout_inference(input: Tensor, p: float = 0.5, rng: Any = None) -> Tensor:
     """Dropout at inference: ``input`` unchanged."""
     return input
 
 
+@kernel("split_rng")
 def split_rng(rng: torch.Generator, n: int) -> list[torch.Generator]:
     """``n`` generators for ``n`` random kernels: the same stateful generator ``n`` times."""
     return [rng] * n
 
 
+@kernel("one_hot")
 def one_hot(input: Tensor, num_classes: int) -> Tensor:
     """Boolean one-hot encoding along a new last axis."""
     return F.one_hot(input.long(), num_classes).bool()
@@ -681,6 +770,7 @@ def _size(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
+@kernel("arange")
 def arange(start: Number = 0, stop: Number | None = None, step: Number = 1, dtype: Any = None,
            *, device: torch.device | str | None = None) -> Tensor:
     """``torch.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else torch's
@@ -691,6 +781,7 @@ def arange(start: Number = 0, stop: Number | None = None, step: Number = 1, dtyp
     return torch.arange(start, stop, step, dtype=target, device=device)
 
 
+@kernel("randn")
 def randn(shape: Any, dtype: Any = None, rng: torch.Generator | None = None) -> Tensor:
     """Standard normal samples of ``shape`` drawn from ``rng`` (``dtype=None``: torch's
     default float dtype)."""
@@ -699,6 +790,7 @@ def randn(shape: Any, dtype: Any = None, rng: torch.Generator | None = None) -> 
     return torch.randn(_size(shape), generator=rng, dtype=target, device=device)
 
 
+@kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: torch.Generator | None = None) -> Tensor:
     """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
@@ -707,16 +799,19 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
     return torch.randint(low, high, _size(shape), generator=rng, dtype=target, device=device)
 
 
+@kernel("cholesky")
 def cholesky(input: Tensor) -> Tensor:
     """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
     return torch.linalg.cholesky(input)
 
 
+@kernel("eigvalsh")
 def eigvalsh(input: Tensor) -> Tensor:
     """Eigenvalues (ascending) of symmetric matrices; only the lower triangle is read."""
     return torch.linalg.eigvalsh(input)
 
 
+@kernel("split")
 def split(input: Tensor, split_size: int, axis: int = 0) -> Tensor:
     """``torch.split(input, split_size, axis)`` stacked along a new first axis.
 
@@ -731,11 +826,13 @@ def split(input: Tensor, split_size: int, axis: int = 0) -> Tensor:
     return torch.movedim(input.reshape(shape), a, 0)
 
 
+@kernel("unique")
 def unique(input: Tensor) -> Tensor:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
     return torch.unique(input, sorted=True)
 
 
+@kernel("polynomial_features")
 def polynomial_features(input: Tensor, degree: int) -> Tensor:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
     scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
@@ -747,26 +844,31 @@ def polynomial_features(input: Tensor, degree: int) -> Tensor:
     return out
 
 
+@kernel("atleast_1d")
 def atleast_1d(input: Tensor) -> Tensor:
     """``input`` with a 0-d tensor reshaped to ``(1,)``."""
     return torch.atleast_1d(input)
 
 
+@kernel("dtype_of")
 def dtype_of(input: Tensor) -> Any:
     """The Mithril dtype (``ml.float32``, ...) of a tensor."""
     return _types.as_dtype(str(input.dtype))
 
 
+@kernel("to_slice")
 def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
     """``slice(start, stop, step)``."""
     return builtins.slice(start, stop, step)
 
 
+@kernel("to_list")
 def to_list(*inputs: Any) -> list[Any]:
     """The inputs as a list."""
     return list(inputs)
 
 
+@kernel("tensor_to_list")
 def tensor_to_list(input: Tensor) -> Any:
     """A tensor as nested Python lists (``Tensor.tolist()``)."""
     return input.tolist()

@@ -1,0 +1,205 @@
+"""Elementwise primitives: arithmetic, comparisons, activations, softmax, cast, where."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from .. import types as T
+from ..logical.meta import SCALAR, TBD, TENSOR, Meta
+from ..rules import (
+    as_tensor,
+    broadcast,
+    concrete,
+    frag,
+    is_concrete,
+    normalize_axes,
+    out_kinds,
+    same_shape,
+    set_value,
+)
+from ..shapes import ShapeConflict
+from .base import (
+    OUT,
+    OUT_ANY,
+    OpDef,
+    Term,
+    _bool,
+    _float,
+    _same,
+    _scalar_or_tensor_out,
+    register,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise
+# ----------------------------------------------------------------------------------------------
+def _binary_rule(kind_fn: Callable[[int, int], int], fold: Callable[..., Any]) -> Callable:
+    def rule(left: Meta, right: Meta, out: Meta) -> bool:
+        mode = _scalar_or_tensor_out(out, [left, right])
+        out_kinds(out, kind_fn(left.kinds, right.kinds))
+        if mode != TENSOR:
+            if left.value is not TBD and right.value is not TBD:
+                lv, rv = left.value, right.value
+                if is_concrete(lv) and is_concrete(rv):
+                    set_value(out, fold(concrete(lv), concrete(rv)))
+                    # two constants of undecided kind: the value is known, not yet the kind
+                    return mode == SCALAR
+            return False
+        return broadcast(out, [left, right])
+
+    return rule
+
+
+def _arith(a: int, b: int) -> int:
+    return T.promote(a, b)
+
+
+def _true_div(a: int, b: int) -> int:
+    return T.FLOAT
+
+
+def _cmp(a: int, b: int) -> int:
+    return T.BOOL
+
+
+def _logic(a: int, b: int) -> int:
+    return T.BOOL
+
+
+_BINARY: list[tuple[str, str, Callable[..., Any], Callable[[int, int], int], int]] = [
+    ("add", "+", operator.add, _arith, T.ANY),
+    ("subtract", "-", operator.sub, _arith, T.NUMBER),
+    ("multiply", "*", operator.mul, _arith, T.ANY),
+    ("divide", "/", operator.truediv, _true_div, T.NUMBER),
+    ("floor_divide", "//", operator.floordiv, _arith, T.NUMBER),
+    ("power", "**", operator.pow, _arith, T.NUMBER),
+    ("minimum", "min", min, _arith, T.NUMBER),
+    ("maximum", "max", max, _arith, T.NUMBER),
+    ("greater", ">", operator.gt, _cmp, T.NUMBER),
+    ("less", "<", operator.lt, _cmp, T.NUMBER),
+    ("greater_equal", ">=", operator.ge, _cmp, T.NUMBER),
+    ("less_equal", "<=", operator.le, _cmp, T.NUMBER),
+    ("equal", "==", operator.eq, _cmp, T.ANY),
+    ("not_equal", "!=", operator.ne, _cmp, T.ANY),
+    ("logical_and", "&", operator.and_, _logic, T.BOOL),
+    ("logical_or", "|", operator.or_, _logic, T.BOOL),
+    ("logical_xor", "^", operator.xor, _logic, T.BOOL),
+    ("shift_left", "<<", operator.lshift, _arith, T.INT),
+    ("shift_right", ">>", operator.rshift, _arith, T.INT),
+]
+NON_DIFFERENTIABLE = {"floor_divide", "greater", "less", "greater_equal", "less_equal", "equal",
+                      "not_equal", "logical_and", "logical_or", "logical_xor", "shift_left",
+                      "shift_right"}
+
+for _name, _sym, _fold, _kind_fn, _kinds in _BINARY:
+    _expr = f"{_sym}({{0}}, {{1}})" if _sym in ("min", "max") else f"({{0}} {_sym} {{1}})"
+    register(OpDef(
+        _name, (Term("left", None, _kinds), Term("right", None, _kinds)),
+        (Term("output", None, T.ANY),),
+        _binary_rule(_kind_fn, _fold), fold=_fold, expr=_expr,
+        differentiable=_name not in NON_DIFFERENTIABLE))
+
+
+
+
+def _unary_rule(kinds: Callable[[int], int]) -> Callable:
+    def rule(inp: Meta, out: Meta) -> bool:
+        out_kinds(out, kinds(inp.kinds))
+        return same_shape(inp, out)
+
+    return rule
+
+
+_UNARY: list[tuple[str, Callable[[int], int], int, bool]] = [
+    ("negate", _same, T.NUMBER, True),
+    ("absolute", _same, T.NUMBER, True),
+    ("exp", _float, T.NUMBER, True),
+    ("log", _float, T.NUMBER, True),
+    ("sqrt", _float, T.NUMBER, True),
+    ("square", _same, T.NUMBER, True),
+    ("sign", _same, T.NUMBER, False),
+    ("sin", _float, T.NUMBER, True),
+    ("cos", _float, T.NUMBER, True),
+    ("floor", _same, T.NUMBER, False),
+    ("reciprocal", _float, T.NUMBER, True),
+    ("relu", _same, T.NUMBER, True),
+    ("sigmoid", _float, T.NUMBER, True),
+    ("tanh", _float, T.NUMBER, True),
+    ("silu", _float, T.NUMBER, True),
+    ("softplus", _float, T.NUMBER, True),
+    ("stop_gradient", _same, T.ANY, False),
+    ("logical_not", _bool, T.BOOL, False),
+    ("isnan", _bool, T.NUMBER, False),
+]
+for _name, _kind_fn, _kinds, _diff in _UNARY:
+    register(OpDef(_name, (Term("input", TENSOR, _kinds),), OUT_ANY, _unary_rule(_kind_fn),
+                   differentiable=_diff))
+
+
+def _unary_with_scalars(name: str, scalars: tuple[Term, ...], kinds: Callable[[int], int] = _same,
+                        diff: bool = True) -> None:
+    def rule(inp: Meta, *rest: Meta) -> bool:
+        out = rest[-1]
+        out_kinds(out, kinds(inp.kinds))
+        return same_shape(inp, out)
+
+    register(OpDef(name, (Term("input"), *scalars), OUT, rule, differentiable=diff))
+
+
+_unary_with_scalars("gelu", (Term("approximate", SCALAR, T.BOOL, default=False),), _float)
+_unary_with_scalars("leaky_relu", (Term("slope", SCALAR, T.NUMBER, default=0.01),))
+_unary_with_scalars("clamp", (Term("min", SCALAR, T.NUMBER, default=None),
+                              Term("max", SCALAR, T.NUMBER, default=None)))
+_unary_with_scalars("nan_to_num", (Term("nan", SCALAR, T.NUMBER, default=0.0),
+                                   Term("posinf", SCALAR, T.NUMBER, default=None),
+                                   Term("neginf", SCALAR, T.NUMBER, default=None)))
+
+
+def _softmax_rule(inp: Meta, axis: Meta, out: Meta) -> bool:
+    """Same shape; ``axis`` must be an axis of the input (checked once the rank is known, or
+    as soon as the known leading / trailing dims contain it)."""
+    out_kinds(out, T.FLOAT)
+    same_shape(inp, out)
+    if axis.value is TBD:
+        return False
+    a = axis.value
+    if isinstance(a, bool) or not isinstance(a, int):
+        raise ShapeConflict(f"axis must be an int, got {a!r}")
+    f = frag(inp)
+    if f.var is None:
+        if f.prefix:
+            normalize_axes(a, len(f.prefix))
+        elif a not in (0, -1):  # as in PyTorch, a 0-d input takes axis 0 or -1
+            raise ShapeConflict(f"axis {a} is out of range for rank 0")
+        return True
+    return a < len(f.prefix) if a >= 0 else -a <= len(f.suffix)
+
+
+register(OpDef("softmax", (Term("input"), Term("axis", SCALAR, T.INT, default=-1)), OUT,
+               _softmax_rule))
+register(OpDef("log_softmax", (Term("input"), Term("axis", SCALAR, T.INT, default=-1)), OUT,
+               _softmax_rule))
+
+
+def _cast_rule(inp: Meta, dtype: Meta, out: Meta) -> bool:
+    if dtype.value is not TBD:
+        out_kinds(out, T.as_dtype(dtype.value).kind)
+    return same_shape(inp, out) and dtype.value is not TBD
+
+
+register(OpDef("cast", (Term("input", kinds=T.ANY), Term("dtype", SCALAR, T.ANY)), OUT_ANY,
+               _cast_rule))
+
+
+def _where_rule(cond: Meta, a: Meta, b: Meta, out: Meta) -> bool:
+    as_tensor(out)
+    out_kinds(out, T.promote(a.kinds, b.kinds))
+    return broadcast(out, [cond, a, b])  # waits while input1 / input2 may be any tensor
+
+
+register(OpDef("where", (Term("condition", TENSOR, T.BOOL, differentiable=False),
+                         Term("input1", None, T.ANY), Term("input2", None, T.ANY)),
+               (Term("output", TENSOR, T.ANY),), _where_rule))

@@ -1,0 +1,294 @@
+"""Neural-network primitives: convolution, pooling, normalisation, embedding, attention, dropout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import types as T
+from ..logical.meta import SCALAR, TBD, TENSOR, Meta
+from ..rules import (
+    concat_frags,
+    dv,
+    ensure_rank,
+    frag,
+    out_kinds,
+    same_shape,
+    set_shape,
+    split_last,
+)
+from ..shapes import Dim, ShapeConflict, set_dim, unify_dims, unify_frags
+from .base import (
+    OUT,
+    OpDef,
+    Term,
+    register,
+)
+from .linalg import _split_or_impose
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution and pooling
+# ----------------------------------------------------------------------------------------------
+def _pairs(v: Any, nd: int, what: str) -> tuple[Any, ...]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v,) * nd
+    if isinstance(v, tuple | list) and len(v) == nd and all(
+            (isinstance(x, int) and not isinstance(x, bool)) or
+            (isinstance(x, tuple) and what == "padding") for x in v):
+        return tuple(v)
+    raise ShapeConflict(f"{what} must be an int or a tuple of {nd}, got {v!r}")
+
+
+def _pad_pairs(v: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    items = _pairs(v, nd, "padding")
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in items)  # type: ignore[misc]
+
+
+def _window_out(size: int | None, pad: tuple[int, int], k: int | None, s: int, d: int,
+                ceil: bool = False) -> int | None:
+    if size is None or k is None:
+        return None
+    span = size + pad[0] + pad[1] - d * (k - 1) - 1
+    if span < 0:
+        raise ShapeConflict(f"window of size {k} (dilation {d}) does not fit an input of {size} "
+                            f"with padding {pad}")
+    return (-(-span // s) if ceil else span // s) + 1
+
+
+def _conv_rule(nd: int) -> Callable[..., bool]:
+    def rule(inp: Meta, weight: Meta, bias: Meta, stride: Meta, padding: Meta, dilation: Meta,
+             groups: Meta, out: Meta) -> bool:
+        out_kinds(out, T.promote(inp.kinds, weight.kinds))
+        w = ensure_rank(weight, nd + 2)
+        if bias.kind == TENSOR:
+            set_shape(bias, [w[0]])
+        if not (stride.value is not TBD and padding.value is not TBD
+                and dilation.value is not TBD and groups.value is not TBD):
+            return False
+        s = _pairs(stride.value, nd, "stride")
+        d = _pairs(dilation.value, nd, "dilation")
+        p = _pad_pairs(padding.value, nd)
+        g = groups.value
+        head = _split_or_impose(inp, nd + 1)
+        if head is None:
+            return False
+        c_in, *spatial = head[1]
+        if head[0].var is None and len(head[0].prefix) > 1:
+            raise ShapeConflict(f"convolution input {frag(inp)} has too many dims")
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise ShapeConflict(f"groups must be a positive int, got {g!r}")
+        if g == 1:
+            unify_dims(c_in, w[1])
+        elif dv(c_in) is not None and dv(w[1]) is None:
+            if dv(c_in) % g:
+                raise ShapeConflict(f"{dv(c_in)} input channels are not divisible by groups={g}")
+            set_dim(w[1], dv(c_in) // g)
+        elif dv(c_in) is None and dv(w[1]) is not None:
+            set_dim(c_in, dv(w[1]) * g)
+        elif dv(c_in) is not None and dv(c_in) != dv(w[1]) * g:
+            raise ShapeConflict(f"input has {dv(c_in)} channels but the weight expects "
+                                f"{dv(w[1]) * g} ({dv(w[1])} x groups={g})")
+        if g > 1 and dv(w[0]) is not None and dv(w[0]) % g:
+            raise ShapeConflict(f"{dv(w[0])} output channels are not divisible by groups={g}")
+        # with groups > 1 the channels are related only once both are known
+        channels_done = g == 1 or (dv(c_in) is not None and dv(w[0]) is not None)
+        sizes = [_window_out(dv(x), p[i], dv(w[2 + i]), s[i], d[i])
+                 for i, x in enumerate(spatial)]
+        out_f = frag(out)
+        tail_dims = (split_last(out_f, nd + 1) or (None, None))[1]
+        tail: list[Any] = list(tail_dims) if tail_dims else [Dim() for _ in range(nd + 1)]
+        unify_dims(tail[0], w[0])
+        for t, size in zip(tail[1:], sizes, strict=True):
+            if size is not None:
+                set_dim(t, size)
+        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        return None not in sizes and bias.kind is not None and channels_done
+
+    return rule
+
+
+_CONV_SCALARS = (Term("stride", SCALAR, T.INT, default=1),
+                 Term("padding", SCALAR, T.INT, default=0),
+                 Term("dilation", SCALAR, T.INT, default=1),
+                 Term("groups", SCALAR, T.INT, default=1))
+register(OpDef("conv1d", (Term("input"), Term("weight"), Term("bias", optional=True),
+                          *_CONV_SCALARS), OUT, _conv_rule(1)))
+register(OpDef("conv2d", (Term("input"), Term("weight"), Term("bias", optional=True),
+                          *_CONV_SCALARS), OUT, _conv_rule(2)))
+
+
+
+def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
+    def rule(inp: Meta, kernel_size: Meta, stride: Meta, padding: Meta, *rest: Meta) -> bool:
+        out = rest[-1]
+        extra = rest[:-1]
+        out_kinds(out, inp.kinds)
+        scalars = (kernel_size, stride, padding, *extra)
+        if any(m.value is TBD for m in scalars):
+            return False
+        k = _pairs(kernel_size.value, nd, "kernel_size")
+        s = _pairs(k if stride.value is None else stride.value, nd, "stride")
+        p = _pad_pairs(padding.value, nd)
+        d = _pairs(extra[0].value, nd, "dilation") if has_dilation else (1,) * nd
+        for i in range(nd):
+            if 2 * max(p[i]) > k[i]:
+                raise ShapeConflict(f"padding {p[i]} should be at most half of kernel size {k[i]}")
+        head = _split_or_impose(inp, nd)
+        if head is None:
+            return False
+        sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i]) for i, x in enumerate(head[1])]
+        out_f = frag(out)
+        tail_dims = (split_last(out_f, nd) or (None, None))[1]
+        tail: list[Any] = list(tail_dims) if tail_dims else [Dim() for _ in range(nd)]
+        for t, size in zip(tail, sizes, strict=True):
+            if size is not None:
+                set_dim(t, size)
+        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        return None not in sizes
+
+    return rule
+
+
+_POOL = (Term("kernel_size", SCALAR, T.INT), Term("stride", SCALAR, T.INT, default=None),
+         Term("padding", SCALAR, T.INT, default=0))
+register(OpDef("max_pool1d", (Term("input"), *_POOL, Term("dilation", SCALAR, T.INT, default=1)),
+               OUT, _pool_rule(1, True)))
+register(OpDef("max_pool2d", (Term("input"), *_POOL, Term("dilation", SCALAR, T.INT, default=1)),
+               OUT, _pool_rule(2, True)))
+register(OpDef("avg_pool2d", (Term("input"), *_POOL), OUT, _pool_rule(2, False)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation, embedding, attention
+# ----------------------------------------------------------------------------------------------
+def _batch_norm_rule(inp: Meta, weight: Meta, bias: Meta, rmean: Meta, rvar: Meta,
+                     momentum: Meta, eps: Meta, out: Meta, new_mean: Meta, new_var: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    same_shape(inp, out)
+    f = frag(inp)
+    if f.var is not None and len(f.prefix) < 2:
+        return False
+    dims = f.prefix
+    if len(dims) < 2:
+        raise ShapeConflict(f"batch norm needs an input of rank >= 2, got {f}")
+    c = dims[1]
+    for m in (weight, bias, rmean, rvar):
+        if m.kind == TENSOR:
+            set_shape(m, [c])
+    set_shape(new_mean, [c])
+    set_shape(new_var, [c])
+    return all(m.kind is not None for m in (weight, bias, rmean, rvar))
+
+
+register(OpDef(
+    "batch_norm",
+    (Term("input"), Term("weight", optional=True), Term("bias", optional=True),
+     Term("running_mean", optional=True, differentiable=False),
+     Term("running_var", optional=True, differentiable=False),
+     Term("momentum", SCALAR, T.FLOAT, default=0.1), Term("eps", SCALAR, T.FLOAT, default=1e-5)),
+    (Term("output"), Term("running_mean_out", differentiable=False),
+     Term("running_var_out", differentiable=False)),
+    _batch_norm_rule, state={"running_mean": "running_mean_out", "running_var": "running_var_out"},
+    modal=True))
+
+
+def _layer_norm_rule(inp: Meta, weight: Meta, bias: Meta, normalized: Meta, eps: Meta,
+                     out: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    same_shape(inp, out)
+    if normalized.value is TBD:
+        return False
+    shape = tuple(normalized.value)
+    head = split_last(frag(inp), len(shape))
+    for m in (weight, bias):
+        if m.kind == TENSOR:
+            set_shape(m, list(shape))
+    if head is None:
+        return False
+    for d, n in zip(head[1], shape, strict=True):
+        set_dim(d, n) if isinstance(n, int) else unify_dims(d, n)
+    return weight.kind is not None and bias.kind is not None
+
+
+register(OpDef("layer_norm", (Term("input"), Term("weight", optional=True),
+                              Term("bias", optional=True),
+                              Term("normalized_shape", SCALAR, T.INT),
+                              Term("eps", SCALAR, T.FLOAT, default=1e-5)), OUT, _layer_norm_rule))
+
+
+def _group_norm_rule(inp: Meta, weight: Meta, bias: Meta, groups: Meta, eps: Meta,
+                     out: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    same_shape(inp, out)
+    f = frag(inp)
+    if len(f.prefix) < 2:
+        return False
+    c = f.prefix[1]
+    for m in (weight, bias):
+        if m.kind == TENSOR:
+            set_shape(m, [c])
+    if groups.value is not TBD and dv(c) is not None and dv(c) % groups.value:
+        raise ShapeConflict(f"{dv(c)} channels are not divisible into {groups.value} groups")
+    return weight.kind is not None and bias.kind is not None
+
+
+register(OpDef("group_norm", (Term("input"), Term("weight", optional=True),
+                              Term("bias", optional=True), Term("num_groups", SCALAR, T.INT),
+                              Term("eps", SCALAR, T.FLOAT, default=1e-5)), OUT, _group_norm_rule))
+
+
+def _embedding_rule(inp: Meta, weight: Meta, out: Meta) -> bool:
+    out_kinds(out, weight.kinds)
+    w = ensure_rank(weight, 2)
+    unify_frags(out.shape, concat_frags(frag(inp), [w[1]]))  # type: ignore[arg-type]
+    return True
+
+
+register(OpDef("embedding", (Term("input", TENSOR, T.INT, differentiable=False), Term("weight")),
+               OUT, _embedding_rule))
+
+
+def _sdp_rule(q: Meta, k: Meta, v: Meta, mask: Meta, is_causal: Meta, scale: Meta,
+              out: Meta) -> bool:
+    out_kinds(out, T.FLOAT)
+    qs, ks, vs = split_last(frag(q), 2), split_last(frag(k), 2), split_last(frag(v), 2)
+    if qs is None or ks is None or vs is None:
+        return False
+    unify_dims(qs[1][1], ks[1][1])  # embedding size of q and k
+    unify_dims(ks[1][0], vs[1][0])  # sequence length of k and v
+    unify_frags(out.shape, concat_frags(qs[0], [qs[1][0], vs[1][1]]))  # type: ignore[arg-type]
+    return True
+
+
+register(OpDef("scaled_dot_product", (
+    Term("query"), Term("key"), Term("value"),
+    Term("attn_mask", kinds=T.ANY, optional=True, differentiable=False),
+    Term("is_causal", SCALAR, T.BOOL, default=False), Term("scale", SCALAR, T.FLOAT, default=None)),
+    OUT, _sdp_rule))
+
+
+def _one_hot_rule(inp: Meta, classes: Meta, out: Meta) -> bool:
+    out_kinds(out, T.BOOL)
+    if classes.value is TBD:
+        return False
+    n = classes.value
+    tail = [n if isinstance(n, Dim) else Dim(n)]
+    unify_frags(out.shape, concat_frags(frag(inp), tail))  # type: ignore[arg-type]
+    return True
+
+
+register(OpDef("one_hot", (Term("input", TENSOR, T.INT, differentiable=False),
+                           Term("num_classes", SCALAR, T.INT)),
+               (Term("output", kinds=T.ANY),), _one_hot_rule, differentiable=False))
+
+
+def _dropout_rule(inp: Meta, p: Meta, out: Meta) -> bool:
+    out_kinds(out, inp.kinds)
+    if p.value is not TBD and not 0 <= p.value < 1:
+        raise ShapeConflict(f"dropout probability must be in [0, 1), got {p.value!r}")
+    return same_shape(inp, out)
+
+
+register(OpDef("dropout", (Term("input"), Term("p", SCALAR, T.FLOAT, default=0.5)), OUT,
+               _dropout_rule, modal=True, random=True))

@@ -96,6 +96,28 @@ def _conv(nd: int) -> Callable[..., list[Case]]:
     return make
 
 
+def _conv_transpose(nd: int) -> Callable[..., list[Case]]:
+    """Stride, padding (beyond the kernel: cropping), output_padding, dilation, groups."""
+    def make(rng: np.random.Generator) -> list[Case]:
+        cases = []
+        for stride, pad, out_pad, dil, groups, k, bias in [
+                (1, 0, 0, 1, 1, 3, True), (2, 1, 1, 1, 1, 3, False), (3, 2, 2, 2, 2, 2, True),
+                (2, 3, 0, 1, 4, 2, True), ((2, 1) if nd == 2 else 2, 0, 0, 1, 1, 3, True)]:
+            x = rng.standard_normal((2, 4, *(5, 4)[:nd]))
+            w = rng.standard_normal((4, 2 if groups == 4 else 3, *(k,) * nd)) * 0.3
+            tensors = {"input": x, "weight": w}
+            if bias:
+                tensors["bias"] = rng.standard_normal(w.shape[1] * groups)
+            scalars: dict[str, Any] = {"stride": stride, "padding": pad,
+                                       "output_padding": out_pad, "dilation": dil,
+                                       "groups": groups}
+            if not bias:
+                scalars["bias"] = None
+            cases.append((scalars, tensors))
+        return cases
+    return make
+
+
 def _pool(nd: int, dilation: bool) -> Callable[..., list[Case]]:
     def make(rng: np.random.Generator) -> list[Case]:
         cases = []
@@ -211,6 +233,7 @@ CASES: dict[str, Callable[[np.random.Generator], list[Case]]] = {
     "where": _where,
     "cast": lambda rng: [({"dtype": "float"}, {"input": rng.standard_normal((3, 4))})],
     "conv1d": _conv(1), "conv2d": _conv(2),
+    "conv_transpose1d": _conv_transpose(1), "conv_transpose2d": _conv_transpose(2),
     "max_pool1d": _pool(1, True), "max_pool2d": _pool(2, True), "avg_pool2d": _pool(2, False),
     "batch_norm": _batch_norm, "layer_norm": _layer_norm, "group_norm": _group_norm,
     "embedding": _embedding, "scaled_dot_product": _sdp,

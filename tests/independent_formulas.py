@@ -88,6 +88,15 @@ def _conv(nd: int) -> Formula:
     return _out(formula)
 
 
+def _conv_transpose(nd: int) -> Formula:
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+        return fn(t["input"], t["weight"], t.get("bias"), stride=s["stride"],
+                  padding=s["padding"], output_padding=s["output_padding"],
+                  groups=s["groups"], dilation=s["dilation"])
+    return _out(formula)
+
+
 def _max_pool(nd: int) -> Formula:
     def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
         fn = F.max_pool1d if nd == 1 else F.max_pool2d
@@ -238,6 +247,7 @@ FORMULAS: dict[str, Formula] = {
     "where": _out(lambda s, t: torch.where(t["condition"], t["input1"], t["input2"])),
     "cast": _unary(lambda x: x.to(torch.float64)),
     "conv1d": _conv(1), "conv2d": _conv(2),
+    "conv_transpose1d": _conv_transpose(1), "conv_transpose2d": _conv_transpose(2),
     "max_pool1d": _max_pool(1), "max_pool2d": _max_pool(2), "avg_pool2d": _out(_avg_pool2d),
     "batch_norm": _batch_norm, "layer_norm": _out(_layer_norm), "group_norm": _out(_group_norm),
     "embedding": _out(lambda s, t: t["weight"][t["input"]]),

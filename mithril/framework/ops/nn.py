@@ -118,6 +118,104 @@ register(OpDef("conv2d", (Term("input"), Term("weight"), Term("bias", optional=T
                           *_CONV_SCALARS), OUT, _conv_rule(2)))
 
 
+def _conv_transpose_rule(nd: int) -> Callable[..., bool]:
+    def rule(inp: Meta, weight: Meta, bias: Meta, stride: Meta, padding: Meta,
+             output_padding: Meta, dilation: Meta, groups: Meta, out: Meta) -> bool:
+        out_kinds(out, T.promote(inp.kinds, weight.kinds))
+        w = ensure_rank(weight, nd + 2)
+        scalars = (stride, padding, output_padding, dilation, groups)
+        if any(m.value is TBD for m in scalars):
+            return False
+        s, p, op, d = (_pairs(m.value, nd, what) for m, what in (
+            (stride, "stride"), (padding, "padding"), (output_padding, "output_padding"),
+            (dilation, "dilation")))
+        g = groups.value
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise ShapeConflict(f"groups must be a positive int, got {g!r}")
+        for i in range(nd):
+            if not isinstance(p[i], int) or p[i] < 0:
+                raise ShapeConflict(f"padding must be non-negative ints, got {padding.value!r}")
+            if op[i] < 0 or op[i] >= max(s[i], d[i]):
+                raise ShapeConflict(f"output_padding {op[i]} must be smaller than stride {s[i]} "
+                                    f"or dilation {d[i]}")
+        head = _split_or_impose(inp, nd + 1)
+        if head is None:
+            return False
+        c_in, *spatial = head[1]
+        unify_dims(c_in, w[0])
+        if dv(c_in) is not None and dv(c_in) % g:
+            raise ShapeConflict(f"{dv(c_in)} input channels are not divisible by groups={g}")
+        out_f = frag(out)
+        tail_dims = (split_last(out_f, nd + 1) or (None, None))[1]
+        tail: list[Any] = list(tail_dims) if tail_dims else [Dim() for _ in range(nd + 1)]
+        if dv(w[1]) is not None:
+            set_dim(tail[0], dv(w[1]) * g)
+        sizes: list[int | None] = []
+        for i, x in enumerate(spatial):
+            size, k = dv(x), dv(w[2 + i])
+            n = None if size is None or k is None else (
+                (size - 1) * s[i] - 2 * p[i] + d[i] * (k - 1) + op[i] + 1)
+            if n is not None and n < 1:
+                raise ShapeConflict(f"transposed convolution output size {n} is too small")
+            sizes.append(n)
+            if n is not None:
+                set_dim(tail[1 + i], n)
+        if bias.kind == TENSOR:
+            set_shape(bias, [tail[0]])
+        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        return None not in sizes and bias.kind is not None and dv(w[1]) is not None
+
+    return rule
+
+
+def _conv_transpose(nd: int) -> Callable[..., Any]:
+    """Transposed convolution as a convolution: insert ``stride - 1`` zeros between input
+    elements, pad by ``dilation * (k - 1) - padding`` (``+ output_padding`` after; cropping
+    where negative) and correlate with the flipped kernel, input/output channels swapped per
+    group."""
+    def decompose(k: Any, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                  output_padding: Any, dilation: Any, groups: int) -> Any:
+        s, p, op, d = (_pairs(v, nd, "") for v in (stride, padding, output_padding, dilation))
+        x, all_ = input, slice(None)
+        n, c, *size = (int(v) for v in x.shape)
+        if any(v > 1 for v in s):  # zeros between the elements: (.., L, 1) padded to (.., L, s)
+            x = k.reshape(x, (n, c, *(v for L in size for v in (L, 1))))
+            x = k.pad(x, ((0, 0), (0, 0), *(q for si in s for q in ((0, 0), (0, si - 1)))))
+            x = k.reshape(x, (n, c, *(L * si for L, si in zip(size, s, strict=True))))
+            x = k.indexer(x, (all_, all_, *(slice(0, (L - 1) * si + 1)
+                                             for L, si in zip(size, s, strict=True))))
+        c_in, c_out, *ks = (int(v) for v in weight.shape)
+        lo = [d[i] * (ks[i] - 1) - p[i] for i in range(nd)]
+        hi = [lo[i] + op[i] for i in range(nd)]
+        if any(v > 0 for v in lo + hi):
+            x = k.pad(x, ((0, 0), (0, 0), *((max(a, 0), max(b, 0))
+                                            for a, b in zip(lo, hi, strict=True))))
+        if any(v < 0 for v in lo + hi):
+            x = k.indexer(x, (all_, all_, *(slice(max(-a, 0), b if b < 0 else None)
+                                             for a, b in zip(lo, hi, strict=True))))
+        w = k.reshape(weight, (groups, c_in // groups, c_out, *ks))
+        w = k.transpose(w, (0, 2, 1, *range(3, nd + 3)))
+        w = k.reshape(w, (groups * c_out, c_in // groups, *ks))
+        w = k.indexer(w, (all_, all_, *(slice(None, None, -1),) * nd))
+        conv = k.conv1d if nd == 1 else k.conv2d
+        return conv(x, w, bias, (1,) * nd, ((0, 0),) * nd, tuple(d), groups)
+
+    decompose.__qualname__ = f"conv_transpose{nd}d"
+    return decompose
+
+
+_CONV_T_SCALARS = (Term("stride", SCALAR, T.INT, default=1),
+                   Term("padding", SCALAR, T.INT, default=0),
+                   Term("output_padding", SCALAR, T.INT, default=0),
+                   Term("dilation", SCALAR, T.INT, default=1),
+                   Term("groups", SCALAR, T.INT, default=1))
+for _nd in (1, 2):
+    register(OpDef(
+        f"conv_transpose{_nd}d",
+        (Term("input"), Term("weight"), Term("bias", optional=True), *_CONV_T_SCALARS), OUT,
+        _conv_transpose_rule(_nd), decompose=_conv_transpose(_nd),
+        doc=f"torch.nn.functional.conv_transpose{_nd}d (weight: in, out / groups, *kernel)"))
+
 
 def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
     def rule(inp: Meta, kernel_size: Meta, stride: Meta, padding: Meta, *rest: Meta) -> bool:

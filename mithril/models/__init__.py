@@ -21,6 +21,10 @@ from .primitives import *  # noqa: F403
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .reference import *  # noqa: F403
 from .reference import __all__ as _reference_all
+
+# the reference's terminal names and defaults (the catalogue's stay in .primitives)
+from .reference_ops import *  # noqa: F403
+from .reference_ops import __all__ as _reference_ops_all
 from .resize import Interpolate, Upsample
 from .train import TrainModel
 
@@ -29,4 +33,5 @@ __all__ = ["TBD", "Tensor",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
            "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
            "RNNCell", "Interpolate", "Upsample", *_layers_all,
-           *_primitives.__all__, *_losses_all, *_reference_all]
+           *_primitives.__all__, *_losses_all, *_reference_all,
+           *_reference_ops_all]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,21 @@ def register(op: OpDef) -> OpDef:
         raise ValueError(f"primitive {op.name!r} is already in the catalogue")
     CATALOGUE[op.name] = op
     return op
+
+
+def derive(formulas: dict[str, Callable[..., Any]]) -> None:
+    """Make registered primitives derived: ``formulas`` maps each name to its decomposition
+    ``(k, *inputs)`` in core kernels (see :class:`OpDef`)."""
+    for name, formula in formulas.items():
+        CATALOGUE[name].decompose = formula
+
+
+def reduced_count(shape: Any, axis: Any) -> int:
+    """How many elements a reduction over ``axis`` (None: all) of ``shape`` combines."""
+    n = len(shape)
+    axes = range(n) if axis is None else [a % n for a in (
+        (axis,) if isinstance(axis, int) else axis)]
+    return math.prod(int(shape[a]) for a in set(axes))
 
 
 OUT = (Term("output"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -26,6 +27,7 @@ from .base import (
     OpDef,
     Term,
     _scalar_or_tensor_out,
+    derive,
     register,
 )
 
@@ -289,3 +291,17 @@ def _tensor_to_list_rule(inp: Meta, out: Meta) -> bool:
 
 register(OpDef("tensor_to_list", (Term("input", kinds=T.ANY, differentiable=False),),
                (Term("output", SCALAR, T.ANY),), _tensor_to_list_rule, differentiable=False))
+
+
+# ---- derived: plain Python on any backend's arrays -------------------------------------------
+def _size(k: Any, x: Any, dim: int | None = None) -> int:
+    return math.prod(int(v) for v in x.shape) if dim is None else int(x.shape[dim])
+
+
+derive({
+    "size": _size,
+    "item": lambda k, x: x.item(),
+    "tensor_to_list": lambda k, x: x.tolist() if hasattr(x, "tolist") else x,
+    "to_slice": lambda k, start, stop, step: slice(start, stop, step),
+    "to_list": lambda k, *inputs: list(inputs),
+})

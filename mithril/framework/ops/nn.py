@@ -22,6 +22,7 @@ from .base import (
     OUT,
     OpDef,
     Term,
+    derive,
     register,
 )
 from .linalg import _split_or_impose
@@ -390,3 +391,57 @@ def _dropout_rule(inp: Meta, p: Meta, out: Meta) -> bool:
 
 register(OpDef("dropout", (Term("input"), Term("p", SCALAR, T.FLOAT, default=0.5)), OUT,
                _dropout_rule, modal=True, random=True))
+
+
+# ---- derived: decompositions into core kernels ----------------------------------------------
+def _conv1d(k: Any, x: Any, weight: Any, bias: Any, stride: Any = 1, padding: Any = 0,
+            dilation: Any = 1, groups: int = 1) -> Any:
+    """conv2d over a ``(N, C, 1, L)`` view."""
+    (p,) = _pad_pairs(padding, 1)
+    out = k.conv2d(k.reshape(x, (*x.shape[:2], 1, x.shape[2])),
+                   k.reshape(weight, (*weight.shape[:2], 1, weight.shape[2])), bias,
+                   (1, *_pairs(stride, 1, "")), ((0, 0), p), (1, *_pairs(dilation, 1, "")),
+                   groups)
+    return k.reshape(out, (*out.shape[:2], out.shape[3]))
+
+
+def _max_pool1d(k: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                dilation: Any = 1) -> Any:
+    (p,) = _pad_pairs(padding, 1)
+    ks = _pairs(kernel_size, 1, "")
+    out = k.max_pool2d(k.reshape(x, (*x.shape[:-1], 1, x.shape[-1])), (1, *ks),
+                       (1, *_pairs(ks if stride is None else stride, 1, "")), ((0, 0), p),
+                       (1, *_pairs(dilation, 1, "")))
+    return k.reshape(out, (*out.shape[:-2], out.shape[-1]))
+
+
+def _normalized(k: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:
+    n = 1
+    for a in axes:
+        n *= int(x.shape[a])
+    mean = k.divide(k.sum(x, axes, True), n)
+    d = k.subtract(x, mean)
+    var = k.divide(k.sum(k.multiply(d, d), axes, True), n)
+    return k.divide(d, k.sqrt(k.add(var, eps)))
+
+
+def _layer_norm(k: Any, x: Any, weight: Any, bias: Any, normalized_shape: Any,
+                eps: float = 1e-5) -> Any:
+    n = len(normalized_shape) if isinstance(normalized_shape, tuple | list) else 1
+    out = _normalized(k, x, tuple(range(len(x.shape) - n, len(x.shape))), eps)
+    out = out if weight is None else k.multiply(out, weight)
+    return out if bias is None else k.add(out, bias)
+
+
+def _group_norm(k: Any, x: Any, weight: Any, bias: Any, num_groups: int,
+                eps: float = 1e-5) -> Any:
+    shape = tuple(int(v) for v in x.shape)
+    y = _normalized(k, k.reshape(x, (shape[0], num_groups, -1)), (2,), eps)
+    y = k.reshape(y, shape)
+    channel = (shape[1],) + (1,) * (len(shape) - 2)
+    y = y if weight is None else k.multiply(y, k.reshape(weight, channel))
+    return y if bias is None else k.add(y, k.reshape(bias, channel))
+
+
+derive({"conv1d": _conv1d, "max_pool1d": _max_pool1d, "layer_norm": _layer_norm,
+        "group_norm": _group_norm})

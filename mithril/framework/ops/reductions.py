@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .. import types as T
 from ..logical.meta import SCALAR, TBD, Meta
@@ -22,6 +23,8 @@ from .base import (
     _float,
     _int,
     _same,
+    derive,
+    reduced_count,
     register,
 )
 
@@ -78,3 +81,23 @@ _reduction("prod", _same)
 _reduction("variance", _float, (Term("correction", SCALAR, T.NUMBER, default=0),))
 _reduction("argmax", _int, diff=False)
 _reduction("argmin", _int, diff=False)
+
+
+# ---- derived: decompositions into core kernels ----------------------------------------------
+def _mean(k: Any, x: Any, axis: Any = None, keepdim: bool = False) -> Any:
+    return k.divide(k.sum(x, axis, keepdim), reduced_count(x.shape, axis))
+
+
+def _variance(k: Any, x: Any, axis: Any = None, keepdim: bool = False,
+              correction: float = 0) -> Any:
+    d = k.subtract(x, _mean(k, x, axis, True))
+    return k.divide(k.sum(k.multiply(d, d), axis, keepdim),
+                    reduced_count(x.shape, axis) - correction)
+
+
+derive({
+    "mean": _mean,
+    "variance": _variance,
+    "min": lambda k, x, axis=None, keepdim=False: k.negate(k.max(k.negate(x), axis, keepdim)),
+    "argmin": lambda k, x, axis=None, keepdim=False: k.argmax(k.negate(x), axis, keepdim),
+})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import types as T
@@ -24,6 +25,7 @@ from .base import (
     OUT,
     OpDef,
     Term,
+    derive,
     register,
 )
 
@@ -341,3 +343,52 @@ def _atleast_1d_rule(inp: Meta, out: Meta) -> bool:
 
 register(OpDef("atleast_1d", (Term("input", kinds=T.ANY),), (Term("output", kinds=T.ANY),),
                _atleast_1d_rule))
+
+
+# ---- derived: decompositions into core kernels ----------------------------------------------
+def _swap_axes(k: Any, x: Any, axis1: int, axis2: int) -> Any:
+    perm = list(range(len(x.shape)))
+    perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
+    return k.transpose(x, tuple(perm))
+
+
+def _flatten(k: Any, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
+    shape = [int(v) for v in x.shape]
+    if not shape:
+        return k.reshape(x, (1,))
+    s, e = start_dim % len(shape), end_dim % len(shape)
+    return k.reshape(x, (*shape[:s], math.prod(shape[s:e + 1]), *shape[e + 1:]))
+
+
+def _squeeze(k: Any, x: Any, axis: Any = None) -> Any:
+    shape = [int(v) for v in x.shape]
+    if axis is None:
+        drop = {i for i, v in enumerate(shape) if v == 1}
+    else:
+        drop = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return k.reshape(x, tuple(v for i, v in enumerate(shape) if i not in drop))
+
+
+def _unsqueeze(k: Any, x: Any, axis: int) -> Any:
+    shape = [int(v) for v in x.shape]
+    shape.insert(axis % (len(shape) + 1), 1)
+    return k.reshape(x, tuple(shape))
+
+
+def _split(k: Any, x: Any, split_size: int, axis: int = 0) -> Any:
+    """Chunks stacked on a new first axis: ``(.., n * size, ..)`` reshaped to
+    ``(.., n, size, ..)``, the ``n`` axis moved to the front."""
+    shape = [int(v) for v in x.shape]
+    a = axis % len(shape)
+    y = k.reshape(x, (*shape[:a], shape[a] // split_size, split_size, *shape[a + 1:]))
+    return k.transpose(y, (a, *(i for i in range(len(shape) + 1) if i != a)))
+
+
+derive({
+    "swap_axes": _swap_axes,
+    "flatten": _flatten,
+    "squeeze": _squeeze,
+    "unsqueeze": _unsqueeze,
+    "split": _split,
+    "atleast_1d": lambda k, x: k.reshape(x, (1,)) if len(x.shape) == 0 else x,
+})

@@ -38,7 +38,7 @@ class MinimalBackend(ml.NumpyBackend):
     kernels: Any = SimpleNamespace(**{k: getattr(numpy_kernels, k) for k in dir(numpy_kernels)
                                       if not k.startswith("__")})
     kernels.registry = core_registry()
-    exprs: dict[str, str] = {}  # noqa: RUF012 - every call goes through the table
+    exprs: dict[str, str] = {}
     vjps = None  # its VJPs are in its table (core ones and composed ones)
 
     def __init__(self, dtype: Any = ml.float64, device: str = "cpu") -> None:

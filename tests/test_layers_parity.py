@@ -180,6 +180,29 @@ CASES: dict[str, Case] = {
     "avgpool2d_stride_pad": Case(lambda: AvgPool2d(3, stride=2, padding=1),
                                  lambda: nn.AvgPool2d(3, stride=2, padding=1),
                                  _x((2, 3, 7, 6))),
+    # ceil_mode / count_include_pad=False / divisor_override (composites of the primitives)
+    **{f"pool_{name}": Case(lambda a=args, c=cls: getattr(mm, c)(*a[0], **a[1]),
+                            lambda a=args, c=cls: getattr(nn, c)(*a[0], **a[1]), _x(shape))
+       for name, cls, args, shape in [
+           ("max2d_ceil", "MaxPool2d", ((3, 2), {"ceil_mode": True}), (2, 3, 8, 8)),
+           ("max2d_ceil_pad", "MaxPool2d", ((3, 2, 1), {"ceil_mode": True}), (2, 3, 6, 7)),
+           ("max2d_ceil_k2", "MaxPool2d", ((2,), {"ceil_mode": True}), (2, 3, 5, 7)),
+           ("max2d_ceil_rect_dilation", "MaxPool2d",
+            (((3, 2), (2, 1), (1, 0)), {"dilation": (1, 2), "ceil_mode": True}), (2, 3, 6, 7)),
+           # the window that would start in the right padding is dropped (PyTorch's rule)
+           ("max2d_ceil_last_window", "MaxPool2d", ((2, 2, 1), {"ceil_mode": True}),
+            (1, 2, 5, 7)),
+           ("avg2d_ceil_last_window", "AvgPool2d", ((2, 2, 1), {"ceil_mode": True}),
+            (1, 2, 5, 7)),
+           ("max1d_ceil", "MaxPool1d", ((3, 2, 1), {"ceil_mode": True}), (2, 3, 8)),
+           ("avg2d_ceil_pad", "AvgPool2d", ((3, 2, 1), {"ceil_mode": True}), (2, 3, 6, 7)),
+           ("avg2d_ceil_exclude_pad", "AvgPool2d",
+            ((3, 2, 1), {"ceil_mode": True, "count_include_pad": False}), (2, 3, 6, 7)),
+           ("avg2d_exclude_pad", "AvgPool2d", ((3, 2, 1), {"count_include_pad": False}),
+            (2, 3, 6, 7)),
+           ("avg2d_ceil_k2", "AvgPool2d", ((2,), {"ceil_mode": True}), (2, 3, 5, 5)),
+           ("avg2d_divisor", "AvgPool2d", ((3, 2, 1), {"divisor_override": 5}), (2, 3, 6, 7)),
+       ]},
     "avgpool2d_rect": Case(lambda: AvgPool2d((2, 3), stride=(2, 1)),
                            lambda: nn.AvgPool2d((2, 3), stride=(2, 1)), _x((2, 2, 6, 5))),
     "adaptiveavgpool2d_1": Case(lambda: AdaptiveAvgPool2d(1), lambda: nn.AdaptiveAvgPool2d(1),
@@ -518,11 +541,17 @@ def test_argument_spellings_and_errors() -> None:
         MultiheadAttention(10, 3)
     with pytest.raises(ValueError, match="dropout"):
         MultiheadAttention(8, 2, dropout=0.1)
-    with pytest.raises(ValueError, match="ceil_mode"):
-        MaxPool2d(2, ceil_mode=True)
-    with pytest.raises(ValueError, match="count_include_pad"):
-        AvgPool2d(3, padding=1, count_include_pad=False)
-    AvgPool2d(2, count_include_pad=False)  # no padding: the same pooling
+    with pytest.raises(ValueError, match="return_indices"):
+        MaxPool2d(2, return_indices=True)
+    with pytest.raises(ValueError, match="at most half"):
+        MaxPool2d(2, padding=2, ceil_mode=True)
+    with pytest.raises(ValueError, match="divisor_override"):
+        AvgPool2d(2, divisor_override=0)
+    # the defaults stay the catalogue's primitive; the other options build a composite
+    assert isinstance(AvgPool2d(2, count_include_pad=False), AvgPool2d)  # no padding: the same
+    assert not isinstance(AvgPool2d(3, padding=1, count_include_pad=False), AvgPool2d)
+    assert MaxPool2d(2, 2, 0, 1, False, True).class_name == "maxpool2d"  # positional ceil_mode
+    assert not isinstance(MaxPool2d(2, 2, 0, 1, False, True), MaxPool2d)
     with pytest.raises(ValueError, match="one activation"):
         MLP([Relu()], [4, 2])
     with pytest.raises(ValueError, match="probability"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model
-from .reference import _add
+from ._build import add_op as _add
 
 _MODES = {"nearest": None, "linear": 1, "bilinear": 2}
 

@@ -147,3 +147,20 @@ def test_scaled_dot_product_is_causal_by_default(backend: tuple[str, str]) -> No
     np.testing.assert_allclose(got, (e / e.sum(-1, keepdims=True)) @ v, **tol(dtype))
     with pytest.raises(ml.ArgumentError, match="dropout"):
         ScaledDotProduct(dropout_p=0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_embedding_takes_the_reference_dim(backend: tuple[str, str]) -> None:
+    from mithril.models import Embedding
+
+    b, dtype = make(*backend), backend[1]
+    table = np.random.default_rng(1).standard_normal((5, 3))
+    ids = np.array([[4, 0, 2]])
+    for model in (Embedding(num_embeddings=5, dim=3), Embedding(5, 3),
+                  Embedding(num_embeddings=5, embedding_dim=3)):
+        pm = ml.compile(model, b, shapes={"input": [1, 3]}, data_keys={"input"}, jit=False)
+        assert pm.shapes["weight"] == [5, 3]
+        out = pm.evaluate({"weight": b.array(table)}, {"input": b.array(ids)})["output"]
+        np.testing.assert_allclose(b.to_numpy(out), table[ids], **tol(dtype))
+    with pytest.raises(ml.ArgumentError, match="give one"):
+        Embedding(5, embedding_dim=3, dim=4)

@@ -15,11 +15,12 @@ from typing import Any
 from ..errors import ArgumentError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import IOKey, Model
+from . import layers as _layers
 from . import primitives as _p
 from .reference import _add
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
-           "Split", "ScaledDotProduct"]
+           "Split", "ScaledDotProduct", "Embedding"]
 
 
 class _Renamed(Model):
@@ -132,3 +133,17 @@ class ScaledDotProduct(_p.ScaledDotProduct):  # type: ignore[name-defined,misc]
         if not use_attn_mask:
             values.setdefault("attn_mask", None)
         super().__init__(is_causal=is_causal, scale=scale, name=name, **values)
+
+
+class Embedding(_layers.Embedding):
+    """``nn.Embedding`` that also takes the reference's ``dim=`` for ``embedding_dim``
+    (``Embedding(num_embeddings=50, dim=8)``); otherwise the guide's ``Embedding``."""
+
+    def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None,
+                 padding_idx: int | None = None, max_norm: float | None = None, *,
+                 dim: int | None = None, name: str | None = None) -> None:
+        if dim is not None and embedding_dim is not None and dim != embedding_dim:
+            raise ArgumentError(f"Embedding got dim={dim} and embedding_dim={embedding_dim}; "
+                                "give one")
+        super().__init__(num_embeddings, embedding_dim if dim is None else dim, padding_idx,
+                         max_norm, name=name)

@@ -47,4 +47,4 @@ def test_padding_idx_arguments():
     with pytest.raises(ml.ArgumentError, match="needs num_embeddings"):
         Embedding(None, 2, padding_idx=0)
     with pytest.raises(ml.ArgumentError, match="max_norm"):
-        Embedding(4, 2, max_norm=1.0)
+        Embedding(4, 2, max_norm=0.0)  # max_norm itself: tests/test_torch_layers_embedding.py

@@ -551,7 +551,15 @@ class Embedding(Model):
     ``padding_idx`` (negative counts from the end; needs ``num_embeddings``) is the row whose
     gradient is always zero, as in PyTorch, so training never changes it. Unlike PyTorch,
     ``randomize_params`` draws that row like the others instead of zeroing it (load or set it
-    to zeros yourself). ``max_norm`` is not supported.
+    to zeros yourself).
+
+    ``max_norm`` (with ``norm_type``, default 2): each looked-up row whose norm exceeds
+    ``max_norm`` is scaled to ``max_norm`` in the forward, by ``max_norm / (norm + 1e-7)`` as
+    in PyTorch, and the gradient reaches ``weight`` as if the rescaled row were the parameter
+    (PyTorch renormalises the weight in place, without autograd). Unlike PyTorch, the
+    parameter itself is not rewritten: the renormalised rows are used in every forward, but an
+    optimizer updates the stored (unscaled) rows. ``scale_grad_by_freq`` and ``sparse`` are not
+    supported.
 
     >>> import mithril as ml
     >>> from mithril.models import Embedding, Model
@@ -562,10 +570,17 @@ class Embedding(Model):
     """
 
     def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None,
-                 padding_idx: int | None = None, max_norm: float | None = None, *,
-                 name: str | None = None) -> None:
+                 padding_idx: int | None = None, max_norm: float | None = None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+                 sparse: bool = False, *, name: str | None = None) -> None:
         super().__init__(name)
-        _unsupported("Embedding", max_norm=max_norm is not None)
+        _unsupported("Embedding", scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
+        if max_norm is not None and not (isinstance(max_norm, int | float) and max_norm > 0):
+            raise ArgumentError(f"Embedding: max_norm must be a positive number, got "
+                                f"{max_norm!r}")
+        if not (isinstance(norm_type, int | float) and norm_type > 0):
+            raise ArgumentError(f"Embedding: norm_type must be a positive number, got "
+                                f"{norm_type!r}")
         weight = _param("weight", [num_embeddings, embedding_dim])
         if padding_idx is not None:
             if num_embeddings is None:
@@ -580,8 +595,28 @@ class Embedding(Model):
             self |= Operator(CATALOGUE["where"])(condition=frozen, input1="weight_frozen",
                                                  input2="weight", output="weight_used")
             weight = "weight_used"
-        self |= Operator(CATALOGUE["embedding"])(
-            input=IOKey("input", type=int), weight=weight, output="output")
+        if max_norm is None:
+            self |= Operator(CATALOGUE["embedding"])(
+                input=IOKey("input", type=int), weight=weight, output="output")
+        else:
+            self |= Operator(CATALOGUE["embedding"])(
+                input=IOKey("input", type=int), weight=weight, output="rows")
+            rows = self.rows
+            p = float(norm_type)
+            if p == 2.0:
+                norm = (rows * rows).sum(axis=-1, keepdim=True).sqrt()
+            else:
+                norm = (rows.abs() ** p).sum(axis=-1, keepdim=True) ** (1.0 / p)
+            limit = float(max_norm)
+            self |= Operator(CATALOGUE["where"])(
+                condition=norm > limit, input1=limit / (norm + 1e-7), input2=1.0,
+                output="row_scale")
+            # PyTorch rescales the rows in place, outside autograd: the forward sees the
+            # rescaled rows, the gradient flows to weight unscaled
+            self |= Operator(CATALOGUE["stop_gradient"])(input=rows * self.row_scale - rows,
+                                                         output="renorm_shift")
+            self |= Operator(CATALOGUE["add"])(left=rows, right="renorm_shift",
+                                               output="output")
         self.set_cout("output")
         self.set_initializer("weight", "normal")
 

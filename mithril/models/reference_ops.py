@@ -140,10 +140,11 @@ class Embedding(_layers.Embedding):
     (``Embedding(num_embeddings=50, dim=8)``); otherwise the guide's ``Embedding``."""
 
     def __init__(self, num_embeddings: int | None = None, embedding_dim: int | None = None,
-                 padding_idx: int | None = None, max_norm: float | None = None, *,
-                 dim: int | None = None, name: str | None = None) -> None:
+                 padding_idx: int | None = None, max_norm: float | None = None,
+                 *args: Any, dim: int | None = None, name: str | None = None,
+                 **kw: Any) -> None:
         if dim is not None and embedding_dim is not None and dim != embedding_dim:
             raise ArgumentError(f"Embedding got dim={dim} and embedding_dim={embedding_dim}; "
                                 "give one")
         super().__init__(num_embeddings, embedding_dim if dim is None else dim, padding_idx,
-                         max_norm, name=name)
+                         max_norm, *args, name=name, **kw)

@@ -540,7 +540,7 @@ def test_argument_spellings_and_errors() -> None:
     with pytest.raises(ValueError, match="divisible"):
         MultiheadAttention(10, 3)
     with pytest.raises(ValueError, match="dropout"):
-        MultiheadAttention(8, 2, dropout=0.1)
+        MultiheadAttention(8, 2, dropout=1.5)
     with pytest.raises(ValueError, match="return_indices"):
         MaxPool2d(2, return_indices=True)
     with pytest.raises(ValueError, match="at most half"):

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
+from ._build import add_op
 from .layers import Linear
 
 
@@ -37,8 +38,24 @@ class MultiheadAttention(Model):
 
     ``is_causal=True`` lets query position ``i`` attend to key positions ``<= i`` only
     (PyTorch: ``attn_mask=nn.Transformer.generate_square_subsequent_mask(L),
-    is_causal=True``). Not supported: attention ``dropout``, ``add_bias_kv``,
-    ``add_zero_attn``, other masks, returning the attention weights.
+    is_causal=True``).
+
+    Masks are inputs, as in PyTorch's ``forward``; since a terminal has one type, the
+    constructor says which are used and of what type: ``attn_mask="bool"`` / ``"float"`` adds
+    an input terminal ``attn_mask`` of shape ``(L, S)`` or ``(N * num_heads, L, S)``, and
+    ``key_padding_mask="bool"`` / ``"float"`` an input ``key_padding_mask`` ``(N, S)``. As in
+    PyTorch, a boolean mask is True where attending is *not* allowed (the score becomes
+    ``-inf``), a float mask is added to the scores, and the two masks (and ``is_causal``) add
+    up; a query that may attend to nothing gets NaN, as in PyTorch. ``dropout=p`` drops
+    attention weights in training (``ml.compile(model, backend)``; none with
+    ``inference=True``). ``need_weights=True`` adds the output ``attn_weights``: the
+    attention weights (after dropout), averaged over the heads ``(N, L, S)``, or per head
+    ``(N, num_heads, L, S)`` with ``average_attn_weights=False``. Not supported:
+    ``add_bias_kv``, ``add_zero_attn``.
+
+    (The ``scaled_dot_product`` primitive, ``ScaledDotProduct``, takes the opposite boolean
+    convention, that of ``F.scaled_dot_product_attention``: True where attending *is*
+    allowed; a float mask is added.)
 
     >>> import mithril as ml
     >>> from mithril.models import Model, MultiheadAttention
@@ -56,16 +73,22 @@ class MultiheadAttention(Model):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False,
                  kdim: int | None = None, vdim: int | None = None, batch_first: bool = True, *,
-                 is_causal: bool = False, name: str | None = None) -> None:
+                 is_causal: bool = False, attn_mask: str | None = None,
+                 key_padding_mask: str | None = None, need_weights: bool = False,
+                 average_attn_weights: bool = True, name: str | None = None) -> None:
         super().__init__(name)
         if not isinstance(embed_dim, int) or embed_dim < 1:
             raise ArgumentError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
             raise ArgumentError(f"embed_dim={embed_dim} must be divisible by num_heads="
                                 f"{num_heads!r}")
-        if dropout:
-            raise ArgumentError("MultiheadAttention: attention dropout is not supported (use "
-                                "dropout=0.0; a Dropout layer can follow the output)")
+        if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
+            raise ArgumentError(f"MultiheadAttention: dropout must be a probability in [0, 1), "
+                                f"got {dropout!r}")
+        for what, kind in (("attn_mask", attn_mask), ("key_padding_mask", key_padding_mask)):
+            if kind not in (None, "bool", "float"):
+                raise ArgumentError(f"MultiheadAttention: {what} must be None, 'bool' or "
+                                    f"'float' (the type of the mask input), got {kind!r}")
         if add_bias_kv or add_zero_attn:
             raise ArgumentError("MultiheadAttention: add_bias_kv and add_zero_attn are not "
                                 "supported")
@@ -116,9 +139,13 @@ class MultiheadAttention(Model):
             heads.append(split.transpose((0, 2, 1, 3)))
 
         # ---- attention, merge heads, output projection ----
-        self |= Operator(CATALOGUE["scaled_dot_product"], attn_mask=None, is_causal=is_causal,
-                         scale=None)(query=heads[0], key=heads[1], value=heads[2],
-                                     output="attention")
+        if attn_mask or key_padding_mask or dropout or need_weights:
+            self._attention_by_parts(heads, float(dropout), attn_mask, key_padding_mask,
+                                     need_weights, average_attn_weights)
+        else:
+            self |= Operator(CATALOGUE["scaled_dot_product"], attn_mask=None,
+                             is_causal=is_causal, scale=None)(
+                query=heads[0], key=heads[1], value=heads[2], output="attention")
         q_shape = inputs["query"].shape
         merged = self.attention.transpose((0, 2, 1, 3)).reshape((q_shape[0], q_shape[1], e))
         out_proj = Linear(e, bias, input_size=e, name="out_proj")
@@ -140,6 +167,50 @@ class MultiheadAttention(Model):
         if bias:
             self.set_initializer("in_proj_bias", "zeros")
             self.set_initializer("out_proj.bias", "zeros")
+
+    def _attention_by_parts(self, heads: list[Connection], p: float, attn_mask: str | None,
+                            key_padding_mask: str | None, need_weights: bool,
+                            average: bool) -> None:
+        """PyTorch's attention with masks, dropout and weights: scores of the scaled query,
+        plus the masks as ``-inf`` / added floats, softmax, dropout, times the values."""
+        q, k, v = heads  # (N, H, L, E / H), (N, H, S, E / H)
+        scores = (q * (1.0 / float(self.head_dim)) ** 0.5) @ k.transpose((0, 1, 3, 2))
+        lq, ls = scores.shape[-2], scores.shape[-1]
+        if self.is_causal:
+            rows = add_op(self, "arange", stop=lq)
+            cols = add_op(self, "arange", stop=ls)
+            scores = scores + _additive(self, rows[:, None] < cols[None, :], scores)
+        if attn_mask is not None:
+            mask = IOKey("attn_mask", type=bool if attn_mask == "bool" else float,
+                         differentiable=False)
+            added = add_op(self, "buffer", input=mask)
+            if attn_mask == "bool":
+                added = _additive(self, added, scores)
+            # (L, S) or (N * H, L, S) -> (1 or N, 1 or H, L, S)
+            flat = added.reshape((-1, lq, ls))
+            batch = (flat.shape[0] + (self.num_heads - 1)) // self.num_heads
+            scores = scores + flat.reshape((batch, -1, lq, ls))
+        if key_padding_mask is not None:
+            mask = IOKey("key_padding_mask", type=bool if key_padding_mask == "bool" else float,
+                         differentiable=False)
+            added = add_op(self, "buffer", input=mask)
+            if key_padding_mask == "bool":
+                added = _additive(self, added, scores)
+            scores = scores + added[:, None, None, :]
+        weights = add_op(self, "softmax", input=scores, axis=-1)
+        if p:
+            weights = add_op(self, "dropout", input=weights, p=p)
+        add_op(self, "matmul", out="attention", left=weights, right=v)
+        if need_weights:
+            add_op(self, "buffer", out=IOKey("attn_weights"),
+                   input=weights.mean(axis=1) if average else weights)
+
+
+def _additive(model: Model, hidden: Connection, like: Connection) -> Connection:
+    """A boolean mask (True: hidden) as the float to add to the scores (``-inf`` / 0), in
+    the dtype of ``like``."""
+    added = add_op(model, "where", condition=hidden, input1=float("-inf"), input2=0.0)
+    return add_op(model, "cast", input=added, dtype=add_op(model, "dtype_of", input=like))
 
 
 __all__ = ["MultiheadAttention"]

@@ -24,10 +24,10 @@ from ..errors import (
 )
 from ..framework.logical.model import BaseModel, ConnectSpec, Model, Operator
 from ..framework.physical.compile import (
-    _check_determined,
-    _decide_open_kinds,
-    _shape_items,
-    _wrap_primitive,
+    check_determined,
+    decide_open_kinds,
+    shape_items,
+    wrap_primitive,
 )
 from ..framework.physical.graph import flatten
 from ..framework.physical.passes import Program, build_program
@@ -114,7 +114,7 @@ def _as_model(model: Any) -> Model:
     if not isinstance(model, BaseModel):
         raise ArgumentTypeError(f"export_onnx needs a model, got {type(model).__name__}")
     if isinstance(model, Operator):
-        model = _wrap_primitive(model)
+        model = wrap_primitive(model)
     if isinstance(model, Model) and not model.children:
         raise CompileError(f"model {model.path} is empty: add layers before exporting")
     return model  # type: ignore[return-value]
@@ -146,9 +146,9 @@ def _program(model: Model, shapes: Mapping[str, Any] | None) -> Program:
     if shapes:
         model.set_shapes(dict(shapes))
     graph = flatten(model)
-    _decide_open_kinds(graph, model)
+    decide_open_kinds(graph, model)
     program = build_program(graph, inference=True)
-    _check_determined(program)
+    check_determined(program)
     return program
 
 
@@ -171,7 +171,7 @@ def _arrays(program: Program, params: Mapping[str, Any], state: Mapping[str, Any
     for arrays, specs in ((p, program.params), (s, {k: vin for k, (vin, _) in
                                                     program.state.items()})):
         for k, v in specs.items():
-            want = tuple(_shape_items(v) or ())
+            want = tuple(shape_items(v) or ())
             if arrays[k].shape != want:
                 raise ShapeMismatchError(f"export_onnx: {k!r} has shape {list(arrays[k].shape)}"
                                          f", the model's is {list(want)}")
@@ -181,7 +181,7 @@ def _arrays(program: Program, params: Mapping[str, Any], state: Mapping[str, Any
 
 
 def _dims(v: Any) -> list[Any] | None:
-    items = _shape_items(v)
+    items = shape_items(v)
     if items is None or any(isinstance(i, str) and "..." in i for i in items):
         return None
     return items

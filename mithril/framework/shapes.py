@@ -212,10 +212,6 @@ class Dim:
         return r.auto
 
 
-def dim_value(d: Dim) -> int | None:
-    return d.root().value
-
-
 def set_dim(d: Dim, value: int) -> None:
     """Fix ``d`` to ``value`` (scheduling what watches it)."""
     r = d.root()
@@ -418,7 +414,7 @@ class PendingUnify:
         for fr in (self.f, self.g):
             var = fr.normal().var
             if var is not None:
-                add_watchers(var.root(), (self,))  # type: ignore[arg-type]
+                add_watchers(var.root(), (self,))
 
     def run(self) -> None:
         if self.done:

@@ -25,7 +25,8 @@ from ..errors import (
     ShapeMismatchError,
     TypeMismatchError,
 )
-from ..framework.physical.compiled import CompiledModel, _not_a_dict
+from ..framework.physical.checks import not_a_dict
+from ..framework.physical.compiled import CompiledModel
 from .mesh import DeviceMesh, Spec, check_divisible, normalize_spec
 from .plan import AsGiven, ParallelPlan, ShardingPlan
 
@@ -311,7 +312,7 @@ class ParallelCompiledModel(CompiledModel):
         """
         for what, value in (("params", params), ("inputs", inputs), ("state", state)):
             if value is not None and not isinstance(value, Mapping):
-                raise TypeMismatchError(_not_a_dict(what, value, "name: array"))
+                raise TypeMismatchError(not_a_dict(what, value, "name: array"))
         if params:
             params = self._place_all(params, self._param_targets)
         if inputs:

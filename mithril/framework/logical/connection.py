@@ -130,10 +130,10 @@ class Connection:
     def __le__(self, o: Any) -> Connection:
         return self._op("less_equal", self, o)
 
-    def __eq__(self, o: Any) -> Connection:  # type: ignore[override]
+    def __eq__(self, o: Any) -> Connection:
         return self._op("equal", self, o)
 
-    def __ne__(self, o: Any) -> Connection:  # type: ignore[override]
+    def __ne__(self, o: Any) -> Connection:
         return self._op("not_equal", self, o)
 
     def __and__(self, o: Any) -> Connection:

@@ -17,7 +17,6 @@ from ..shapes import (
     Frag,
     ShapeConflict,
     TypeConflict,
-    add_watchers,
     frag_from_template,
     record,
     schedule,
@@ -100,7 +99,7 @@ class Meta:
     @classmethod
     def poly(cls, kinds: int = T.NUMBER) -> Meta:
         """A terminal that may be a tensor or a Python number, decided by what it meets."""
-        return cls(None, None, kinds)  # type: ignore[arg-type]
+        return cls(None, None, kinds)
 
     @classmethod
     def scalar(cls, kinds: int = T.ANY, value: Any = TBD) -> Meta:
@@ -115,9 +114,6 @@ class Meta:
     @property
     def is_tensor(self) -> bool:
         return self.root().kind == TENSOR
-
-    def has_value(self) -> bool:
-        return self.root().value is not TBD
 
     def describe(self) -> str:
         r = self.root()
@@ -198,7 +194,7 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
         set_attr(ra, "shape", rb.shape)
         schedule(ra.watchers)
     if ra.kind == TENSOR and rb.kind == TENSOR:
-        unify_frags(ra.shape, rb.shape)  # type: ignore[arg-type]
+        unify_frags(ra.shape, rb.shape)
     new_kinds = ra.kinds & rb.kinds
     if not new_kinds:
         raise TypeConflict(
@@ -224,8 +220,3 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
             table[w] = None
         record(lambda: [table.pop(w, None) for w in added])
     return ra
-
-
-def watch_meta(c: Constraint, meta: Meta) -> None:
-    r = meta.root()
-    add_watchers(r, (c,))  # type: ignore[arg-type]

@@ -69,6 +69,3 @@ class Operator(BaseModel):
 
     def _canonical(self, which: str) -> Connection | None:
         return self.conns[self.input_names[0] if which == "in" else self.output_names[0]]
-
-    def is_input(self, name: str) -> bool:
-        return name in self.input_names

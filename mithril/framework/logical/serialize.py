@@ -208,7 +208,7 @@ def _layer_shapes(model: BaseModel) -> dict[str, Any]:
     for name, conn in model.interface().items():
         meta = conn.meta.root()
         if meta.kind == TENSOR:
-            out[name] = symbols.template(meta.shape)  # type: ignore[arg-type]
+            out[name] = symbols.template(meta.shape)
     return out
 
 

@@ -29,10 +29,10 @@ def _param_count(model: BaseModel) -> int | None:
         meta = conn.meta.root()
         if meta.kind != TENSOR or not meta.differentiable:
             continue
-        f = meta.shape.normal()  # type: ignore[union-attr]
+        f = meta.shape.normal()
         if f.var is not None or any(d.value is None for d in f.prefix):
             return None
-        total += math.prod(d.value for d in f.prefix)  # type: ignore[misc]
+        total += math.prod(d.value for d in f.prefix)
     return total
 
 

@@ -7,6 +7,7 @@ an undo trail that is rolled back once everything needed has been read off.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,10 @@ from ..logical.primitive import Operator
 from ..logical.symbols import derived_names
 from ..shapes import PropagationError, Trail, propagate
 from .codegen import CodeWriter, literal
-from .compiled import CompiledModel, ParamSpec, ShapePattern
+from .compiled import CompiledModel
 from .graph import FlatGraph, Node, Value, flatten
 from .passes import Program, build_program
+from .program_info import DataSpec, ParamSpec, ProgramInfo, ShapePattern
 
 
 def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None = None,
@@ -75,7 +77,7 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     if isinstance(model, Operator):
         primitive = model
         try:
-            return _compile_model(_wrap_primitive(primitive), backend, shapes, constant_keys,
+            return _compile_model(wrap_primitive(primitive), backend, shapes, constant_keys,
                                   data_keys, trainable_keys, discard_keys, inference, jit,
                                   file_path, safe_names, outputs, parallel)
         finally:  # compiling leaves the primitive as it was: free, compilable again
@@ -115,7 +117,7 @@ def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: A
     return compiled
 
 
-def _wrap_primitive(op: Operator) -> Model:
+def wrap_primitive(op: Operator) -> Model:
     if op.parent is not None:
         raise CompileError(f"{op.path} is part of another model; compile that model instead")
     wrapper = Model()
@@ -132,11 +134,11 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
         model.set_shapes(dict(shapes))
     consts = dict(constant_keys or {})
     if consts:
-        values = {k: _to_numpy(backend, v) for k, v in consts.items()}
-        _set_constant_shapes(model, values)
+        values = {k: to_numpy(backend, v) for k, v in consts.items()}
+        set_constant_shapes(model, values)
         model.set_values(values)
     graph = flatten(model)
-    _decide_open_kinds(graph, model)
+    decide_open_kinds(graph, model)
     extra = list(outputs or ())
     discard = set(discard_keys or ())
     if outputs is not None:
@@ -147,7 +149,7 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
     # symbols nobody named print as the terminal and axis they come from (input.dim0), in
     # messages, in compiled.shapes and in evaluate's messages
     with derived_names((model, "")):
-        _check_determined(program)
+        check_determined(program)
         info = _snapshot(program, graph)
     kernels = backend.kernel_table()
     fwd_variants = {k[:-4] for k in kernels if k.endswith("_fwd")} if backend.manual_gradients \
@@ -159,12 +161,13 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
     if backend.manual_gradients and not inference:
         train_writer = writer
     return CompiledModel(
-        backend=backend, program_info=info, forward_source=forward_src,
+        backend=backend, info=replace(info, uses_rng=bool(writer.random_nodes)),
+        forward_source=forward_src,
         writer=train_writer, kernels=kernels, constants=_constants(program, backend),
         inference=inference, jit=jit, file_path=file_path)
 
 
-def _set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
+def set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
     """An array constant fixes its terminal's shape, which must fit what the model (and
     ``shapes=``) says; its shape then informs the inference like ``shapes=`` does."""
     for key, value in values.items():
@@ -173,7 +176,7 @@ def _set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
         root = model._resolve_terminal(key).meta.root()  # TerminalError for unknown keys
         if root.kind == SCALAR:
             continue
-        before = shape_list(root.shape) if root.kind == TENSOR else None  # type: ignore[arg-type]
+        before = shape_list(root.shape) if root.kind == TENSOR else None
         shape = list(value.shape)
         try:
             model.set_shapes({key: shape})
@@ -187,7 +190,7 @@ def _set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:
                                      f"the model: {err}") from None
 
 
-def _to_numpy(backend: Any, value: Any) -> Any:
+def to_numpy(backend: Any, value: Any) -> Any:
     if isinstance(value, int | float | bool | tuple | list | str) or value is None:
         return value
     if isinstance(value, np.ndarray):
@@ -195,7 +198,7 @@ def _to_numpy(backend: Any, value: Any) -> Any:
     return backend.to_numpy(value)
 
 
-def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
+def decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
     """Decide inputs still open between "a tensor" and "absent" (optional terminals).
 
     An optional tensor (a bias, an attention mask) that no model named at any level was
@@ -219,11 +222,11 @@ def _decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
         raise propagation_error(err, "", model) from None
 
 
-def _shape_items(v: Value) -> list[Any] | None:
+def shape_items(v: Value) -> list[Any] | None:
     r = v.root
     if r.kind != TENSOR:
         return None
-    f = r.shape.normal()  # type: ignore[union-attr]
+    f = r.shape.normal()
     items: list[Any] = [d.value if d.value is not None else repr(d) for d in f.prefix]
     if f.var is not None:
         items.append(repr(f.var))
@@ -231,9 +234,9 @@ def _shape_items(v: Value) -> list[Any] | None:
     return items
 
 
-def _check_determined(program: Program) -> None:
+def check_determined(program: Program) -> None:
     for key, v in program.params.items():
-        items = _shape_items(v)
+        items = shape_items(v)
         if items is None or not all(isinstance(i, int) for i in items):
             raise CompileError(
                 f"cannot determine the shape of parameter {key!r} (so far {items}); give the "
@@ -241,7 +244,7 @@ def _check_determined(program: Program) -> None:
                 "Linear(...)(input_size=...), Conv2d(in_channels=...), "
                 "LayerNorm(normalized_shape=...))")
     for key, (vin, _) in program.state.items():
-        items = _shape_items(vin)
+        items = shape_items(vin)
         if items is None or not all(isinstance(i, int) for i in items):
             raise CompileError(f"cannot determine the shape of state {key!r} (so far {items})")
     if program.unknown_scalars:
@@ -254,7 +257,7 @@ def _pattern(v: Value, symbols: dict[int, int]) -> ShapePattern:
     r = v.root
     if r.kind != TENSOR:
         return ShapePattern(None, ())
-    f = r.shape.normal()  # type: ignore[union-attr]
+    f = r.shape.normal()
     if f.var is not None:
         return ShapePattern(None, ())
     dims: list[int | tuple[str, int]] = []
@@ -267,7 +270,7 @@ def _pattern(v: Value, symbols: dict[int, int]) -> ShapePattern:
     return ShapePattern(len(dims), tuple(dims))
 
 
-def _snapshot(program: Program, graph: FlatGraph) -> dict[str, Any]:
+def _snapshot(program: Program, graph: FlatGraph) -> ProgramInfo:
     """Everything the compiled model needs, read off before the trail is rolled back."""
     symbols: dict[int, int] = {}
     params = {}
@@ -280,26 +283,26 @@ def _snapshot(program: Program, graph: FlatGraph) -> dict[str, Any]:
                 val = d if isinstance(d, int) else d.root().value
                 fan_in.append(val)
             init = (r.init.kind, fan_in)
-        params[key] = ParamSpec(tuple(_shape_items(v) or ()), init, r.kinds)
+        params[key] = ParamSpec(tuple(shape_items(v) or ()), init, r.kinds)
     state = {}
     for key, (vin, _) in program.state.items():
         r = vin.root
         init = (r.init.kind, []) if r.init is not None else ("zeros", [])
-        state[key] = ParamSpec(tuple(_shape_items(vin) or ()), init, r.kinds)
-    data = {key: (_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
+        state[key] = ParamSpec(tuple(shape_items(vin) or ()), init, r.kinds)
+    data = {key: DataSpec(_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
             program.data.items()}
     # after the data: an output's symbols are those of the inputs that fix them
-    output_specs = {key: (_pattern(v, symbols), v.root.kinds, v.root.kind) for key, v in
-                    program.outputs.items()}
+    output_specs = {key: DataSpec(_pattern(v, symbols), v.root.kinds, v.root.kind)
+                    for key, v in program.outputs.items()}
     shapes: dict[str, Any] = {}
     for v in graph.values:
         if v.is_root_terminal or v.producer is not None:
-            shapes.setdefault(v.name, _shape_items(v) if v.root.kind == TENSOR else
+            shapes.setdefault(v.name, shape_items(v) if v.root.kind == TENSOR else
                               (literal_value(program, v)))
-    return {"params": params, "state": state, "data": data, "shapes": shapes,
-            "outputs": list(program.outputs), "unused": program.unused_inputs,
-            "symbols": len(symbols), "output_specs": output_specs,
-            "float_data": _float_data(program)}
+    return ProgramInfo(params=params, state=state, data=data, outputs=list(program.outputs),
+                       output_specs=output_specs, shapes=shapes,
+                       unused=frozenset(program.unused_inputs),
+                       float_data=frozenset(_float_data(program)), uses_rng=False)
 
 
 def _float_data(program: Program) -> set[str]:

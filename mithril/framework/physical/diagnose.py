@@ -93,7 +93,7 @@ def _shapes_of(inputs: Mapping[str, Any]) -> dict[str, list[int]]:
 def _clash(model: Model, backend: Any, options: Mapping[str, Any],
            shapes: dict[str, list[int]]) -> str | None:
     """Apply what compile applied, then the call's shapes; the conflict, described, or None."""
-    from .compile import _decide_open_kinds, _set_constant_shapes, _to_numpy
+    from .compile import decide_open_kinds, set_constant_shapes, to_numpy
     from .graph import flatten
 
     with Trail() as trail:
@@ -102,11 +102,11 @@ def _clash(model: Model, backend: Any, options: Mapping[str, Any],
                 model.set_shapes(dict(options["shapes"]))
             consts = dict(options.get("constant_keys") or {})
             if consts:
-                values = {k: _to_numpy(backend, v) for k, v in consts.items()}
-                _set_constant_shapes(model, values)
+                values = {k: to_numpy(backend, v) for k, v in consts.items()}
+                set_constant_shapes(model, values)
                 model.set_values(values)
             graph = flatten(model)
-            _decide_open_kinds(graph, model)
+            decide_open_kinds(graph, model)
             by_name = {v.name: v for v in graph.values if v.is_root_terminal}
             for key, shape in shapes.items():
                 value = by_name.get(key)
@@ -115,7 +115,7 @@ def _clash(model: Model, backend: Any, options: Mapping[str, Any],
                 if value.root.kind is None:
                     make_kind(value.root, TENSOR)
                 try:
-                    unify_frags(value.root.shape, frag_from_template(shape))  # type: ignore[arg-type]
+                    unify_frags(value.root.shape, frag_from_template(shape))
                 except ShapeConflict as conflict:
                     return readable_in(f"input {key!r}: {conflict}", (model, ""))
             propagate()

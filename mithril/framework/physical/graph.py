@@ -125,10 +125,6 @@ def flatten(model: BaseModel) -> FlatGraph:
     return FlatGraph(nodes, values, inputs, outputs)
 
 
-def describe_value(v: Value) -> str:
-    return f"{v.name!r} ({v.root.describe()})"
-
-
 def value_literal_ok(value: Any) -> bool:
     """Whether ``value`` can be written into generated code as a literal."""
     from ..types import Dtype

@@ -58,10 +58,6 @@ def value(m: Meta) -> Any:
     return m.root().value
 
 
-def known(*metas: Meta) -> bool:
-    return all(m.root().value is not TBD for m in metas)
-
-
 def dv(d: Dim | int) -> int | None:
     return d if isinstance(d, int) else d.root().value
 
@@ -232,7 +228,7 @@ def as_scalar(m: Meta) -> None:
 
 __all__ = [
     "SCALAR", "TBD", "TENSOR", "T", "as_scalar", "as_tensor", "broadcast", "concat_frags",
-    "concrete", "dims_of", "dv", "ensure_rank", "frag", "is_concrete", "known", "normalize_axes",
+    "concrete", "dims_of", "dv", "ensure_rank", "frag", "is_concrete", "normalize_axes",
     "out_kinds", "product", "same_shape", "set_shape", "set_value", "split_last", "value",
     "value_shape",
 ]

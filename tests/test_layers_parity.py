@@ -258,6 +258,25 @@ CASES: dict[str, Case] = {
                           _mha(8, 2, kdim=5, vdim=3),
                           {"query": (2, 3, 8), "key": (2, 4, 5), "value": (2, 4, 3)},
                           terminals=_QKV),
+    # ---- ConvTranspose1d / ConvTranspose2d (PyTorch's argument order) ----
+    **{f"{cls.lower()}_{name}": Case(lambda a=args, c=cls: getattr(mm, c)(*a[0], **a[1]),
+                                     lambda a=args, c=cls: getattr(nn, c)(*a[0], **a[1]),
+                                     _x(shape))
+       for cls, name, args, shape in [
+           ("ConvTranspose2d", "plain", ((3, 4, 3), {}), (2, 3, 5, 6)),
+           ("ConvTranspose2d", "stride_pad_outpad", ((3, 4, 3, 2, 1, 1), {}), (2, 3, 5, 4)),
+           ("ConvTranspose2d", "rect_dilation_no_bias",
+            ((2, 3, (2, 3)), {"stride": (2, 1), "padding": (0, 1), "dilation": (1, 2),
+                              "bias": False}), (1, 2, 4, 5)),
+           ("ConvTranspose2d", "groups",
+            ((4, 6, 3), {"stride": 2, "groups": 2, "output_padding": 1}), (2, 4, 3, 3)),
+           ("ConvTranspose2d", "dilation_outpad",
+            ((2, 2, 3), {"stride": 1, "dilation": 3, "output_padding": 2}), (1, 2, 4, 4)),
+           ("ConvTranspose1d", "plain", ((3, 4, 3), {}), (2, 3, 7)),
+           ("ConvTranspose1d", "stride_groups",
+            ((4, 2, 4), {"stride": 3, "padding": 1, "output_padding": 2, "groups": 2}),
+            (2, 4, 6)),
+       ]},
     # ---- Upsample / F.interpolate ----
     **{f"upsample_{name}": Case(lambda kw=kw: mm.Upsample(**kw),
                                 lambda kw=kw: nn.Upsample(**_torch_kw(kw)), _x(shape))

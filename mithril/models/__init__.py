@@ -5,6 +5,7 @@ from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Opera
 from ..types import Tensor
 from . import primitives as _primitives
 from .attention import MultiheadAttention
+from .conv_transpose import ConvTranspose1d, ConvTranspose2d
 from .layers import *  # noqa: F403
 from .layers import AvgPool2d as AvgPool2D
 
@@ -32,6 +33,7 @@ __all__ = ["TBD", "Tensor",
            "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
            "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
-           "RNNCell", "Interpolate", "Upsample", *_layers_all,
+           "RNNCell", "ConvTranspose1d", "ConvTranspose2d", "Interpolate", "Upsample",
+           *_layers_all,
            *_primitives.__all__, *_losses_all, *_reference_all,
            *_reference_ops_all]

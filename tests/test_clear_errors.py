@@ -276,11 +276,12 @@ def test_missing_terminal_attribute_says_how_to_create_it() -> None:
 # ----------------------------------------------------------------------------------------------
 # 5. the smaller cases
 # ----------------------------------------------------------------------------------------------
-def test_lstm_without_sequence_length_says_what_to_do() -> None:
+def test_lstm_without_sequence_length_adds_and_keeps_t_symbolic() -> None:
+    """Issue 15: a recurrent layer is a loop over a symbolic length, so it needs no seq_len."""
     model = Model()
-    message = _raised(lambda: model.__ior__(LSTM(4, 8)))
-    assert "seq_len=" in message, message
-    assert not model.children
+    model |= LSTM(4, 8)
+    assert model.children
+    assert model.shapes["input"] == ["T", "N", 4]
 
 
 @pytest.mark.parametrize("fails_first", [True, False], ids=["after-a-failure", "twice"])

@@ -35,6 +35,6 @@ def maps(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def table() -> dict[str, Callable[..., Any]]:
     """All mappings (importing the op families registers them)."""
-    from . import ops_elementwise, ops_nn, ops_shape  # noqa: F401
+    from . import ops_elementwise, ops_loops, ops_nn, ops_shape  # noqa: F401
 
     return MAPPINGS

@@ -1,23 +1,20 @@
 """Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` and their cells) from catalogue primitives.
 
-Every layer is unrolled over time when it is built: the input projection of a whole layer is one
-``linear``; each time step indexes it, adds the hidden projection (``linear``) and applies the
-gates (``sigmoid``, ``tanh``, ``multiply``, ``add``); the hidden states of all steps are joined
-with ``concat`` + ``reshape``. Gradients therefore come from the primitives' own VJPs on every
-backend. Parameter names, layouts, gate orders and initialisers follow PyTorch, so a
-``state_dict`` loads without renaming or transposing.
-
-Unrolling needs the sequence length when the model is built: give ``seq_len=`` to the
-constructor or to the call (``LSTM(4, 8)(input="x", seq_len=10)``), or connect ``input`` to a
-connection whose time dimension is already known.
+Each layer of ``RNN`` / ``LSTM`` / ``GRU`` is one loop primitive of the catalogue (``lstm``,
+``gru``, ``rnn_tanh``, ``rnn_relu``: ``mithril/framework/loops.py``) run over a time axis whose
+length stays a symbol: nothing is unrolled when the model is built and one compiled model serves
+any sequence length. Layers are stacked with ``dropout`` between them; ``lengths`` gives
+PyTorch's packed-sequence semantics. The cells are one step built from catalogue primitives.
+Parameter names, layouts, gate orders and initialisers follow PyTorch, so a ``state_dict``
+loads without renaming or transposing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ArgumentError, CompileError, TerminalError
-from ..framework.logical.meta import SCALAR, TENSOR
+from ..errors import ArgumentError, TerminalError
+from ..framework.logical.meta import SCALAR
 from ..framework.logical.model import Connection, ConnectSpec, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 
@@ -115,14 +112,26 @@ class _Recurrent(Model):
 
     def __init__(self, input_size: int | None, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, *, seq_len: int | None = None,
-                 initial_state: bool = False, name: str | None = None) -> None:
+                 bidirectional: bool = False, proj_size: int = 0, *,
+                 lengths: bool = False, initial_state: bool = False,
+                 seq_len: int | None = None, name: str | None = None) -> None:
         super().__init__(name)
         _check_sizes(input_size, hidden_size)
-        if not isinstance(num_layers, int) or num_layers < 1:
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ArgumentError(f"num_layers must be a positive int, got {num_layers!r}")
         if not 0 <= float(dropout) < 1:
             raise ArgumentError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ArgumentError(f"proj_size must be a non-negative int, got {proj_size!r}")
+        if proj_size and self.mode != "lstm":
+            raise ArgumentError(f"proj_size is an LSTM argument; {type(self).__name__} has no "
+                                "projection")
+        if proj_size >= hidden_size:
+            raise ArgumentError(f"proj_size ({proj_size}) must be smaller than hidden_size "
+                                f"({hidden_size}), as in PyTorch")
+        if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool)
+                                    or seq_len < 1):
+            raise ArgumentError(f"seq_len must be a positive int, got {seq_len!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -130,190 +139,162 @@ class _Recurrent(Model):
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
+        self.proj_size = proj_size
+        self.lengths = bool(lengths)
         self.initial_state = bool(initial_state)
-        self.seq_len: int | None = None
-        if seq_len is not None:
-            self._build(seq_len)
+        self.seq_len = seq_len
+        self._build()
 
     @property
     def _state_names(self) -> tuple[str, ...]:
-        return ("h0", "c0") if self.mode == "lstm" else ("h0",)
+        return ("h_0", "c_0") if self.mode == "lstm" else ("h_0",)
 
-    def _needs_seq_len(self) -> CompileError:
+    def connect(self, *args: Any, seq_len: int | None = None, **kw: Any) -> ConnectSpec:
+        """Connect terminals as any model; ``h_0``/``c_0`` (also spelled ``h0``/``c0``) need
+        ``initial_state=True`` and ``lengths`` needs ``lengths=True`` at construction.
+        ``seq_len`` (optional) fixes the length of the time axis."""
+        for old in ("h0", "c0"):
+            if old in kw:
+                kw[old[0] + "_0"] = kw.pop(old)
+        for k in self._state_names:  # h_0=None means zeros, as in PyTorch
+            if k in kw and kw[k] is None:
+                del kw[k]
+        if "lengths" in kw and kw["lengths"] is None:
+            del kw["lengths"]
         cls = type(self).__name__
-        where = "(N, T, features)" if self.batch_first else "(T, N, features)"
-        return CompileError(
-            f"{cls} {self.path!r} is unrolled over time when it is built, so it needs the "
-            f"sequence length T: pass {cls}(..., seq_len=T), call it with "
-            f"{self.name or cls.lower()}(input=..., seq_len=T), or connect its input to a "
-            f"connection whose shape {where} is already known")
+        given = [k for k in self._state_names if k in kw]
+        if given and not self.initial_state:
+            raise TerminalError(
+                f"{cls} {self.path!r} was built without initial-state terminals, so "
+                f"{', '.join(given)} cannot be connected: construct it with initial_state=True "
+                "(without it, the initial state is zeros)")
+        if "lengths" in kw and not self.lengths:
+            raise TerminalError(
+                f"{cls} {self.path!r} was built without a lengths terminal, so lengths cannot "
+                f"be connected: construct it with {cls}(..., lengths=True)")
+        if seq_len is not None:
+            if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+                raise ArgumentError(f"seq_len must be a positive int, got {seq_len!r}")
+            self.seq_len = seq_len
+            self.set_shapes({"input": self._input_shape()})
+        return super().connect(*args, **kw)
+
+    __call__ = connect
 
     def _serial_kwargs(self) -> dict[str, Any]:
         """Constructor arguments ``to_dict`` must add (a sequence length given at call time)."""
         return {} if self.seq_len is None else {"seq_len": self.seq_len}
 
-    def finalize(self) -> None:
-        """Called by ``ml.compile``: an unbuilt layer (no sequence length) cannot compile."""
-        if self.seq_len is None:
-            raise self._needs_seq_len()
+    def _input_shape(self) -> list[Any]:
+        t = self.seq_len if self.seq_len is not None else "T"
+        return [*(["N", t] if self.batch_first else [t, "N"]), self.input_size]
 
-    def connect(self, *args: Any, seq_len: int | None = None, **kw: Any) -> ConnectSpec:
-        for k in self._state_names:  # h0=None means zeros, as in PyTorch
-            if k in kw and kw[k] is None:
-                del kw[k]
-        given = [k for k in self._state_names if k in kw]
-        if given and not self.initial_state:
-            raise TerminalError(
-                f"{type(self).__name__} {self.path!r} was built without initial-state "
-                f"terminals, so {', '.join(given)} cannot be connected: construct it with "
-                "initial_state=True (without it, the initial state is zeros)")
-        if seq_len is None and self.seq_len is None:
-            seq_len = self._infer_seq_len(kw.get("input", args[0] if args else None))
-        if seq_len is not None:
-            if self.seq_len is None:
-                self._build(seq_len)
-            elif seq_len != self.seq_len:
-                raise CompileError(f"{type(self).__name__} {self.path!r} was built for "
-                                   f"seq_len={self.seq_len}, not {seq_len}")
-        if self.seq_len is None:
-            raise self._needs_seq_len()
-        return super().connect(*args, **kw)
-
-    __call__ = connect
-
-    def _infer_seq_len(self, value: Any) -> int | None:
-        axis = 1 if self.batch_first else 0
-        if isinstance(value, IOKey):
-            shape = value.shape
-            if isinstance(shape, list | tuple) and len(shape) == 3 and \
-                    isinstance(shape[axis], int) and ... not in shape:
-                return shape[axis]
-            return None
-        if isinstance(value, Connection):
-            meta = value.meta.root()
-            if meta.kind != TENSOR or meta.shape is None:
-                return None
-            f = meta.shape.normal()
-            if f.var is None and len(f.prefix) == 3:
-                return f.prefix[axis].root().value
-        return None
-
-    def _build(self, seq_len: int) -> None:
-        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ArgumentError(f"seq_len must be a positive int, got {seq_len!r}")
-        self.seq_len = n_t = seq_len
+    def _build(self) -> None:
         b = _Builder(self)
         mode, hs, n_l = self.mode, self.hidden_size, self.num_layers
         gs = _GATES[mode] * hs
         n_d = 2 if self.bidirectional else 1
         lstm = mode == "lstm"
-        tax = 1 if self.batch_first else 0
+        out_size = self.proj_size or hs
         params: list[str] = []
-        zeros: Connection | None = None
         layer_in: Ref = IOKey("input", type=float)
-        finals_h: list[Connection] = []
-        finals_c: list[Connection] = []
+        lengths: Ref | None = IOKey("lengths", type=int) if self.lengths else None
+        finals: dict[str, list[Connection]] = {"h_n": [], "c_n": []}
+        state_in: dict[str, Ref] = {}
+        if self.initial_state:
+            state_in = {k: IOKey(k, type=float) for k in self._state_names}
         for layer in range(n_l):
-            in_size = self.input_size if layer == 0 else n_d * hs
+            in_size = self.input_size if layer == 0 else n_d * out_size
             last = layer == n_l - 1
-            per_dir: list[list[Connection]] = []
+            wires: dict[str, Any] = {"input": layer_in}
             for d in range(n_d):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+                sfx = "_reverse" if d else ""
+                key = f"_l{layer}{sfx}"
+                shapes = {"weight_ih": [gs, in_size], "weight_hh": [gs, out_size]}
                 if self.bias:
-                    names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
-                params += names
-                w_ih = b.param(names[0], [gs, in_size])
-                b_ih = b.param(names[2], [gs]) if self.bias else None
-                xp = b.linear(layer_in, w_ih, b_ih)  # (T, N, gates) or (N, T, gates)
-                if isinstance(layer_in, IOKey):
-                    layer_in = "input"
-                steps = range(n_t - 1, -1, -1) if d else range(n_t)
-                first = xp[steps[0]] if tax == 0 else xp[:, steps[0]]
-                k = layer * n_d + d
-                if self.initial_state:
-                    h: Ref = b.op("indexer", input=b.param("h0", [n_l * n_d, None, hs]), index=k)
-                    c: Ref | None = None
-                    if lstm:
-                        c = b.op("indexer", input=b.param("c0", [n_l * n_d, None, hs]), index=k)
-                else:
-                    if zeros is None:
-                        zeros = _zeros_like_hidden(first, hs)
-                    h = zeros
-                    c = zeros if lstm else None
-                outs: dict[int, Connection] = {}
-                for t in steps:
-                    xt = first if t == steps[0] else (xp[t] if tax == 0 else xp[:, t])
-                    w_hh = b.param(names[1], [gs, hs])
-                    b_hh = b.param(names[3], [gs]) if self.bias else None
-                    h, c = _step(b, mode, xt, h, c, hs, w_hh, b_hh)
-                    outs[t] = h
-                assert isinstance(h, Connection)
-                finals_h.append(h)
+                    shapes |= {"bias_ih": [gs], "bias_hh": [gs]}
+                if self.proj_size:
+                    shapes["weight_hr"] = [self.proj_size, hs]
+                for w, shape in shapes.items():
+                    params.append(w + key)
+                    wires[w + sfx] = b.param(w + key, shape)
+            if lengths is not None:
+                wires["lengths"] = lengths
+                if isinstance(lengths, IOKey):
+                    lengths = "lengths"
+            for k, ref in list(state_in.items()):
+                part = slice(layer * n_d, (layer + 1) * n_d)
+                wires[k] = b.op("indexer", input=ref, index=part) if n_l > 1 else ref
+                if isinstance(ref, IOKey):
+                    state_in[k] = k
+            op = Operator(CATALOGUE[mode], batch_first=self.batch_first,
+                          bidirectional=self.bidirectional)
+            if last:
+                wires["output"] = "output"
+            if n_l == 1:
+                wires["h_n"] = "h_n"
                 if lstm:
-                    assert isinstance(c, Connection)
-                    finals_c.append(c)
-                per_dir.append([outs[t] for t in range(n_t)])
-            layer_out = self._stack(b, per_dir, "output" if last else None)
+                    wires["c_n"] = "c_n"
+            self |= op(**wires)
+            conns = self.bindings[id(op)]
+            if isinstance(layer_in, IOKey):
+                layer_in = "input"
+            finals["h_n"].append(conns["h_n"])
+            if lstm:
+                finals["c_n"].append(conns["c_n"])
+            layer_in = conns["output"]
             if not last and self.dropout > 0:
-                layer_out = b.op("dropout", input=layer_out, p=self.dropout)
-            layer_in = layer_out
-        self._stack_state(b, finals_h, "h_n")
-        if lstm:
-            self._stack_state(b, finals_c, "c_n")
+                layer_in = b.op("dropout", input=layer_in, p=self.dropout)
+        if n_l > 1:
+            for key in ("h_n", "c_n") if lstm else ("h_n",):
+                b.op("concat", out=key, n=n_l, axis=0,
+                     **{f"input{i + 1}": c for i, c in enumerate(finals[key])})
         _set_hidden_init(self, params, hs)
-        # one batch symbol for every terminal (the reshapes above only know it as -1)
-        tm = ["N", n_t] if self.batch_first else [n_t, "N"]
-        state = [n_l * n_d, "N", hs]
-        shapes: dict[str, Any] = {"input": [*tm, self.input_size], "output": [*tm, n_d * hs],
-                                  "h_n": state}
-        for name in (("h0", "c0", "c_n") if lstm else ("h0",)):
-            if name.endswith("_n") or self.initial_state:
-                shapes[name] = state
+        # one batch symbol and one time symbol for every terminal
+        state_p, state_h = [n_l * n_d, "N", out_size], [n_l * n_d, "N", hs]
+        shapes: dict[str, Any] = {
+            "input": self._input_shape(),
+            "output": [*(["N", "T"] if self.batch_first else ["T", "N"]), n_d * out_size],
+            "h_n": state_p}
+        if self.seq_len is not None:
+            shapes["output"][1 if self.batch_first else 0] = self.seq_len
+        if lstm:
+            shapes["c_n"] = state_h
+        if self.initial_state:
+            shapes["h_0"] = state_p
+            if lstm:
+                shapes["c_0"] = state_h
+        if self.lengths:
+            shapes["lengths"] = ["N"]
         self.set_shapes(shapes)
         self.set_cin("input")
         self.set_cout("output")
-
-    def _stack(self, b: _Builder, per_dir: list[list[Connection]], out: str | None
-               ) -> Connection:
-        """Join per-step hidden states into ``(T, N, D*H)`` (or ``(N, T, D*H)``)."""
-        n_t, hs, n_d = self.seq_len, self.hidden_size, len(per_dir)
-        assert n_t is not None
-        if not self.batch_first and n_d == 1:
-            joined = b.concat(per_dir[0], axis=0)  # (T*N, H), step blocks in order
-            return b.op("reshape", out=out, input=joined, shape=(n_t, -1, hs))
-        items = [per_dir[d][t] for t in range(n_t) for d in range(n_d)]
-        joined = b.concat(items, axis=-1)  # (N, T*D*H)
-        if self.batch_first:
-            return b.op("reshape", out=out, input=joined, shape=(-1, n_t, n_d * hs))
-        batch_major = b.op("reshape", input=joined, shape=(-1, n_t, n_d * hs))
-        return b.op("transpose", out=out, input=batch_major, axes=(1, 0, 2))
-
-    def _stack_state(self, b: _Builder, finals: list[Connection], out: str) -> None:
-        joined = b.concat(finals, axis=0)  # (L*D*N, H)
-        b.op("reshape", out=out, input=joined, shape=(len(finals), -1, self.hidden_size))
 
 
 _SEQ_DOC = """
 
     Terminals: ``input`` ``(T, N, input_size)`` (``(N, T, input_size)`` with
-    ``batch_first=True``); with ``initial_state=True`` also {state_in}
-    ``(num_layers * D, N, hidden_size)`` (D = 2 if bidirectional else 1), otherwise the initial
-    state is zeros (``h0=None`` in a call means the same). Outputs: ``output``
-    ``(T, N, D * hidden_size)`` (last layer, both directions concatenated, time-major unless
-    ``batch_first``) and {state_out} ``(num_layers * D, N, hidden_size)``, as in PyTorch.
+    ``batch_first=True``); the sequence length T stays a symbol, so one compiled model serves
+    any length. With ``initial_state=True`` also {state_in} ``(num_layers * D, N, {hout})``
+    (D = 2 if bidirectional else 1), otherwise the initial state is zeros (``h_0=None`` in a
+    call means the same). With ``lengths=True`` also ``lengths`` ``(N,)`` (integers, each in
+    ``1..T``): PyTorch's ``pack_padded_sequence`` semantics, steps at or past a sequence's
+    length give zeros in ``output`` and {state_out} hold the state at each sequence's last
+    valid step. Outputs: ``output`` ``(T, N, D * {hout})`` (last layer, both directions
+    concatenated, time-major unless ``batch_first``) and {state_out}
+    ``(num_layers * D, N, {hout})``{c_n}, as in PyTorch.
 
     Parameters are named and laid out as PyTorch's: ``weight_ih_l{{k}}`` ``({g} * hidden,
-    in)``, ``weight_hh_l{{k}}`` ``({g} * hidden, hidden)``, ``bias_ih_l{{k}}``,
-    ``bias_hh_l{{k}}`` and the ``_reverse`` variants; gate order {order}; all initialised
-    uniform in ``(-1/sqrt(hidden), 1/sqrt(hidden))``.
+    in)``, ``weight_hh_l{{k}}`` ``({g} * hidden, {hout})``, ``bias_ih_l{{k}}``,
+    ``bias_hh_l{{k}}``{proj} and the ``_reverse`` variants; gate order {order}; all
+    initialised uniform in ``(-1/sqrt(hidden), 1/sqrt(hidden))``, so a ``state_dict`` loads
+    as it is.
 
-    Limitations: the layer is unrolled over time when it is built, so the sequence length is
-    fixed: give ``seq_len=`` here or in the call, or connect ``input`` to a connection whose
-    time dimension is known (otherwise a ``CompileError`` says how). The batch size stays
-    symbolic. Inputs must be batched (3-D); packed sequences and ``proj_size`` are not
-    supported. ``dropout`` (between layers) follows ``nn.Dropout``: on in training, off with
-    ``compile(..., inference=True)``.
+    Each layer is one loop primitive (``{mode}`` in the catalogue): PyTorch runs its fused
+    ``torch._VF`` kernel, JAX a ``lax.scan``, NumPy a loop with its own backward through time,
+    MLX the loop of core kernels. ``dropout`` (between layers) follows ``nn.Dropout``: on in
+    training, off with ``compile(..., inference=True)``. ``seq_len=`` (optional) fixes T.
+    Inputs must be batched (3-D).
 """
 
 
@@ -323,7 +304,7 @@ class RNN(_Recurrent):
 
     >>> import mithril as ml
     >>> from mithril.models.recurrent import RNN
-    >>> pm = ml.compile(RNN(3, 5, num_layers=2, seq_len=4), ml.NumpyBackend())
+    >>> pm = ml.compile(RNN(3, 5, num_layers=2), ml.NumpyBackend())
     >>> out = pm.evaluate(pm.randomize_params(), {"input": ml.NumpyBackend().randn(4, 2, 3)})
     >>> [list(out[k].shape) for k in ("output", "h_n")]
     [[4, 2, 5], [2, 2, 5]]
@@ -332,23 +313,25 @@ class RNN(_Recurrent):
     def __init__(self, input_size: int | None, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, *,
-                 seq_len: int | None = None, initial_state: bool = False,
-                 name: str | None = None) -> None:
+                 lengths: bool = False, initial_state: bool = False,
+                 seq_len: int | None = None, name: str | None = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ArgumentError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.mode = f"rnn_{nonlinearity}"
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, seq_len=seq_len, initial_state=initial_state, name=name)
+                         bidirectional, lengths=lengths, initial_state=initial_state,
+                         seq_len=seq_len, name=name)
 
 
 class LSTM(_Recurrent):
     """``nn.LSTM``: ``i, f, g, o`` gates, ``c_t = f * c_(t-1) + i * g``,
-    ``h_t = o * tanh(c_t)``, stacked and optionally bidirectional.
+    ``h_t = o * tanh(c_t)`` (times ``weight_hr`` with ``proj_size``), stacked and optionally
+    bidirectional.
 
     >>> import mithril as ml
     >>> from mithril.models.recurrent import LSTM
-    >>> pm = ml.compile(LSTM(3, 5, bidirectional=True, seq_len=4), ml.NumpyBackend())
+    >>> pm = ml.compile(LSTM(3, 5, bidirectional=True), ml.NumpyBackend())
     >>> out = pm.evaluate(pm.randomize_params(), {"input": ml.NumpyBackend().randn(4, 2, 3)})
     >>> [list(out[k].shape) for k in ("output", "h_n", "c_n")]
     [[4, 2, 10], [2, 2, 5], [2, 2, 5]]
@@ -363,7 +346,7 @@ class GRU(_Recurrent):
 
     >>> import mithril as ml
     >>> from mithril.models.recurrent import GRU
-    >>> pm = ml.compile(GRU(3, 5, batch_first=True, seq_len=4), ml.NumpyBackend())
+    >>> pm = ml.compile(GRU(3, 5, batch_first=True), ml.NumpyBackend())
     >>> out = pm.evaluate(pm.randomize_params(), {"input": ml.NumpyBackend().randn(2, 4, 3)})
     >>> [list(out[k].shape) for k in ("output", "h_n")]
     [[2, 4, 5], [1, 2, 5]]
@@ -371,13 +354,27 @@ class GRU(_Recurrent):
 
     mode = "gru"
 
+    def __init__(self, input_size: int | None, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, *, lengths: bool = False,
+                 initial_state: bool = False, seq_len: int | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, lengths=lengths, initial_state=initial_state,
+                         seq_len=seq_len, name=name)
+
 
 RNN.__doc__ = (RNN.__doc__ or "") + _SEQ_DOC.format(
-    state_in="``h0``", state_out="``h_n``", g="1", order="(one gate)")
+    state_in="``h_0``", state_out="``h_n``", g="1", order="(one gate)", hout="hidden_size",
+    c_n="", proj="", mode="rnn_tanh / rnn_relu")
 LSTM.__doc__ = (LSTM.__doc__ or "") + _SEQ_DOC.format(
-    state_in="``h0`` and ``c0``", state_out="``h_n`` and ``c_n``", g="4", order="i, f, g, o")
+    state_in="``h_0`` and ``c_0`` (``c_0``: hidden_size)", state_out="``h_n`` and ``c_n``",
+    g="4", order="i, f, g, o", hout="proj_size or hidden_size",
+    c_n=" (``c_n``: hidden_size)", proj=", ``weight_hr_l{k}`` ``(proj_size, hidden)``",
+    mode="lstm")
 GRU.__doc__ = (GRU.__doc__ or "") + _SEQ_DOC.format(
-    state_in="``h0``", state_out="``h_n``", g="3", order="r, z, n")
+    state_in="``h_0``", state_out="``h_n``", g="3", order="r, z, n", hout="hidden_size",
+    c_n="", proj="", mode="gru")
 
 
 # ==============================================================================================

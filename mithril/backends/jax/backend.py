@@ -23,6 +23,7 @@ from ...framework.types import Dtype, float32
 from ..backend import OPERATOR_EXPRS, Backend
 from ..helpers import ReferenceHelpers
 from . import kernels
+from . import loops as _loops  # noqa: F401  (issue 15: loop kernels register themselves)
 
 #: Mithril device names -> JAX platform names
 _PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu", "mps": "METAL"}

@@ -10,6 +10,7 @@ from ...framework import types as _types
 from ..backend import Backend
 from ..helpers import ReferenceHelpers
 from . import kernels as _kernels
+from . import loops as _loops  # noqa: F401  (issue 15: loop kernels register themselves)
 from . import vjps as _vjps
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from ...framework.types import as_dtype, float32
 from ..backend import OPERATOR_EXPRS, Backend
 from ..helpers import ReferenceHelpers
 from . import kernels
+from . import loops as _loops  # noqa: F401  (issue 15: loop kernels register themselves)
 
 _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 

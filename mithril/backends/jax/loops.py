@@ -1,0 +1,129 @@
+"""JAX kernels of the loop primitives: one ``jax.lax.scan`` per direction.
+
+The input projection of all steps is one matrix product before the scan; the scanned body does
+the hidden-state product and the gates. With ``lengths`` each step is masked (``jnp.where``):
+steps at or past a sequence's length give zeros in ``output`` and keep the state, which is
+PyTorch's packed-sequence semantics (the reverse direction starts at the last valid step).
+Gradients come from JAX's autodiff of the scan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ...framework.loops import CATALOGUE, GATES
+from .kernels import registry
+
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def _cell(mode: str, w: dict[str, Any]) -> Any:
+    """The step function ``(h, c), xp -> (h', c')`` of one direction."""
+    w_hh_t = w["weight_hh"].T
+    b_hh, w_hr = w["bias_hh"], w["weight_hr"]
+
+    def step(h: Any, c: Any, xp: Any) -> tuple[Any, Any]:
+        gh = h @ w_hh_t
+        if b_hh is not None:
+            gh = gh + b_hh
+        if mode == "lstm":
+            hs = gh.shape[-1] // 4
+            z = xp + gh
+            i = jax.nn.sigmoid(z[:, :hs])
+            f = jax.nn.sigmoid(z[:, hs:2 * hs])
+            g = jnp.tanh(z[:, 2 * hs:3 * hs])
+            o = jax.nn.sigmoid(z[:, 3 * hs:])
+            c = f * c + i * g
+            h = o * jnp.tanh(c)
+            if w_hr is not None:
+                h = h @ w_hr.T
+            return h, c
+        if mode == "gru":
+            hs = gh.shape[-1] // 3
+            r = jax.nn.sigmoid(xp[:, :hs] + gh[:, :hs])
+            z = jax.nn.sigmoid(xp[:, hs:2 * hs] + gh[:, hs:2 * hs])
+            n = jnp.tanh(xp[:, 2 * hs:] + r * gh[:, 2 * hs:])
+            return (1 - z) * n + z * h, c
+        pre = xp + gh
+        return (jnp.tanh(pre) if mode == "rnn_tanh" else jax.nn.relu(pre)), c
+
+    return step
+
+
+def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
+    lstm = mode == "lstm"
+    x = a["input"]
+    if a["batch_first"]:
+        x = jnp.swapaxes(x, 0, 1)
+    n_t, n_b = x.shape[0], x.shape[1]
+    n_d = 2 if a["bidirectional"] else 1
+    p = a["weight_hh"].shape[1]
+    hid = a["weight_hh"].shape[0] // GATES[mode]
+    mask = None
+    if a["lengths"] is not None:
+        mask = (jnp.arange(n_t)[:, None] < jnp.reshape(a["lengths"], (1, -1)))[..., None]
+    outs, h_n, c_n = [], [], []
+    for d in range(n_d):
+        sfx = "_reverse" if d else ""
+        w = {k: a.get(k + sfx) for k in _WEIGHTS}
+        xp = x @ w["weight_ih"].T
+        if w["bias_ih"] is not None:
+            xp = xp + w["bias_ih"]
+        h0 = jnp.zeros((n_b, p), x.dtype) if a["h_0"] is None else a["h_0"][d]
+        c0 = None
+        if lstm:
+            c0 = jnp.zeros((n_b, hid), x.dtype) if a["c_0"] is None else a["c_0"][d]
+        step = _cell(mode, w)
+
+        if mask is None:
+            def body(carry: Any, xp_t: Any, step: Any = step) -> tuple[Any, Any]:
+                h, c = step(*carry, xp_t)
+                return (h, c), h
+            (h, c), out = jax.lax.scan(body, (h0, c0), xp, reverse=bool(d))
+        else:
+            def body(carry: Any, item: Any, step: Any = step) -> tuple[Any, Any]:
+                xp_t, m = item
+                h, c = step(*carry, xp_t)
+                h = jnp.where(m, h, carry[0])
+                if lstm:
+                    c = jnp.where(m, c, carry[1])
+                return (h, c), jnp.where(m, h, 0)
+            (h, c), out = jax.lax.scan(body, (h0, c0), (xp, mask), reverse=bool(d))
+        outs.append(out)
+        h_n.append(h)
+        c_n.append(c)
+    output = jnp.concatenate(outs, axis=-1) if n_d > 1 else outs[0]
+    if a["batch_first"]:
+        output = jnp.swapaxes(output, 0, 1)
+    result: tuple[Any, ...] = (output, jnp.stack(h_n))
+    if lstm:
+        result += (jnp.stack(c_n),)
+    return result
+
+
+@registry.kernel("lstm")
+def lstm(*args: Any) -> tuple[Any, ...]:
+    """One LSTM layer as ``lax.scan``: ``(output, h_n, c_n)``."""
+    return _run("lstm", args)
+
+
+@registry.kernel("gru")
+def gru(*args: Any) -> tuple[Any, ...]:
+    """One GRU layer as ``lax.scan``: ``(output, h_n)``."""
+    return _run("gru", args)
+
+
+@registry.kernel("rnn_tanh")
+def rnn_tanh(*args: Any) -> tuple[Any, ...]:
+    """One Elman RNN layer (tanh) as ``lax.scan``: ``(output, h_n)``."""
+    return _run("rnn_tanh", args)
+
+
+@registry.kernel("rnn_relu")
+def rnn_relu(*args: Any) -> tuple[Any, ...]:
+    """One Elman RNN layer (relu) as ``lax.scan``: ``(output, h_n)``."""
+    return _run("rnn_relu", args)

@@ -1,0 +1,88 @@
+"""PyTorch kernels of the loop primitives: PyTorch's own fused recurrent kernels.
+
+``lstm``, ``gru``, ``rnn_tanh`` and ``rnn_relu`` call ``torch._VF.<mode>`` (the kernels behind
+``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``) for one layer, both directions in one call; with
+``lengths`` the sequence is packed (``pack_padded_sequence``) and the packed variant runs, so
+padded steps give zeros and ``h_n`` / ``c_n`` are taken at each sequence's last valid step,
+exactly as a ``PackedSequence`` through ``nn.LSTM``. Gradients come from autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn.utils import rnn as rnn_utils
+
+from ...framework.loops import CATALOGUE, GATES
+from .kernels import registry
+
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
+    lstm = mode == "lstm"
+    x = a["input"]
+    bf, bidir = bool(a["batch_first"]), bool(a["bidirectional"])
+    n_d = 2 if bidir else 1
+    n_b = x.shape[0 if bf else 1]
+    w_hh = a["weight_hh"]
+    p = w_hh.shape[1]
+    hid = w_hh.shape[0] // GATES[mode]
+    has_bias = a["bias_ih"] is not None or a["bias_hh"] is not None
+    flat: list[torch.Tensor] = []
+    for sfx in (("", "_reverse") if bidir else ("",)):
+        for k in _WEIGHTS:
+            v = a.get(k + sfx)
+            if v is None and k.startswith("bias") and has_bias:
+                v = torch.zeros(w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
+            if v is not None:
+                flat.append(v)
+    h0 = a["h_0"]
+    if h0 is None:
+        h0 = torch.zeros(n_d, n_b, p, dtype=x.dtype, device=x.device)
+    hx: Any = h0
+    if lstm:
+        c0 = a["c_0"]
+        if c0 is None:
+            c0 = torch.zeros(n_d, n_b, hid, dtype=x.dtype, device=x.device)
+        hx = (h0, c0)
+    fn = getattr(torch._VF, mode)
+    lengths = a["lengths"]
+    if lengths is None:
+        res = fn(x, hx, flat, has_bias, 1, 0.0, False, bidir, bf)
+        return tuple(res)
+    n_t = x.shape[1 if bf else 0]
+    packed = rnn_utils.pack_padded_sequence(x, lengths.detach().to("cpu", torch.int64),
+                                            batch_first=bf, enforce_sorted=False)
+    order, back = packed.sorted_indices, packed.unsorted_indices
+    hx = tuple(s.index_select(1, order) for s in hx) if lstm else hx.index_select(1, order)
+    res = fn(packed.data, packed.batch_sizes, hx, flat, has_bias, 1, 0.0, False, bidir)
+    out_packed = rnn_utils.PackedSequence(res[0], packed.batch_sizes, order, back)
+    output, _ = rnn_utils.pad_packed_sequence(out_packed, batch_first=bf, total_length=n_t)
+    return (output, *(s.index_select(1, back) for s in res[1:]))
+
+
+@registry.kernel("lstm")
+def lstm(*args: Any) -> tuple[Any, ...]:
+    """One LSTM layer (``torch._VF.lstm``): ``(output, h_n, c_n)``."""
+    return _run("lstm", args)
+
+
+@registry.kernel("gru")
+def gru(*args: Any) -> tuple[Any, ...]:
+    """One GRU layer (``torch._VF.gru``): ``(output, h_n)``."""
+    return _run("gru", args)
+
+
+@registry.kernel("rnn_tanh")
+def rnn_tanh(*args: Any) -> tuple[Any, ...]:
+    """One Elman RNN layer with tanh (``torch._VF.rnn_tanh``): ``(output, h_n)``."""
+    return _run("rnn_tanh", args)
+
+
+@registry.kernel("rnn_relu")
+def rnn_relu(*args: Any) -> tuple[Any, ...]:
+    """One Elman RNN layer with relu (``torch._VF.rnn_relu``): ``(output, h_n)``."""
+    return _run("rnn_relu", args)

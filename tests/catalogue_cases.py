@@ -4,14 +4,23 @@ Each case is ``(scalars, tensors)``: values of the primitive's scalar terminals 
 primitive is built) and NumPy float64 arrays for its tensor terminals (given at run time).
 Inputs avoid points where a function is not differentiable (|x| away from 0 for abs, relu, ...)
 so gradients compare cleanly.
+
+Each walked primitive also has ``FORMULAS[name](scalars, tensors)``: its outputs (by terminal
+name) written directly in PyTorch (float64) from the primitive's documented semantics (NumPy's /
+PyTorch's), never with Mithril; gradients follow from ``torch.autograd`` on the same expressions
+(``tests/test_catalogue_independent.py``). A new primitive adds one entry to each dict here.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 Case = tuple[dict[str, Any], dict[str, np.ndarray]]
 
@@ -280,3 +289,327 @@ NOT_WALKED = {
     "to_list": "returns a Python list; covered on every backend in test_reference_models",
     "tensor_to_list": "returns Python lists; covered on every backend in test_reference_models",
 }
+
+
+# ---- independent PyTorch formulas ----------------------------------------------------------
+Tensor = torch.Tensor
+Formula = Callable[[dict[str, Any], dict[str, Tensor]], dict[str, Any]]
+
+
+def outputs_of(fn: Callable[..., Any]) -> Formula:
+    """A one-output formula from ``fn(scalars, tensors)``."""
+    return lambda s, t: {"output": fn(s, t)}
+
+
+def _t_unary(fn: Callable[[Tensor], Tensor]) -> Formula:
+    return outputs_of(lambda s, t: fn(t["input"]))
+
+
+def _t_binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Formula:
+    return outputs_of(lambda s, t: fn(t["left"], t["right"]))
+
+
+def _t_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else axis))
+
+
+def _t_reduce(fn: Callable[[Tensor, int], Tensor]) -> Formula:
+    """A reduction over ``axis`` (None: all, an int or a tuple) applied one axis at a time."""
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        x = t["input"]
+        axes = _t_axes(s.get("axis"), x.dim())
+        for a in sorted(axes, reverse=True):
+            x = fn(x, a).unsqueeze(a)
+        if not s.get("keepdim", False):
+            for a in sorted(axes, reverse=True):
+                x = x.squeeze(a)
+        return x
+    return outputs_of(formula)
+
+
+def _t_variance(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    x = t["input"]
+    axes = _t_axes(s.get("axis"), x.dim())
+    n = math.prod(x.shape[a] for a in axes)
+    mean = x.mean(dim=axes, keepdim=True)
+    out = ((x - mean) ** 2).sum(dim=axes, keepdim=True) / (n - s.get("correction", 0))
+    return out if s.get("keepdim", False) else out.squeeze(axes) if axes else out
+
+
+def _t_arg(fn: Callable[..., Tensor]) -> Formula:
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        x = t["input"]
+        if s.get("axis") is None:
+            return fn(x.reshape(-1), dim=0)
+        return fn(x, dim=s["axis"], keepdim=s.get("keepdim", False))
+    return outputs_of(formula)
+
+
+def _t_pad_pairs(x: Tensor, pairs: Any) -> Tensor:
+    """Zero padding given NumPy-style as ``((before, after), ...)`` for the trailing axes."""
+    flat: list[int] = []
+    for lo, hi in reversed(list(pairs)):
+        flat += [lo, hi]
+    return F.pad(x, flat)
+
+
+def _t_conv(nd: int) -> Formula:
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        x = _t_pad_pairs(t["input"], s["padding"])
+        fn = F.conv1d if nd == 1 else F.conv2d
+        return fn(x, t["weight"], t.get("bias"), stride=s["stride"], dilation=s["dilation"],
+                  groups=s["groups"])
+    return outputs_of(formula)
+
+
+def _t_conv_transpose(nd: int) -> Formula:
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        fn = F.conv_transpose1d if nd == 1 else F.conv_transpose2d
+        return fn(t["input"], t["weight"], t.get("bias"), stride=s["stride"],
+                  padding=s["padding"], output_padding=s["output_padding"],
+                  groups=s["groups"], dilation=s["dilation"])
+    return outputs_of(formula)
+
+
+def _t_max_pool(nd: int) -> Formula:
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+        fn = F.max_pool1d if nd == 1 else F.max_pool2d
+        stride = s["stride"] if s["stride"] is not None else s["kernel_size"]
+        return fn(t["input"], s["kernel_size"], stride, s["padding"], s.get("dilation", 1))
+    return outputs_of(formula)
+
+
+def _t_avg_pool2d(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    stride = s["stride"] if s["stride"] is not None else s["kernel_size"]
+    return F.avg_pool2d(t["input"], s["kernel_size"], stride, s["padding"],
+                        count_include_pad=True)
+
+
+def _t_batch_norm(s: dict[str, Any], t: dict[str, Tensor]) -> dict[str, Any]:
+    """Training mode: batch statistics over every axis but 1; running statistics move by
+    ``momentum`` towards the batch mean and the unbiased batch variance."""
+    x = t["input"]
+    axes = tuple(a for a in range(x.dim()) if a != 1)
+    shape = [1] * x.dim()
+    shape[1] = x.shape[1]
+    mean = x.mean(dim=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(dim=axes)
+    y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + s.get("eps", 1e-5))
+    if t.get("weight") is not None:
+        y = y * t["weight"].reshape(shape)
+    if t.get("bias") is not None:
+        y = y + t["bias"].reshape(shape)
+    out: dict[str, Any] = {"output": y, "running_mean_out": None, "running_var_out": None}
+    if t.get("running_mean") is not None:
+        n = x.numel() // x.shape[1]
+        m = s.get("momentum", 0.1)
+        out["running_mean_out"] = (1 - m) * t["running_mean"] + m * mean.detach()
+        out["running_var_out"] = (1 - m) * t["running_var"] + m * var.detach() * n / (n - 1)
+    return out
+
+
+def _t_layer_norm(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    x = t["input"]
+    axes = tuple(range(x.dim() - len(s["normalized_shape"]), x.dim()))
+    mean = x.mean(dim=axes, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=axes, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + s.get("eps", 1e-5))
+    if t.get("weight") is not None:
+        y = y * t["weight"]
+    if t.get("bias") is not None:
+        y = y + t["bias"]
+    return y
+
+
+def _t_group_norm(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    x = t["input"]
+    n, c = x.shape[:2]
+    g = x.reshape(n, s["num_groups"], -1)
+    mean = g.mean(-1, keepdim=True)
+    var = ((g - mean) ** 2).mean(-1, keepdim=True)
+    y = ((g - mean) / torch.sqrt(var + s.get("eps", 1e-5))).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    return y * t["weight"].reshape(shape) + t["bias"].reshape(shape)
+
+
+def _t_sdp(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    q, k, v = t["query"], t["key"], t["value"]
+    scale = s["scale"] if s.get("scale") is not None else 1 / math.sqrt(q.shape[-1])
+    scores = q @ k.transpose(-1, -2) * scale
+    if s.get("is_causal"):
+        lq, lk = q.shape[-2], k.shape[-2]
+        scores = scores.masked_fill(torch.ones(lq, lk, dtype=torch.bool).triu(1),
+                                    float("-inf"))
+    return torch.softmax(scores, -1) @ v
+
+
+def _t_polynomial(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    """scikit-learn's ``PolynomialFeatures(degree, include_bias=False)`` column order."""
+    x = t["input"]
+    cols = []
+    for deg in range(1, s["degree"] + 1):
+        for combo in itertools.combinations_with_replacement(range(x.shape[-1]), deg):
+            col = x[..., combo[0]]
+            for i in combo[1:]:
+                col = col * x[..., i]
+            cols.append(col)
+    return torch.stack(cols, -1)
+
+
+def _t_arange(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    dtype = torch.float64 if s.get("dtype") is not None else None
+    return torch.arange(s["start"], s["stop"], s["step"], dtype=dtype)
+
+
+def _t_softplus(x: Tensor) -> Tensor:
+    return torch.where(x > 20, x, torch.log1p(torch.exp(x)))
+
+
+def _t_gelu(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    x = t["input"]
+    if s.get("approximate"):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def _t_concat(s: dict[str, Any], t: dict[str, Tensor]) -> Tensor:
+    parts = [t[f"input{i}"] for i in range(1, len(t) + 1)]
+    return torch.cat(parts, dim=s["axis"])
+
+
+FORMULAS: dict[str, Formula] = {
+    "add": _t_binary(torch.add), "subtract": _t_binary(torch.sub), "multiply": _t_binary(torch.mul),
+    "divide": _t_binary(torch.div),
+    "floor_divide": _t_binary(lambda a, b: torch.floor(a / b)),
+    "power": _t_binary(torch.pow), "minimum": _t_binary(torch.minimum),
+    "maximum": _t_binary(torch.maximum), "greater": _t_binary(torch.gt),
+    "less": _t_binary(torch.lt),
+    "greater_equal": _t_binary(torch.ge), "less_equal": _t_binary(torch.le),
+    "equal": _t_binary(torch.eq), "not_equal": _t_binary(torch.ne),
+    "negate": _t_unary(torch.neg), "absolute": _t_unary(torch.abs), "exp": _t_unary(torch.exp),
+    "log": _t_unary(torch.log), "sqrt": _t_unary(torch.sqrt), "square": _t_unary(torch.square),
+    "sign": _t_unary(torch.sign), "sin": _t_unary(torch.sin), "cos": _t_unary(torch.cos),
+    "floor": _t_unary(torch.floor), "reciprocal": _t_unary(lambda x: 1 / x),
+    "relu": _t_unary(lambda x: torch.where(x > 0, x, torch.zeros_like(x))),
+    "sigmoid": _t_unary(lambda x: 1 / (1 + torch.exp(-x))), "tanh": _t_unary(torch.tanh),
+    "silu": _t_unary(lambda x: x / (1 + torch.exp(-x))), "softplus": _t_unary(_t_softplus),
+    "stop_gradient": _t_unary(lambda x: x.detach()), "isnan": _t_unary(torch.isnan),
+    "gelu": outputs_of(_t_gelu),
+    "leaky_relu": outputs_of(lambda s, t: torch.where(t["input"] >= 0, t["input"],
+                                                s.get("slope", 0.01) * t["input"])),
+    "clamp": outputs_of(lambda s, t: torch.clamp(t["input"], s.get("min"), s.get("max"))),
+    "softmax": outputs_of(lambda s, t: torch.exp(t["input"]) / torch.exp(t["input"]).sum(
+        s.get("axis", -1), keepdim=True)),
+    "log_softmax": outputs_of(lambda s, t: t["input"] - torch.logsumexp(t["input"],
+                                                                  s.get("axis", -1), True)),
+    "matmul": _t_binary(torch.matmul),
+    "linear": outputs_of(lambda s, t: t["input"] @ t["weight"].T + t.get("bias", 0)),
+    "sum": _t_reduce(lambda x, a: x.sum(a)), "mean": _t_reduce(lambda x, a: x.mean(a)),
+    "max": _t_reduce(lambda x, a: x.amax(a)), "min": _t_reduce(lambda x, a: x.amin(a)),
+    "prod": _t_reduce(lambda x, a: x.prod(a)), "variance": outputs_of(_t_variance),
+    "reshape": outputs_of(lambda s, t: t["input"].reshape(s["shape"])),
+    "transpose": outputs_of(lambda s, t: t["input"].permute(
+        s["axes"] if s["axes"] is not None else tuple(reversed(range(t["input"].dim()))))),
+    "swap_axes": outputs_of(lambda s, t: t["input"].transpose(s["axis1"], s["axis2"])),
+    "flatten": outputs_of(lambda s, t: t["input"].flatten(s["start_dim"], s["end_dim"])),
+    "squeeze": outputs_of(lambda s, t: t["input"].squeeze() if s["axis"] is None
+                    else t["input"].squeeze(s["axis"])),
+    "unsqueeze": outputs_of(lambda s, t: t["input"].unsqueeze(s["axis"])),
+    "broadcast_to": outputs_of(lambda s, t: t["input"].expand(s["shape"])),
+    "concat": outputs_of(_t_concat),
+    "pad": outputs_of(lambda s, t: _t_pad_pairs(t["input"], s["pad_width"])),
+    "indexer": outputs_of(lambda s, t: t["input"][s["index"]]),
+    "where": outputs_of(lambda s, t: torch.where(t["condition"], t["input1"], t["input2"])),
+    "cast": _t_unary(lambda x: x.to(torch.float64)),
+    "conv1d": _t_conv(1), "conv2d": _t_conv(2),
+    "conv_transpose1d": _t_conv_transpose(1), "conv_transpose2d": _t_conv_transpose(2),
+    "max_pool1d": _t_max_pool(1), "max_pool2d": _t_max_pool(2),
+    "avg_pool2d": outputs_of(_t_avg_pool2d), "batch_norm": _t_batch_norm,
+    "layer_norm": outputs_of(_t_layer_norm), "group_norm": outputs_of(_t_group_norm),
+    "embedding": outputs_of(lambda s, t: t["weight"][t["input"]]),
+    "scaled_dot_product": outputs_of(_t_sdp),
+    "nan_to_num": outputs_of(lambda s, t: torch.nan_to_num(t["input"], s["nan"], s["posinf"],
+                                                     s["neginf"])),
+    "one_hot": outputs_of(lambda s, t: F.one_hot(t["input"], s["num_classes"]).bool()),
+    "argmax": _t_arg(torch.argmax), "argmin": _t_arg(torch.argmin),
+    "arange": outputs_of(_t_arange),
+    "split": outputs_of(lambda s, t: torch.stack(torch.split(t["input"], s["split_size"],
+                                                       s.get("axis", 0)))),
+    "unique": _t_unary(lambda x: torch.unique(x.reshape(-1), sorted=True)),
+    "cholesky": _t_unary(torch.linalg.cholesky), "eigvalsh": _t_unary(torch.linalg.eigvalsh),
+    "polynomial_features": outputs_of(_t_polynomial),
+    "atleast_1d": _t_unary(lambda x: x.reshape(1) if x.dim() == 0 else x),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loop primitives (issue 15): one recurrent layer over a whole sequence
+# ----------------------------------------------------------------------------------------------
+_LOOP_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _loop(mode: str) -> Callable[[np.random.Generator], list[Case]]:
+    def make(rng: np.random.Generator) -> list[Case]:
+        n = rng.standard_normal
+        hid, n_in, n_t, n_b = 3, 2, 4, 3
+        g = _LOOP_GATES[mode] * hid
+        plain = {"input": n((n_t, n_b, n_in)), "weight_ih": n((g, n_in)),
+                 "weight_hh": n((g, hid)), "bias_ih": n((g,)), "bias_hh": n((g,))}
+        # (LSTM's projection, which ONNX's LSTM lacks, is checked in tests/test_recurrent.py)
+        full: dict[str, np.ndarray] = {"input": n((n_b, n_t, n_in))}
+        for sfx in ("", "_reverse"):
+            full |= {f"weight_ih{sfx}": n((g, n_in)), f"weight_hh{sfx}": n((g, hid))}
+        full["h_0"] = n((2, n_b, hid))
+        if mode == "lstm":
+            full["c_0"] = n((2, n_b, hid))
+        full["lengths"] = np.array([2, 4, 1], dtype=np.int64)
+        return [({"batch_first": False, "bidirectional": False}, plain),
+                ({"batch_first": True, "bidirectional": True}, full)]
+
+    return make
+
+
+def _t_loop(mode: str) -> Formula:
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (one layer) on the given weights, through a
+    ``PackedSequence`` when ``lengths`` is given; outputs padded back to T with zeros."""
+
+    def formula(s: dict[str, Any], t: dict[str, Tensor]) -> dict[str, Tensor]:
+        w_hh = t["weight_hh"]
+        hid = w_hh.shape[0] // _LOOP_GATES[mode]
+        kw: dict[str, Any] = {"bias": "bias_ih" in t, "batch_first": s["batch_first"],
+                              "bidirectional": s["bidirectional"]}
+        if mode == "lstm":
+            kw["proj_size"] = t["weight_hr"].shape[0] if "weight_hr" in t else 0
+            module: torch.nn.Module = torch.nn.LSTM(t["input"].shape[-1], hid, **kw)
+        elif mode == "gru":
+            module = torch.nn.GRU(t["input"].shape[-1], hid, **kw)
+        else:
+            module = torch.nn.RNN(t["input"].shape[-1], hid, nonlinearity=mode[4:], **kw)
+        params = {}
+        for k, v in t.items():
+            if k.startswith(("weight", "bias")):
+                base = k.removesuffix("_reverse")
+                params[f"{base}_l0{'_reverse' if k.endswith('_reverse') else ''}"] = v
+        x: Any = t["input"]
+        if "lengths" in t:
+            x = torch.nn.utils.rnn.pack_padded_sequence(x, t["lengths"], s["batch_first"],
+                                                        enforce_sorted=False)
+        hx: Any = t.get("h_0")
+        if mode == "lstm" and hx is not None:
+            hx = (hx, t["c_0"])
+        out, h_n = torch.func.functional_call(module.double(), params, (x, hx))
+        if "lengths" in t:
+            n_t = t["input"].shape[1 if s["batch_first"] else 0]
+            out = torch.nn.utils.rnn.pad_packed_sequence(out, s["batch_first"],
+                                                         total_length=n_t)[0]
+        if mode == "lstm":
+            return {"output": out, "h_n": h_n[0], "c_n": h_n[1]}
+        return {"output": out, "h_n": h_n}
+
+    return formula
+
+
+CASES.update({m: _loop(m) for m in _LOOP_GATES})
+FORMULAS.update({m: _t_loop(m) for m in _LOOP_GATES})

@@ -3,7 +3,7 @@
 Each case of :mod:`tests.catalogue_cases` is compiled as a one-primitive model on NumPy,
 PyTorch, JAX and MLX in float64, and its outputs and gradients (of ``<g, output>`` for a random
 ``g``, with respect to every differentiable float input) are compared with the primitive
-written directly in PyTorch (:mod:`tests.independent_formulas`, differentiated by
+written directly in PyTorch (``FORMULAS`` in :mod:`tests.catalogue_cases`, differentiated by
 ``torch.autograd``): never with Mithril's own kernels or VJPs, so a mistake shared by every
 backend (or in the NumPy reference the other walk compares with) fails here.
 """
@@ -20,8 +20,7 @@ import mithril as ml
 from mithril import IOKey
 from mithril.framework.ops import CATALOGUE
 from mithril.models import Model, Operator
-from tests.catalogue_cases import CASES
-from tests.independent_formulas import FORMULAS
+from tests.catalogue_cases import CASES, FORMULAS
 
 BACKENDS = {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
             "mlx": ml.MlxBackend}

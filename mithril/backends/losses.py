@@ -16,7 +16,7 @@ BCE_EPSILON = 9.999999960041972e-13
 
 
 class LossMixin:
-    """Mixed into :class:`~mithril.backends.backend.Backend`; uses ``self.kernels``."""
+    """Mixed into :class:`~mithril.backends.backend.Backend`; uses the backend's kernel table."""
 
     kernels: Any
 
@@ -33,11 +33,22 @@ class LossMixin:
             cache[name] = fn
         return fn(predictions, targets)
 
+    @property
+    def _kernel_namespace(self) -> Any:
+        """The backend's kernel table as attributes (derived primitives composed)."""
+        ns = self.__dict__.get("_kernels_ns")
+        if ns is None:
+            from ..framework.ops.decompose import KernelNamespace
+
+            ns = self.__dict__["_kernels_ns"] = KernelNamespace(
+                self.kernel_table())  # type: ignore[attr-defined]
+        return ns
+
     def _is_index_target(self, logits: Any, targets: Any) -> bool:
         return len(targets.shape) == len(logits.shape) - 1
 
     def _one_hot(self, targets: Any, classes: int, like: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         ids = self.arange(classes)  # type: ignore[attr-defined]
         hot = k.equal(k.unsqueeze(targets, -1), ids)
         return k.cast(hot, self.dtype)  # type: ignore[attr-defined]
@@ -59,7 +70,7 @@ class LossMixin:
         return self._compiled_loss("cross_entropy", logits, targets)
 
     def _cross_entropy(self, logits: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         logp = k.log_softmax(logits, -1)
         probs = self._target_probs(logits, targets)
         n = _rows(logits)
@@ -70,7 +81,7 @@ class LossMixin:
         return self._compiled_loss("cross_entropy_grad", logits, targets)
 
     def _cross_entropy_grad(self, logits: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         probs = self._target_probs(logits, targets)
         total = k.sum(probs, -1, True)  # 1 for index / normalised targets
         return k.divide(k.subtract(k.multiply(k.softmax(logits, -1), total), probs),
@@ -81,7 +92,7 @@ class LossMixin:
         return self._compiled_loss("mse", predictions, targets)
 
     def _mse(self, predictions: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         d = k.subtract(predictions, targets)
         return k.mean(k.multiply(d, d), None, False)
 
@@ -90,7 +101,7 @@ class LossMixin:
         return self._compiled_loss("mse_grad", predictions, targets)
 
     def _mse_grad(self, predictions: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         return k.divide(k.multiply(k.subtract(predictions, targets), 2.0), _size(predictions))
 
     def binary_cross_entropy(self, probabilities: Any, targets: Any) -> Any:
@@ -99,7 +110,7 @@ class LossMixin:
         return self._compiled_loss("binary_cross_entropy", probabilities, targets)
 
     def _binary_cross_entropy(self, probabilities: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         logp = k.clamp(k.log(probabilities), -100.0, None)
         log1mp = k.clamp(self._log1m(probabilities), -100.0, None)
         terms = k.add(k.multiply(targets, logp), k.multiply(k.subtract(1.0, targets), log1mp))
@@ -108,7 +119,7 @@ class LossMixin:
     def _log1m(self, p: Any) -> Any:
         """``log(1 - p)`` accurate for small ``p`` (PyTorch's ``log1p(-p)``): ``log(u) * (-p)
         / (u - 1)`` with ``u = 1 - p`` rounded, and ``-p`` where ``u == 1``."""
-        k = self.kernels
+        k = self._kernel_namespace
         u = k.subtract(1.0, p)
         one = k.equal(u, 1.0)
         ratio = k.divide(k.negate(p), k.where(one, 1.0, k.subtract(u, 1.0)))
@@ -121,7 +132,7 @@ class LossMixin:
         return self._compiled_loss("binary_cross_entropy_grad", probabilities, targets)
 
     def _binary_cross_entropy_grad(self, probabilities: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         p = probabilities
         denominator = k.clamp(k.multiply(p, k.subtract(1.0, p)), BCE_EPSILON, None)
         g = k.divide(k.subtract(p, targets), denominator)
@@ -132,7 +143,7 @@ class LossMixin:
         return self._compiled_loss("binary_cross_entropy_with_logits", logits, targets)
 
     def _binary_cross_entropy_with_logits(self, logits: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         # max(x, 0) - x * t + log(1 + exp(-|x|))
         terms = k.add(k.subtract(k.relu(logits), k.multiply(logits, targets)),
                       k.softplus(k.negate(k.absolute(logits))))
@@ -143,7 +154,7 @@ class LossMixin:
         return self._compiled_loss("binary_cross_entropy_with_logits_grad", logits, targets)
 
     def _binary_cross_entropy_with_logits_grad(self, logits: Any, targets: Any) -> Any:
-        k = self.kernels
+        k = self._kernel_namespace
         return k.divide(k.subtract(k.sigmoid(logits), targets), _size(logits))
 
 

@@ -57,7 +57,8 @@ class KernelRegistry:
         self.kernels: dict[tuple[str, str], Callable[..., Any]] = {}
         #: primitive -> VJP
         self.vjps: dict[str, Callable[..., Any]] = {}
-        self._checked: dict[bool, dict[str, Callable[..., Any]]] = {}
+        #: (manual_gradients, catalogue version) -> the checked table
+        self._checked: dict[tuple[bool, int], dict[str, Callable[..., Any]]] = {}
 
     def kernel(self, name: str, mode: str = "default") -> Callable[[F], F]:
         """Register the decorated function as the kernel of primitive ``name`` in ``mode``
@@ -95,10 +96,13 @@ class KernelRegistry:
         ``conv2d_fwd``, ``relu_vjp``), checked against the catalogue once, with a composed
         kernel (and, with ``manual_gradients``, a composed VJP) for every derived primitive
         the backend does not implement itself."""
-        table = self._checked.get(manual_gradients)
+        from ..framework.ops.base import VERSION
+
+        key = (manual_gradients, VERSION[0])
+        table = self._checked.get(key)
         if table is None:
             table = self._build(manual_gradients)
-            self._checked[manual_gradients] = table
+            self._checked = {key: table}
         return dict(table)
 
     def _build(self, manual_gradients: bool) -> dict[str, Callable[..., Any]]:

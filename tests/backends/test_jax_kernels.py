@@ -22,9 +22,19 @@ from mithril.backends.jax import JaxBackend
 from mithril.backends.jax import kernels as K
 from mithril.errors import BackendUnavailableError, InputError
 from mithril.framework.ops import tensor_ops
+from tests.backends.kernel_view import KernelView
 
-BACKEND = JaxBackend(dtype=ml.float64)  # turns on jax_enable_x64 for the process
+BACKEND = JaxBackend(dtype=ml.float64)  # changes nothing process-wide (x64 only in its calls)
+K = KernelView(K, JaxBackend)  # type: ignore[assignment]
 GEN = np.random.default_rng(20240611)
+
+
+@pytest.fixture(autouse=True)
+def _jax_x64():
+    """These tests call kernels directly on 64-bit arrays: x64 on, as a user calling JAX
+    functions on float64 arrays turns it on (the backend's own calls need no switch)."""
+    with jax.enable_x64(True):
+        yield
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -851,7 +861,7 @@ def test_arrays_live_on_the_chosen_device() -> None:
 
 
 def test_x64_enabled_but_default_float_is_backend_dtype() -> None:
-    backend = JaxBackend()  # float32
+    backend = JaxBackend()  # float32 (x64 on by the fixture: ints are int64)
     assert jax.config.jax_enable_x64
     assert backend.name == "jax"
     assert backend.ones(2, 3).dtype == jnp.float32

@@ -22,8 +22,10 @@ from mithril.backends.mlx import MlxBackend
 from mithril.backends.mlx import kernels as K
 from mithril.errors import BackendUnavailableError
 from mithril.framework.ops import CATALOGUE, tensor_ops
+from tests.backends.kernel_view import KernelView
 
 BACKEND = MlxBackend(dtype=ml.float64)
+K = KernelView(K, MlxBackend)  # type: ignore[assignment]
 GEN = np.random.default_rng(1234)
 TOL = {mx.float64: 1e-10, mx.float32: 2e-5, mx.float16: 5e-3, mx.bfloat16: 4e-2}
 

@@ -23,6 +23,10 @@ from mithril.backends.numpy import kernels as K
 from mithril.backends.numpy import vjps as V
 from mithril.errors import BackendUnavailableError
 from mithril.framework.ops import tensor_ops
+from tests.backends.kernel_view import KernelView
+
+K = KernelView(K, NumpyBackend)  # type: ignore[assignment]
+V = KernelView(V, NumpyBackend)  # type: ignore[assignment]
 
 RNG = np.random.default_rng(20240611)
 FD_MAX_SIZE = 150  # finite differences only for inputs this small
@@ -880,7 +884,7 @@ def test_dropout_inference_and_zero_probability_are_identity() -> None:
 def test_backend_basics() -> None:
     backend = NumpyBackend()
     assert backend.name == "numpy" and backend.manual_gradients
-    assert backend.kernels is K and backend.vjps is V
+    assert backend.kernels is K.module and backend.vjps is V.module
     assert backend.native_dtype(ml.float64) == np.float64
     assert backend.native_dtype(ml.int32) == np.int32
     assert backend.ones(2, 3).dtype == np.float32

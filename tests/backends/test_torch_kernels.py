@@ -19,6 +19,9 @@ from mithril.backends.torch import TorchBackend
 from mithril.backends.torch import kernels as kn
 from mithril.errors import BackendUnavailableError
 from mithril.framework.ops import tensor_ops
+from tests.backends.kernel_view import KernelView
+
+kn = KernelView(kn, TorchBackend)  # type: ignore[assignment]
 
 SHAPES = [(3,), (2, 5), (2, 3, 4)]
 PAIR_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((5, 1), (1, 6))]

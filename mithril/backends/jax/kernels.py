@@ -134,22 +134,10 @@ def greater(left: Any, right: Any) -> Array:
     return jnp.greater(left, right)
 
 
-@kernel("less")
-def less(left: Any, right: Any) -> Array:
-    """``left < right``."""
-    return jnp.less(left, right)
-
-
 @kernel("greater_equal")
 def greater_equal(left: Any, right: Any) -> Array:
     """``left >= right``."""
     return jnp.greater_equal(left, right)
-
-
-@kernel("less_equal")
-def less_equal(left: Any, right: Any) -> Array:
-    """``left <= right``."""
-    return jnp.less_equal(left, right)
 
 
 @kernel("equal")
@@ -158,40 +146,10 @@ def equal(left: Any, right: Any) -> Array:
     return jnp.equal(left, right)
 
 
-@kernel("not_equal")
-def not_equal(left: Any, right: Any) -> Array:
-    """``left != right``."""
-    return jnp.not_equal(left, right)
-
-
 @kernel("logical_and")
 def logical_and(left: Any, right: Any) -> Array:
     """Elementwise logical and."""
     return jnp.logical_and(left, right)
-
-
-@kernel("logical_or")
-def logical_or(left: Any, right: Any) -> Array:
-    """Elementwise logical or."""
-    return jnp.logical_or(left, right)
-
-
-@kernel("logical_xor")
-def logical_xor(left: Any, right: Any) -> Array:
-    """Elementwise logical xor."""
-    return jnp.logical_xor(left, right)
-
-
-@kernel("shift_left")
-def shift_left(left: Any, right: Any) -> Array:
-    """``left << right`` on integers."""
-    return jnp.left_shift(left, right)
-
-
-@kernel("shift_right")
-def shift_right(left: Any, right: Any) -> Array:
-    """``left >> right`` on integers."""
-    return jnp.right_shift(left, right)
 
 
 # ---- elementwise unary ------------------------------------------------------------------------
@@ -226,12 +184,6 @@ def sqrt(input: Array) -> Array:
     return jnp.sqrt(_to_float(input))
 
 
-@kernel("square")
-def square(input: Array) -> Array:
-    """``input * input``."""
-    return jnp.square(input)
-
-
 @kernel("sign")
 def sign(input: Array) -> Array:
     """-1, 0 or 1 by the sign of ``input``."""
@@ -256,12 +208,6 @@ def floor(input: Array) -> Array:
     return jnp.floor(input)
 
 
-@kernel("reciprocal")
-def reciprocal(input: Array) -> Array:
-    """``1 / input`` (always a float)."""
-    return jnp.reciprocal(_to_float(input))
-
-
 @kernel("relu")
 def relu(input: Array) -> Array:
     """``max(input, 0)``."""
@@ -280,15 +226,10 @@ def tanh(input: Array) -> Array:
     return jnp.tanh(_to_float(input))
 
 
-@kernel("silu")
-def silu(input: Array) -> Array:
-    """``input * sigmoid(input)``."""
-    return jax.nn.silu(_to_float(input))
-
-
 @kernel("softplus")
 def softplus(input: Array) -> Array:
-    """``log(1 + e ** input)``, linear above 20 (PyTorch's beta=1, threshold=20)."""
+    """``log(1 + e ** input)``, the identity above 20 (PyTorch's beta=1, threshold=20: the
+    catalogue's definition)."""
     x = _to_float(input)
     return jnp.where(x > 20, x, jax.nn.softplus(x))
 
@@ -305,38 +246,10 @@ def logical_not(input: Array) -> Array:
     return jnp.logical_not(input)
 
 
-@kernel("isnan")
-def isnan(input: Array) -> Array:
-    """True where ``input`` is NaN."""
-    return jnp.isnan(input)
-
-
 @kernel("gelu")
 def gelu(input: Array, approximate: bool = False) -> Array:
     """Gaussian error linear unit; ``approximate=True`` is the tanh form."""
     return jax.nn.gelu(_to_float(input), approximate=bool(approximate))
-
-
-@kernel("leaky_relu")
-def leaky_relu(input: Array, slope: float = 0.01) -> Array:
-    """``input`` where positive, ``slope * input`` elsewhere."""
-    return jnp.where(input > 0, input, input * slope)
-
-
-@kernel("clamp")
-def clamp(input: Array, min: float | None = None, max: float | None = None) -> Array:
-    """Clip ``input`` to ``[min, max]`` (either bound may be ``None``; ``max`` wins if
-    min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
-    inclusive, as PyTorch: ``jnp.clip`` alone gives 0.5 at a bound)."""
-    if min is None and max is None:
-        return jnp.asarray(input)
-    input = jnp.asarray(input)
-    inside = jnp.ones(input.shape, bool)
-    if min is not None:
-        inside = inside & (input >= min)
-    if max is not None:
-        inside = inside & (input <= max)
-    return jnp.where(inside, input, jax.lax.stop_gradient(jnp.clip(input, min, max)))
 
 
 @kernel("nan_to_num")
@@ -391,22 +304,10 @@ def sum(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     return jnp.sum(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("mean")
-def mean(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
-    """Mean over ``axis``."""
-    return jnp.mean(input, axis=axis, keepdims=keepdim)
-
-
 @kernel("max")
 def max(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     """Maximum over ``axis``."""
     return jnp.max(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("min")
-def min(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
-    """Minimum over ``axis``."""
-    return jnp.min(input, axis=axis, keepdims=keepdim)
 
 
 @kernel("prod")
@@ -415,23 +316,10 @@ def prod(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
     return jnp.prod(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("variance")
-def variance(input: Array, axis: Any = None, keepdim: bool = False,
-             correction: float = 0) -> Array:
-    """Variance over ``axis`` with divisor ``N - correction``."""
-    return jnp.var(_to_float(input), axis=axis, keepdims=keepdim, ddof=correction)
-
-
 @kernel("argmax")
 def argmax(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
     """Index of the maximum (of the flattened array for ``axis=None``)."""
     return jnp.argmax(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("argmin")
-def argmin(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
-    """Index of the minimum (of the flattened array for ``axis=None``)."""
-    return jnp.argmin(input, axis=axis, keepdims=keepdim)
 
 
 # ---- shape manipulation -----------------------------------------------------------------------
@@ -445,35 +333,6 @@ def reshape(input: Array, shape: Sequence[int]) -> Array:
 def transpose(input: Array, axes: Sequence[int] | None = None) -> Array:
     """Permute axes (reverse them for ``None``)."""
     return jnp.transpose(input, None if axes is None else tuple(axes))
-
-
-@kernel("swap_axes")
-def swap_axes(input: Array, axis1: int, axis2: int) -> Array:
-    """Exchange two axes."""
-    return jnp.swapaxes(input, axis1, axis2)
-
-
-@kernel("flatten")
-def flatten(input: Array, start_dim: int = 0, end_dim: int = -1) -> Array:
-    """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one."""
-    x = jnp.asarray(input)
-    if x.ndim == 0:
-        return x.reshape(1)
-    start, end = start_dim % x.ndim, end_dim % x.ndim
-    merged = math.prod(x.shape[start:end + 1])
-    return x.reshape((*x.shape[:start], merged, *x.shape[end + 1:]))
-
-
-@kernel("squeeze")
-def squeeze(input: Array, axis: Any = None) -> Array:
-    """Drop axes of size 1 (all of them for ``None``)."""
-    return jnp.squeeze(input, axis=axis)
-
-
-@kernel("unsqueeze")
-def unsqueeze(input: Array, axis: int) -> Array:
-    """Insert an axis of size 1 at ``axis``."""
-    return jnp.expand_dims(input, axis)
 
 
 @kernel("broadcast_to")
@@ -509,19 +368,6 @@ def indexer(input: Any, index: Any) -> Any:
     return input[index]
 
 
-@kernel("size")
-def size(input: Array, dim: int | None = None) -> int:
-    """Number of elements (``dim=None``) or the size of axis ``dim``, as a Python int."""
-    shape = jnp.shape(input)
-    return math.prod(shape) if dim is None else int(shape[dim])
-
-
-@kernel("item")
-def item(input: Array) -> Any:
-    """The single value of ``input`` as a Python number (not traceable)."""
-    return jnp.asarray(input).item()
-
-
 @kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any = jnp.float32) -> Array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
@@ -552,13 +398,6 @@ def _conv(input: Array, weight: Array, bias: Array | None, stride: Any, padding:
     if bias is not None:
         out = out + jnp.reshape(bias, _channel_shape(out.ndim))
     return out[0] if unbatched else out
-
-
-@kernel("conv1d")
-def conv1d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1) -> Array:
-    """1-d convolution, PyTorch layout: input ``(N, C, L)``, weight ``(O, C/groups, K)``."""
-    return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
 @kernel("conv2d")
@@ -616,13 +455,6 @@ def _dilated_max_pool(x: Array, init: Any, window_dimensions: tuple[int, ...],
                              zip(off, window_dilation, out_shape, window_strides, strict=True)],
                             window_strides) for off in offsets]
     return jnp.max(jnp.stack(slices), axis=0)
-
-
-@kernel("max_pool1d")
-def max_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> Array:
-    """1-d max pooling of ``(N, C, L)`` or ``(C, L)`` input."""
-    return _max_pool(input, kernel_size, stride, padding, dilation, 1)
 
 
 @kernel("max_pool2d")
@@ -701,31 +533,6 @@ def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
     var_ = jnp.var(x, axis=axes) if running_var is None else running_var
     out = _normalize(x, jnp.reshape(mean_, shape), jnp.reshape(var_, shape), eps)
     return _affine(out, weight, bias, shape), running_mean, running_var
-
-
-@kernel("layer_norm")
-def layer_norm(input: Array, weight: Array | None, bias: Array | None,
-               normalized_shape: Any, eps: float = 1e-5) -> Array:
-    """Normalise over the trailing ``normalized_shape`` axes (biased variance)."""
-    x = _to_float(input)
-    n = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
-    axes = tuple(range(x.ndim - n, x.ndim))
-    mean_ = jnp.mean(x, axis=axes, keepdims=True)
-    var_ = jnp.var(x, axis=axes, keepdims=True)
-    out = _normalize(x, mean_, var_, eps)
-    return _affine(out, weight, bias, x.shape[x.ndim - n:])
-
-
-@kernel("group_norm")
-def group_norm(input: Array, weight: Array | None, bias: Array | None, num_groups: int,
-               eps: float = 1e-5) -> Array:
-    """Normalise ``(N, C, ...)`` input over groups of ``C / num_groups`` channels."""
-    x = _to_float(input)
-    grouped = x.reshape(x.shape[0], num_groups, -1)
-    mean_ = jnp.mean(grouped, axis=-1, keepdims=True)
-    var_ = jnp.var(grouped, axis=-1, keepdims=True)
-    out = _normalize(grouped, mean_, var_, eps).reshape(x.shape)
-    return _affine(out, weight, bias, _channel_shape(x.ndim))
 
 
 @kernel("embedding")
@@ -837,22 +644,6 @@ def eigvalsh(input: Array) -> Array:
     return jnp.linalg.eigvalsh(input)
 
 
-@kernel("split")
-def split(input: Array, split_size: int, axis: int = 0) -> Array:
-    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
-
-    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
-    """
-    x = jnp.asarray(input)
-    a = axis % x.ndim
-    length = x.shape[a]
-    if split_size < 1 or length % split_size:
-        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
-                         f"{axis} into equal chunks")
-    shape = (*x.shape[:a], length // split_size, split_size, *x.shape[a + 1:])
-    return jnp.moveaxis(jnp.reshape(x, shape), a, 0)
-
-
 @kernel("unique")
 def unique(input: Array) -> Array:
     """The sorted distinct values of ``input`` (flattened). The length depends on the data,
@@ -874,31 +665,9 @@ def polynomial_features(input: Array, degree: int) -> Array:
     return out
 
 
-@kernel("atleast_1d")
-def atleast_1d(input: Array) -> Array:
-    """``input`` with a 0-d array reshaped to ``(1,)``."""
-    return jnp.atleast_1d(input)
-
-
 @kernel("dtype_of")
 def dtype_of(input: Any) -> Dtype:
     """The Mithril dtype (``ml.float32``, ...) of an array (works on traced arrays)."""
     return as_dtype(jnp.asarray(input).dtype.name)
 
 
-@kernel("to_slice")
-def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
-    """``slice(start, stop, step)``."""
-    return slice(start, stop, step)
-
-
-@kernel("to_list")
-def to_list(*inputs: Any) -> list[Any]:
-    """The inputs as a list."""
-    return list(inputs)
-
-
-@kernel("tensor_to_list")
-def tensor_to_list(input: Any) -> Any:
-    """An array as nested Python lists (needs concrete values: not under ``jax.jit``)."""
-    return np.asarray(input).tolist()

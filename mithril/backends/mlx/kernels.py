@@ -187,22 +187,10 @@ def greater(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     return mx.greater(left, right)
 
 
-@kernel("less")
-def less(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """``left < right``."""
-    return mx.less(left, right)
-
-
 @kernel("greater_equal")
 def greater_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """``left >= right``."""
     return mx.greater_equal(left, right)
-
-
-@kernel("less_equal")
-def less_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """``left <= right``."""
-    return mx.less_equal(left, right)
 
 
 @kernel("equal")
@@ -211,40 +199,10 @@ def equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     return mx.equal(left, right)
 
 
-@kernel("not_equal")
-def not_equal(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """``left != right``."""
-    return mx.not_equal(left, right)
-
-
 @kernel("logical_and")
 def logical_and(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
     """Elementwise logical and."""
     return mx.logical_and(left, right)
-
-
-@kernel("logical_or")
-def logical_or(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """Elementwise logical or."""
-    return mx.logical_or(left, right)
-
-
-@kernel("logical_xor")
-def logical_xor(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """Elementwise logical exclusive or."""
-    return mx.logical_xor(left, right)
-
-
-@kernel("shift_left")
-def shift_left(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """Bitwise ``left << right``."""
-    return mx.left_shift(left, right)
-
-
-@kernel("shift_right")
-def shift_right(left: _ArrayOrNumber, right: _ArrayOrNumber) -> _Array:
-    """Bitwise (arithmetic) ``left >> right``."""
-    return mx.right_shift(left, right)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,12 +238,6 @@ def sqrt(input: _Array) -> _Array:
     return mx.sqrt(input)
 
 
-@kernel("square")
-def square(input: _Array) -> _Array:
-    """``input ** 2``."""
-    return mx.square(input)
-
-
 @kernel("sign")
 def sign(input: _Array) -> _Array:
     """-1, 0 or 1 by the sign of each element."""
@@ -310,12 +262,6 @@ def floor(input: _Array) -> _Array:
     return mx.floor(input)
 
 
-@kernel("reciprocal")
-def reciprocal(input: _Array) -> _Array:
-    """``1 / input``."""
-    return mx.reciprocal(input)
-
-
 @kernel("relu")
 def relu(input: _Array) -> _Array:
     """``max(input, 0)`` (gradient 0 at 0, like PyTorch); NaN stays NaN, as in PyTorch
@@ -335,15 +281,10 @@ def tanh(input: _Array) -> _Array:
     return mx.tanh(input)
 
 
-@kernel("silu")
-def silu(input: _Array) -> _Array:
-    """``input * sigmoid(input)``."""
-    return input * _sigmoid(input)
-
-
 @kernel("softplus")
 def softplus(input: _Array) -> _Array:
-    """``log(1 + exp(input))``; the identity above 20 (PyTorch's threshold, beta 1)."""
+    """``log(1 + exp(input))``; the identity above 20 (PyTorch's threshold, beta 1: the
+    catalogue's definition). Float64 through the accurate ``_exp`` (MLX's own is not)."""
     if not _is_f64(input):
         return mx.where(input > 20, input, mx.logaddexp(input, mx.zeros_like(input)))
     return mx.where(input > 20, input, mx.log1p(_exp(mx.minimum(input, 20.0))))
@@ -361,12 +302,6 @@ def logical_not(input: _Array) -> _Array:
     return mx.logical_not(input)
 
 
-@kernel("isnan")
-def isnan(input: _Array) -> _Array:
-    """True where ``input`` is NaN."""
-    return mx.isnan(input)
-
-
 @kernel("gelu")
 def gelu(input: _Array, approximate: bool = False) -> _Array:
     """GELU: exact (erf) form, or the tanh approximation when ``approximate``."""
@@ -374,28 +309,6 @@ def gelu(input: _Array, approximate: bool = False) -> _Array:
         inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
         return 0.5 * input * (1 + mx.tanh(inner))
     return 0.5 * input * (1 + _erf(input * (1 / math.sqrt(2.0))))
-
-
-@kernel("leaky_relu")
-def leaky_relu(input: _Array, slope: float = 0.01) -> _Array:
-    """``input`` where positive, ``slope * input`` elsewhere."""
-    return mx.where(input > 0, input, input * slope)
-
-
-@kernel("clamp")
-def clamp(input: _Array, min: _Number | None = None, max: _Number | None = None) -> _Array:
-    """Limit ``input`` to ``[min, max]``; either bound may be ``None`` (``max`` wins if
-    min > max). NaN stays NaN; the gradient passes where ``min <= input <= max`` (bounds
-    inclusive, as PyTorch: ``mx.clip`` alone gives 0 at a bound)."""
-    if min is None and max is None:
-        return input
-    inside = None
-    if min is not None:
-        inside = input >= min
-    if max is not None:
-        below = input <= max
-        inside = below if inside is None else mx.logical_and(inside, below)
-    return mx.where(inside, input, mx.stop_gradient(mx.clip(input, min, max)))
 
 
 @kernel("nan_to_num")
@@ -468,22 +381,10 @@ def sum(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     return mx.sum(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("mean")
-def mean(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
-    """Mean over ``axis``."""
-    return mx.mean(input, axis=axis, keepdims=keepdim)
-
-
 @kernel("max")
 def max(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     """Maximum over ``axis``."""
     return mx.max(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("min")
-def min(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
-    """Minimum over ``axis``."""
-    return mx.min(input, axis=axis, keepdims=keepdim)
 
 
 @kernel("prod")
@@ -492,26 +393,10 @@ def prod(input: _Array, axis: _Axis = None, keepdim: bool = False) -> _Array:
     return mx.prod(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("variance")
-def variance(input: _Array, axis: _Axis = None, keepdim: bool = False,
-             correction: float = 0) -> _Array:
-    """Variance over ``axis`` with divisor ``N - correction``."""
-    axes = _axes(axis, input.ndim)
-    count = math.prod(input.shape[a] for a in axes)
-    centred = input - mx.mean(input, axis=axes, keepdims=True)
-    return mx.sum(centred * centred, axis=axes, keepdims=keepdim) / (count - correction)
-
-
 @kernel("argmax")
 def argmax(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
     """Index of the maximum (of the flattened array when ``axis`` is ``None``), as int64."""
     return mx.argmax(input, axis=axis, keepdims=keepdim).astype(mx.int64)
-
-
-@kernel("argmin")
-def argmin(input: _Array, axis: int | None = None, keepdim: bool = False) -> _Array:
-    """Index of the minimum (of the flattened array when ``axis`` is ``None``), as int64."""
-    return mx.argmin(input, axis=axis, keepdims=keepdim).astype(mx.int64)
 
 
 def _axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
@@ -534,32 +419,6 @@ def reshape(input: _Array, shape: Sequence[int]) -> _Array:
 def transpose(input: _Array, axes: Sequence[int] | None = None) -> _Array:
     """Permute axes (reverse them when ``axes`` is ``None``)."""
     return mx.transpose(input, None if axes is None else tuple(axes))
-
-
-@kernel("swap_axes")
-def swap_axes(input: _Array, axis1: int, axis2: int) -> _Array:
-    """Exchange two axes."""
-    return mx.swapaxes(input, axis1, axis2)
-
-
-@kernel("flatten")
-def flatten(input: _Array, start_dim: int = 0, end_dim: int = -1) -> _Array:
-    """Merge dims ``start_dim..end_dim`` into one (a scalar becomes shape ``(1,)``)."""
-    if input.ndim == 0:
-        return mx.reshape(input, (1,))
-    return mx.flatten(input, start_dim, end_dim)
-
-
-@kernel("squeeze")
-def squeeze(input: _Array, axis: _Axis = None) -> _Array:
-    """Drop size-1 dims (all of them when ``axis`` is ``None``)."""
-    return mx.squeeze(input, axis=axis)
-
-
-@kernel("unsqueeze")
-def unsqueeze(input: _Array, axis: int) -> _Array:
-    """Insert a size-1 dim at ``axis``."""
-    return mx.expand_dims(input, axis)
 
 
 @kernel("broadcast_to")
@@ -592,20 +451,6 @@ def indexer(input: Any, index: Any) -> Any:
     return input[index]
 
 
-@kernel("size")
-def size(input: _Array, dim: int | None = None) -> int:
-    """_Number of elements (``dim=None``) or the length of dim ``dim``, as a Python int."""
-    if dim is None:
-        return int(input.size)
-    return int(input.shape[dim])
-
-
-@kernel("item")
-def item(input: _Array) -> _Number:
-    """The single element of ``input`` as a Python number."""
-    return input.item()
-
-
 @kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any) -> _Array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
@@ -630,13 +475,6 @@ def _python_kind(value: Any) -> int:
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
-@kernel("conv1d")
-def conv1d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1) -> _Array:
-    """1-D cross-correlation, ``(N, C, L)`` input and ``(O, C/groups, K)`` weight."""
-    return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
-
-
 @kernel("conv2d")
 def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> _Array:
@@ -724,13 +562,6 @@ def _conv_unfold(x: _Array, w: _Array, stride: tuple[int, ...],
 # ----------------------------------------------------------------------------------------------
 # Pooling (channels-first input with any leading dims; floor mode)
 # ----------------------------------------------------------------------------------------------
-@kernel("max_pool1d")
-def max_pool1d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> _Array:
-    """1-D max pooling over the last axis; padding counts as -inf."""
-    return _pool(input, kernel_size, stride, padding, dilation, 1, "max")
-
-
 @kernel("max_pool2d")
 def max_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> _Array:
@@ -830,32 +661,6 @@ def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | No
                        keepdims=True)
     out = _affine(_normalise(input, mean_, var_, eps), weight, bias, shape)
     return out, running_mean, running_var
-
-
-@kernel("layer_norm")
-def layer_norm(input: _Array, weight: _Array | None, bias: _Array | None,
-               normalized_shape: Sequence[int], eps: float = 1e-5) -> _Array:
-    """Normalise over the trailing ``len(normalized_shape)`` dims (biased variance)."""
-    axes = tuple(range(input.ndim - len(tuple(normalized_shape)), input.ndim))
-    mean_ = mx.mean(input, axis=axes, keepdims=True)
-    var_ = mx.mean(mx.square(input - mean_), axis=axes, keepdims=True)
-    out = _normalise(input, mean_, var_, eps)
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
-
-
-@kernel("group_norm")
-def group_norm(input: _Array, weight: _Array | None, bias: _Array | None, num_groups: int,
-               eps: float = 1e-5) -> _Array:
-    """Normalise ``(N, C, *)`` over groups of ``C / num_groups`` channels (biased variance)."""
-    grouped = mx.reshape(input, (input.shape[0], num_groups, -1))
-    mean_ = mx.mean(grouped, axis=-1, keepdims=True)
-    var_ = mx.mean(mx.square(grouped - mean_), axis=-1, keepdims=True)
-    out = mx.reshape(_normalise(grouped, mean_, var_, eps), input.shape)
-    return _affine(out, weight, bias, _channel_shape(input))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1000,21 +805,6 @@ def eigvalsh(input: _Array) -> _Array:
     return _eigvalsh(input)
 
 
-@kernel("split")
-def split(input: _Array, split_size: int, axis: int = 0) -> _Array:
-    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
-
-    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
-    """
-    a = axis % input.ndim
-    length = input.shape[a]
-    if split_size < 1 or length % split_size:
-        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
-                         f"{axis} into equal chunks")
-    shape = (*input.shape[:a], length // split_size, split_size, *input.shape[a + 1:])
-    return mx.moveaxis(mx.reshape(input, shape), a, 0)
-
-
 @kernel("unique")
 def unique(input: _Array) -> _Array:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data, so
@@ -1038,31 +828,9 @@ def polynomial_features(input: _Array, degree: int) -> _Array:
     return out
 
 
-@kernel("atleast_1d")
-def atleast_1d(input: _Array) -> _Array:
-    """``input`` with a 0-d array reshaped to ``(1,)``."""
-    return mx.atleast_1d(input)
-
-
 @kernel("dtype_of")
 def dtype_of(input: _Array) -> Any:
     """The Mithril dtype (``ml.float32``, ...) of an array."""
     return as_dtype(str(input.dtype))
 
 
-@kernel("to_slice")
-def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
-    """``slice(start, stop, step)``."""
-    return builtins.slice(start, stop, step)
-
-
-@kernel("to_list")
-def to_list(*inputs: Any) -> list[Any]:
-    """The inputs as a list."""
-    return list(inputs)
-
-
-@kernel("tensor_to_list")
-def tensor_to_list(input: _Array) -> Any:
-    """An array as nested Python lists (``array.tolist()``)."""
-    return input.tolist()

@@ -208,22 +208,10 @@ def greater(left: Any, right: Any) -> Any:
     return np.greater(left, right)
 
 
-@kernel("less")
-def less(left: Any, right: Any) -> Any:
-    """``left < right``."""
-    return np.less(left, right)
-
-
 @kernel("greater_equal")
 def greater_equal(left: Any, right: Any) -> Any:
     """``left >= right``."""
     return np.greater_equal(left, right)
-
-
-@kernel("less_equal")
-def less_equal(left: Any, right: Any) -> Any:
-    """``left <= right``."""
-    return np.less_equal(left, right)
 
 
 @kernel("equal")
@@ -232,40 +220,10 @@ def equal(left: Any, right: Any) -> Any:
     return np.equal(left, right)
 
 
-@kernel("not_equal")
-def not_equal(left: Any, right: Any) -> Any:
-    """``left != right``."""
-    return np.not_equal(left, right)
-
-
 @kernel("logical_and")
 def logical_and(left: Any, right: Any) -> Any:
     """Elementwise logical and."""
     return np.logical_and(left, right)
-
-
-@kernel("logical_or")
-def logical_or(left: Any, right: Any) -> Any:
-    """Elementwise logical or."""
-    return np.logical_or(left, right)
-
-
-@kernel("logical_xor")
-def logical_xor(left: Any, right: Any) -> Any:
-    """Elementwise logical xor."""
-    return np.logical_xor(left, right)
-
-
-@kernel("shift_left")
-def shift_left(left: Any, right: Any) -> Any:
-    """``left << right`` on integers."""
-    return np.left_shift(left, right)
-
-
-@kernel("shift_right")
-def shift_right(left: Any, right: Any) -> Any:
-    """``left >> right`` on integers."""
-    return np.right_shift(left, right)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,12 +259,6 @@ def sqrt(input: np.ndarray) -> np.ndarray:
     return np.sqrt(input)
 
 
-@kernel("square")
-def square(input: np.ndarray) -> np.ndarray:
-    """``x * x``."""
-    return np.square(input)
-
-
 @kernel("sign")
 def sign(input: np.ndarray) -> np.ndarray:
     """-1, 0 or 1 by the sign of ``x``."""
@@ -331,12 +283,6 @@ def floor(input: np.ndarray) -> np.ndarray:
     return np.floor(input)
 
 
-@kernel("reciprocal")
-def reciprocal(input: np.ndarray) -> np.ndarray:
-    """``1 / x`` (true division, also for integer inputs)."""
-    return np.true_divide(1, input)
-
-
 @kernel("relu")
 def relu(input: np.ndarray) -> np.ndarray:
     """``max(x, 0)`` (NaN propagates)."""
@@ -355,20 +301,12 @@ def tanh(input: np.ndarray) -> np.ndarray:
     return np.tanh(input)
 
 
-@kernel("silu")
-def silu(input: np.ndarray) -> np.ndarray:
-    """``x * sigmoid(x)``."""
-    return input * sigmoid(input)
-
-
 @kernel("softplus")
 def softplus(input: np.ndarray) -> np.ndarray:
-    """``log(1 + e^x)`` as ``max(x, 0) + log1p(e^-|x|)``, which never overflows.
-
-    PyTorch (beta 1, threshold 20) returns ``x`` itself above 20; the two differ there by
-    ``log1p(e^-x) < 2.1e-9``, below float32 resolution.
-    """
-    return np.maximum(input, 0) + np.log1p(np.exp(-np.abs(input)))
+    """``log(1 + e^x)`` as ``max(x, 0) + log1p(e^-|x|)`` (never overflows), the identity
+    above 20 (PyTorch's threshold: the catalogue's definition, same on every backend)."""
+    smooth = np.maximum(input, 0) + np.log1p(np.exp(-np.abs(input)))
+    return np.where(input > 20, input, smooth).astype(smooth.dtype, copy=False)
 
 
 @kernel("stop_gradient")
@@ -381,12 +319,6 @@ def stop_gradient(input: np.ndarray) -> np.ndarray:
 def logical_not(input: np.ndarray) -> np.ndarray:
     """Elementwise logical not."""
     return np.logical_not(input)
-
-
-@kernel("isnan")
-def isnan(input: np.ndarray) -> np.ndarray:
-    """True where ``x`` is NaN."""
-    return np.isnan(input)
 
 
 def _erfc(x: np.ndarray) -> np.ndarray:
@@ -412,23 +344,6 @@ def gelu(input: np.ndarray, approximate: bool = False) -> np.ndarray:
     if approximate:
         return 0.5 * x * (1 + np.tanh(_GELU_K * (x + _GELU_C * x * x * x)))
     return 0.5 * x * _erfc(x * -math.sqrt(0.5))
-
-
-@kernel("leaky_relu")
-def leaky_relu(input: np.ndarray, slope: float = 0.01) -> np.ndarray:
-    """``x`` where positive, ``slope * x`` elsewhere."""
-    return np.maximum(input, 0) + np.minimum(input, 0) * slope
-
-
-@kernel("clamp")
-def clamp(input: np.ndarray, min: float | None = None, max: float | None = None) -> np.ndarray:
-    """Limit ``x`` to ``[min, max]`` (either bound may be None; ``max`` wins if min > max)."""
-    out = input
-    if min is not None:
-        out = np.maximum(out, min)
-    if max is not None:
-        out = np.minimum(out, max)
-    return out
 
 
 @kernel("nan_to_num")
@@ -498,25 +413,11 @@ def sum(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
     return np.sum(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("mean")
-def mean(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
-         keepdim: bool = False) -> np.ndarray:
-    """Mean over ``axis``."""
-    return np.mean(input, axis=axis, keepdims=keepdim)
-
-
 @kernel("max")
 def max(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
         keepdim: bool = False) -> np.ndarray:
     """Maximum over ``axis``."""
     return np.max(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("min")
-def min(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
-        keepdim: bool = False) -> np.ndarray:
-    """Minimum over ``axis``."""
-    return np.min(input, axis=axis, keepdims=keepdim)
 
 
 @kernel("prod")
@@ -526,23 +427,10 @@ def prod(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
     return np.prod(input, axis=axis, keepdims=keepdim)
 
 
-@kernel("variance")
-def variance(input: np.ndarray, axis: int | tuple[int, ...] | None = None,
-             keepdim: bool = False, correction: float = 0) -> np.ndarray:
-    """Variance over ``axis`` with divisor ``N - correction``."""
-    return np.var(input, axis=axis, keepdims=keepdim, ddof=correction)
-
-
 @kernel("argmax")
 def argmax(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
     """Index of the (first) maximum; ``axis=None`` indexes the flattened array."""
     return np.asarray(np.argmax(input, axis=axis, keepdims=keepdim), dtype=np.int64)
-
-
-@kernel("argmin")
-def argmin(input: np.ndarray, axis: int | None = None, keepdim: bool = False) -> np.ndarray:
-    """Index of the (first) minimum; ``axis=None`` indexes the flattened array."""
-    return np.asarray(np.argmin(input, axis=axis, keepdims=keepdim), dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -558,34 +446,6 @@ def reshape(input: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def transpose(input: np.ndarray, axes: tuple[int, ...] | None = None) -> np.ndarray:
     """Permute the axes (``None`` reverses them)."""
     return np.transpose(input, axes)
-
-
-@kernel("swap_axes")
-def swap_axes(input: np.ndarray, axis1: int, axis2: int) -> np.ndarray:
-    """Exchange two axes."""
-    return np.swapaxes(input, axis1, axis2)
-
-
-@kernel("flatten")
-def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndarray:
-    """Merge dims ``start_dim..end_dim`` (inclusive) into one; a 0-d input becomes ``(1,)``."""
-    if input.ndim == 0:
-        return np.reshape(input, (1,))
-    s, e = start_dim % input.ndim, end_dim % input.ndim
-    shape = (*input.shape[:s], math.prod(input.shape[s:e + 1]), *input.shape[e + 1:])
-    return np.reshape(input, shape)
-
-
-@kernel("squeeze")
-def squeeze(input: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Remove dims of size 1 (all of them, or those in ``axis``)."""
-    return np.squeeze(input, axis=axis)
-
-
-@kernel("unsqueeze")
-def unsqueeze(input: np.ndarray, axis: int) -> np.ndarray:
-    """Insert a dim of size 1 at ``axis``."""
-    return np.expand_dims(input, axis)
 
 
 @kernel("broadcast_to")
@@ -635,18 +495,6 @@ def indexer(input: Any, index: Any) -> Any:
     if isinstance(input, np.ndarray) and not isinstance(out, np.ndarray):
         out = np.asarray(out)
     return out
-
-
-@kernel("size")
-def size(input: np.ndarray, dim: int | None = None) -> int:
-    """Number of elements (``dim=None``) or the length of one dim, as a Python int."""
-    return int(np.size(input)) if dim is None else int(np.shape(input)[dim])
-
-
-@kernel("item")
-def item(input: Any) -> Any:
-    """The single element of ``input`` as a Python number."""
-    return input.item() if hasattr(input, "item") else input
 
 
 @kernel("to_tensor")
@@ -760,21 +608,6 @@ def _conv_forward(nd: int, input: np.ndarray, weight: np.ndarray, bias: np.ndarr
     return (out[0] if unbatched else out), cols
 
 
-@kernel("conv1d")
-def conv1d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
-           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
-    """1-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, k)``."""
-    return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)[0]
-
-
-@kernel("conv1d", mode="with_cache")
-def conv1d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
-               stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``conv1d`` and its im2col matrix (the cache of ``conv1d_vjp``)."""
-    return _conv_forward(1, input, weight, bias, stride, padding, dilation, groups)
-
-
 @kernel("conv2d")
 def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
            stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
@@ -859,20 +692,6 @@ def _max_pool_fwd(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, pad
     views = _pool_views(_pad_last(input, geometry[2], _pad_value(input.dtype)), geometry)
     best = _max_of(views)
     return best, (_first_hits(views, best) if want_masks else [])
-
-
-@kernel("max_pool1d")
-def max_pool1d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> np.ndarray:
-    """1-d max pooling over the last dim (padding counts as -inf; floor mode)."""
-    return _max_pool_fwd(input, 1, kernel_size, stride, padding, dilation, False)[0]
-
-
-@kernel("max_pool1d", mode="with_cache")
-def max_pool1d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                   dilation: Any = 1) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``max_pool1d`` and its argmax masks (the cache of ``max_pool1d_vjp``)."""
-    return _max_pool_fwd(input, 1, kernel_size, stride, padding, dilation)
 
 
 @kernel("max_pool2d")
@@ -1006,49 +825,6 @@ def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
 def _layer_axes(input: np.ndarray, normalized_shape: Any) -> tuple[int, ...]:
     count = 1 if isinstance(normalized_shape, int | np.integer) else len(normalized_shape)
     return tuple(range(input.ndim - count, input.ndim))
-
-
-@kernel("layer_norm", mode="with_cache")
-def layer_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
-                   bias: np.ndarray | None = None, normalized_shape: Any = None,
-                   eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """``layer_norm`` and ``(xhat, 1/std)`` (the cache of ``layer_norm_vjp``)."""
-    if normalized_shape is None:
-        normalized_shape = (input.shape[-1],)
-    axes = _layer_axes(input, normalized_shape)
-    xhat, _, _, inv_std = _standardise(input, axes, eps)
-    shape = tuple(input.shape[a] for a in axes)
-    return _affine(xhat, weight, bias, shape), (xhat, inv_std)
-
-
-@kernel("layer_norm")
-def layer_norm(input: np.ndarray, weight: np.ndarray | None = None,
-               bias: np.ndarray | None = None, normalized_shape: Any = None,
-               eps: float = 1e-5) -> np.ndarray:
-    """Normalise over the trailing ``normalized_shape`` dims (biased variance), then affine."""
-    return layer_norm_fwd(input, weight, bias, normalized_shape, eps)[0]
-
-
-@kernel("group_norm", mode="with_cache")
-def group_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
-                   bias: np.ndarray | None = None, num_groups: int = 1,
-                   eps: float = 1e-5) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """``group_norm`` and ``(xhat, 1/std)`` in the grouped layout ``(N, G, -1)``."""
-    n, c = input.shape[:2]
-    if c % num_groups:
-        raise ValueError(f"{c} channels are not divisible into {num_groups} groups")
-    grouped = input.reshape(n, num_groups, -1)
-    xhat, _, _, inv_std = _standardise(grouped, (2,), eps)
-    out = _affine(xhat.reshape(input.shape), weight, bias, _channel_shape(input))
-    return out, (xhat, inv_std)
-
-
-@kernel("group_norm")
-def group_norm(input: np.ndarray, weight: np.ndarray | None = None,
-               bias: np.ndarray | None = None, num_groups: int = 1,
-               eps: float = 1e-5) -> np.ndarray:
-    """Normalise each of ``num_groups`` channel groups per sample, then a per-channel affine."""
-    return group_norm_fwd(input, weight, bias, num_groups, eps)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1202,16 +978,6 @@ def _split_layout(shape: tuple[int, ...], split_size: int,
     return a, (*shape[:a], length // split_size, split_size, *shape[a + 1:])
 
 
-@kernel("split")
-def split(input: np.ndarray, split_size: int, axis: int = 0) -> np.ndarray:
-    """``torch.split(input, split_size, axis)`` stacked: chunk ``i`` is ``output[i]``.
-
-    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
-    """
-    a, shape = _split_layout(input.shape, split_size, axis)
-    return np.moveaxis(np.reshape(input, shape), a, 0)
-
-
 @kernel("unique")
 def unique(input: np.ndarray) -> np.ndarray:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
@@ -1236,31 +1002,9 @@ def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
     return out
 
 
-@kernel("atleast_1d")
-def atleast_1d(input: np.ndarray) -> np.ndarray:
-    """``input`` with a 0-d array reshaped to ``(1,)``."""
-    return np.atleast_1d(input)
-
-
 @kernel("dtype_of")
 def dtype_of(input: Any) -> _types.Dtype:
     """The Mithril dtype (``ml.float32``, ...) of an array."""
     return _types.as_dtype(np.asarray(input).dtype.name)
 
 
-@kernel("to_slice")
-def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
-    """``slice(start, stop, step)``."""
-    return _builtins.slice(start, stop, step)
-
-
-@kernel("to_list")
-def to_list(*inputs: Any) -> list[Any]:
-    """The inputs as a list."""
-    return list(inputs)
-
-
-@kernel("tensor_to_list")
-def tensor_to_list(input: Any) -> Any:
-    """An array as nested Python lists (``ndarray.tolist()``)."""
-    return np.asarray(input).tolist()

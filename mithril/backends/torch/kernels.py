@@ -138,22 +138,10 @@ def greater(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     return left > right
 
 
-@kernel("less")
-def less(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
-    """``left < right``."""
-    return left < right
-
-
 @kernel("greater_equal")
 def greater_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     """``left >= right``."""
     return left >= right
-
-
-@kernel("less_equal")
-def less_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
-    """``left <= right``."""
-    return left <= right
 
 
 @kernel("equal")
@@ -162,40 +150,10 @@ def equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
     return left == right
 
 
-@kernel("not_equal")
-def not_equal(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
-    """``left != right`` elementwise."""
-    return left != right
-
-
 @kernel("logical_and")
 def logical_and(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
     """Elementwise logical and (a bool tensor)."""
     return torch.logical_and(*_as_tensors(left, right))
-
-
-@kernel("logical_or")
-def logical_or(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
-    """Elementwise logical or (a bool tensor)."""
-    return torch.logical_or(*_as_tensors(left, right))
-
-
-@kernel("logical_xor")
-def logical_xor(left: TensorOrNumber, right: TensorOrNumber) -> Tensor:
-    """Elementwise logical xor (a bool tensor)."""
-    return torch.logical_xor(*_as_tensors(left, right))
-
-
-@kernel("shift_left")
-def shift_left(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
-    """Bitwise ``left << right`` on integers."""
-    return left << right
-
-
-@kernel("shift_right")
-def shift_right(left: TensorOrNumber, right: TensorOrNumber) -> TensorOrNumber:
-    """Bitwise ``left >> right`` on integers (arithmetic shift)."""
-    return left >> right
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,12 +189,6 @@ def sqrt(input: Tensor) -> Tensor:
     return torch.sqrt(input)
 
 
-@kernel("square")
-def square(input: Tensor) -> Tensor:
-    """``input ** 2``."""
-    return torch.square(input)
-
-
 @kernel("sign")
 def sign(input: Tensor) -> Tensor:
     """-1, 0 or 1 by the sign of each element."""
@@ -261,12 +213,6 @@ def floor(input: Tensor) -> Tensor:
     return torch.floor(input)
 
 
-@kernel("reciprocal")
-def reciprocal(input: Tensor) -> Tensor:
-    """``1 / input``."""
-    return torch.reciprocal(input)
-
-
 @kernel("relu")
 def relu(input: Tensor) -> Tensor:
     """``max(input, 0)``."""
@@ -285,15 +231,10 @@ def tanh(input: Tensor) -> Tensor:
     return torch.tanh(input)
 
 
-@kernel("silu")
-def silu(input: Tensor) -> Tensor:
-    """``input * sigmoid(input)``."""
-    return F.silu(_floating(input))
-
-
 @kernel("softplus")
 def softplus(input: Tensor) -> Tensor:
-    """``log(1 + exp(input))`` (PyTorch: beta 1, linear above 20)."""
+    """``log(1 + exp(input))``, the identity above 20 (PyTorch's beta 1, threshold 20: the
+    catalogue's definition)."""
     return F.softplus(_floating(input), beta=1.0, threshold=20.0)
 
 
@@ -309,30 +250,10 @@ def logical_not(input: Tensor) -> Tensor:
     return torch.logical_not(input)
 
 
-@kernel("isnan")
-def isnan(input: Tensor) -> Tensor:
-    """Where ``input`` is NaN."""
-    return torch.isnan(input)
-
-
 @kernel("gelu")
 def gelu(input: Tensor, approximate: bool = False) -> Tensor:
     """GELU; ``approximate=True`` uses the tanh form."""
     return F.gelu(_floating(input), approximate="tanh" if approximate else "none")
-
-
-@kernel("leaky_relu")
-def leaky_relu(input: Tensor, slope: float = 0.01) -> Tensor:
-    """``input`` where positive, ``slope * input`` elsewhere."""
-    return F.leaky_relu(input, negative_slope=slope)
-
-
-@kernel("clamp")
-def clamp(input: Tensor, min: Number | None = None, max: Number | None = None) -> Tensor:
-    """Limit ``input`` to ``[min, max]``; either bound may be ``None``."""
-    if min is None and max is None:
-        return input
-    return torch.clamp(input, min=min, max=max)
 
 
 @kernel("nan_to_num")
@@ -402,28 +323,12 @@ def sum(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return torch.sum(input, dim=axis, keepdim=keepdim)
 
 
-@kernel("mean")
-def mean(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
-    """Mean over ``axis`` (``None``: all); ints give floats."""
-    if _no_axes(axis):
-        return _floating(input)
-    return torch.mean(_floating(input), dim=axis, keepdim=keepdim)
-
-
 @kernel("max")
 def max(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     """Maximum over ``axis`` (``None``: all); ties share the gradient."""
     if _no_axes(axis):
         return input
     return torch.amax(input, dim=() if axis is None else axis, keepdim=keepdim)
-
-
-@kernel("min")
-def min(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
-    """Minimum over ``axis`` (``None``: all); ties share the gradient."""
-    if _no_axes(axis):
-        return input
-    return torch.amin(input, dim=() if axis is None else axis, keepdim=keepdim)
 
 
 @kernel("prod")
@@ -439,26 +344,10 @@ def prod(input: Tensor, axis: Axis = None, keepdim: bool = False) -> Tensor:
     return out
 
 
-@kernel("variance")
-def variance(input: Tensor, axis: Axis = None, keepdim: bool = False,
-             correction: float = 0) -> Tensor:
-    """Variance over ``axis`` with divisor ``N - correction``."""
-    x = _floating(input)
-    if _no_axes(axis):
-        return (x - x) / (1 - correction)
-    return torch.var(x, dim=axis, correction=correction, keepdim=keepdim)
-
-
 @kernel("argmax")
 def argmax(input: Tensor, axis: int | None = None, keepdim: bool = False) -> Tensor:
     """Index of the maximum along ``axis`` (``None``: of the flattened array)."""
     return torch.argmax(input, dim=axis, keepdim=keepdim)
-
-
-@kernel("argmin")
-def argmin(input: Tensor, axis: int | None = None, keepdim: bool = False) -> Tensor:
-    """Index of the minimum along ``axis`` (``None``: of the flattened array)."""
-    return torch.argmin(input, dim=axis, keepdim=keepdim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,32 +365,6 @@ def transpose(input: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     if axes is None:
         axes = tuple(range(input.ndim - 1, -1, -1))
     return input.permute(tuple(axes))
-
-
-@kernel("swap_axes")
-def swap_axes(input: Tensor, axis1: int, axis2: int) -> Tensor:
-    """Exchange two axes."""
-    return torch.swapaxes(input, axis1, axis2)
-
-
-@kernel("flatten")
-def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    """Merge dims ``start_dim..end_dim`` into one."""
-    return torch.flatten(input, start_dim, end_dim)
-
-
-@kernel("squeeze")
-def squeeze(input: Tensor, axis: Axis = None) -> Tensor:
-    """Drop the given size-1 axes (``None``: all of them)."""
-    if axis is None:
-        return torch.squeeze(input)
-    return torch.squeeze(input, dim=axis)
-
-
-@kernel("unsqueeze")
-def unsqueeze(input: Tensor, axis: int) -> Tensor:
-    """Insert a size-1 axis at ``axis``."""
-    return torch.unsqueeze(input, axis)
 
 
 @kernel("broadcast_to")
@@ -568,18 +431,6 @@ def indexer(input: Any, index: Any) -> Any:
     return input[index]
 
 
-@kernel("size")
-def size(input: Tensor, dim: int | None = None) -> int:
-    """The number of elements (``dim=None``) or the length of one dim, as a Python int."""
-    return input.numel() if dim is None else int(input.shape[dim])
-
-
-@kernel("item")
-def item(input: Tensor) -> Number:
-    """The single element of ``input`` as a Python number."""
-    return input.item()
-
-
 def _leaf_kind(value: Any) -> type:
     """``float`` if any leaf of a nested list is a float, ``bool`` if all are, else ``int``."""
     if isinstance(value, list | tuple):
@@ -621,27 +472,11 @@ def _conv(fn: Any, nd: int, input: Tensor, weight: Tensor, bias: Tensor | None, 
     return fn(input, weight, bias, _tuple(stride, nd), sym, _tuple(dilation, nd), groups)
 
 
-@kernel("conv1d")
-def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
-           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
-    """1-d convolution (cross-correlation); ``padding`` holds ``(before, after)`` pairs."""
-    return _conv(F.conv1d, 1, input, weight, bias, stride, padding, dilation, groups)
-
-
 @kernel("conv2d")
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """2-d convolution (cross-correlation); ``padding`` holds ``(before, after)`` pairs."""
     return _conv(F.conv2d, 2, input, weight, bias, stride, padding, dilation, groups)
-
-
-@kernel("max_pool1d")
-def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> Tensor:
-    """1-d max pooling (pads with -inf, floor mode)."""
-    k = _tuple(kernel_size, 1)
-    s = k if stride is None else _tuple(stride, 1)
-    return F.max_pool1d(input, k, s, _tuple(padding, 1), _tuple(dilation, 1))
 
 
 @kernel("max_pool2d")
@@ -691,22 +526,6 @@ def batch_norm_inference(input: Tensor, weight: Tensor | None = None, bias: Tens
     stats = (None, None) if training else (running_mean, running_var)
     out = F.batch_norm(input, *stats, weight, bias, training, momentum, eps)
     return out, running_mean, running_var
-
-
-@kernel("layer_norm")
-def layer_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
-               normalized_shape: Any = None, eps: float = 1e-5) -> Tensor:
-    """Normalise over the trailing ``normalized_shape`` dims (biased variance)."""
-    if normalized_shape is None:
-        normalized_shape = input.shape[-1:]
-    return F.layer_norm(input, list(_tuple(normalized_shape, 1)), weight, bias, eps)
-
-
-@kernel("group_norm")
-def group_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
-               num_groups: int = 1, eps: float = 1e-5) -> Tensor:
-    """Normalise each of ``num_groups`` channel groups (channel axis 1, biased variance)."""
-    return F.group_norm(input, num_groups, weight, bias, eps)
 
 
 @kernel("embedding")
@@ -811,21 +630,6 @@ def eigvalsh(input: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(input)
 
 
-@kernel("split")
-def split(input: Tensor, split_size: int, axis: int = 0) -> Tensor:
-    """``torch.split(input, split_size, axis)`` stacked along a new first axis.
-
-    Every chunk has ``split_size`` elements along ``axis`` (the length must be a multiple).
-    """
-    a = axis % input.ndim
-    length = input.shape[a]
-    if split_size < 1 or length % split_size:
-        raise ValueError(f"split_size {split_size} does not divide the length {length} of axis "
-                         f"{axis} into equal chunks")
-    shape = (*input.shape[:a], length // split_size, split_size, *input.shape[a + 1:])
-    return torch.movedim(input.reshape(shape), a, 0)
-
-
 @kernel("unique")
 def unique(input: Tensor) -> Tensor:
     """The sorted distinct values of ``input`` (flattened); the length depends on the data."""
@@ -844,31 +648,9 @@ def polynomial_features(input: Tensor, degree: int) -> Tensor:
     return out
 
 
-@kernel("atleast_1d")
-def atleast_1d(input: Tensor) -> Tensor:
-    """``input`` with a 0-d tensor reshaped to ``(1,)``."""
-    return torch.atleast_1d(input)
-
-
 @kernel("dtype_of")
 def dtype_of(input: Tensor) -> Any:
     """The Mithril dtype (``ml.float32``, ...) of a tensor."""
     return _types.as_dtype(str(input.dtype))
 
 
-@kernel("to_slice")
-def to_slice(start: int | None, stop: int | None, step: int | None) -> slice:
-    """``slice(start, stop, step)``."""
-    return builtins.slice(start, stop, step)
-
-
-@kernel("to_list")
-def to_list(*inputs: Any) -> list[Any]:
-    """The inputs as a list."""
-    return list(inputs)
-
-
-@kernel("tensor_to_list")
-def tensor_to_list(input: Tensor) -> Any:
-    """A tensor as nested Python lists (``Tensor.tolist()``)."""
-    return input.tolist()

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from ..logical.meta import SCALAR, TENSOR
 from . import creation, elementwise, indexing, linalg, nn, reductions, shape_ops  # noqa: F401
-from .base import CATALOGUE, OpDef, Term, core_ops, register, tensor_ops
+from .base import CATALOGUE, OpDef, Term, core_ops, derive, register, tensor_ops, unregister
 from .elementwise import NON_DIFFERENTIABLE
 from .linalg import polynomial_feature_count
 
 __all__ = ["CATALOGUE", "NON_DIFFERENTIABLE", "SCALAR", "TENSOR", "OpDef", "Term", "core_ops",
-           "polynomial_feature_count", "register", "tensor_ops"]
+           "derive", "polynomial_feature_count", "register", "tensor_ops", "unregister"]

@@ -101,6 +101,8 @@ class OpDef:
 
 
 CATALOGUE: dict[str, OpDef] = {}
+#: bumped by every change of the catalogue (backends rebuild their kernel tables after one)
+VERSION = [0]
 
 
 def register(op: OpDef) -> OpDef:
@@ -108,7 +110,14 @@ def register(op: OpDef) -> OpDef:
     if op.name in CATALOGUE:
         raise ValueError(f"primitive {op.name!r} is already in the catalogue")
     CATALOGUE[op.name] = op
+    VERSION[0] += 1
     return op
+
+
+def unregister(name: str) -> OpDef:
+    """Remove primitive ``name`` from the catalogue (for examples and tests)."""
+    VERSION[0] += 1
+    return CATALOGUE.pop(name)
 
 
 def derive(formulas: dict[str, Callable[..., Any]]) -> None:
@@ -116,6 +125,7 @@ def derive(formulas: dict[str, Callable[..., Any]]) -> None:
     ``(k, *inputs)`` in core kernels (see :class:`OpDef`)."""
     for name, formula in formulas.items():
         CATALOGUE[name].decompose = formula
+    VERSION[0] += 1
 
 
 def reduced_count(shape: Any, axis: Any) -> int:

@@ -208,9 +208,18 @@ register(OpDef("where", (Term("condition", TENSOR, T.BOOL, differentiable=False)
 
 # ---- derived: decompositions into core kernels ----------------------------------------------
 def _softplus(k: Any, x: Any) -> Any:
-    """``max(x, 0) + log(1 + exp(-|x|))``: smooth everywhere (no switch to the identity at 20),
-    no overflow; ``maximum``'s even split at 0 gives the gradient 1/2 there."""
-    return k.add(k.maximum(x, 0.0), k.log(k.add(1.0, k.exp(k.negate(k.absolute(x))))))
+    """PyTorch's softplus (beta 1, threshold 20), the definition every backend follows:
+    ``max(x, 0) + log(1 + exp(-|x|))`` (no overflow; ``maximum``'s even split at 0 gives the
+    gradient 1/2 there), the identity above 20. Backends keep their own kernels, which use
+    ``log1p`` (exact where ``1 + exp(-|x|)`` rounds to 1)."""
+    smooth = k.add(k.maximum(x, 0.0), k.log(k.add(1.0, k.exp(k.negate(k.absolute(x))))))
+    return k.where(k.greater(x, 20.0), x, smooth)
+
+
+def _logical_or(k: Any, left: Any, right: Any) -> Any:
+    if isinstance(left, bool):  # a Python bool goes second (``where`` needs an array condition)
+        left, right = right, left
+    return (left or right) if isinstance(left, bool) else k.where(left, True, right)
 
 
 def _log_softmax(k: Any, x: Any, axis: int = -1) -> Any:
@@ -227,8 +236,7 @@ derive({
     "less": lambda k, left, right: k.greater(right, left),
     "less_equal": lambda k, left, right: k.greater_equal(right, left),
     "not_equal": lambda k, left, right: k.logical_not(k.equal(left, right)),
-    "logical_or": lambda k, left, right: k.logical_not(
-        k.logical_and(k.logical_not(left), k.logical_not(right))),
+    "logical_or": _logical_or,
     "logical_xor": lambda k, left, right: k.not_equal(left, right),
     "shift_left": lambda k, left, right: k.multiply(left, k.power(2, right)),
     "shift_right": lambda k, left, right: k.floor_divide(left, k.power(2, right)),

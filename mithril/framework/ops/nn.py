@@ -396,22 +396,22 @@ register(OpDef("dropout", (Term("input"), Term("p", SCALAR, T.FLOAT, default=0.5
 # ---- derived: decompositions into core kernels ----------------------------------------------
 def _conv1d(k: Any, x: Any, weight: Any, bias: Any, stride: Any = 1, padding: Any = 0,
             dilation: Any = 1, groups: int = 1) -> Any:
-    """conv2d over a ``(N, C, 1, L)`` view."""
+    """conv2d over a ``(N, C, 1, L)`` view (``(C, 1, L)`` unbatched)."""
     (p,) = _pad_pairs(padding, 1)
-    out = k.conv2d(k.reshape(x, (*x.shape[:2], 1, x.shape[2])),
+    out = k.conv2d(k.reshape(x, (*x.shape[:-1], 1, x.shape[-1])),
                    k.reshape(weight, (*weight.shape[:2], 1, weight.shape[2])), bias,
                    (1, *_pairs(stride, 1, "")), ((0, 0), p), (1, *_pairs(dilation, 1, "")),
                    groups)
-    return k.reshape(out, (*out.shape[:2], out.shape[3]))
+    return k.reshape(out, (*out.shape[:-2], out.shape[-1]))
 
 
 def _max_pool1d(k: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                 dilation: Any = 1) -> Any:
-    (p,) = _pad_pairs(padding, 1)
+    """max_pool2d over a ``(N, C, 1, L)`` view."""
     ks = _pairs(kernel_size, 1, "")
     out = k.max_pool2d(k.reshape(x, (*x.shape[:-1], 1, x.shape[-1])), (1, *ks),
-                       (1, *_pairs(ks if stride is None else stride, 1, "")), ((0, 0), p),
-                       (1, *_pairs(dilation, 1, "")))
+                       (1, *_pairs(ks if stride is None else stride, 1, "")),
+                       (0, *_pairs(padding, 1, "")), (1, *_pairs(dilation, 1, "")))
     return k.reshape(out, (*out.shape[:-2], out.shape[-1]))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..monomials import monomial_indices
 from . import kernels as _k
+from . import nn as _nn
 from .kernels import registry
 
 vjp = registry.vjp
@@ -455,7 +456,7 @@ def indexer_vjp(grad: np.ndarray, output: Any, input: Any, index: Any,
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
-def _col2im(dcols: np.ndarray, plan: _k._ConvPlan) -> np.ndarray:
+def _col2im(dcols: np.ndarray, plan: _nn._ConvPlan) -> np.ndarray:
     """Sum an im2col-shaped gradient back into the (cropped) image: one add per offset."""
     n, c, nd = plan.n, plan.c, len(plan.kernel)
     per_offset = dcols.reshape(c, math.prod(plan.kernel), n, *plan.rows)
@@ -485,9 +486,9 @@ def _conv_vjp(nd: int, grad: np.ndarray, input: np.ndarray, weight: np.ndarray,
     unbatched = input.ndim == nd + 1
     x = input[None] if unbatched else input
     g = np.asarray(grad)[None] if unbatched else np.asarray(grad)
-    plan = _k._conv_plan(nd, x, weight, stride, padding, dilation, groups)
+    plan = _nn._conv_plan(nd, x, weight, stride, padding, dilation, groups)
     if cols is None:
-        cols = _k._im2col(x, plan)
+        cols = _nn._im2col(x, plan)
     if plan.flat:  # zero gradient for the dropped columns of each flat row
         g_rows = np.zeros((plan.o, plan.n, *plan.rows), g.dtype)
         g_rows[..., :plan.out[1]] = np.moveaxis(g, 1, 0)
@@ -531,7 +532,7 @@ def _unpool(g: np.ndarray, input: np.ndarray, nd: int, geometry: tuple[tuple[int
     tiles = k == s and all(dd == 1 for dd in d) and all(
         o * ss == n for o, ss, n in zip(out, s, padded[len(padded) - nd:], strict=True))
     dxp = np.empty(padded, g.dtype) if tiles else np.zeros(padded, g.dtype)
-    for i, view in enumerate(_k._pool_views(dxp, geometry)):
+    for i, view in enumerate(_nn._pool_views(dxp, geometry)):
         if disjoint:
             if masks is None:
                 view[...] = g
@@ -548,8 +549,8 @@ def _max_pool_vjp(nd: int, grad: np.ndarray, input: np.ndarray, kernel_size: Any
     if not _wants(input):
         return None, None, None, None, None
     if masks is None:
-        masks = _k._max_pool_fwd(input, nd, kernel_size, stride, padding, dilation)[1]
-    geometry = _k._pool_geometry(input, nd, kernel_size, stride, padding, dilation)
+        masks = _nn._max_pool_fwd(input, nd, kernel_size, stride, padding, dilation)[1]
+    geometry = _nn._pool_geometry(input, nd, kernel_size, stride, padding, dilation)
     g = np.asarray(grad, dtype=input.dtype)
     return (_grad(input, _unpool(g, input, nd, geometry, masks)), None, None, None, None)
 
@@ -569,7 +570,7 @@ def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
     """Gradient of ``avg_pool2d``: ``grad / (kh * kw)`` to every element of each window."""
     if not _wants(input):
         return None, None, None, None
-    geometry = _k._pool_geometry(input, 2, kernel_size, stride, padding, 1)
+    geometry = _nn._pool_geometry(input, 2, kernel_size, stride, padding, 1)
     g = np.asarray(grad) / math.prod(geometry[0])
     return _grad(input, _unpool(g, input, 2, geometry, None)), None, None, None
 
@@ -605,11 +606,11 @@ def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
     if g is None:
         g = np.zeros(input.shape, input.dtype)
     if cache is None:
-        xhat, inv_std = _k.batch_norm_fwd(input, None, None, None, None, momentum, eps)[1]
+        xhat, inv_std = _nn.batch_norm_fwd(input, None, None, None, None, momentum, eps)[1]
     else:
         xhat, inv_std = cache
     n = input.size // input.shape[1]
-    shape = _k._channel_shape(input)
+    shape = _nn._channel_shape(input)
     db, dw = _channel_sums(g, xhat)
     scale = inv_std if weight is None else weight * inv_std  # (C,)
     # dx = scale * (g - db / n - xhat * dw / n), with per-channel coefficients folded first
@@ -631,7 +632,7 @@ def batch_norm_inference_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarr
     g = grad[0] if isinstance(grad, tuple | list) else grad
     if g is None:
         g = np.zeros(input.shape, input.dtype)
-    shape = _k._channel_shape(input)
+    shape = _nn._channel_shape(input)
     inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
     xhat = (input - running_mean.reshape(shape)) * inv_std
     db, dw = _channel_sums(g, xhat)
@@ -658,7 +659,7 @@ def scaled_dot_product_vjp(grad: np.ndarray, output: Any, query: np.ndarray, key
     """Gradients of ``scaled_dot_product`` w.r.t. query, key and value."""
     probs = cache
     if probs is None:
-        probs = _k.scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[1]
+        probs = _nn.scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[1]
     s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     d_value = np.matmul(np.swapaxes(probs, -1, -2), grad)
     d_probs = np.matmul(grad, np.swapaxes(value, -1, -2))

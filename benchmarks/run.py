@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    from . import backends, build_compile, gpt2, training_loop
+    from . import backends, build_compile, gpt2, recurrent, training_loop
 
     print(build_compile.run())
     print()
@@ -15,6 +15,8 @@ def main() -> int:
     print(backends.run())
     print()
     print(training_loop.run())
+    print()
+    print(recurrent.run())
     return 0
 
 

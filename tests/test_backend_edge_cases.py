@@ -23,7 +23,19 @@ from mithril import IOKey
 from mithril.models import Dropout, Item, Linear, Model, Relu, Unique
 from tests.backend_names import BACKENDS, backend_of
 
-ml.JaxBackend()  # jax_enable_x64 before the JAX source arrays (int64) are made
+
+@pytest.fixture(autouse=True)
+def _jax_x64():
+    """64-bit JAX source arrays (int64) and the user's own jax.jit of float64 models need x64,
+    which a user turns on (a JaxBackend changes nothing process-wide)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def _unscoped(fn: Any) -> Any:
+    """What a float64 JAX backend runs inside its ``jax.enable_x64`` wrapper."""
+    return getattr(fn, "x64_scoped", fn)
+
 
 # ==============================================================================================
 # backend.array of every framework's arrays, in every precision
@@ -177,7 +189,7 @@ def test_jax_untraceable_model_runs_eagerly_with_one_warning(make: Any) -> None:
         for k, v in _to_numpy_tree(b, want_grads).items():
             np.testing.assert_array_equal(b.to_numpy(g[k]), v)
     # settled on the plain functions: no wrapper left in the way
-    assert jitted._forward is jitted._raw_forward
+    assert _unscoped(jitted._forward) is jitted._raw_forward
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eager.evaluate(params, {"input": x})  # jit=False: no warning
@@ -196,7 +208,7 @@ def test_jax_traceable_model_calls_jax_jit_directly() -> None:
     plain_jit_type = type(jax.jit(lambda v: v))
     for first_inside_user_jit in (False, True):
         pm = ml.compile(m, b)
-        assert not isinstance(pm._forward, plain_jit_type)  # decides at the first call
+        assert not isinstance(_unscoped(pm._forward), plain_jit_type)  # decides at first call
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
             if first_inside_user_jit:
@@ -204,8 +216,8 @@ def test_jax_traceable_model_calls_jax_jit_directly() -> None:
             else:
                 out = pm.evaluate(params, {"input": x})
             _, grads = pm.evaluate(params, {"input": x}, {"output": b.ones(5, 4)})
-        assert isinstance(pm._forward, plain_jit_type)
-        assert isinstance(pm._grad_fn, plain_jit_type)
+        assert isinstance(_unscoped(pm._forward), plain_jit_type)
+        assert isinstance(_unscoped(pm._grad_fn), plain_jit_type)
         np.testing.assert_allclose(b.to_numpy(out["output"]),
                                    b.to_numpy(reference.evaluate(params, {"input": x})["output"]),
                                    rtol=1e-12)
@@ -292,7 +304,7 @@ def test_compiled_jit_reports_whether_a_jit_runs(name: str) -> None:
     b = backend_of(name)
     for jit in (None, True, False):
         pm = ml.compile(m, b, jit=jit)
-        wrapped = pm._forward is not pm._raw_forward
+        wrapped = _unscoped(pm._forward) is not pm._raw_forward
         assert pm.jit is wrapped
         if name == "numpy":
             assert pm.jit is False  # NumPy has no JIT, whatever jit= says

@@ -30,6 +30,7 @@ __all__ = [
     "framework_of",
     "full_like",
     "is_array",
+    "is_x64",
     "keep_requires_grad",
     "maximum",
     "no_grad",
@@ -243,15 +244,33 @@ def as_array(x: Array, like: Array) -> Array:
 
 # ---- autograd (PyTorch only) -----------------------------------------------------------------
 def no_grad(like: Array | None) -> contextlib.AbstractContextManager[Any]:
-    """``torch.no_grad()`` for PyTorch arrays, a do-nothing context for the others.
+    """The context an update of ``like``'s framework runs in: ``torch.no_grad()`` for
+    PyTorch, ``jax.enable_x64(True)`` for float64 JAX arrays (so they stay float64 whatever
+    the user's ``jax_enable_x64`` setting), a do-nothing context for the others.
 
     >>> import numpy as np
     >>> with no_grad(np.ones(1)):
     ...     pass
     """
-    if like is not None and framework_of(like) == "torch":
+    if like is None:
+        return contextlib.nullcontext()
+    name = framework_of(like)
+    if name == "torch":
         return _module(like).no_grad()
+    if name == "jax" and is_x64(like):
+        return sys.modules["jax"].enable_x64(True)
     return contextlib.nullcontext()
+
+
+def is_x64(x: Array) -> bool:
+    """Is ``x`` a 64-bit float array (JAX needs ``jax.enable_x64`` to keep it so)?
+
+    >>> import numpy as np
+    >>> is_x64(np.ones(1)), is_x64(np.ones(1, dtype=np.float32))
+    (True, False)
+    """
+    dtype = getattr(x, "dtype", None)
+    return getattr(dtype, "itemsize", 0) == 8 and getattr(dtype, "kind", "") == "f"
 
 
 def keep_requires_grad(new: Array, old: Array) -> Array:

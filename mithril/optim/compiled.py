@@ -44,7 +44,19 @@ def settings_key(optimizer: Any) -> tuple[Any, ...]:
 
 def compiled_update(optimizer: Any, first: Any) -> Callable[..., Any] | None:
     """``fn(params, grads, state) -> (new_params, new_state)`` compiled for ``first``'s
-    framework (JAX, MLX), or None where the plain update runs (NumPy, PyTorch)."""
+    framework (JAX, MLX), or None where the plain update runs (NumPy, PyTorch).
+
+    The function of the last call is kept on the optimizer with the array type and dtype it
+    is for (``_fast``; assigning a setting drops it, see ``Optimizer.__setattr__``), so a
+    training loop pays one type and one dtype comparison per update. Float64 JAX arrays
+    update inside ``jax.enable_x64(True)``.
+    """
+    fast = optimizer.__dict__.get("_fast")
+    cls = type(first)
+    if fast is not None and fast[0] is cls:
+        dtype = getattr(first, "dtype", None)
+        if fast[1] == dtype:
+            return fast[2]
     if first is None:
         return None
     try:
@@ -52,27 +64,33 @@ def compiled_update(optimizer: Any, first: Any) -> Callable[..., Any] | None:
     except TypeError:
         return None
     if framework not in ("jax", "mlx"):
+        optimizer.__dict__["_fast"] = (cls, getattr(first, "dtype", None), None)
         return None
+    x64 = framework == "jax" and ops.is_x64(first)
     cache: dict[Any, Callable[..., Any]] = optimizer.__dict__.setdefault("_compiled", {})
-    key = (framework, settings_key(optimizer))
+    key = (framework, x64, settings_key(optimizer))
     fn = cache.get(key)
     if fn is None:
         if len(cache) > 8:  # settings changed many times: keep the newest few
             cache.clear()
-        fn = cache[key] = _compile(framework, optimizer._update_tree)
+        fn = cache[key] = _compile(framework, optimizer._update_tree, x64)
+    optimizer.__dict__["_fast"] = (cls, first.dtype, fn)
     return fn
 
 
-def _compile(framework: str, update: Callable[..., Any]) -> Callable[..., Any]:
+def _compile(framework: str, update: Callable[..., Any], x64: bool) -> Callable[..., Any]:
     if framework == "jax":
         import jax
 
-        return jax.jit(update)
+        jitted = jax.jit(update)
+        if not x64:
+            return jitted
+
+        def run_x64(params: Any, grads: Any, state: Any) -> Any:
+            with jax.enable_x64(True):  # traced and run in float64, whatever the user's setting
+                return jitted(params, grads, state)
+
+        return run_x64
     import mlx.core as mx
 
-    compiled = mx.compile(update)
-
-    def run(params: Any, grads: Any, state: Any) -> Any:
-        return compiled(params, grads, state)
-
-    return run
+    return mx.compile(update)

@@ -105,6 +105,13 @@ class Optimizer:
         self.learning_rate = learning_rate
         self.max_grad_norm = max_grad_norm
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a new setting (learning_rate, betas, ...) drops the compiled update of the last call
+        # (mithril/optim/compiled.py): the next update compiles for, or finds, the new one
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):
+            self.__dict__.pop("_fast", None)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
                          if not key.startswith("_"))
@@ -145,12 +152,20 @@ class Optimizer:
         >>> params["w"].round(4).tolist()
         [0.71]
         """
-        grads = self._select_gradients(params, gradients)
+        # the usual call (dicts with the same keys, a state from init) passes its dicts as
+        # they are: no copies, one key comparison each
+        if type(gradients) is dict and gradients.keys() == params.keys():
+            grads = gradients
+        else:
+            grads = self._select_gradients(params, gradients)
         slots = self._checked_slots(params, state)
-        tree = {"step": state["step"], **{slot: state[slot] for slot in slots}}
+        if type(state) is dict and len(state) == len(slots) + 1:
+            tree = state
+        else:
+            tree = {"step": state["step"], **{slot: state[slot] for slot in slots}}
         fast = compiled_update(self, next(iter(params.values()), None))
         if fast is not None:  # JAX, MLX: one compiled call (mithril/optim/compiled.py)
-            return fast(dict(params), grads, tree)
+            return fast(params if type(params) is dict else dict(params), grads, tree)
         return self._update_tree(params, grads, tree)
 
     def _update_tree(self, params: Mapping[str, Array], grads: Mapping[str, Array],

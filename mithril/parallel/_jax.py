@@ -99,6 +99,9 @@ def place(x: Any, target: NamedSharding) -> Any:
     """``x`` (a JAX or NumPy array holding the global value) laid out as ``target``."""
     if is_placed(x, target):
         return x
+    if getattr(x, "dtype", None) == np.float64:  # a float64 backend's: keep it float64
+        with jax.enable_x64(True):
+            return jax.device_put(x, target)
     return jax.device_put(x, target)
 
 

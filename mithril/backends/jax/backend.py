@@ -1,14 +1,17 @@
 """The JAX backend: kernels on ``jax.numpy``, gradients by ``jax.vjp``, ``jit`` by ``jax.jit``.
 
-Creating a ``JaxBackend`` turns on ``jax_enable_x64`` so that float64 and int64 arrays really
-are 64-bit. That switch is **process-global**: it affects all JAX code in the process (JAX's
-own default for ``jnp.zeros(3)`` becomes float64). Arrays made through the backend's creators
-still default to the backend's ``dtype``.
+Creating a backend changes nothing process-wide: JAX's ``jax_enable_x64`` option stays as the
+user set it. A ``float64`` backend does its own work (array creation, casts, the compiled
+model's calls and tracing, the loss helpers) inside ``jax.enable_x64(True)``, a scoped,
+thread-local switch, so its arrays are really 64-bit while the user's own JAX code keeps JAX's
+defaults (``jnp.zeros(3)`` stays float32). Other precisions follow the user's setting: integer
+arrays are int32 unless the user enabled x64 (JAX's default).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 import weakref
 from collections.abc import Callable
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...errors import ArgumentError, BackendUnavailableError, InputError
+from ...errors import ArgumentError, BackendUnavailableError, InputError, TypeMismatchError
 from ...framework.types import Dtype, float32
 from ..backend import OPERATOR_EXPRS, Backend
 from ..helpers import ReferenceHelpers
@@ -43,7 +46,16 @@ class JaxBackend(ReferenceHelpers, Backend):
     and ``ml.compile(..., parallel=...)`` chooses how a model's arrays are split
     (``docs/parallel.md``).
 
-    Note: construction enables ``jax_enable_x64`` for the whole process (see module docstring).
+    A float64 backend works inside ``jax.enable_x64(True)`` only while it runs its own code;
+    nothing process-wide changes (see the module docstring). Inside your own ``jax.jit`` or
+    ``jax.grad`` of a float64 model, enable x64 yourself (``with jax.enable_x64(True):`` around
+    the call, or ``jax.config.update("jax_enable_x64", True)``): without it JAX makes the
+    traced arrays float32 and ``evaluate`` refuses them.
+
+    >>> import jax.numpy as jnp
+    >>> import mithril as ml
+    >>> ml.JaxBackend(dtype=ml.float64).ones(2).dtype, jnp.zeros(2).dtype
+    (dtype('float64'), dtype('float32'))
     """
 
     has_jit = True
@@ -69,12 +81,13 @@ class JaxBackend(ReferenceHelpers, Backend):
 
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
-        jax.config.update("jax_enable_x64", True)
         #: functions wrap_jit found untraceable (their vjp_fn wrappers run eagerly at once)
         self._untraceable: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
         self._jax_device: Any = None
         self._key: Any = None
         super().__init__(dtype, device)
+        #: does this backend work inside ``jax.enable_x64(True)`` (float64)?
+        self.x64 = self.dtype.name == "float64"
         if device_mesh is not None:
             from ...parallel import _jax as parallel_jax
 
@@ -125,6 +138,44 @@ class JaxBackend(ReferenceHelpers, Backend):
     def _from_numpy(self, array: np.ndarray) -> jax.Array:
         """``array`` as a JAX array on this backend's device (dtype kept)."""
         return jax.device_put(array, self._jax_device)
+
+    def _finish(self, array: np.ndarray, dtype: Dtype, device_mesh: Any = None) -> Any:
+        """A created array; float64 ones inside ``jax.enable_x64(True)`` (asked for)."""
+        if self.x64 or dtype.name == "float64":
+            with jax.enable_x64(True):
+                return super()._finish(array, dtype, device_mesh)
+        return super()._finish(array, dtype, device_mesh)
+
+    def cast(self, x: Any, dtype: Any = None) -> Any:
+        """Convert ``x`` to ``dtype`` (float64 inside ``jax.enable_x64(True)``)."""
+        if self.x64 or getattr(dtype, "name", dtype) == "float64":
+            with jax.enable_x64(True):
+                return super().cast(x, dtype)
+        return super().cast(x, dtype)
+
+    def scoped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` run inside ``jax.enable_x64(True)`` on a float64 backend; ``fn`` itself
+        otherwise (no cost per call). Tracing happens inside the call, so a ``jax.jit`` of
+        ``fn`` traces and caches in float64 too.
+
+        >>> import mithril as ml
+        >>> b = ml.JaxBackend(dtype=ml.float64)
+        >>> b.scoped(lambda: b.kernels.cast(b.kernels.to_tensor(1.0), ml.float64))().dtype
+        dtype('float64')
+        """
+        if not self.x64:
+            return fn
+        config = jax.config
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not config.jax_enable_x64 and _traced(args):
+                raise _x64_needed()
+            with jax.enable_x64(True):
+                return fn(*args, **kwargs)
+
+        run.__wrapped__ = fn  # type: ignore[attr-defined]
+        run.x64_scoped = fn  # type: ignore[attr-defined]  # what runs inside the scope
+        return run
 
     def _place(self, array: Any, device_mesh: Any) -> Any:
         """Replicate ``array`` on the backend's mesh, or split it as ``device_mesh`` says."""
@@ -181,7 +232,7 @@ class JaxBackend(ReferenceHelpers, Backend):
             return outputs, new_state, gradients
 
         fn.__wrapped__ = forward  # type: ignore[attr-defined]  # for wrap_jit's fallback
-        return fn
+        return self.scoped(fn)
 
     def wrap_jit(self, fn: Callable[..., Any],
                  settle: Callable[[Callable[..., Any]], None] | None = None
@@ -196,8 +247,11 @@ class JaxBackend(ReferenceHelpers, Backend):
         (``jax.jit(fn)`` or ``fn``) to ``settle``, so a caller that rebinds it calls
         ``jax.jit``'s function directly from then on; other callers pay one check per call.
         """
-        jitted = jax.jit(fn)
-        origin = getattr(fn, "__wrapped__", fn)
+        origin = inspect.unwrap(fn)  # the generated forward (vjp_fn's wraps it)
+        # float64: every call (and so every trace) inside jax.enable_x64(True); the settled
+        # function keeps the scope
+        jitted = self.scoped(jax.jit(fn))
+        fn = self.scoped(fn)
         untraceable = self._untraceable
         chosen: Callable[..., Any] | None = None  # after the first call: jitted or fn
 
@@ -233,6 +287,27 @@ class JaxBackend(ReferenceHelpers, Backend):
             return result
 
         return run
+
+
+def _traced(args: tuple[Any, ...]) -> bool:
+    """Are any of ``args`` (dicts of arrays, keys) traced values of the caller's transform?"""
+    tracer = jax.core.Tracer
+    for arg in args:
+        values = arg.values() if isinstance(arg, dict) else (arg,)
+        if any(isinstance(v, tracer) for v in values):
+            return True
+    return False
+
+
+def _x64_needed() -> TypeMismatchError:
+    """A float64 model traced by the user's own ``jax.jit`` / ``jax.grad`` with x64 off."""
+    return TypeMismatchError(
+        "a float64 JaxBackend model is traced by your own JAX transformation (jax.jit, "
+        "jax.grad, jax.vmap, ...) while JAX's x64 mode is off, so JAX would compute parts of it "
+        "(the gradients) in float32: turn x64 on around the transformation, e.g. "
+        "'with jax.enable_x64(True): step = jax.jit(train_step); step(...)', or for the whole "
+        "program jax.config.update('jax_enable_x64', True). (The backend's own calls need no "
+        "switch; a float32 backend needs none at all.)")
 
 
 def _is_float_array(value: Any) -> bool:

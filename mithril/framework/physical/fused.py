@@ -108,7 +108,7 @@ def _jax_step(compiled: Any, optimizer: Any, loss: str | None, output: str) -> S
         params, opt_state = _optimizer_tree(optimizer, params, grads, opt_state)
         return params, opt_state, new_state, value
 
-    jitted = jax.jit(body)
+    jitted = backend.scoped(jax.jit(body))  # float64: traced and run in x64 scope
 
     def step(params: Any, opt_state: Any, state: Any, inputs: Any, targets: Any = None
              ) -> tuple[Any, Any, Any, Any]:

@@ -269,19 +269,22 @@ class JaxRecorder(Recorder):
             # evaluate calls the chosen function directly from now on; the model's own forward
             # and gradient functions take the same decision where they have not made it yet
             # (jax.jit, or plain functions for a model jax.jit cannot trace)
+            # (float64: chosen runs inside jax.enable_x64, and so do the functions set here)
             self.forward = chosen
-            traced = chosen is not forward
+            traced = getattr(chosen, "x64_scoped", chosen) is not forward
             if compiled._forward is unsettled[0]:
-                compiled._forward = jax.jit(raw) if traced else raw
+                compiled._forward = scoped(jax.jit(raw) if traced else raw)
             if unsettled[1] is not None and compiled._grad_fn is unsettled[1]:
                 vjp = backend.vjp_fn(raw)
-                compiled._grad_fn = jax.jit(vjp) if traced else vjp
+                compiled._grad_fn = scoped(jax.jit(vjp)) if traced else vjp
 
+        scoped = backend.scoped
         if compiled.jit:
             self.forward = backend.wrap_jit(forward, settle)  # type: ignore[method-assign]
-            self._apply = jax.jit(apply)
+            self._apply = scoped(jax.jit(apply))
         else:
-            self.forward, self._apply = forward, apply  # type: ignore[method-assign]
+            self.forward = scoped(forward)  # type: ignore[method-assign]
+            self._apply = scoped(apply)
         self._tracer = jax.core.Tracer
 
     def forward(self, params: Any, data: Any, state: Any, rng: Any) -> tuple[Any, Any, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -264,3 +265,22 @@ def _clamp(k: Any, x: Any, min: Any = None, max: Any = None) -> Any:
 
 
 derive({"clamp": _clamp})
+
+
+def _logical_and(k: Any, left: Any, right: Any) -> Any:
+    if isinstance(left, bool):  # a Python bool goes second (``where`` needs an array condition)
+        left, right = right, left
+    return (left and right) if isinstance(left, bool) else k.where(left, right, False)
+
+
+# Derived, but every backend keeps its own kernel for these: one framework call each, faster
+# than the composed kernels on the hot paths (and on NumPy without a taped VJP).
+derive({
+    "subtract": lambda k, left, right: k.add(left, k.negate(right)),
+    "greater_equal": lambda k, left, right: k.logical_or(k.greater(left, right),
+                                                         k.equal(left, right)),
+    "logical_and": _logical_and,
+    "relu": lambda k, x: k.where(k.greater(x, 0), x, 0),  # gradient 0 at 0, as PyTorch
+    "absolute": lambda k, x: k.multiply(x, k.sign(x)),  # gradient sign(x): 0 at 0
+    "cos": lambda k, x: k.sin(k.add(x, math.pi / 2)),
+})

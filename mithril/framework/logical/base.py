@@ -135,6 +135,10 @@ class BaseModel:
     def _canonical(self, which: str) -> Connection | None:
         raise NotImplementedError
 
+    def canonical_inputs(self) -> list[str]:
+        """The terminals ``+=`` may feed, in order of preference (the first one not given)."""
+        raise NotImplementedError
+
     def _conn_name(self, conn: Connection) -> str:
         for k, c in self.interface().items():
             if c is conn:
@@ -185,11 +189,30 @@ class BaseModel:
             "before building on its terminals")
 
     # ---- metadata setters ----
+    def lift(self, conn: Connection, what: str = "") -> Connection:
+        """``conn`` as a connection of this model. A primitive has only its own terminals;
+        a composite also lifts the connections of the models inside it (``Model.lift``)."""
+        if conn.model is not self:
+            raise TerminalError(f"{what}connection {conn!r} belongs to {conn.model.path}, not "
+                                f"to {self.path}")
+        return conn
+
+    def algebra_home(self) -> BaseModel:
+        """The model the connection algebra on this model's connections builds in: this model
+        while it is open, else (once added to another model) the innermost enclosing model
+        that still is."""
+        m: BaseModel = self
+        while m.parent is not None and not m.open_for_algebra():
+            m = m.parent
+        return m
+
+    def open_for_algebra(self) -> bool:
+        """Whether primitives may still be added to this model (only an unfrozen composite)."""
+        return False
+
     def _resolve_terminal(self, key: Any) -> Connection:
         if isinstance(key, Connection):
-            if key.model is not self:
-                raise TerminalError(f"connection {key!r} does not belong to {self.path}")
-            return key
+            return self.lift(key)
         iface = self.interface()
         if key in iface:
             return iface[key]

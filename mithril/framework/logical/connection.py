@@ -68,7 +68,7 @@ class Connection:
 
     # ---- the connection algebra: each builds a catalogue primitive in self.model ----
     def _op(self, op: str, *args: Any, **kw: Any) -> Connection:
-        return self.model.apply_op(self, op, args, kw)
+        return self.model.algebra_home().apply_op(self, op, args, kw)
 
     def __add__(self, o: Any) -> Connection:
         return self._op("add", self, o)
@@ -261,6 +261,6 @@ def tuple_value(conn: Connection, value: Any) -> Any:
     if isinstance(value, list):
         value = tuple(value)
     if isinstance(value, tuple) and any(isinstance(v, Connection) for v in value):
-        return conn.model.apply_op(conn, "to_tuple", value, {})
+        return conn.model.algebra_home().apply_op(conn, "to_tuple", value, {})
     return value
 

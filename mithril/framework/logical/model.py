@@ -111,12 +111,13 @@ class Model(BaseModel):
             given[n] = v
         outputs = set(child.output_terminals())
         if chain and self.children:
-            cin_name = child._conn_name(child.cin)
-            if cin_name not in given:
+            # the first canonical input still free (Add: left, else right)
+            free = [n for n in child.canonical_inputs() if n not in given]
+            if free:
                 if self._cout is None:
                     raise TerminalError(f"model {self.path} has no canonical output to chain "
                                         f"{type(child).__name__} onto")
-                given[cin_name] = self._cout
+                given[free[0]] = self._cout
 
         # resolve every terminal to a connection of this model (new ones only kept on success)
         created: list[Connection] = list(new_conns or [])
@@ -189,11 +190,13 @@ class Model(BaseModel):
         True
         """
         model = self
-        for a in args:
-            if isinstance(a, Connection) and a.model is not model:
-                raise TerminalError(
-                    f"cannot combine connections of different models ({a.model.path} and "
-                    f"{model.path}); connect them inside one model")
+        try:  # connections of models inside this one are used through their bindings here
+            args = tuple(self.lift(a) if isinstance(a, Connection) else a for a in args)
+        except TerminalError:
+            other = next(a for a in args if isinstance(a, Connection) and not self._holds(a))
+            raise TerminalError(
+                f"cannot combine connections of different models ({other.model.path} and "
+                f"{model.path}); connect them inside one model") from None
         op = CATALOGUE[op_name]
         n = len(args) if op.variadic else None
         names = [t.name for t in op.inputs]
@@ -211,15 +214,150 @@ class Model(BaseModel):
         model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])
         return out
 
+    # ---- connections of models inside this one ----
+    def open_for_algebra(self) -> bool:
+        return not self._frozen
+
+    def _holds(self, conn: Connection) -> bool:
+        """Whether ``conn`` belongs to this model or to a model inside it."""
+        m: BaseModel | None = conn.model
+        while m is not None and m is not self:
+            m = m.parent
+        return m is self
+
+    def lift(self, conn: Connection, what: str = "") -> Connection:
+        """This model's connection for ``conn``: ``conn`` itself, or, for a connection of a
+        model added inside this one (at any depth), the connection of this model it is bound
+        to. A child's internal connection (not one of its terminals) becomes its output first.
+
+        >>> from mithril.models import Model, Relu, Add
+        >>> down = Model()
+        >>> down |= Relu()(input="input", output="output")
+        >>> block = Model()
+        >>> block |= down(input="x")
+        >>> block |= Add()(left=down.cout, right="x", output="y")   # down's output, in block
+        >>> block.lift(down.cout) is block.bindings[id(down)]["output"]
+        True
+        >>> sorted(block.interface())
+        ['x', 'y']
+        """
+        if conn.model is self:
+            return conn
+        if not self._holds(conn):
+            raise TerminalError(f"{what}connection {conn!r} belongs to {conn.model.path}, not "
+                                f"to {self.path} or a model inside it")
+        inner: list[BaseModel] = []
+        m = conn.model
+        while m is not self:
+            inner.append(m)
+            assert m.parent is not None
+            m = m.parent
+        for child in inner:  # from the connection's own model outwards
+            parent = child.parent
+            assert parent is not None
+            conn = parent._bound(child, conn)
+        return conn
+
+    def _bound(self, child: BaseModel, conn: Connection) -> Connection:
+        """The connection of this model that ``child``'s connection ``conn`` is bound to."""
+        for name, c in child.interface().items():
+            if c is conn:
+                return self.bindings[id(child)][name]
+        if not isinstance(child, Model) or conn.producer is None:
+            raise TerminalError(f"connection {conn!r} is not a terminal of {child.path}")
+        # an internal value of the child: exposed as its output, bound to a new connection here
+        conn.expose = True
+        child._iface = None
+        name = child._conn_name(conn)
+        new = Connection(self, None, Meta(None))
+        with Building(self, f"using {child.path}.{name}"):
+            unify_meta(conn.meta, new.meta)
+        new.producer = (child, name)
+        self.conns.append(new)
+        self.bindings[id(child)][name] = new
+        self._iface = None
+        return new
+
+    def find_connection(self, key: str | Connection | IOKey) -> Connection:
+        """The existing connection ``key`` names: a terminal or named connection of this model,
+        ``"child.terminal"`` for a terminal of a child, or a connection of this model or of a
+        model inside it. A name that matches nothing raises ``TerminalError`` listing the
+        candidates (never a new input).
+
+        >>> from mithril.models import Model, Relu
+        >>> m = Model()
+        >>> m |= Relu()(input="x", output="y")
+        >>> m.find_connection("y") is m.y
+        True
+        >>> m.find_connection("z")
+        Traceback (most recent call last):
+        ...
+        mithril.errors.TerminalError: model model has no connection 'z'; candidates: x, y
+        """
+        if isinstance(key, Connection):
+            return self.lift(key)
+        if isinstance(key, IOKey):
+            if key.name is None:
+                raise TerminalError("an IOKey without a name names no connection")
+            key = key.name
+        if not isinstance(key, str):
+            raise ArgumentTypeError(f"a connection or its name, got {key!r}")
+        iface = self.interface()
+        conn = self.named.get(key) or iface.get(key)
+        if conn is not None:
+            return conn
+        child_name, _, term = key.rpartition(".")
+        for child in self.children:
+            if child._local_name == child_name and term in child.interface():
+                return self.lift(child.interface()[term])
+        candidates = list(dict.fromkeys([*iface, *self.named]))
+        raise TerminalError(f"model {self.path} has no connection {key!r}; candidates: "
+                            f"{', '.join(candidates) or '(none)'}")
+
+    def expose_keys(self, *keys: str | Connection, **named: str | Connection) -> None:
+        """Make existing connections outputs of this model (readable after compiling), also
+        when something inside the model consumes them: ``m.expose_keys("h")``, or
+        ``m.expose_keys(hidden=child.output)`` to expose under a new name. A name that matches
+        nothing raises ``TerminalError`` naming the candidates.
+
+        >>> from mithril.models import Model, Relu
+        >>> m = Model()
+        >>> m |= Relu()(input="x", output="h")
+        >>> m += Relu()(output="y")
+        >>> m.expose_keys("h")
+        >>> m.output_terminals()
+        ['h', 'y']
+        """
+        if self._frozen:
+            raise ModelReuseError(f"model {self.path} is already part of another model; expose "
+                                  "its keys before adding it")
+        todo = [(None, k) for k in keys] + list(named.items())
+        conns = [(name, self.find_connection(k)) for name, k in todo]  # all found, or nothing
+        for name, conn in conns:
+            if name is not None and conn.key != name:
+                if conn.key is not None:
+                    raise TerminalError(f"{self.path}: connection {conn.key!r} already has a "
+                                        f"name; it cannot also be exposed as {name!r}")
+                if name in self.named or name in self.interface():
+                    raise TerminalError(f"{self.path}: the name {name!r} is already taken")
+        for name, conn in conns:
+            if name is not None and conn.key is None:
+                conn.key = name
+                self.named[name] = conn
+            conn.expose = True
+        self._iface = None
+
     def _target(self, child: BaseModel, name: str, value: Any, is_out: bool,
                 child_conn: Connection, created: list[Connection], keys: dict[str, IOKey]
                 ) -> Connection:
         if isinstance(value, Connection):
-            if value.model is not self:
-                raise TerminalError(
-                    f"terminal {name!r} of {type(child).__name__}: connection {value!r} belongs "
-                    f"to {value.model.path}, not to {self.path}")
-            return value
+            return self.lift(value, f"terminal {name!r} of {type(child).__name__}: ")
+        if isinstance(value, tuple | list) and any(isinstance(v, Connection) for v in value):
+            # (B, L, -1) with connections inside: a to_tuple / to_list primitive builds it
+            parts = tuple(self.lift(v) if isinstance(v, Connection) else v for v in value)
+            anchor = next(v for v in parts if isinstance(v, Connection))
+            return self.apply_op(anchor, "to_tuple" if isinstance(value, tuple) else "to_list",
+                                 parts, {})
         if isinstance(value, str):
             return self._named_conn(value, created)
         if isinstance(value, IOKey):
@@ -398,6 +536,11 @@ class Model(BaseModel):
                 not named.consumers or named.expose):
             return named
         return self._chain_out
+
+    def canonical_inputs(self) -> list[str]:
+        """The terminals ``+=`` may feed, in order: the canonical input only."""
+        c = self._canonical("in")
+        return [] if c is None else [self._conn_name(c)]
 
     @property
     def _cin(self) -> Connection | None:

@@ -69,3 +69,12 @@ class Operator(BaseModel):
 
     def _canonical(self, which: str) -> Connection | None:
         return self.conns[self.input_names[0] if which == "in" else self.output_names[0]]
+
+    def canonical_inputs(self) -> list[str]:
+        """The terminals ``+=`` may feed, in order: the first input, then the other tensor
+        inputs without a value (``Add``: ``left``, then ``right``)."""
+        first = self.input_names[0]
+        rest = [n for n in self.input_names[1:]
+                if self.terms[n].kind != SCALAR and not self.terms[n].optional
+                and self.conns[n].meta.root().value is TBD]
+        return [first, *rest]

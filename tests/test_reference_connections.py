@@ -1,0 +1,181 @@
+"""Connection semantics that code written for the reference Mithril relies on (issue 14), from
+/work/shared/spec/reference-api-table.md: a child's connections stay usable once the child is
+added, ``expose_keys``, tuples/lists of connections as terminal values, ``+=`` feeding the
+canonical input still free, and wrong names raising at build time naming the candidates.
+Numbers are compared with NumPy float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mithril as ml
+from mithril import IOKey, TerminalError
+from mithril.models import Add, Linear, Model, Multiply, Relu, Reshape, SquaredError, TrainModel
+
+B = ml.NumpyBackend(dtype=ml.float64)
+RNG = np.random.default_rng(0)
+
+
+def run(model: Model, inputs: dict[str, np.ndarray], **compile_kw):
+    pm = ml.compile(model, B, **compile_kw)
+    params = pm.randomize_params(seed=1)
+    out = pm.evaluate(params, {k: B.array(v) for k, v in inputs.items()})
+    return pm, {k: np.asarray(v) for k, v in params.items()}, {
+        k: np.asarray(v) for k, v in out.items()}
+
+
+def linear(x: np.ndarray, params: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    return x @ params[f"{prefix}weight"].T + params[f"{prefix}bias"]
+
+
+def downsample() -> Model:
+    down = Model(name="downsample")
+    down |= Linear(3)(input_size=4, input="input")
+    down += Relu()(output="output")
+    return down
+
+
+def test_child_output_is_usable_after_the_child_is_added() -> None:
+    # the reference's ResNet block: block |= downsample(...) then Add()(left=downsample.cout)
+    down = downsample()
+    block = Model()
+    block |= down(input="input")
+    block |= Linear(3)(input_size=4, input="input", output="side")
+    block |= Add()(left=down.cout, right="side", output="output")
+    x = RNG.standard_normal((5, 4))
+    _, p, out = run(block, {"input": x})
+    want = np.maximum(linear(x, p, "downsample.linear."), 0) + linear(x, p, "linear.")
+    np.testing.assert_allclose(out["output"], want, rtol=1e-12, atol=1e-12)
+
+
+def test_child_terminals_work_in_set_shapes_and_set_cout() -> None:
+    down = downsample()
+    block = Model(name="block")
+    block |= down(input="x")
+    block |= Relu()(input="x", output="side")
+    block.set_shapes({down.input: [2, 4]})    # the child's input is block's "x"
+    assert block.shapes["x"] == [2, 4]
+    block.set_cout(down.cout)                 # the child's output is block's canonical output
+    outer = Model()
+    outer |= block(x="input")
+    outer += Linear(2)(input_size=3, output="output")   # chains onto down's output
+    x = RNG.standard_normal((2, 4))
+    _, p, out = run(outer, {"input": x})
+    want = linear(np.maximum(linear(x, p, "block.downsample.linear."), 0), p, "linear.")
+    np.testing.assert_allclose(out["output"], want, rtol=1e-12, atol=1e-12)
+
+
+def test_child_terminals_in_algebra() -> None:
+    down = Model(name="down")
+    down |= Linear(4)(input_size=4, input="input")
+    down += Relu()(output="output")
+    block = Model()
+    block |= down(input="x")
+    y = down.cout * 2.0 + down.input          # built in block from the child's terminals
+    block |= Relu()(input=y, output="output")
+    block.set_cin("x")
+    x = RNG.standard_normal((2, 4))
+    _, p, out = run(block, {"x": x})
+    want = np.maximum(np.maximum(linear(x, p, "down.linear."), 0) * 2.0 + x, 0)
+    np.testing.assert_allclose(out["output"], want, rtol=1e-12, atol=1e-12)
+    assert block.cin is block.x
+
+
+def test_grandchild_and_internal_connections_are_lifted() -> None:
+    inner = Model(name="inner")
+    inner |= Linear(4)(input_size=4, input="input", output="h")   # h is consumed inside
+    inner |= Relu()(input="h", output="output")
+    mid = Model(name="mid")
+    mid |= inner(input="input")
+    mid += Relu()(output="output")
+    top = Model()
+    top |= mid(input="input")
+    # a grandchild's internal value: exposed through inner and mid, used in top
+    top |= Multiply()(left=inner.h, right=mid.output, output="output")
+    x = RNG.standard_normal((3, 4))
+    _, p, out = run(top, {"input": x})
+    h = linear(x, p, "mid.inner.linear.")
+    np.testing.assert_allclose(out["output"], h * np.maximum(np.maximum(h, 0), 0),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_connections_of_an_unrelated_model_still_raise() -> None:
+    a, b = Model(), Model()
+    a |= Relu()(input="x")
+    b |= Relu()(input="y")
+    with pytest.raises(TerminalError, match="belongs to"):
+        a |= Relu()(input=b.y)
+    with pytest.raises(TerminalError, match="different models"):
+        a.x + b.y
+
+
+def test_expose_keys_makes_consumed_values_outputs() -> None:
+    m = Model()
+    m |= Linear(3)(input_size=4, input="input", output="h")
+    m += Relu()(output="output")
+    m.expose_keys("h")
+    m2 = Model()
+    m2 |= Linear(3)(input_size=4, input="input")
+    lin_out = m2.cout
+    m2 += Relu()(output="output")
+    m2.expose_keys(hidden=lin_out)            # exposed under a new name
+    x = RNG.standard_normal((5, 4))
+    for model, key in ((m, "h"), (m2, "hidden")):
+        assert key in model.output_terminals()
+        _, p, out = run(model, {"input": x})
+        h = linear(x, p, "linear.")
+        np.testing.assert_allclose(out[key], h, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out["output"], np.maximum(h, 0), rtol=1e-12, atol=1e-12)
+
+
+def test_expose_keys_with_a_wrong_name_raises_naming_the_candidates() -> None:
+    m = Model()
+    m |= Linear(3)(input_size=4, input="input", output="h")
+    m += Relu()(output="output")
+    with pytest.raises(TerminalError, match=r"no connection 'x'; candidates: input.*h.*output"):
+        m.expose_keys("x")
+    assert "x" not in m.interface()             # nothing created
+    assert m.output_terminals() == ["output"]   # nothing exposed either
+
+
+def test_add_loss_with_a_wrong_name_raises_at_build_time() -> None:
+    net = Model()
+    net |= Linear(2)(input_size=3, input="input", output="output")
+    tm = TrainModel(net)
+    with pytest.raises(TerminalError, match=r"no connection 'output4'; candidates:.*output"):
+        tm.add_loss(SquaredError(), input="output4", target="target")
+    assert "output4" not in tm.interface()
+    tm.add_loss(SquaredError(), input="output", target="target")
+    x, t = RNG.standard_normal((6, 3)), RNG.standard_normal((6, 2))
+    _, p, out = run(tm, {"input": x, "target": t})
+    np.testing.assert_allclose(out["final_cost"], np.mean((linear(x, p, "linear.") - t) ** 2),
+                               rtol=1e-12)
+
+
+def test_tuples_of_connections_as_terminal_values() -> None:
+    m = Model()
+    m |= Relu()(input="input", output="r")
+    s = m.r.shape
+    m |= Reshape()(input=m.r, shape=(s[0], s[1], -1), output="output")   # a tuple, in connect
+    x = RNG.standard_normal((2, 3, 4, 5))
+    _, _, out = run(m, {"input": x})
+    np.testing.assert_array_equal(out["output"], np.maximum(x, 0).reshape(2, 3, 20))
+    m2 = Model()
+    m2 |= Relu()(input="input", output="r")
+    s2 = m2.r.shape
+    m2 |= Reshape()(input=m2.r, shape=[s2[0], -1], output="output")        # a list
+    _, _, out = run(m2, {"input": x})
+    np.testing.assert_array_equal(out["output"], np.maximum(x, 0).reshape(2, 60))
+
+
+def test_chaining_feeds_the_canonical_input_still_free() -> None:
+    m = Model()
+    m |= Relu()(input="input")
+    m += Add()(left="bias_in")            # left given: += feeds right
+    m += Multiply()(right=IOKey("scale"))  # right given: left is the first free one
+    assert set(m.input_terminals()) == {"input", "bias_in", "scale"}
+    x, b, s = (RNG.standard_normal((4, 3)) for _ in range(3))
+    _, _, out = run(m, {"input": x, "bias_in": b, "scale": s})
+    np.testing.assert_allclose(out["output"], (b + np.maximum(x, 0)) * s, rtol=1e-12)

@@ -68,6 +68,57 @@ def _vit() -> tuple[nn.Module, dict[str, torch.Tensor]]:
         "pixel_values": torch.randn(2, 3, 16, 16)}
 
 
+class TinyUNet(nn.Module):
+    """A small encoder-decoder with the layers segmentation models use: ceil-mode max and
+    average pooling, a transposed convolution, nearest and bilinear resizing, skip joins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.enc2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.down = nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+        self.up = nn.ConvTranspose2d(16, 16, 2, stride=2)
+        self.dec2 = nn.Conv2d(32, 8, 3, padding=1)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)                                   # 15 x 13
+        e2 = self.enc2(self.pool(e1))                       # 8 x 7 (ceil)
+        u = self.up(self.down(e2))                          # 5 x 4 -> 10 x 8
+        u = nn.functional.interpolate(u, size=e2.shape[-2:], mode="bilinear")
+        d = torch.relu(self.dec2(torch.cat([u, e2], 1)))   # 8 x 7
+        d = nn.functional.interpolate(self.upsample(d), size=e1.shape[-2:], mode="bilinear",
+                                      align_corners=True)  # 16 x 14 -> 15 x 13
+        return self.head(torch.cat([d, e1], 1))
+
+
+def _unet() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    net = TinyUNet()
+    _randomise_batchnorms(net)
+    return net, {"x": torch.randn(2, 3, 15, 13)}
+
+
+def _lraspp() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """torchvision's LR-ASPP segmentation model (bilinear upsampling of its head)."""
+    torchvision_models()
+    from torchvision.models import segmentation
+
+    net = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                 num_classes=3)
+    _randomise_batchnorms(net)
+    return net, {"input": torch.randn(2, 3, 32, 28)}
+
+
+def _bert_mask() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """BERT with an attention mask (padding at the ends of both sequences)."""
+    net, inputs = _bert()
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 5:] = mask[1, 3:] = 0
+    return net, {**inputs, "attention_mask": mask}
+
+
 def _randomise_batchnorms(net: nn.Module) -> None:
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -82,10 +133,13 @@ def _randomise_batchnorms(net: nn.Module) -> None:
 
 CASES: dict[str, Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]] = {
     "resnet18": _resnet18, "shufflenet_v2": _shufflenet, "mobilenet_v3_small": _mobilenet,
-    "bert": _bert, "gpt2": _gpt2, "vit": _vit}
+    "bert": _bert, "gpt2": _gpt2, "vit": _vit, "unet": _unet, "lraspp": _lraspp,
+    "bert_mask": _bert_mask}
 OUTPUTS = {"resnet18": ["output"], "shufflenet_v2": ["output"],
            "mobilenet_v3_small": ["output"], "bert": ["last_hidden_state", "pooler_output"],
-           "gpt2": ["logits"], "vit": ["last_hidden_state", "pooler_output"]}
+           "gpt2": ["logits"], "vit": ["last_hidden_state", "pooler_output"],
+           "unet": ["output"], "lraspp": ["out"],
+           "bert_mask": ["last_hidden_state", "pooler_output"]}
 _CACHE: dict[tuple[str, str], Any] = {}
 
 
@@ -161,7 +215,7 @@ def test_float32_inference_equals_the_module(case, backend_name):
 # mode torch's own float32 result is ~1e-4 (relative) away from its float64 one, so those two
 # are compared in training mode in float64, where agreement is exact
 @pytest.mark.parametrize("backend_name", BACKENDS)
-@pytest.mark.parametrize("case", ["resnet18", "bert", "gpt2", "vit"])
+@pytest.mark.parametrize("case", ["resnet18", "bert", "gpt2", "vit", "unet", "bert_mask"])
 def test_float32_training_equals_the_module(case, backend_name):
     _compare(case, backend_name, "float32", training=True)
 
@@ -173,9 +227,28 @@ def test_float64_equals_the_module(case, backend_name, training):
     _compare(case, backend_name, "float64", training)
 
 
-@pytest.mark.parametrize("case", ["shufflenet_v2", "mobilenet_v3_small", "vit"])
+@pytest.mark.parametrize("case", ["shufflenet_v2", "mobilenet_v3_small", "vit", "unet",
+                                  "lraspp", "bert_mask"])
 def test_float64_training_more_models(case):
     _compare(case, "torch", "float64", training=True)
+
+
+def test_attention_mask_is_an_input():
+    """The converted BERT reads its attention mask at run time: another mask gives the
+    module's output for that mask."""
+    net, inputs, (model, params, _) = _converted("bert_mask", "float32")
+    assert "attention_mask" in model.input_terminals()
+    other = inputs["attention_mask"].clone()
+    other[1] = 1
+    other[1, 1] = 0
+    backend = ml.NumpyBackend()
+    pm = ml.compile(model, backend, inference=True)
+    got = pm.evaluate(params, {"input_ids": inputs["input_ids"].numpy(),
+                               "attention_mask": other.numpy()})["last_hidden_state"]
+    expected, _ = _reference(net, {**inputs, "attention_mask": other}, training=False)
+    _check(got, expected["last_hidden_state"], 1e-5, "bert with another mask")
+    before, _ = _reference(net, inputs, training=False)
+    assert np.abs(before["last_hidden_state"] - expected["last_hidden_state"]).max() > 1e-3
 
 
 def test_keys_follow_the_state_dict():

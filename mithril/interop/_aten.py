@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._graph_builder import Builder, Ref
+from ._graph_builder import Builder, Ref, is_dynamic
 
 Converter = Callable[[Builder, Any, tuple[Any, ...], dict[str, Any]], Any]
 CONVERTERS: dict[str, Converter] = {}
@@ -78,6 +78,81 @@ def _conv(nd: int) -> Converter:
 
 _register("aten.conv2d")(_conv(2))
 _register("aten.conv1d")(_conv(1))
+
+
+def _conv_transpose(nd: int) -> Converter:
+    def convert(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        x, w = args[0], args[1]
+        bias = _arg(args, kw, 2, "bias", None)
+        return _transposed(b, node, nd, x, w, bias, _arg(args, kw, 3, "stride", 1),
+                           _arg(args, kw, 4, "padding", 0), _arg(args, kw, 5, "output_padding", 0),
+                           _arg(args, kw, 6, "groups", 1), _arg(args, kw, 7, "dilation", 1))
+    return convert
+
+
+def _transposed(b: Builder, node: Any, nd: int, x: Any, w: Any, bias: Any, stride: Any,
+                padding: Any, output_padding: Any, groups: Any, dilation: Any) -> Any:
+    shape = [int(d) for d in node.args[1].meta["val"].shape]
+    b.init(w, "kaiming_uniform", shape[1:])  # PyTorch: fan-in of weight.shape[1:]
+    b.init(bias, "kaiming_uniform", shape[1:])
+    return b.apply(f"conv_transpose{nd}d", input=x, weight=w, bias=bias,
+                   stride=_ints(stride, nd), padding=_ints(padding, nd),
+                   output_padding=_ints(output_padding, nd), dilation=_ints(dilation, nd),
+                   groups=int(groups))
+
+
+_register("aten.conv_transpose2d")(_conv_transpose(2))
+_register("aten.conv_transpose1d")(_conv_transpose(1))
+
+
+@_register("aten.convolution")
+def _convolution(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args[:9]
+    nd = len(node.args[1].meta["val"].shape) - 2
+    if nd not in (1, 2):
+        raise NotConvertible(f"{nd}-d convolution")
+    if transposed:
+        return _transposed(b, node, nd, x, w, bias, stride, padding, output_padding, groups,
+                           dilation)
+    shape = [int(d) for d in node.args[1].meta["val"].shape]
+    b.init(w, "kaiming_uniform", shape[1:])
+    b.init(bias, "kaiming_uniform", shape[1:])
+    return b.apply(f"conv{nd}d", input=x, weight=w, bias=bias, stride=_ints(stride, nd),
+                   padding=tuple((p, p) for p in _ints(padding, nd)),
+                   dilation=_ints(dilation, nd), groups=int(groups))
+
+
+def _upsample(mode: str, nd: int) -> Converter:
+    """``upsample_*.vec(input, output_size, [align_corners,] scale_factors)`` and the
+    overloads with per-axis scales: :class:`~mithril.models.Upsample` (interpolation matrices
+    from primitives)."""
+    def convert(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        from ..models.resize import Upsample
+
+        rest = list(args[1:])
+        size = rest.pop(0) if rest else kw.get("output_size")
+        align = bool(rest.pop(0)) if mode != "nearest" and rest else None
+        if str(node.target).endswith(".vec"):
+            scales = rest[0] if rest else kw.get("scale_factors")
+        else:  # scales_h, scales_w (or scales): given per axis, or all None
+            scales = rest if rest and all(v is not None for v in rest) else None
+            if scales is not None:
+                size = None
+        if scales is not None and size is not None:
+            scales = None
+        kind = {"nearest": "nearest", "linear": "linear" if nd == 1 else "bilinear"}[mode]
+        layer = Upsample(size=None if size is None else tuple(int(v) for v in size),
+                         scale_factor=None if scales is None else tuple(float(v) for v in scales),
+                         mode=kind, align_corners=align if mode != "nearest" else None,
+                         spatial_dims=nd)
+        return b.apply_model(layer, input=args[0])
+    return convert
+
+
+_register("aten.upsample_nearest2d")(_upsample("nearest", 2))
+_register("aten.upsample_nearest1d")(_upsample("nearest", 1))
+_register("aten.upsample_bilinear2d")(_upsample("linear", 2))
+_register("aten.upsample_linear1d")(_upsample("linear", 1))
 
 
 @_register("aten.linear")
@@ -328,16 +403,21 @@ def _var(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> An
 
 
 # ---- pooling ---------------------------------------------------------------------------------
-@_register("aten.max_pool2d")
-def _max_pool2d(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-    k = _ints(args[1], 2)
-    s = _ints(_arg(args, kw, 2, "stride", []) or k, 2)
-    p = _ints(_arg(args, kw, 3, "padding", 0), 2)
-    d = _ints(_arg(args, kw, 4, "dilation", 1), 2)
+@_register("aten.max_pool2d", "aten.max_pool1d")
+def _max_pool(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    nd = 1 if str(node.target).startswith("aten.max_pool1d") else 2
+    k = _ints(args[1], nd)
+    s = _ints(_arg(args, kw, 2, "stride", []) or k, nd)
+    p = _ints(_arg(args, kw, 3, "padding", 0), nd)
+    d = _ints(_arg(args, kw, 4, "dilation", 1), nd)
     ceil = bool(_arg(args, kw, 5, "ceil_mode", False))
-    if ceil and not _floor_equals_ceil(_in_shape(node)[-2:], k, s, p, d):
-        raise NotConvertible("ceil_mode=True where it changes the output size")
-    return b.apply("max_pool2d", input=args[0], kernel_size=k, stride=s, padding=p, dilation=d)
+    if ceil and not _floor_equals_ceil(_in_shape(node)[-nd:], k, s, p, d):
+        from ..models.pooling import MaxPool1d, MaxPool2d
+
+        cls = MaxPool1d if nd == 1 else MaxPool2d
+        return b.apply_model(cls(k, s, p, d, ceil_mode=True), input=args[0])
+    return b.apply(f"max_pool{nd}d", input=args[0], kernel_size=k, stride=s, padding=p,
+                   dilation=d)
 
 
 def _floor_equals_ceil(size: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...],
@@ -356,12 +436,13 @@ def _avg_pool2d(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]
     p = _ints(_arg(args, kw, 3, "padding", 0), 2)
     ceil = bool(_arg(args, kw, 4, "ceil_mode", False))
     include = bool(_arg(args, kw, 5, "count_include_pad", True))
-    if _arg(args, kw, 6, "divisor_override", None) is not None:
-        raise NotConvertible("divisor_override")
-    if ceil and not _floor_equals_ceil(_in_shape(node)[-2:], k, s, p, (1, 1)):
-        raise NotConvertible("ceil_mode=True where it changes the output size")
-    if not include and any(p):
-        raise NotConvertible("count_include_pad=False with padding")
+    divisor = _arg(args, kw, 6, "divisor_override", None)
+    ceil = ceil and not _floor_equals_ceil(_in_shape(node)[-2:], k, s, p, (1, 1))
+    if ceil or (not include and any(p)) or divisor is not None:
+        from ..models.pooling import AvgPool2d
+
+        return b.apply_model(AvgPool2d(k, s, p, ceil_mode=ceil, count_include_pad=include,
+                                       divisor_override=divisor), input=args[0])
     return b.apply("avg_pool2d", input=args[0], kernel_size=k, stride=s, padding=p)
 
 
@@ -439,6 +520,41 @@ def _cast(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> A
     if name is None:
         raise NotConvertible(f"a cast to {dst}")
     return b.apply("cast", input=args[0], dtype=getattr(ml_types, name))
+
+
+@_register("aten.index")
+def _index(b: Builder, node: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """``x[i0, i1, ...]`` with integer index tensors that depend on no input (HF's attention
+    masks index the mask with aranges): the indexed leading dims flattened into rows, the rows
+    gathered with ``embedding``, the result reshaped."""
+    from ..framework import types as ml_types
+
+    indices = list(args[1])
+    if any(i is None or is_dynamic(i) for i in indices):
+        raise NotConvertible("indexing with None between the indices, or with indices "
+                             "computed from the inputs")
+    arrays = [i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else np.asarray(i)
+              for i in indices]
+    if any(a.dtype == np.bool_ or a.dtype.kind not in "iu" for a in arrays):
+        raise NotConvertible("boolean-mask or non-integer indices")
+    shape = _in_shape(node)
+    lead, rest = shape[:len(arrays)], shape[len(arrays):]
+    wrapped = [np.where(a < 0, a + n, a) for a, n in zip(arrays, lead, strict=True)]
+    rows = np.ravel_multi_index(tuple(np.broadcast_arrays(*wrapped)), lead).astype(np.int64)
+    src = node.args[0].meta["val"].dtype
+    table = b.apply("reshape", input=args[0], shape=(math.prod(lead), math.prod(rest)))
+    if not src.is_floating_point:  # gather 0/1 and ints below 2 ** 24 exactly as floats
+        table = b.apply("cast", input=table, dtype=ml_types.float32)
+    out = b.apply("reshape", input=b.apply("embedding", input=rows, weight=table),
+                  shape=_out_shape(node))
+    if src == torch.bool:
+        return b.apply("not_equal", left=out, right=0.0)
+    if not src.is_floating_point:
+        name = {torch.int64: "int64", torch.int32: "int32"}.get(src)
+        if name is None:
+            raise NotConvertible(f"indexing a {src} tensor")
+        return b.apply("cast", input=out, dtype=getattr(ml_types, name))
+    return out
 
 
 @_register("aten.slice")

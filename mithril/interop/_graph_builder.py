@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..framework.logical.meta import Meta
-from ..framework.logical.model import Connection, Model, Operator
+from ..framework.logical.model import BaseModel, Connection, Model, Operator
 from ..framework.ops import CATALOGUE, SCALAR
 
 
@@ -73,6 +73,15 @@ class Builder:
         out = Connection(self.model, None, Meta(None))
         binding[prim.output_names[0]] = out
         self.model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])
+        return out
+
+    def apply_model(self, layer: BaseModel, output: str = "output", **given: Any) -> Connection:
+        """Add a library layer built from primitives (``Upsample``, a ``ceil_mode`` pooling),
+        wired to ``given``, and return its ``output``."""
+        binding = {k: self.terminal(v) for k, v in given.items()}
+        out = Connection(self.model, None, Meta(None))
+        binding[output] = out
+        self.model._add(layer.connect(**binding), chain=False, algebra=True, new_conns=[out])
         return out
 
     def conn(self, value: Any) -> Connection:

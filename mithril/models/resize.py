@@ -124,12 +124,12 @@ def _matrix(model: Model, n_in: Connection, size: int | None, scale: float | Non
     if mode == "nearest":
         if sf is None:
             # floor(dst * in / out) in integers: exact
-            idx = (dst.cast("int64") * n_in) // n_out
+            idx = (dst.cast("int32") * n_in) // n_out
         elif integer_scale:
-            idx = dst.cast("int64") // int(sf)
+            idx = dst.cast("int32") // int(sf)
         else:
             pos = _add(model, "cast", input=dst, dtype=dtype) * (1.0 / float(sf))
-            idx = _add(model, "floor", input=pos).cast("int64")
+            idx = _add(model, "floor", input=pos).cast("int32")
             idx = _add(model, "minimum", left=idx, right=n_in - 1)
         return _add(model, "cast", input=_add(model, "one_hot", input=idx, num_classes=n_in),
                     dtype=dtype)
@@ -141,7 +141,7 @@ def _matrix(model: Model, n_in: Connection, size: int | None, scale: float | Non
         src = _add(model, "clamp", input=(pos + 0.5) * ratio - 0.5, min=0.0)
     lo = _add(model, "floor", input=src)
     frac = src - lo
-    i0 = lo.cast("int64")
+    i0 = lo.cast("int32")
     i1 = _add(model, "minimum", left=i0 + 1, right=n_in - 1)
     w0 = _add(model, "cast", input=_add(model, "one_hot", input=i0, num_classes=n_in),
               dtype=dtype)

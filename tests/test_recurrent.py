@@ -409,3 +409,28 @@ def test_bad_arguments() -> None:
         RNNCell(IN, H, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="seq_len"):
         LSTM(IN, H, seq_len=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop primitive itself
+# ----------------------------------------------------------------------------------------------
+def test_loop_primitive_rejects_a_carry_that_changes_shape() -> None:
+    """The primitive's own rule: the carry (h_0, c_0) must be (D, N, hidden) of the weights."""
+    from mithril.framework.ops import CATALOGUE
+    from mithril.models import Operator
+
+    weights = {"weight_ih": IOKey("w_ih", shape=[4 * H, IN]),
+               "weight_hh": IOKey("w_hh", shape=[4 * H, H])}
+    ok = Model()
+    ok |= Operator(CATALOGUE["lstm"], batch_first=False, bidirectional=False)(
+        input=IOKey("x", shape=[T, N, IN]), h_0=IOKey("h", shape=[1, N, H]), **weights,
+        output="y", h_n="h_n", c_n="c_n")
+    assert ok.shapes["y"] == [T, N, H]
+    assert ok.shapes["c_n"] == [1, N, H]
+    for bad in ({"h_0": IOKey("h", shape=[1, N, H + 1])},
+                {"c_0": IOKey("c", shape=[2, N, H])},
+                {"weight_hh": IOKey("w_hh", shape=[3 * H, H])}):
+        model = Model()
+        with pytest.raises(ShapeMismatchError):
+            model |= Operator(CATALOGUE["lstm"], batch_first=False, bidirectional=False)(
+                input=IOKey("x", shape=[T, N, IN]), **{**weights, **bad}, output="y")

@@ -17,8 +17,14 @@ Terminals follow PyTorch's ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` for one layer:
 
 Outputs: ``output`` ``(T, N, D*P)`` (``(N, T, D*P)``), ``h_n`` ``(D, N, P)`` and for ``lstm``
 ``c_n`` ``(D, N, H)``. Every backend lowers them to its own loop (``jax.lax.scan``, PyTorch's
-fused ``torch._VF`` kernels, an MLX loop, a NumPy loop with a hand-written backward through
-time); see ``mithril/backends/*/loops.py``.
+fused ``torch._VF`` kernels, a NumPy loop with a hand-written backward through time; see
+``mithril/backends/*/loops.py``). The decomposition, a Python loop of core kernels, is the
+reference they are checked against and what a backend without a kernel of its own runs (MLX,
+``tests/minimal_backend.py``).
+
+>>> from mithril.framework.ops import CATALOGUE
+>>> CATALOGUE["lstm"].output_names, CATALOGUE["gru"].output_names
+(('output', 'h_n', 'c_n'), ('output', 'h_n'))
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ def _rule(mode: str) -> Callable[..., bool]:
         x = ensure_rank(m["input"], 3)
         t_dim, n_dim, f_dim = (x[1], x[0], x[2]) if bf else (x[0], x[1], x[2])
         g_dim, p_dim = ensure_rank(m["weight_hh"], 2)
-        h_dim: Dim = Dim()
+        # the hidden size: c_n's last dim for the LSTM (the projection may make P smaller)
+        h_dim = ensure_rank(m["c_n"], 3)[2] if lstm else p_dim
         done = True
         suffixes = ("", "_reverse") if bidir else ("",)
         for sfx in suffixes:
@@ -93,19 +100,14 @@ def _rule(mode: str) -> Callable[..., bool]:
         if gv is not None and gv % gates:
             raise ShapeConflict(f"{mode} weight_hh has {gv} rows, not a multiple of its "
                                 f"{gates} gates")
-        if not lstm:
-            h_dim = p_dim
-        proj = _present(m["weight_hr"]) if lstm else False
-        hidden = None if proj is None else (h_dim if proj else p_dim)
-        if hidden is not None:
-            hv = dv(hidden)
-            if gv is not None and hv is None:
-                set_dim(hidden, gv // gates)
-            elif hv is not None and gv is None:
-                set_dim(g_dim, gates * hv)
-            elif hv is not None and gv != gates * hv:
-                raise ShapeConflict(f"{mode} weight_hh has {gv} rows, expected {gates} x "
-                                    f"hidden size {hv} = {gates * hv}")
+        hv = dv(h_dim)
+        if gv is not None and hv is None:
+            set_dim(h_dim, gv // gates)
+        elif hv is not None and gv is None:
+            set_dim(g_dim, gates * hv)
+        elif hv is not None and gv != gates * hv:
+            raise ShapeConflict(f"{mode} weight_hh has {gv} rows, expected {gates} x "
+                                f"hidden size {hv} = {gates * hv}")
         state_p = [Dim(n_dirs), n_dim, p_dim]
         for key in ("h_0", "h_n"):
             if key == "h_n" or _present(m[key]):

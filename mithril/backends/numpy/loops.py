@@ -229,7 +229,14 @@ def lstm_fwd(*args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 @registry.kernel("lstm")
 def lstm(*args: Any) -> tuple[Any, ...]:
-    """One LSTM layer over the whole sequence: ``(output, h_n, c_n)``."""
+    """One LSTM layer over the whole sequence: ``(output, h_n, c_n)``.
+
+    >>> import numpy as np
+    >>> x, w_ih, w_hh = np.ones((5, 2, 3)), np.full((8, 3), 0.1), np.full((8, 2), 0.1)
+    >>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
+    >>> out.shape, h_n.shape, bool(np.allclose(out[-1], h_n[0]))
+    ((5, 2, 2), (1, 2, 2), True)
+    """
     return _forward("lstm", args)[0]
 
 

@@ -66,7 +66,13 @@ def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 @registry.kernel("lstm")
 def lstm(*args: Any) -> tuple[Any, ...]:
-    """One LSTM layer (``torch._VF.lstm``): ``(output, h_n, c_n)``."""
+    """One LSTM layer (``torch._VF.lstm``): ``(output, h_n, c_n)``.
+
+    >>> x, w_ih, w_hh = torch.ones(5, 2, 3), torch.full((8, 3), 0.1), torch.full((8, 2), 0.1)
+    >>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
+    >>> tuple(out.shape), tuple(h_n.shape), bool(torch.allclose(out[-1], h_n[0]))
+    ((5, 2, 2), (1, 2, 2), True)
+    """
     return _run("lstm", args)
 
 

@@ -57,6 +57,8 @@ def encode_value(v: Any) -> Any:
         return {"slice": [encode_value(v.start), encode_value(v.stop), encode_value(v.step)]}
     if v is Ellipsis:
         return {"ellipsis": True}
+    if v is TBD:  # a scalar terminal wired to a connection
+        return {"tbd": True}
     if isinstance(v, T.Dtype):
         return {"dtype": v.name}
     if isinstance(v, np.ndarray):
@@ -103,6 +105,8 @@ def decode_value(v: Any, where: str, depth: int = 0) -> Any:
         return slice(*(decode_value(x, where, depth) for x in body))
     if tag == "ellipsis" and body is True:
         return Ellipsis
+    if tag == "tbd" and body is True:
+        return TBD
     if tag == "dtype" and body in T.DTYPES:
         return T.DTYPES[body]
     if tag == "array" and isinstance(body, dict):

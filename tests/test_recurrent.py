@@ -279,6 +279,29 @@ def test_one_compiled_lstm_serves_t50_and_t200(backend_name: str) -> None:
                          f"T={n_t} grad {k}")
 
 
+@pytest.mark.parametrize("backend_name", ["mlx", "torch", "jax"])
+def test_float32_lstm_against_float64_torch(backend_name: str) -> None:
+    """The acceptance LSTM in float32 (MLX's usual precision; jitted where the backend jits by
+    default) against float64 ``nn.LSTM``, with a float32 tolerance."""
+    backend = getattr(ml, BACKENDS[backend_name])(dtype=ml.float32)
+    pm = ml.compile(LSTM(16, 32, num_layers=2, batch_first=True), backend)
+    torch.manual_seed(11)
+    ref = torch.nn.LSTM(16, 32, num_layers=2, batch_first=True).double()
+    params = {k: backend.array(v.detach().numpy().astype(np.float32))
+              for k, v in ref.state_dict().items()}
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 50, 16))
+    out, _ = ref(torch.tensor(x))
+    seed = rng.standard_normal(tuple(out.shape))
+    (out * torch.tensor(seed)).sum().backward()
+    outs, grads = pm.evaluate(params, {"input": backend.array(x.astype(np.float32))},
+                              output_gradients={"output": backend.array(seed.astype(np.float32))})
+    assert_close(backend.to_numpy(outs["output"]), out.detach().numpy(), "output", tol=1e-6)
+    for k, p in ref.named_parameters():
+        assert_close(backend.to_numpy(grads[k]), p.grad.numpy(),  # type: ignore[union-attr]
+                     f"grad {k}", tol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Variable lengths: PyTorch's packed sequences
 # ----------------------------------------------------------------------------------------------

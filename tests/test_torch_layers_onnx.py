@@ -1,7 +1,7 @@
 """The layers built from primitives for issue 17 (Upsample, ceil-mode pooling,
 MultiheadAttention with masks and weights) export to ONNX: onnxruntime gives the NumPy
-backend's outputs, which the parity tests check against torch.nn. (ConvTranspose2d's
-``conv_transpose2d`` primitive has no ONNX mapping yet.)"""
+backend's outputs, which the parity tests check against torch.nn. (Every parity case,
+ConvTranspose1d/2d included, is also exported by tests/test_onnx_export.py.)"""
 
 from __future__ import annotations
 

@@ -132,6 +132,33 @@ def _conv(ex: Emitter, node: Node) -> str:
                      dilations=_ntuple(ex.value("dilation"), nd), group=int(ex.value("groups")))
 
 
+@maps("conv_transpose1d", "conv_transpose2d")
+def _conv_transpose(ex: Emitter, node: Node) -> str:
+    nd = 1 if node.op.name == "conv_transpose1d" else 2
+    inputs = [_floats(ex, ex.tensor(ex.arg("input"))), ex.tensor(ex.arg("weight"))]
+    bias = ex.arg("bias")
+    has_bias = not (ex.is_lit(bias) and ex.lit(bias) is None)
+    strides = _ntuple(ex.value("stride"), nd)
+    extra = _ntuple(ex.value("output_padding"), nd)
+    attrs = {"strides": strides, "pads": _pads(ex.value("padding"), nd),
+             "dilations": _ntuple(ex.value("dilation"), nd), "group": int(ex.value("groups"))}
+    if all(e < s for e, s in zip(extra, strides, strict=True)):
+        if has_bias:
+            inputs.append(ex.tensor(bias))
+        return ex.b.node("ConvTranspose", inputs, ex.hint(), output_padding=extra, **attrs)
+    # PyTorch allows output_padding < dilation, onnxruntime only < stride: the extra positions
+    # get no contribution from the input, so they are zeros (plus the bias)
+    out = ex.b.node("ConvTranspose", inputs, ex.hint("_core"), **attrs)
+    rank = ex.rank(node.inputs[0])
+    out = ex.b.node("Pad", [out, ex.b.ints([0] * rank + [0] * (rank - nd) + list(extra))],
+                    ex.hint("" if not has_bias else "_padded"))
+    if not has_bias:
+        return out
+    shaped = ex.b.node("Reshape", [ex.tensor(bias), ex.b.ints([-1] + [1] * nd)],
+                       ex.hint("_bias"))
+    return ex.b.node("Add", [out, shaped], ex.hint())
+
+
 @maps("max_pool1d", "max_pool2d", "avg_pool2d")
 def _pool(ex: Emitter, node: Node) -> str:
     nd = 1 if node.op.name == "max_pool1d" else 2

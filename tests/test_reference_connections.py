@@ -12,7 +12,18 @@ import pytest
 
 import mithril as ml
 from mithril import IOKey, TerminalError
-from mithril.models import Add, Linear, Model, Multiply, Relu, Reshape, SquaredError, TrainModel
+from mithril.models import (
+    Add,
+    Buffer,
+    Linear,
+    Model,
+    Multiply,
+    Relu,
+    Reshape,
+    Sigmoid,
+    SquaredError,
+    TrainModel,
+)
 
 B = ml.NumpyBackend(dtype=ml.float64)
 RNG = np.random.default_rng(0)
@@ -179,3 +190,50 @@ def test_chaining_feeds_the_canonical_input_still_free() -> None:
     x, b, s = (RNG.standard_normal((4, 3)) for _ in range(3))
     _, _, out = run(m, {"input": x, "bias_in": b, "scale": s})
     np.testing.assert_allclose(out["output"], (b + np.maximum(x, 0)) * s, rtol=1e-12)
+
+
+def test_iokey_is_usable_as_a_connection_before_it_is_attached() -> None:
+    x = IOKey("input", shape=[2, 3, 4])
+    s = x.shape                                   # the shape connection, not the template
+    y = (x.reshape((s[0], -1)) * 2.0 + 1.0).cast(ml.float64).exp()
+    z = x[:, 0].T - IOKey("other") * IOKey("other")   # one name, one connection
+    m = Model()
+    m |= Buffer()(input=y, output="y")
+    m |= Buffer()(input=z, output="z")
+    n_children = len(m.children)
+    m |= Buffer()(input=y, output="y_again")     # one expression is built once per model
+    assert len(m.children) == n_children + 1
+    assert sorted(m.input_terminals()) == ["input", "other"]
+    a, o = RNG.standard_normal((2, 3, 4)), RNG.standard_normal((4, 2))
+    _, _, out = run(m, {"input": a, "other": o})
+    np.testing.assert_allclose(out["y"], np.exp(a.reshape(2, -1) * 2.0 + 1.0), rtol=1e-12)
+    np.testing.assert_array_equal(out["y_again"], out["y"])
+    np.testing.assert_allclose(out["z"], a[:, 0].T - o * o, rtol=1e-12)
+
+
+def test_functional_style_builds_a_model_from_calls() -> None:
+    inp = IOKey("input")
+    h = Linear(4)(input=inp)                       # the call stands for Linear's output
+    z = Add()(left=Relu()(input=h), right=h)
+    m = Model.create(output=z, hidden=h, name="functional")
+    assert m.name == "functional" and m.output_terminals() == ["hidden", "output"]
+    x = RNG.standard_normal((5, 3))
+    _, p, out = run(m, {"input": x}, shapes={"input": [5, 3]})
+    lin = linear(x, p, "linear.")
+    np.testing.assert_allclose(out["hidden"], lin, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out["output"], np.maximum(lin, 0) + lin, rtol=1e-12, atol=1e-12)
+
+
+def test_functional_calls_on_connections_of_a_model_and_several_outputs() -> None:
+    two = Model(name="two")
+    two |= Relu()(input="input", output="a")
+    two |= Sigmoid()(input="input", output="b")
+    m = Model()
+    m |= Buffer()(input="x", output="r")
+    lin = Linear(3)(input=m.r)                     # added to m, where m.r lives
+    a, b = two(input=m.r)                          # both outputs, in order
+    m |= Add()(left=lin, right=a - b, output="output")
+    x = RNG.standard_normal((4, 3))
+    _, p, out = run(m, {"x": x}, shapes={"x": [4, 3]})
+    want = linear(x, p, "linear.") + np.maximum(x, 0) - 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(out["output"], want, rtol=1e-12, atol=1e-12)

@@ -4,14 +4,14 @@ metadata setters (``set_shapes``, ``set_types``, ...)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ArgumentTypeError, ModelReuseError, TerminalError
 from .. import types as T
 from ..shapes import Trail, frag_from_template
 from .building import Building, const_value, guard, shape_list, unify_shape
-from .connection import Connection
+from .connection import Connection, ConnectionAlgebra, Expr
 from .meta import TENSOR, set_kinds, set_value
 from .symbols import derived_names, readable, symbol_names
 
@@ -23,10 +23,17 @@ class NoTerminalError(TerminalError, AttributeError):
     """``model.name`` where the model has no terminal or named connection ``name``."""
 
 
-class ConnectSpec:
-    """A model with the terminals it is to be connected to (``model(input="x")``)."""
+class ConnectSpec(ConnectionAlgebra):
+    """A model with the terminals it is to be connected to (``model(input="x")``).
+
+    Added with ``parent |= spec``; or used in the functional style, as the model's output
+    connection (``y = Relu()(input=Linear(4)(input=x))``, ``a, b = Split(...)(input=x)``):
+    the model is then added to the model of the connections it reads (a new one if it reads
+    only IOKeys) and the spec stands for its canonical output (``Model.create`` names them).
+    """
 
     __slots__ = ("args", "kwargs", "model")
+    __hash__ = object.__hash__
 
     def __init__(self, model: BaseModel, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.model = model
@@ -36,6 +43,59 @@ class ConnectSpec:
     def __repr__(self) -> str:
         return f"{self.model!r}({', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())})"
 
+    # ---- the functional style ----
+    def _op(self, op: str, *args: Any, **kw: Any) -> Any:
+        conn = self.output_connection()
+        return conn._op(op, *(conn if a is self else a for a in args), **kw)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(self.output_connections())
+
+    def attach(self) -> BaseModel:
+        """Add the model where the connections it reads live (once) and return that model."""
+        from .model import Model
+
+        if self.model.parent is not None:
+            return self.model.parent.algebra_home()
+        home = None
+        for value in (*self.args, *self.kwargs.values()):
+            home = _home_of(value)
+            if home is not None:
+                break
+        if not isinstance(home, Model):  # only IOKeys and constants: a new model holds it
+            home = Model()
+        home |= self
+        return home
+
+    def output_connection(self) -> Connection:
+        """The model's canonical output, as a connection of the model it was added to."""
+        home = self.attach()
+        return home.lift(self.model.cout)
+
+    def output_connections(self) -> list[Connection]:
+        """Every output of the model in order, as connections of the model it was added to."""
+        home = self.attach()
+        iface = self.model.interface()
+        return [home.lift(iface[n]) for n in self.model.output_terminals()]
+
+
+def _home_of(value: Any) -> BaseModel | None:
+    """The model a functional value (connection, spec, expression, tuple of them) lives in."""
+    if isinstance(value, Connection):
+        return value.model.algebra_home()
+    if isinstance(value, ConnectSpec):
+        return value.attach()
+    if isinstance(value, tuple | list):
+        values: Any = value
+    elif isinstance(value, Expr):
+        values = value.args
+    else:
+        return None
+    for v in values:
+        home = _home_of(v)
+        if home is not None:
+            return home
+    return None
 
 
 class BaseModel:

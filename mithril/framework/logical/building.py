@@ -131,8 +131,8 @@ def unify_shape(meta: Meta, frag: Frag) -> None:
 
 def apply_iokey(meta: Meta, key: IOKey) -> None:
     """Apply what an ``IOKey`` says (shape, type, value, differentiable) to a terminal."""
-    if key.shape is not None:
-        unify_shape(meta, frag_from_template(key.shape))
+    if key.shape_template is not None:
+        unify_shape(meta, frag_from_template(key.shape_template))
     if key.type is not None:
         set_kinds(meta, T.kind_from_type(key.type))
     if key.value is not TBD:

@@ -19,32 +19,194 @@ if TYPE_CHECKING:
     from .base import BaseModel
 
 
-class IOKey:
-    """Names (and optionally constrains) a terminal: ``IOKey("x", shape=["N", 3])``.
+class ConnectionAlgebra:
+    """Python's operators and array methods on connections (``a + b``, ``a[0]``, ``a.shape``,
+    ``a.reshape(...)``): each is one catalogue primitive, built by ``_op``. A
+    :class:`Connection` builds it in its model at once; an :class:`IOKey` (or an expression of
+    IOKeys, :class:`Expr`) records it, and the model it is connected to builds it then."""
 
-    ``value`` fixes a constant, ``shape`` is a template (ints, symbol names, ``None``,
-    ``("V", ...)``), ``type`` is ``float`` / ``int`` / ``bool`` / an ``ml`` dtype,
-    ``differentiable=True`` makes an input a trainable parameter and ``expose=True`` keeps a
-    consumed connection readable as an output.
-    """
+    __slots__ = ()
+    __hash__ = object.__hash__
 
-    def __init__(self, name: str | None = None, value: Any = TBD, shape: Any = None,
-                 type: Any = None, differentiable: bool | None = None,
-                 expose: bool | None = None) -> None:
-        if name is not None and not isinstance(name, str):
-            raise ArgumentTypeError(f"IOKey name must be a string, got {name!r}")
-        self.name = name
-        self.value = value
-        self.shape = shape
-        self.type = type
-        self.differentiable = differentiable
-        self.expose = expose
+    def _op(self, op: str, *args: Any, **kw: Any) -> Any:
+        raise NotImplementedError
 
-    def __repr__(self) -> str:
-        return f"IOKey({self.name!r})"
+    def __add__(self, o: Any) -> Any:
+        return self._op("add", self, o)
+
+    def __radd__(self, o: Any) -> Any:
+        return self._op("add", o, self)
+
+    def __sub__(self, o: Any) -> Any:
+        return self._op("subtract", self, o)
+
+    def __rsub__(self, o: Any) -> Any:
+        return self._op("subtract", o, self)
+
+    def __mul__(self, o: Any) -> Any:
+        return self._op("multiply", self, o)
+
+    def __rmul__(self, o: Any) -> Any:
+        return self._op("multiply", o, self)
+
+    def __truediv__(self, o: Any) -> Any:
+        return self._op("divide", self, o)
+
+    def __rtruediv__(self, o: Any) -> Any:
+        return self._op("divide", o, self)
+
+    def __floordiv__(self, o: Any) -> Any:
+        return self._op("floor_divide", self, o)
+
+    def __rfloordiv__(self, o: Any) -> Any:
+        return self._op("floor_divide", o, self)
+
+    def __pow__(self, o: Any) -> Any:
+        return self._op("power", self, o)
+
+    def __rpow__(self, o: Any) -> Any:
+        return self._op("power", o, self)
+
+    def __matmul__(self, o: Any) -> Any:
+        return self._op("matmul", self, o)
+
+    def __rmatmul__(self, o: Any) -> Any:
+        return self._op("matmul", o, self)
+
+    def __neg__(self) -> Any:
+        return self._op("negate", self)
+
+    def __abs__(self) -> Any:
+        return self._op("absolute", self)
+
+    def __gt__(self, o: Any) -> Any:
+        return self._op("greater", self, o)
+
+    def __lt__(self, o: Any) -> Any:
+        return self._op("less", self, o)
+
+    def __ge__(self, o: Any) -> Any:
+        return self._op("greater_equal", self, o)
+
+    def __le__(self, o: Any) -> Any:
+        return self._op("less_equal", self, o)
+
+    def __eq__(self, o: Any) -> Any:
+        return self._op("equal", self, o)
+
+    def __ne__(self, o: Any) -> Any:
+        return self._op("not_equal", self, o)
+
+    def __and__(self, o: Any) -> Any:
+        return self._op("logical_and", self, o)
+
+    def __or__(self, o: Any) -> Any:
+        return self._op("logical_or", self, o)
+
+    def __xor__(self, o: Any) -> Any:
+        return self._op("logical_xor", self, o)
+
+    def __invert__(self) -> Any:
+        return self._op("logical_not", self)
+
+    def __lshift__(self, o: Any) -> Any:
+        return self._op("shift_left", self, o)
+
+    def __rshift__(self, o: Any) -> Any:
+        return self._op("shift_right", self, o)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._op("indexer", self, index_value(index))
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError(f"a {type(self).__name__} cannot be iterated; index it (conn[0]) "
+                        "instead")
+
+    @property
+    def shape(self) -> Any:
+        return self._op("shape", self)
+
+    @property
+    def T(self) -> Any:
+        return self._op("transpose", self, None)
+
+    def reshape(self, shape: Any) -> Any:
+        return self._op("reshape", self, tuple_value(self, shape))
+
+    def transpose(self, axes: Any = None) -> Any:
+        return self._op("transpose", self, tuple_value(self, axes) if axes is not None else None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Any:
+        return self._op("swap_axes", self, axis1, axis2)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Any:
+        return self._op("flatten", self, start_dim, end_dim)
+
+    def sum(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("sum", self, axis, keepdim)
+
+    def mean(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("mean", self, axis, keepdim)
+
+    def max(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("max", self, axis, keepdim)
+
+    def min(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("min", self, axis, keepdim)
+
+    def prod(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("prod", self, axis, keepdim)
+
+    def var(self, axis: Any = None, keepdim: bool = False, correction: float = 0) -> Any:
+        return self._op("variance", self, axis, keepdim, correction)
+
+    def argmax(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("argmax", self, axis, keepdim)
+
+    def argmin(self, axis: Any = None, keepdim: bool = False) -> Any:
+        return self._op("argmin", self, axis, keepdim)
+
+    def sqrt(self) -> Any:
+        return self._op("sqrt", self)
+
+    def exp(self) -> Any:
+        return self._op("exp", self)
+
+    def log(self) -> Any:
+        return self._op("log", self)
+
+    def abs(self) -> Any:
+        return self._op("absolute", self)
+
+    def sin(self) -> Any:
+        return self._op("sin", self)
+
+    def cos(self) -> Any:
+        return self._op("cos", self)
+
+    def tanh(self) -> Any:
+        return self._op("tanh", self)
+
+    def sigmoid(self) -> Any:
+        return self._op("sigmoid", self)
+
+    def relu(self) -> Any:
+        return self._op("relu", self)
+
+    def cast(self, dtype: Any) -> Any:
+        return self._op("cast", self, T.as_dtype(dtype))
+
+    def item(self) -> Any:
+        return self._op("item", self)
+
+    def tensor(self) -> Any:
+        return self._op("to_tensor", self)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self._op("size", self, dim)
 
 
-class Connection:
+class Connection(ConnectionAlgebra):
     """A wire inside one composite model; also the handle of the connection algebra."""
 
     __slots__ = ("consumers", "expose", "key", "meta", "model", "producer")
@@ -66,201 +228,88 @@ class Connection:
         return readable_in(f"<Connection {name!r} of {self.model.path}: {self.meta.describe()}>",
                            (top, ""))
 
-    # ---- the connection algebra: each builds a catalogue primitive in self.model ----
     def _op(self, op: str, *args: Any, **kw: Any) -> Connection:
         return self.model.algebra_home().apply_op(self, op, args, kw)
 
-    def __add__(self, o: Any) -> Connection:
-        return self._op("add", self, o)
 
-    def __radd__(self, o: Any) -> Connection:
-        return self._op("add", o, self)
+class IOKey(ConnectionAlgebra):
+    """Names (and optionally constrains) a terminal: ``IOKey("x", shape=["N", 3])``.
 
-    def __sub__(self, o: Any) -> Connection:
-        return self._op("subtract", self, o)
+    ``value`` fixes a constant, ``shape`` is a template (ints, symbol names, ``None``,
+    ``("V", ...)``), ``type`` is ``float`` / ``int`` / ``bool`` / an ``ml`` dtype,
+    ``differentiable=True`` makes an input a trainable parameter and ``expose=True`` keeps a
+    consumed connection readable as an output.
 
-    def __rsub__(self, o: Any) -> Connection:
-        return self._op("subtract", o, self)
+    An IOKey is also usable as a connection before it is connected anywhere: algebra,
+    indexing, ``.shape``, ``.cast(...)``, ``.exp()``, ... record an :class:`Expr`, which the
+    model it is connected to builds (``model |= Relu()(input=IOKey("x").T)``). ``.shape`` is
+    then the shape *connection*; the template given as ``shape=`` is ``shape_template``.
 
-    def __mul__(self, o: Any) -> Connection:
-        return self._op("multiply", self, o)
+    >>> from mithril.models import Model, Relu
+    >>> x = IOKey("x")
+    >>> m = Model()
+    >>> m |= Relu()(input=(x * 2.0).T, output="y")
+    >>> m.input_terminals()
+    ['x']
+    """
 
-    def __rmul__(self, o: Any) -> Connection:
-        return self._op("multiply", o, self)
+    __hash__ = object.__hash__
 
-    def __truediv__(self, o: Any) -> Connection:
-        return self._op("divide", self, o)
+    def __init__(self, name: str | None = None, value: Any = TBD, shape: Any = None,
+                 type: Any = None, differentiable: bool | None = None,
+                 expose: bool | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise ArgumentTypeError(f"IOKey name must be a string, got {name!r}")
+        self.name = name
+        self.value = value
+        self.shape_template = shape
+        self.type = type
+        self.differentiable = differentiable
+        self.expose = expose
 
-    def __rtruediv__(self, o: Any) -> Connection:
-        return self._op("divide", o, self)
+    def __repr__(self) -> str:
+        return f"IOKey({self.name!r})"
 
-    def __floordiv__(self, o: Any) -> Connection:
-        return self._op("floor_divide", self, o)
+    def _op(self, op: str, *args: Any, **kw: Any) -> Expr:
+        return Expr(op, args, kw)
 
-    def __rfloordiv__(self, o: Any) -> Connection:
-        return self._op("floor_divide", o, self)
 
-    def __pow__(self, o: Any) -> Connection:
-        return self._op("power", self, o)
+class Expr(ConnectionAlgebra):
+    """Connection algebra on IOKeys not yet connected: the primitive ``op`` reading ``args``
+    (IOKeys, expressions, connections or constants), built when the expression is connected
+    to a model (``Model.materialize``)."""
 
-    def __rpow__(self, o: Any) -> Connection:
-        return self._op("power", o, self)
+    __hash__ = object.__hash__
 
-    def __matmul__(self, o: Any) -> Connection:
-        return self._op("matmul", self, o)
+    def __init__(self, op: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        self.op = op
+        self.args = args
+        self.kw = kw
 
-    def __rmatmul__(self, o: Any) -> Connection:
-        return self._op("matmul", o, self)
+    def _op(self, op: str, *args: Any, **kw: Any) -> Expr:
+        return Expr(op, args, kw)
 
-    def __neg__(self) -> Connection:
-        return self._op("negate", self)
-
-    def __abs__(self) -> Connection:
-        return self._op("absolute", self)
-
-    def __gt__(self, o: Any) -> Connection:
-        return self._op("greater", self, o)
-
-    def __lt__(self, o: Any) -> Connection:
-        return self._op("less", self, o)
-
-    def __ge__(self, o: Any) -> Connection:
-        return self._op("greater_equal", self, o)
-
-    def __le__(self, o: Any) -> Connection:
-        return self._op("less_equal", self, o)
-
-    def __eq__(self, o: Any) -> Connection:
-        return self._op("equal", self, o)
-
-    def __ne__(self, o: Any) -> Connection:
-        return self._op("not_equal", self, o)
-
-    def __and__(self, o: Any) -> Connection:
-        return self._op("logical_and", self, o)
-
-    def __or__(self, o: Any) -> Connection:
-        return self._op("logical_or", self, o)
-
-    def __xor__(self, o: Any) -> Connection:
-        return self._op("logical_xor", self, o)
-
-    def __invert__(self) -> Connection:
-        return self._op("logical_not", self)
-
-    def __lshift__(self, o: Any) -> Connection:
-        return self._op("shift_left", self, o)
-
-    def __rshift__(self, o: Any) -> Connection:
-        return self._op("shift_right", self, o)
-
-    def __getitem__(self, index: Any) -> Connection:
-        return self._op("indexer", self, index_value(index))
-
-    def __iter__(self) -> Iterator[Any]:
-        raise TypeError("a Connection cannot be iterated; index it (conn[0]) instead")
-
-    @property
-    def shape(self) -> Connection:
-        return self._op("shape", self)
-
-    @property
-    def T(self) -> Connection:
-        return self._op("transpose", self, None)
-
-    def reshape(self, shape: Any) -> Connection:
-        return self._op("reshape", self, tuple_value(self, shape))
-
-    def transpose(self, axes: Any = None) -> Connection:
-        return self._op("transpose", self, tuple_value(self, axes) if axes is not None else None)
-
-    def swapaxes(self, axis1: int, axis2: int) -> Connection:
-        return self._op("swap_axes", self, axis1, axis2)
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Connection:
-        return self._op("flatten", self, start_dim, end_dim)
-
-    def sum(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("sum", self, axis, keepdim)
-
-    def mean(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("mean", self, axis, keepdim)
-
-    def max(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("max", self, axis, keepdim)
-
-    def min(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("min", self, axis, keepdim)
-
-    def prod(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("prod", self, axis, keepdim)
-
-    def var(self, axis: Any = None, keepdim: bool = False, correction: float = 0) -> Connection:
-        return self._op("variance", self, axis, keepdim, correction)
-
-    def argmax(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("argmax", self, axis, keepdim)
-
-    def argmin(self, axis: Any = None, keepdim: bool = False) -> Connection:
-        return self._op("argmin", self, axis, keepdim)
-
-    def sqrt(self) -> Connection:
-        return self._op("sqrt", self)
-
-    def exp(self) -> Connection:
-        return self._op("exp", self)
-
-    def log(self) -> Connection:
-        return self._op("log", self)
-
-    def abs(self) -> Connection:
-        return self._op("absolute", self)
-
-    def sin(self) -> Connection:
-        return self._op("sin", self)
-
-    def cos(self) -> Connection:
-        return self._op("cos", self)
-
-    def tanh(self) -> Connection:
-        return self._op("tanh", self)
-
-    def sigmoid(self) -> Connection:
-        return self._op("sigmoid", self)
-
-    def relu(self) -> Connection:
-        return self._op("relu", self)
-
-    def cast(self, dtype: Any) -> Connection:
-        return self._op("cast", self, T.as_dtype(dtype))
-
-    def item(self) -> Connection:
-        return self._op("item", self)
-
-    def tensor(self) -> Connection:
-        return self._op("to_tensor", self)
-
-    def size(self, dim: int | None = None) -> Connection:
-        return self._op("size", self, dim)
+    def __repr__(self) -> str:
+        return f"Expr({self.op}, {', '.join(repr(a) for a in self.args)})"
 
 
 def index_value(index: Any) -> Any:
-    if isinstance(index, Connection):
+    if isinstance(index, ConnectionAlgebra):
         return index
-    if isinstance(index, tuple) and any(isinstance(i, Connection) for i in index):
+    if isinstance(index, tuple) and any(isinstance(i, ConnectionAlgebra) for i in index):
         raise ArgumentTypeError(
             "indexing with connections inside a tuple is not supported; index with "
             "constants, or with one connection")
     return index
 
 
-def tuple_value(conn: Connection, value: Any) -> Any:
+def tuple_value(conn: ConnectionAlgebra, value: Any) -> Any:
     """A tuple that may hold connections becomes a ``to_tuple`` primitive."""
-    if isinstance(value, Connection):
+    if isinstance(value, ConnectionAlgebra):
         return value
     if isinstance(value, list):
         value = tuple(value)
-    if isinstance(value, tuple) and any(isinstance(v, Connection) for v in value):
-        return conn.model.algebra_home().apply_op(conn, "to_tuple", value, {})
+    if isinstance(value, tuple) and any(isinstance(v, ConnectionAlgebra) for v in value):
+        return conn._op("to_tuple", *value)
     return value
 

@@ -24,7 +24,7 @@ from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
 from .base import BaseModel, ConnectSpec, NoTerminalError
 from .building import Building, apply_iokey, conflict_error_class
-from .connection import Connection, IOKey
+from .connection import Connection, Expr, IOKey
 from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, unify_meta
 from .primitive import Operator
 from .symbols import readable_in
@@ -60,6 +60,8 @@ class Model(BaseModel):
         self._frozen = False
         self._iface: dict[str, Connection] | None = None
         self._roles: dict[str, str] = {}
+        #: expressions of IOKeys built here (materialize): id -> (expression, output)
+        self._built: dict[int, tuple[Expr, Connection]] = {}
 
     # ---- composition ----
     def __ior__(self, other: BaseModel | ConnectSpec) -> Model:
@@ -176,7 +178,7 @@ class Model(BaseModel):
         self._commit(child, targets, created, chain, algebra)
 
     # ---- the connection algebra ----
-    def apply_op(self, anchor: Connection, op_name: str, args: tuple[Any, ...],
+    def apply_op(self, anchor: Connection | None, op_name: str, args: tuple[Any, ...],
                  kw: dict[str, Any]) -> Connection:
         """Add the catalogue primitive ``op_name`` reading ``args`` (connections of this model
         or constants) and return its output connection: what ``a + b``, ``a[0]``,
@@ -190,6 +192,9 @@ class Model(BaseModel):
         True
         """
         model = self
+        # expressions of IOKeys are built here first
+        args = tuple(self.materialize(a) if isinstance(a, Expr) else
+                     a.output_connection() if isinstance(a, ConnectSpec) else a for a in args)
         try:  # connections of models inside this one are used through their bindings here
             args = tuple(self.lift(a) if isinstance(a, Connection) else a for a in args)
         except TerminalError:
@@ -206,7 +211,8 @@ class Model(BaseModel):
         given.update(kw)
         # constants of scalar terminals replace the primitive's defaults; the rest is wired
         scalars = {t.name for t in op.inputs if t.kind == SCALAR}
-        values = {k: v for k, v in given.items() if k in scalars and not isinstance(v, Connection)}
+        values = {k: v for k, v in given.items()
+                  if k in scalars and not isinstance(v, Connection | IOKey)}
         prim = Operator(op, n_inputs=n, **values)
         binding = {k: v for k, v in given.items() if k not in values}
         out = Connection(model, None, Meta(None))
@@ -278,6 +284,27 @@ class Model(BaseModel):
         self._iface = None
         return new
 
+    def materialize(self, expr: Expr) -> Connection:
+        """Build an expression of IOKeys (``IOKey("x").T * 2``) in this model and return its
+        output connection; the same expression object is built once per model.
+
+        >>> from mithril import IOKey
+        >>> from mithril.models import Model, Relu
+        >>> m = Model()
+        >>> m |= Relu()(input="x", output="y")
+        >>> e = IOKey("x") + IOKey("y")
+        >>> m.materialize(e) is m.materialize(e)
+        True
+        """
+        done = self._built.get(id(expr))
+        if done is not None and done[0] is expr:
+            return done[1]
+        args = tuple(self.materialize(a) if isinstance(a, Expr) else a for a in expr.args)
+        anchor = next((a for a in args if isinstance(a, Connection)), None)
+        out = self.apply_op(anchor, expr.op, args, dict(expr.kw))
+        self._built[id(expr)] = (expr, out)
+        return out
+
     def find_connection(self, key: str | Connection | IOKey) -> Connection:
         """The existing connection ``key`` names: a terminal or named connection of this model,
         ``"child.terminal"`` for a terminal of a child, or a connection of this model or of a
@@ -314,6 +341,35 @@ class Model(BaseModel):
         raise TerminalError(f"model {self.path} has no connection {key!r}; candidates: "
                             f"{', '.join(candidates) or '(none)'}")
 
+    @classmethod
+    def create(cls, *outputs: Connection | ConnectSpec, name: str | None = None,
+               **named: Connection | ConnectSpec) -> Model:
+        """The model built in the functional style that holds ``outputs``, with them exposed
+        (``named`` under their keyword names).
+
+        >>> from mithril import IOKey
+        >>> from mithril.models import Linear, Relu
+        >>> h = Linear(4)(input=IOKey("input", shape=[2, 3]))
+        >>> m = Model.create(output=Relu()(input=h), hidden=h, name="mlp")
+        >>> m.name, m.output_terminals(), m.shapes["output"]
+        ('mlp', ['hidden', 'output'], [2, 4])
+        """
+        conns = {k: v.output_connection() if isinstance(v, ConnectSpec) else v
+                 for k, v in named.items()}
+        plain = [v.output_connection() if isinstance(v, ConnectSpec) else v for v in outputs]
+        homes = {id(c.model.algebra_home()): c.model.algebra_home()
+                 for c in [*plain, *conns.values()]}
+        if len(homes) != 1:
+            raise TerminalError(f"Model.create needs outputs of one functional model, got "
+                                f"{len(homes)} models")
+        home = next(iter(homes.values()))
+        if not isinstance(home, cls):
+            raise ArgumentTypeError(f"the outputs belong to {home.path}, not a {cls.__name__}")
+        if name is not None:
+            home.name = name
+        home.expose_keys(*plain, **conns)
+        return home
+
     def expose_keys(self, *keys: str | Connection, **named: str | Connection) -> None:
         """Make existing connections outputs of this model (readable after compiling), also
         when something inside the model consumes them: ``m.expose_keys("h")``, or
@@ -338,7 +394,8 @@ class Model(BaseModel):
                 if conn.key is not None:
                     raise TerminalError(f"{self.path}: connection {conn.key!r} already has a "
                                         f"name; it cannot also be exposed as {name!r}")
-                if name in self.named or name in self.interface():
+                other = self.named.get(name) or self.interface().get(name)
+                if other is not None and other is not conn:
                     raise TerminalError(f"{self.path}: the name {name!r} is already taken")
         for name, conn in conns:
             if name is not None and conn.key is None:
@@ -350,11 +407,18 @@ class Model(BaseModel):
     def _target(self, child: BaseModel, name: str, value: Any, is_out: bool,
                 child_conn: Connection, created: list[Connection], keys: dict[str, IOKey]
                 ) -> Connection:
+        if isinstance(value, Expr):
+            return self.materialize(value)
+        if isinstance(value, ConnectSpec):  # the functional style: the model's output
+            value = value.output_connection()
         if isinstance(value, Connection):
             return self.lift(value, f"terminal {name!r} of {type(child).__name__}: ")
-        if isinstance(value, tuple | list) and any(isinstance(v, Connection) for v in value):
+        if isinstance(value, tuple | list) and any(
+                isinstance(v, Connection | Expr | ConnectSpec) for v in value):
             # (B, L, -1) with connections inside: a to_tuple / to_list primitive builds it
-            parts = tuple(self.lift(v) if isinstance(v, Connection) else v for v in value)
+            parts = tuple(self.materialize(v) if isinstance(v, Expr) else
+                          self.lift(v.output_connection()) if isinstance(v, ConnectSpec) else
+                          self.lift(v) if isinstance(v, Connection) else v for v in value)
             anchor = next(v for v in parts if isinstance(v, Connection))
             return self.apply_op(anchor, "to_tuple" if isinstance(value, tuple) else "to_list",
                                  parts, {})

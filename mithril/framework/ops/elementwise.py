@@ -67,10 +67,6 @@ def _cmp(a: int, b: int) -> int:
     return T.BOOL
 
 
-def _logic(a: int, b: int) -> int:
-    return T.BOOL
-
-
 _BINARY: list[tuple[str, str, Callable[..., Any], Callable[[int, int], int], int]] = [
     ("add", "+", operator.add, _arith, T.ANY),
     ("subtract", "-", operator.sub, _arith, T.NUMBER),
@@ -86,9 +82,9 @@ _BINARY: list[tuple[str, str, Callable[..., Any], Callable[[int, int], int], int
     ("less_equal", "<=", operator.le, _cmp, T.NUMBER),
     ("equal", "==", operator.eq, _cmp, T.ANY),
     ("not_equal", "!=", operator.ne, _cmp, T.ANY),
-    ("logical_and", "&", operator.and_, _logic, T.BOOL),
-    ("logical_or", "|", operator.or_, _logic, T.BOOL),
-    ("logical_xor", "^", operator.xor, _logic, T.BOOL),
+    ("logical_and", "&", operator.and_, _cmp, T.BOOL),
+    ("logical_or", "|", operator.or_, _cmp, T.BOOL),
+    ("logical_xor", "^", operator.xor, _cmp, T.BOOL),
     ("shift_left", "<<", operator.lshift, _arith, T.INT),
     ("shift_right", ">>", operator.rshift, _arith, T.INT),
 ]

@@ -125,7 +125,7 @@ class Emitter:
         r = v.root
         if r.kind != TENSOR:
             return None
-        f = r.shape.normal()  # type: ignore[union-attr]
+        f = r.shape.normal()
         if f.var is not None:
             return None
         return [d.value for d in f.prefix]

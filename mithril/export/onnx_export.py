@@ -117,7 +117,7 @@ def _as_model(model: Any) -> Model:
         model = wrap_primitive(model)
     if isinstance(model, Model) and not model.children:
         raise CompileError(f"model {model.path} is empty: add layers before exporting")
-    return model  # type: ignore[return-value]
+    return model
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -52,7 +52,7 @@ def _linear(ex: Emitter, node: Node) -> str:
     x, w = _floats(ex, ex.tensor(ex.arg("input"))), ex.tensor(ex.arg("weight"))
     bias = ex.arg("bias")
     absent = ex.is_lit(bias) and ex.lit(bias) is None
-    if ex.dims(ex.arg("input")) is not None and len(ex.dims(ex.arg("input"))) == 2:  # type: ignore
+    if ex.dims(ex.arg("input")) is not None and len(ex.dims(ex.arg("input"))) == 2:
         inputs = [x, w] if absent else [x, w, ex.tensor(bias, ex.type_of(x))]
         return ex.b.node("Gemm", inputs, ex.hint(), transB=1)
     wt = ex.b.node("Transpose", [w], ex.hint("_wT"), perm=[1, 0])
@@ -219,7 +219,7 @@ def _batch_norm(ex: Emitter, node: Node) -> list[Any]:
     if mean is None or var is None:
         xhat = _standardise(ex, x, [0, *range(2, rank)], eps, "")
         return [_channel_affine(ex, xhat, rank, weight, bias), *stats]
-    c = ex.dims(ex.arg("input"))[1] if ex.dims(ex.arg("input")) else None  # type: ignore[index]
+    c = ex.dims(ex.arg("input"))[1] if ex.dims(ex.arg("input")) else None
     if (weight is None or bias is None) and c is None:
         raise Unsupported("the number of channels is not known")
     weight = weight or ex.const(np.ones(c), t)
@@ -307,7 +307,7 @@ def _sdp(ex: Emitter, node: Node) -> str:
         s = b.node("Reciprocal", [b.node("Sqrt", [b.cast(_dim(ex, q, -1, ex.hint("_e")), t)],
                                          ex.hint("_sqrte"))], ex.hint("_scale"))
     else:
-        s = ex.const(1 / math.sqrt(e) if scale is None else scale, t)  # type: ignore[arg-type]
+        s = ex.const(1 / math.sqrt(e) if scale is None else scale, t)
     scores = b.node("Mul", [scores, s], ex.hint("_scores"))
     ninf = ex.const(-np.inf, t)
     if causal:
@@ -362,7 +362,7 @@ def _polynomial_features(ex: Emitter, node: Node) -> str:
         cols = b.node("Gather", [xa, b.ints(idx[:, j].tolist())], ex.hint(f"_col{j}"),
                       axis=-1)
         out = cols if out is None else b.node("Mul", [out, cols], ex.hint(f"_prod{j}"))
-    return b.node("Identity", [out], ex.hint())  # type: ignore[list-item]
+    return b.node("Identity", [out], ex.hint())
 
 
 # ---- creators ----

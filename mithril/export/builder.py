@@ -59,7 +59,7 @@ class GraphBuilder:
         types = out_type if isinstance(out_type, list | tuple) else [out_type] * n_out
         like = inputs[1] if op_type == "Where" else inputs[0] if inputs else None
         for o, t in zip(outs, types, strict=True):
-            self.types[o] = t if t is not None else self.types[like]  # type: ignore[index]
+            self.types[o] = t if t is not None else self.types[like]
         return outs if n_out > 1 else outs[0]
 
     def initializer(self, name: str, array: np.ndarray) -> str:

@@ -159,7 +159,7 @@ def _flatten_rule(inp: Meta, start: Meta, end: Meta, out: Meta) -> bool:
             out_f = frag(out)
             if out_f.var is None and len(out_f.prefix) == s + 1:
                 set_tail = [out_f.prefix[-1]]
-            unify_frags(out.shape, Frag(f.prefix[:s] + set_tail))  # type: ignore[arg-type]
+            unify_frags(out.shape, Frag(f.prefix[:s] + set_tail))
             return False
         return False
     rank = len(f.prefix)
@@ -262,7 +262,7 @@ def _concat_rule(*metas: Meta) -> bool:
     all_dims = [ensure_rank(t, rank) for t in tensors]
     if axis.value is None:
         sizes = [product(d) for d in all_dims]
-        set_shape(out, [None if None in sizes else sum(sizes)])  # type: ignore[arg-type]
+        set_shape(out, [None if None in sizes else sum(sizes)])
         return None not in sizes
     (a,) = normalize_axes(axis.value, rank)
     out_dims = ensure_rank(out, rank)
@@ -273,7 +273,7 @@ def _concat_rule(*metas: Meta) -> bool:
     sizes = [dv(d[a]) for d in all_dims]
     if None in sizes:
         return False
-    set_dim(out_dims[a], sum(sizes))  # type: ignore[arg-type]
+    set_dim(out_dims[a], sum(sizes))
     return True
 
 

@@ -49,7 +49,7 @@ def _reduce_shape(inp: Meta, axis: Meta, keepdim: Meta, out: Meta) -> bool:
             tail = [Dim(1) if (i - n) in axes else d for i, d in enumerate(head[1])]
             if not keep:
                 tail = [d for i, d in enumerate(head[1]) if (i - n) not in axes]
-            unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+            unify_frags(out.shape, concat_frags(head[0], tail))
             return True
         return False
     rank = len(f.prefix)

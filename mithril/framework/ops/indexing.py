@@ -71,7 +71,7 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
             head = _apply_index(f.prefix[:nb], before) + f.prefix[nb:]
             tail = f.suffix[:len(f.suffix) - na] + _apply_index(f.suffix[len(f.suffix) - na:],
                                                                after)
-            unify_frags(out.shape, Frag(_dims(head), f.var, _dims(tail)))  # type: ignore[arg-type]
+            unify_frags(out.shape, Frag(_dims(head), f.var, _dims(tail)))
             return _index_settled(f.prefix[:nb], before) and _index_settled(
                 f.suffix[len(f.suffix) - na:], after)
         middle = len(f.prefix) - nb - na
@@ -87,7 +87,7 @@ def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
     if len(f.prefix) < used:
         return False
     head = _apply_index(f.prefix[:used], items) + f.prefix[used:]
-    unify_frags(out.shape, Frag(_dims(head), f.var, f.suffix))  # type: ignore[arg-type]
+    unify_frags(out.shape, Frag(_dims(head), f.var, f.suffix))
     return _index_settled(f.prefix[:used], items)
 
 

@@ -47,20 +47,20 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
         if head is None:
             return False
         unify_dims(head[1][1], rf.prefix[0])
-        unify_frags(out.shape, concat_frags(head[0], [head[1][0]]))  # type: ignore[arg-type]
+        unify_frags(out.shape, concat_frags(head[0], [head[1][0]]))
         return True
     if lr == 1:
         head = split_last(rf, 2)
         if head is None:
             return False
         unify_dims(lf.prefix[0], head[1][0])
-        unify_frags(out.shape, concat_frags(head[0], [head[1][1]]))  # type: ignore[arg-type]
+        unify_frags(out.shape, concat_frags(head[0], [head[1][1]]))
         return True
     ls, rs = split_last(lf, 2), split_last(rf, 2)
     if ls is not None and rs is not None:
         unify_dims(ls[1][1], rs[1][0])
     if rr == 2 and ls is not None:
-        unify_frags(out.shape, concat_frags(ls[0], [ls[1][0], rs[1][1]]))  # type: ignore[index,arg-type]
+        unify_frags(out.shape, concat_frags(ls[0], [ls[1][0], rs[1][1]]))
         return True
     if lr is None or rr is None or ls is None or rs is None:
         return False
@@ -69,7 +69,7 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
     rb = Meta.tensor(list(rs[0].prefix))
     rank = max(len(ls[0].prefix), len(rs[0].prefix))
     out_dims = ensure_rank(out, rank + 2)
-    unify_frags(batch.shape, Frag(out_dims[:rank]))  # type: ignore[arg-type]
+    unify_frags(batch.shape, Frag(out_dims[:rank]))
     done = broadcast(batch, [ob, rb])
     unify_dims(out_dims[rank], ls[1][0])
     unify_dims(out_dims[rank + 1], rs[1][1])
@@ -92,7 +92,7 @@ def _split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]] | None:
     if head is None:
         if f.prefix:
             return None
-        unify_frags(m.shape, Frag([], Var(), [Dim() for _ in range(n)]))  # type: ignore[arg-type]
+        unify_frags(m.shape, Frag([], Var(), [Dim() for _ in range(n)]))
         head = split_last(frag(m), n)
         assert head is not None
     return head
@@ -107,7 +107,7 @@ def _linear_rule(inp: Meta, weight: Meta, bias: Meta, out: Meta) -> bool:
     if head is None:
         return False
     unify_dims(head[1][0], w[1])
-    unify_frags(out.shape, concat_frags(head[0], [w[0]]))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(head[0], [w[0]]))
     return bias.kind is not None
 
 
@@ -142,7 +142,7 @@ def _eigvalsh_rule(inp: Meta, out: Meta) -> bool:
     if square is None:
         return False
     head, n = square
-    unify_frags(out.shape, concat_frags(head, [n]))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(head, [n]))
     return True
 
 
@@ -171,7 +171,7 @@ def _polynomial_features_rule(inp: Meta, degree: Meta, out: Meta) -> bool:
     n = dv(d)
     if n is not None:
         set_dim(tail[0], polynomial_feature_count(n, deg))
-    unify_frags(out.shape, concat_frags(head, tail))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(head, tail))
     return n is not None
 
 

@@ -45,7 +45,7 @@ def _pairs(v: Any, nd: int, what: str) -> tuple[Any, ...]:
 
 def _pad_pairs(v: Any, nd: int) -> tuple[tuple[int, int], ...]:
     items = _pairs(v, nd, "padding")
-    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in items)  # type: ignore[misc]
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in items)
 
 
 def _window_out(size: int | None, pad: tuple[int, int], k: int | None, s: int, d: int,
@@ -105,7 +105,7 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
         for t, size in zip(tail[1:], sizes, strict=True):
             if size is not None:
                 set_dim(t, size)
-        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        unify_frags(out.shape, concat_frags(head[0], tail))
         return None not in sizes and bias.kind is not None and channels_done
 
     return rule
@@ -165,7 +165,7 @@ def _conv_transpose_rule(nd: int) -> Callable[..., bool]:
                 set_dim(tail[1 + i], n)
         if bias.kind == TENSOR:
             set_shape(bias, [tail[0]])
-        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        unify_frags(out.shape, concat_frags(head[0], tail))
         return None not in sizes and bias.kind is not None and dv(w[1]) is not None
 
     return rule
@@ -245,7 +245,7 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
         for t, size in zip(tail, sizes, strict=True):
             if size is not None:
                 set_dim(t, size)
-        unify_frags(out.shape, concat_frags(head[0], tail))  # type: ignore[arg-type]
+        unify_frags(out.shape, concat_frags(head[0], tail))
         return None not in sizes
 
     return rule
@@ -342,7 +342,7 @@ register(OpDef("group_norm", (Term("input"), Term("weight", optional=True),
 def _embedding_rule(inp: Meta, weight: Meta, out: Meta) -> bool:
     out_kinds(out, weight.kinds)
     w = ensure_rank(weight, 2)
-    unify_frags(out.shape, concat_frags(frag(inp), [w[1]]))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(frag(inp), [w[1]]))
     return True
 
 
@@ -358,7 +358,7 @@ def _sdp_rule(q: Meta, k: Meta, v: Meta, mask: Meta, is_causal: Meta, scale: Met
         return False
     unify_dims(qs[1][1], ks[1][1])  # embedding size of q and k
     unify_dims(ks[1][0], vs[1][0])  # sequence length of k and v
-    unify_frags(out.shape, concat_frags(qs[0], [qs[1][0], vs[1][1]]))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(qs[0], [qs[1][0], vs[1][1]]))
     return True
 
 
@@ -375,7 +375,7 @@ def _one_hot_rule(inp: Meta, classes: Meta, out: Meta) -> bool:
         return False
     n = classes.value
     tail = [n if isinstance(n, Dim) else Dim(n)]
-    unify_frags(out.shape, concat_frags(frag(inp), tail))  # type: ignore[arg-type]
+    unify_frags(out.shape, concat_frags(frag(inp), tail))
     return True
 
 

@@ -19,7 +19,7 @@ from .shapes import Dim, Frag, ShapeConflict, set_dim, unify_dims, unify_frags
 
 
 def frag(m: Meta) -> Frag:
-    return m.shape.normal()  # type: ignore[union-attr]
+    return m.shape.normal()
 
 
 def dims_of(m: Meta) -> list[Dim] | None:
@@ -35,7 +35,7 @@ def ensure_rank(m: Meta, rank: int) -> list[Dim]:
         if len(f.prefix) != rank:
             raise ShapeConflict(f"expected rank {rank}, got shape {f}")
         return f.prefix
-    unify_frags(m.shape, Frag([Dim() for _ in range(rank)]))  # type: ignore[arg-type]
+    unify_frags(m.shape, Frag([Dim() for _ in range(rank)]))
     return frag(m).prefix
 
 
@@ -50,7 +50,7 @@ def set_shape(m: Meta, items: Sequence[Dim | int | None]) -> None:
 
 
 def same_shape(a: Meta, b: Meta) -> bool:
-    unify_frags(a.shape, b.shape)  # type: ignore[arg-type]
+    unify_frags(a.shape, b.shape)
     return True
 
 
@@ -134,9 +134,9 @@ def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
     if unknown:
         # with a single tensor of unknown rank and the rest scalars or rank 0, out is that tensor
         if len(unknown) == 1 and all(f.var is not None or not f.prefix for f in frags):
-            unify_frags(out.shape, unknown[0])  # type: ignore[arg-type]
+            unify_frags(out.shape, unknown[0])
             return True
-        same = {id(f.var.root()) for f in unknown}  # type: ignore[union-attr]
+        same = {id(f.var.root()) for f in unknown}
         if len(same) == 1 and all(f.var is not None for f in frags) and all(
                 len(f.prefix) == len(unknown[0].prefix) and len(f.suffix) == len(
                     unknown[0].suffix) for f in frags):
@@ -144,13 +144,13 @@ def broadcast(out: Meta, ins: Sequence[Meta]) -> bool:
             pre = [Dim() for _ in unknown[0].prefix]
             suf = [Dim() for _ in unknown[0].suffix]
             out_f = frag(out)
-            if out_f.var is not None and out_f.var.root() is unknown[0].var.root() and len(  # type: ignore[union-attr]
+            if out_f.var is not None and out_f.var.root() is unknown[0].var.root() and len(
                     out_f.prefix) == len(pre) and len(out_f.suffix) == len(suf):
                 pre, suf = out_f.prefix, out_f.suffix
             else:
                 # out is [pre, V..., suf] (its dims unified with these, whatever the layout of
                 # out's own shape: it may be of known rank, e.g. declared with IOKey(shape=...))
-                unify_frags(out.shape, Frag(pre, unknown[0].var, suf))  # type: ignore[arg-type]
+                unify_frags(out.shape, Frag(pre, unknown[0].var, suf))
             done = True
             for i, d in enumerate(pre):
                 done &= broadcast_dims(d, [f.prefix[i] for f in frags])
@@ -208,7 +208,7 @@ def product(dims: Sequence[Dim | int]) -> int | None:
     vals = [dv(d) for d in dims]
     if any(v is None for v in vals):
         return None
-    return math.prod(vals)  # type: ignore[arg-type]
+    return math.prod(vals)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -280,10 +280,10 @@ class JaxRecorder(Recorder):
 
         scoped = backend.scoped
         if compiled.jit:
-            self.forward = backend.wrap_jit(forward, settle)  # type: ignore[method-assign]
+            self.forward = backend.wrap_jit(forward, settle)
             self._apply = scoped(jax.jit(apply))
         else:
-            self.forward = scoped(forward)  # type: ignore[method-assign]
+            self.forward = scoped(forward)
             self._apply = scoped(apply)
         self._tracer = jax.core.Tracer
 

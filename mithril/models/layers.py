@@ -40,7 +40,7 @@ def _param(name: str, shape: list[Any]) -> IOKey:
 
 def _fan_in_dims(model: Model, terminal: str, skip: int = 1) -> list[Any]:
     """The dims after the first ``skip`` of a parameter (its fan-in, PyTorch style)."""
-    return model._resolve_terminal(terminal).meta.root().shape.normal().prefix[skip:]  # type: ignore[union-attr]
+    return model._resolve_terminal(terminal).meta.root().shape.normal().prefix[skip:]
 
 
 def _alias(cls: str, mine: str, mine_value: Any, theirs: str, theirs_value: Any,

@@ -59,7 +59,7 @@ class _ConvTransposeNd(Model):
         if in_channels is not None:
             self.set_shapes(input=[..., in_channels, *([None] * nd)])
         # PyTorch: kaiming-uniform with the fan-in of weight.shape[1:] (out / groups x kernel)
-        fan_in = self._resolve_terminal("weight").meta.root().shape.normal().prefix[1:]  # type: ignore[union-attr]
+        fan_in = self._resolve_terminal("weight").meta.root().shape.normal().prefix[1:]
         self.set_initializer("weight", "kaiming_uniform", fan_in)
         if bias:
             self.set_initializer("bias", "kaiming_uniform", fan_in)

@@ -117,9 +117,9 @@ def _matrix(model: Model, n_in: Connection, size: int | None, scale: float | Non
     if size is not None:
         n_out: Any = size
     elif integer_scale:
-        n_out = n_in * int(scale)  # type: ignore[arg-type]
+        n_out = n_in * int(scale)
     else:
-        n_out = (n_in * float(scale)) // 1  # type: ignore[arg-type]
+        n_out = (n_in * float(scale)) // 1
     dst = _add(model, "arange", stop=n_out)
     if mode == "nearest":
         if sf is None:

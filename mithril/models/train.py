@@ -229,7 +229,7 @@ def _is_averaging(step: BaseModel) -> bool:
 def _axis_of(step: BaseModel) -> Any:
     from ..framework.logical.meta import TBD
 
-    value = step.conns["axis"].meta.root().value  # type: ignore[attr-defined]
+    value = step.conns["axis"].meta.root().value
     if value is TBD:
         raise TerminalError(f"reduce step {step.path} needs a constant axis for the "
                             "regularization scaling")

@@ -93,7 +93,7 @@ class ReferenceHelpers:
     def _kernel(self, op: str) -> Callable[..., Any]:
         table = self.__dict__.get("_kernel_cache")
         if table is None:
-            table = self.__dict__["_kernel_cache"] = self.kernel_table()  # type: ignore[attr-defined]
+            table = self.__dict__["_kernel_cache"] = self.kernel_table()
         return table[op]
 
     # ---- creation ----
@@ -108,7 +108,7 @@ class ReferenceHelpers:
     def linspace(self, start: Any, stop: Any, steps: int, dtype: Any = None) -> Any:
         """``steps`` values from ``start`` to ``stop``, both included (array ends allowed)."""
         dt = self.dtype if dtype is None else T.as_dtype(dtype)
-        i = self.arange(steps, dtype=dt)  # type: ignore[attr-defined]
+        i = self.arange(steps, dtype=dt)
         if steps == 1:
             return start + i
         step = (stop - start) / (steps - 1)
@@ -116,22 +116,22 @@ class ReferenceHelpers:
 
     def _keyed(self, draw: Callable[[np.random.Generator], np.ndarray], dtype: Any,
                key: int | None) -> Any:
-        gen = np.random.default_rng(int(key)) if key is not None else self.np_rng  # type: ignore[attr-defined]
-        dt = dtype if isinstance(dtype, T.Dtype) else self._resolve_dtype(dtype)  # type: ignore[attr-defined]
-        return self._finish(draw(gen), dt)  # type: ignore[attr-defined]
+        gen = np.random.default_rng(int(key)) if key is not None else self.np_rng
+        dt = dtype if isinstance(dtype, T.Dtype) else self._resolve_dtype(dtype)
+        return self._finish(draw(gen), dt)
 
     def randn(self, *shape: Any, dtype: Any = None, device_mesh: Any = None,
               key: int | None = None) -> Any:
         """Standard normal samples; ``key=`` draws them from that seed alone."""
         if key is None:
-            return super().randn(*shape, dtype=dtype, device_mesh=device_mesh)  # type: ignore[misc]
+            return super().randn(*shape, dtype=dtype, device_mesh=device_mesh)
         return self._keyed(lambda g: g.standard_normal(_shape(shape)), dtype, key)
 
     def rand(self, *shape: Any, dtype: Any = None, device_mesh: Any = None,
              key: int | None = None) -> Any:
         """Uniform samples in ``[0, 1)``; ``key=`` draws them from that seed alone."""
         if key is None:
-            return super().rand(*shape, dtype=dtype, device_mesh=device_mesh)  # type: ignore[misc]
+            return super().rand(*shape, dtype=dtype, device_mesh=device_mesh)
         return self._keyed(lambda g: g.random(_shape(shape)), dtype, key)
 
     def rand_uniform(self, low: Any, high: Any, *shape: Any, dtype: Any = None,
@@ -147,18 +147,18 @@ class ReferenceHelpers:
             raise ArgumentError(f"randint got unknown arguments {sorted(kw)}")
         dt = T.int64 if dtype is None else T.as_dtype(dtype)
         if key is None:
-            return super().randint(low, high, dims, dt, device_mesh)  # type: ignore[misc]
+            return super().randint(low, high, dims, dt, device_mesh)
         return self._keyed(lambda g: g.integers(low, high, dims), dt, key)
 
     def multinomial(self, probs: Any, num_samples: int, replacement: bool = False,
                     key: int | None = None) -> Any:
         """``num_samples`` indices per row of ``probs`` (unnormalised weights), as int64."""
-        p = np.atleast_2d(self.to_numpy(probs)).astype(np.float64)  # type: ignore[attr-defined]
-        gen = np.random.default_rng(int(key)) if key is not None else self.np_rng  # type: ignore[attr-defined]
+        p = np.atleast_2d(self.to_numpy(probs)).astype(np.float64)
+        gen = np.random.default_rng(int(key)) if key is not None else self.np_rng
         rows = [gen.choice(p.shape[-1], num_samples, replace=replacement, p=r / r.sum())
                 for r in p.reshape(-1, p.shape[-1])]
         out = np.asarray(rows, dtype=np.int64).reshape(*p.shape[:-1], num_samples)
-        return self._finish(out if np.ndim(probs) > 1 else out[0], T.int64)  # type: ignore[attr-defined]
+        return self._finish(out if np.ndim(probs) > 1 else out[0], T.int64)
 
     # ---- element-wise: the catalogue's kernels (more below the class) ----
     def softmax(self, input: Any, dim: int = -1) -> Any:
@@ -212,7 +212,7 @@ class ReferenceHelpers:
     # ---- function transformations ----
     def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``jax.jit`` / ``mx.compile`` / ``torch.compile`` of ``fn`` (NumPy: ``fn`` itself)."""
-        return self.wrap_jit(fn)  # type: ignore[attr-defined]
+        return self.wrap_jit(fn)
 
     def _transform(self, kind: str, fn: Callable[..., Any] | None = None) -> Any:
         """The framework's ``kind`` transformation (applied to ``fn`` when given)."""

@@ -29,7 +29,7 @@ class LossMixin:
         if fn is None:
             fn = functools.partial(getattr(LossMixin, "_" + name), self)
             if getattr(self, "name", None) in ("jax", "mlx"):
-                fn = self.wrap_jit(fn)  # type: ignore[attr-defined]
+                fn = self.wrap_jit(fn)
             cache[name] = fn
         return fn(predictions, targets)
 
@@ -41,7 +41,7 @@ class LossMixin:
             from ..framework.ops.decompose import KernelNamespace
 
             ns = self.__dict__["_kernels_ns"] = KernelNamespace(
-                self.kernel_table())  # type: ignore[attr-defined]
+                self.kernel_table())
         return ns
 
     def _is_index_target(self, logits: Any, targets: Any) -> bool:
@@ -49,9 +49,9 @@ class LossMixin:
 
     def _one_hot(self, targets: Any, classes: int, like: Any) -> Any:
         k = self._kernel_namespace
-        ids = self.arange(classes)  # type: ignore[attr-defined]
+        ids = self.arange(classes)
         hot = k.equal(k.unsqueeze(targets, -1), ids)
-        return k.cast(hot, self.dtype)  # type: ignore[attr-defined]
+        return k.cast(hot, self.dtype)
 
     def _target_probs(self, logits: Any, targets: Any) -> Any:
         if self._is_index_target(logits, targets):

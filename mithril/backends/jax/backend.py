@@ -173,7 +173,7 @@ class JaxBackend(ReferenceHelpers, Backend):
             with jax.enable_x64(True):
                 return fn(*args, **kwargs)
 
-        run.__wrapped__ = fn  # type: ignore[attr-defined]
+        run.__wrapped__ = fn
         run.x64_scoped = fn  # type: ignore[attr-defined]  # what runs inside the scope
         return run
 

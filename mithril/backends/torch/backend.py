@@ -59,7 +59,7 @@ class TorchBackend(ReferenceHelpers, Backend):
         return f"TorchBackend(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- framework hooks ----
-    def _check_device(self, device: str) -> torch.device:  # type: ignore[override]
+    def _check_device(self, device: str) -> torch.device:
         """Validate ``device`` and return it as a ``torch.device``."""
         if not isinstance(device, str):
             raise ArgumentTypeError(f"device must be a string such as 'cpu', got {device!r}")

@@ -249,7 +249,7 @@ class JaxRecorder(Recorder):
             chosen, pullback, (outputs, new_state) = jax.vjp(pulled, diff, has_aux=True)
             return outputs, new_state, (pullback, chosen)
 
-        forward.__wrapped__ = raw  # type: ignore[attr-defined]  # shares wrap_jit's fallback
+        forward.__wrapped__ = raw  # shares wrap_jit's fallback
 
         def apply(token: Any, grads_in: dict[str, Any], params: dict[str, Any]
                   ) -> dict[str, Any]:

@@ -174,7 +174,7 @@ class JaxBackend(ReferenceHelpers, Backend):
                 return fn(*args, **kwargs)
 
         run.__wrapped__ = fn
-        run.x64_scoped = fn  # type: ignore[attr-defined]  # what runs inside the scope
+        run.x64_scoped = fn  # what runs inside the scope
         return run
 
     def _place(self, array: Any, device_mesh: Any) -> Any:
@@ -231,7 +231,7 @@ class JaxBackend(ReferenceHelpers, Backend):
                          for k, v in params.items()}
             return outputs, new_state, gradients
 
-        fn.__wrapped__ = forward  # type: ignore[attr-defined]  # for wrap_jit's fallback
+        fn.__wrapped__ = forward  # for wrap_jit's fallback
         return self.scoped(fn)
 
     def wrap_jit(self, fn: Callable[..., Any],

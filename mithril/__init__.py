@@ -29,6 +29,7 @@ from .framework.logical.meta import TBD
 from .framework.logical.model import Connection, IOKey
 from .framework.physical.compile import compile
 from .framework.physical.compiled import CompiledModel
+from .framework.physical.fused import TrainStep
 from .framework.types import (
     Dtype,
     bfloat16,
@@ -74,7 +75,7 @@ __all__ = [
     "TerminalError",
     "TypeMismatchError", "bfloat16", "bool_", "float16", "float32", "float64", "int8", "int16",
     "int32", "int64", "uint8", "Constant", "DataType", "Tensor", "epsilon_table",
-    "PhysicalModel",
+    "PhysicalModel", "TrainStep",
 ]
 
 _BACKENDS = {

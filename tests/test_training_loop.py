@@ -196,7 +196,8 @@ def test_no_forward_kept_while_tracing_in_users_jax_jit():
     def forward(p, x, s):
         return pm.evaluate(p, {"input": x}, state=s)
 
-    outs, _ = forward(params, x, pm.initial_state_dict)
+    with jax.enable_x64(True):  # a float64 model in the user's own jax.jit (docs/backends/jax.md)
+        outs, _ = forward(params, x, pm.initial_state_dict)
     assert pm._last is None
     np.testing.assert_allclose(
         np.asarray(outs["output"]),
@@ -267,3 +268,126 @@ def test_fused_step_with_train_model(backend_name):
         np.testing.assert_allclose(backend.to_numpy(params[key]),
                                    torch_params[tname].detach().numpy(), rtol=0, atol=1e-9,
                                    err_msg=f"{backend_name} {key}")
+
+
+# ---- the fused step as a compile option (ml.compile(..., train=ml.TrainStep(...))) ----------
+def _torch_losses(params: dict[str, np.ndarray], batches: list) -> list[float]:
+    """torch.nn + torch.optim.Adam's loss at each step (float64), from the same start."""
+    torch.manual_seed(0)
+    net = TorchConvNet().double()
+    load_into(net, params, CONVNET_NAMES, np.asarray)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.001)
+    losses = []
+    for x, y in batches:
+        loss = nn.CrossEntropyLoss()(net(torch.from_numpy(x)), torch.from_numpy(y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _check_against_torch(backend, backend_name, params, state, losses, start, batches):
+    net = _torch_reference(start, batches)
+    buffers = dict(net.named_buffers())
+    for ours, theirs in BN_STATS.items():
+        for stat in ("running_mean", "running_var"):
+            np.testing.assert_allclose(backend.to_numpy(state[f"{ours}.{stat}"]),
+                                       buffers[f"{theirs}.{stat}"].numpy(), rtol=0, atol=1e-6,
+                                       err_msg=f"{backend_name} {ours}.{stat}")
+    torch_params = dict(net.named_parameters())
+    for key, tname in CONVNET_NAMES.items():
+        np.testing.assert_allclose(backend.to_numpy(params[key]),
+                                   torch_params[tname].detach().numpy(), rtol=0, atol=1e-9,
+                                   err_msg=f"{backend_name} {key}")
+    np.testing.assert_allclose(losses, _torch_losses(start, batches), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compile_train_option_equals_unfused_loop_and_torch(backend_name):
+    backend = backend_of(backend_name, "float64")
+    optimizer = ml.Adam(learning_rate=0.001)
+    pm = ml.compile(create_conv_net(), backend, shapes={"input": [BATCH, 3, 32, 32]},
+                    train=ml.TrainStep(optimizer, loss="cross_entropy"))
+    params = pm.randomize_params(seed=3)
+    start = {k: backend.to_numpy(v) for k, v in params.items()}
+    kept = {k: backend.to_numpy(v) for k, v in pm.state.items()}
+    opt_state, state = optimizer.init(params), pm.initial_state_dict
+    batches = _batches()
+    losses = []
+    for x, y in batches:
+        params, opt_state, state, loss = pm.train_step(
+            params, opt_state, state, {"input": backend.array(x), "target": backend.array(y)})
+        losses.append(float(backend.to_numpy(loss)))
+    assert int(backend.to_numpy(opt_state["step"])) == STEPS
+    _check_against_torch(backend, backend_name, params, state, losses, start, batches)
+    # pure: the compiled model's own state is untouched
+    for k, v in pm.state.items():
+        np.testing.assert_array_equal(backend.to_numpy(v), kept[k])
+    # the unfused guide loop from the same start
+    loop_model = ml.compile(create_conv_net(), backend, shapes={"input": [BATCH, 3, 32, 32]})
+    unfused = _guide_loop(backend, loop_model, {k: backend.array(v) for k, v in start.items()},
+                          batches)
+    for key in params:
+        np.testing.assert_allclose(backend.to_numpy(params[key]),
+                                   backend.to_numpy(unfused[key]), rtol=0, atol=1e-10)
+    for key, value in loop_model.state.items():  # (JAX: rounding of one fused jax.jit)
+        np.testing.assert_allclose(backend.to_numpy(state[key]), backend.to_numpy(value),
+                                   rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compile_train_option_with_train_model(backend_name):
+    from mithril.models import CrossEntropy, Mean, TrainModel
+
+    backend = backend_of(backend_name, "float64")
+    tm = TrainModel(create_conv_net())
+    tm.add_loss(CrossEntropy(), input="output", target="target", reduce_steps=[Mean()])
+    optimizer = ml.Adam(learning_rate=0.001)
+    pm = ml.compile(tm, backend, shapes={"input": [BATCH, 3, 32, 32], "target": [BATCH]},
+                    train=ml.TrainStep(optimizer, loss=None))
+    params = pm.randomize_params(seed=3)
+    start = {k: backend.to_numpy(v) for k, v in params.items()}
+    opt_state, state = optimizer.init(params), pm.initial_state_dict
+    batches = _batches()
+    losses = []
+    for x, y in batches:
+        params, opt_state, state, loss = pm.train_step(
+            params, opt_state, state, {"input": backend.array(x), "target": backend.array(y)})
+        losses.append(float(backend.to_numpy(loss)))
+    _check_against_torch(backend, backend_name, params, state, losses, start, batches)
+
+
+def test_compile_train_option_with_torch_compile():
+    backend = ml.TorchBackend(dtype=ml.float64)
+    optimizer = ml.Adam(learning_rate=0.001)
+    pm = ml.compile(create_conv_net(), backend, shapes={"input": [BATCH, 3, 32, 32]},
+                    train=ml.TrainStep(optimizer, torch_compile={"backend": "aot_eager"}))
+    params = pm.randomize_params(seed=3)
+    start = {k: backend.to_numpy(v) for k, v in params.items()}
+    opt_state, state = optimizer.init(params), pm.initial_state_dict
+    batches = _batches()
+    losses = []
+    torch._dynamo.reset()
+    for x, y in batches:
+        params, opt_state, state, loss = pm.train_step(
+            params, opt_state, state, {"input": backend.array(x), "target": backend.array(y)})
+        losses.append(float(loss))
+    _check_against_torch(backend, "torch.compile", params, state, losses, start, batches)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+
+
+def test_compile_train_option_errors():
+    backend = ml.NumpyBackend(dtype=ml.float64)
+    optimizer = ml.SGD(learning_rate=0.1)
+    with pytest.raises(ml.ArgumentError, match="TrainStep"):
+        ml.compile(create_conv_net(), backend, train=optimizer)
+    with pytest.raises(ml.ArgumentError, match="unknown loss"):
+        ml.compile(create_conv_net(), backend, train=ml.TrainStep(optimizer, loss="hinge"))
+    with pytest.raises(ml.ArgumentError, match="names an input"):
+        ml.compile(create_conv_net(), backend, train=ml.TrainStep(optimizer, target="input"))
+    pm = ml.compile(create_conv_net(), backend, shapes={"input": [2, 3, 32, 32]},
+                    train=ml.TrainStep(optimizer))
+    params = pm.randomize_params(seed=0)
+    with pytest.raises(ml.InputError, match="'target'"):
+        pm.train_step(params, optimizer.init(params), pm.state, {"input": np.ones((2, 3, 32, 32))})

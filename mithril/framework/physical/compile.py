@@ -33,7 +33,8 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
             data_keys: Iterable[str] | None = None, trainable_keys: Iterable[str] | None = None,
             discard_keys: Iterable[str] | None = None, inference: bool = False,
             jit: bool | None = None, file_path: str | None = None, safe_names: bool = True,
-            outputs: Iterable[str] | None = None, parallel: Any = None) -> CompiledModel:
+            outputs: Iterable[str] | None = None, parallel: Any = None,
+            train: Any = None) -> CompiledModel:
     """Compile ``model`` for ``backend``.
 
     - ``shapes``: input shapes (``{"input": [32, 3, 32, 32]}``); symbols such as ``"N"`` stay
@@ -50,6 +51,9 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     - ``parallel``: how arrays are split over the backend's device mesh
       (``ml.DataParallel()``, ``ml.TensorParallel()``, their sum; ``docs/parallel.md``);
       without it, arrays on a backend with a device mesh keep the layout they are given.
+    - ``train``: ``ml.TrainStep(optimizer, loss=...)`` adds ``compiled.train_step``, model,
+      loss and optimizer fused into one step function (``jax.jit`` / ``mx.compile``;
+      ``torch.compile`` when asked; ``physical/fused.py``).
 
     >>> import mithril as ml
     >>> from mithril.models import Model, Linear
@@ -59,6 +63,14 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
     """
     from ...backends.backend import Backend
 
+    if train is not None:  # the fused training step on top of the compiled model (fused.py)
+        from .fused import attach_train_step
+
+        return attach_train_step(compile(
+            model, backend, shapes=shapes, constant_keys=constant_keys, data_keys=data_keys,
+            trainable_keys=trainable_keys, discard_keys=discard_keys, inference=inference,
+            jit=jit, file_path=file_path, safe_names=safe_names, outputs=outputs,
+            parallel=parallel), train)
     if not isinstance(backend, Backend):
         raise ArgumentTypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
                                 f"{type(backend).__name__}")

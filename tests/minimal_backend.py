@@ -39,7 +39,6 @@ class MinimalBackend(ml.NumpyBackend):
                                       if not k.startswith("__")})
     kernels.registry = core_registry()
     exprs: dict[str, str] = {}
-    vjps = None  # its VJPs are in its table (core ones and composed ones)
 
     def __init__(self, dtype: Any = ml.float64, device: str = "cpu") -> None:
         super().__init__(dtype, device)

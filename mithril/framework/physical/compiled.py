@@ -98,12 +98,7 @@ class CompiledModel(InputChecks):
     # ------------------------------------------------------------------------------------------
     def _make_namespace(self, kernels: dict[str, Callable[..., Any]], constants: dict[str, Any]
                         ) -> dict[str, Any]:
-        ns: dict[str, Any] = dict(kernels)
-        vjps = self.backend.vjps
-        if vjps is not None:
-            for name in dir(vjps):
-                if name.endswith("_vjp"):
-                    ns[name] = getattr(vjps, name)
+        ns: dict[str, Any] = dict(kernels)  # the registry's table: kernels and VJPs
         for name, dt in T.DTYPES.items():
             ns[f"dtype_{name}"] = dt
         ns["constants"] = constants

@@ -65,7 +65,7 @@ LOSSES: dict[str, tuple[Any, np.ndarray, np.ndarray, Any]] = {
     "quad_hinge": (QuadHingeLoss, X, PM1, lambda x, y: torch.relu(1 - x * y) ** 2),
     "quantile": (lambda: QuantileLoss(0.3), X, Y,
                  lambda x, y: torch.maximum(0.3 * (y - x), (0.3 - 1) * (y - x))),
-    "kl": (KLDivergence, np.log(P), P,
+    "kl": (lambda: KLDivergence(input_type="log_probs"), np.log(P), P,
            lambda x, y: F.kl_div(x, y, reduction="none")),
 }
 
@@ -125,8 +125,10 @@ def test_regularization_by_pattern_and_metrics():
     logits = torch.relu(t(x) @ pt["linear.weight"].T + pt["linear.bias"]) @ \
         pt["linear_1.weight"].T + pt["linear_1.bias"]
     ce = F.cross_entropy(logits, torch.tensor(y))
-    cost = ce + 0.01 * 0.5 * (pt["linear.weight"] ** 2).sum() + 0.01 * 0.5 * (
-        pt["linear_1.weight"] ** 2).sum() + 0.001 * pt["linear.bias"].abs().sum()
+    # each regularization term is divided by the 8 samples the loss averages (the reference's
+    # scaling: docs/training.md)
+    cost = ce + (0.01 * 0.5 * (pt["linear.weight"] ** 2).sum() + 0.01 * 0.5 * (
+        pt["linear_1.weight"] ** 2).sum() + 0.001 * pt["linear.bias"].abs().sum()) / 8
     cost.backward()
     np.testing.assert_allclose(out["final_cost"], cost.item(), rtol=1e-10)
     np.testing.assert_allclose(out["ce"], ce.item(), rtol=1e-10)

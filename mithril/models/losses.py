@@ -7,10 +7,16 @@ primitives, so they run and differentiate on every backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from ..backends.losses import BCE_EPSILON
 from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
+from ..types import Constant
+from . import reference_numerics as _rn
+from .reference import _add as _add_op
 
 
 def _op(name: str, **values: object) -> Operator:
@@ -89,41 +95,113 @@ class QuantileLoss(_Elementwise):
 
 
 class KLDivergence(_Elementwise):
-    """``target * (log(target) - input)`` where ``input`` holds log-probabilities and
-    ``target`` probabilities (``nn.KLDivLoss(reduction="none")``); 0 where target is 0."""
+    """The reference's ``KLDivergence``: ``target * (log(target) - log(input))`` with ``input``
+    and ``target`` probabilities, each log the robust one (``Log(robust=True)``: linear below
+    ``threshold``, default the smallest normal float of the backend's dtype), so zeros give
+    finite values and gradients.
+
+    ``input_type="log_probs"`` is PyTorch's ``nn.KLDivLoss(reduction="none")`` instead:
+    ``input`` holds log-probabilities, ``target * (log(target) - input)``, 0 where target is 0.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import KLDivergence, Model
+    >>> m = Model()
+    >>> m |= KLDivergence()(input="p", target="q", output="kl")
+    >>> pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"p": [2], "q": [2]})
+    >>> out = pm.evaluate({}, {"p": np.array([0.5, 0.5]), "q": np.array([0.25, 0.75])})
+    >>> [round(float(v), 4) for v in out["kl"]]
+    [-0.1733, 0.3041]
+    """
+
+    def __init__(self, input_type: str = "probs", threshold: Any = None,
+                 name: str | None = None) -> None:
+        if input_type not in ("probs", "log_probs"):
+            raise ArgumentError(f"KLDivergence input_type must be 'probs' or 'log_probs', got "
+                                f"{input_type!r}")
+        if input_type == "log_probs" and threshold is not None:
+            raise ArgumentError("KLDivergence(input_type='log_probs') takes no threshold")
+        self.input_type, self.threshold = input_type, threshold
+        super().__init__(name)
 
     def _build(self, x: Connection, t: Connection) -> None:
-        safe = _op("where")
-        self |= safe(condition=t > 0.0, input1=t, input2=1.0, output="_safe_t")
+        if self.input_type == "probs":
+            c = _rn.threshold(self, self.threshold, Constant.MIN_POSITIVE_NORMAL)
+            self._finish(t * (_rn.robust_log(self, t, c) - _rn.robust_log(self, x, c)))
+            return
+        self |= _op("where")(condition=t > 0.0, input1=t, input2=1.0, output="_safe_t")
         self |= _op("where")(condition=t > 0.0,
                              input1=t * (_c(self, "_safe_t").log() - x),
                              input2=0.0, output="_kl")
         self._finish(_c(self, "_kl"))
 
 
+def _check_threshold(cls: str, robust: bool, threshold: Any) -> None:
+    if threshold is not None and not robust:
+        raise ArgumentError(f"{cls}(threshold={threshold!r}) needs robust=True (the cut-off "
+                            "of the robust log)")
+
+
+def _pos_weight(value: Any) -> Any:
+    if isinstance(value, bool) or (isinstance(value, int | float) and value > 0):
+        return value
+    raise ArgumentError(f"pos_weight must be a positive number or True (computed from the "
+                        f"targets), got {value!r}")
+
+
 class CrossEntropy(Model):
     """Per-sample cross-entropy over the last axis (``nn.CrossEntropyLoss(reduction="none")``
-    for ``(N, C)`` inputs).
+    for ``(N, C)`` inputs), with the reference's arguments.
 
     - ``input_type``: ``"logits"`` (softmax applied here, numerically stable), ``"probs"``
-      (log clamped at -100 as PyTorch's ``BCELoss`` does) or ``"log_probs"``.
+      (log clamped at -100 as PyTorch's ``BCELoss`` does, or the robust log) or
+      ``"log_probs"``.
+    - ``weights``: ``False`` (none), a list of per-class weights (``nn.CrossEntropyLoss``'s
+      ``weight``, not normalised: the per-sample loss is multiplied by its class' weight), or
+      ``True``: balanced weights from the batch's targets, ``total / (C * count_c)`` with
+      ``count_c`` the (summed) target of class ``c`` over the batch, as the reference does
+      (``(N, C)`` inputs).
     - ``categorical=True``: ``target`` holds class indices (ints, shape ``(N,)``); ``False``:
       class probabilities of the input's shape.
+    - ``robust=True`` (``"probs"`` only changes): the log is the reference's robust log
+      (``Log(robust=True)``: linear below ``threshold``, finite at 0). With logits the log of the
+      softmax normaliser (>= 1) never reaches the cut-off, so ``robust`` changes nothing there.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import CrossEntropy, Model
+    >>> m = Model()
+    >>> m |= CrossEntropy(input_type="probs", weights=[1.0, 2.0])(
+    ...     input="p", target="t", output="loss")
+    >>> pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"p": [2, 2], "t": [2]})
+    >>> out = pm.evaluate({}, {"p": np.array([[0.5, 0.5], [0.75, 0.25]]), "t": np.array([1, 0])})
+    >>> [round(float(v), 4) for v in out["loss"]]
+    [1.3863, 0.2877]
     """
 
-    def __init__(self, input_type: str = "logits", categorical: bool = True,
+    def __init__(self, input_type: str = "logits", weights: bool | Sequence[float] = False,
+                 *, categorical: bool = True, robust: bool = False, threshold: Any = None,
                  name: str | None = None) -> None:
         super().__init__(name)
         if input_type not in ("logits", "probs", "log_probs"):
             raise ArgumentError(f"input_type must be 'logits', 'probs' or 'log_probs', got "
                                 f"{input_type!r}")
-        self.input_type = input_type
-        self.categorical = categorical
+        _check_threshold("CrossEntropy", robust, threshold)
+        if not isinstance(weights, bool):
+            weights = [float(w) for w in weights]
+            if not weights:
+                raise ArgumentError("CrossEntropy weights must be a non-empty list, True or "
+                                    "False")
+        self.input_type, self.categorical = input_type, categorical
+        self.weights, self.robust, self.threshold = weights, robust, threshold
         self |= _op("buffer")(input="input", output="_x")
         x = _c(self, "_x")
         if input_type == "logits":
             self |= _op("log_softmax", axis=-1)(input=x, output="_logp")
             logp = _c(self, "_logp")
+        elif input_type == "probs" and robust:
+            logp = _rn.robust_log(self, x, _rn.threshold(self, threshold,
+                                                         Constant.MIN_POSITIVE_NORMAL))
         elif input_type == "probs":
             self |= _op("clamp", min=-100.0)(input=x.log(), output="_logp")
             logp = _c(self, "_logp")
@@ -134,20 +212,43 @@ class CrossEntropy(Model):
             classes = logp.shape[-1]
             self |= _op("one_hot")(input=_c(self, "_t"), num_classes=classes,
                                    output="_hot")
-            self |= _op("where")(condition=_c(self, "_hot"), input1=logp,
-                                 input2=0.0, output="_picked")
-            picked = _c(self, "_picked")
+            hot = _c(self, "_hot")
+            self |= _op("where")(condition=hot, input1=logp, input2=0.0, output="_picked")
+            picked = _c(self, "_picked").sum(axis=-1)
+            if weights is not False:
+                one = _add_op(self, "to_tensor", input=1.0)
+                labels = _add_op(self, "where", condition=hot, input1=one, input2=0.0)
+                w = self._class_weights(labels)
+                self |= _op("where")(condition=hot, input1=w, input2=0.0, output="_w_rows")
+                picked = picked * _c(self, "_w_rows").sum(axis=-1)
         else:
             self |= _op("buffer")(input="target", output="_t")
-            picked = _c(self, "_t") * logp
-        self |= _op("negate")(input=picked.sum(axis=-1), output=IOKey("output"))
+            t = _c(self, "_t")
+            terms = t * logp
+            if weights is not False:
+                terms = terms * self._class_weights(t)
+            picked = terms.sum(axis=-1)
+        self |= _op("negate")(input=picked, output=IOKey("output"))
         self.set_cin("input")
         self.set_cout("output")
+
+    def _class_weights(self, labels: Connection) -> Connection:
+        """The per-class weights: the given list, or balanced ones from ``labels`` (N, C)."""
+        if self.weights is True:
+            counts = labels.sum(axis=0)
+            value = labels.sum() / (counts * labels.shape[-1])
+        else:
+            value = _add_op(self, "to_tensor", input=list(self.weights))
+        return _add_op(self, "stop_gradient", input=value)
 
 
 class BinaryCrossEntropy(_Elementwise):
     """Elementwise binary cross-entropy (``nn.BCEWithLogitsLoss`` / ``nn.BCELoss`` with
     ``reduction="none"``); ``input_type`` is ``"logits"`` (stable form) or ``"probs"``.
+    ``pos_weight`` weighs the positive term (``nn.BCEWithLogitsLoss(pos_weight=)``; ``True``:
+    ``(1 - mean(target)) / mean(target)`` of the batch, as the reference). ``robust=True`` with
+    probabilities uses the reference's robust log (linear below ``threshold``) for both terms
+    and its gradient; with logits it changes nothing (the logs' arguments are >= 1).
 
     Values and gradients are PyTorch's on every backend: with logits the gradient is exactly
     ``sigmoid(x) - t`` (also at ``x = 0``) and |x| up to 1e4 stays finite in float32; with
@@ -155,17 +256,53 @@ class BinaryCrossEntropy(_Elementwise):
     ``(p - t) / max(p (1 - p), 1e-12)``, finite at ``p = 0`` and ``p = 1``.
     """
 
-    def __init__(self, input_type: str = "logits", name: str | None = None) -> None:
+    def __init__(self, input_type: str = "logits", pos_weight: bool | float = 1.0, *,
+                 robust: bool = False, threshold: Any = None,
+                 name: str | None = None) -> None:
         if input_type not in ("logits", "probs"):
             raise ArgumentError(f"input_type must be 'logits' or 'probs', got {input_type!r}")
-        self.input_type = input_type
+        _check_threshold("BinaryCrossEntropy", robust, threshold)
+        self.input_type, self.pos_weight = input_type, _pos_weight(pos_weight)
+        self.robust, self.threshold = robust, threshold
         super().__init__(name)
 
     def _build(self, x: Connection, t: Connection) -> None:
-        if self.input_type == "logits":
+        plain = self.pos_weight is not True and float(self.pos_weight) == 1.0
+        if self.input_type == "logits" and plain:
             self._build_logits(x, t)
+        elif self.input_type == "logits":
+            self._build_weighted_logits(x, t)
+        elif self.robust:
+            self._build_robust_probs(x, t)
         else:
             self._build_probs(x, t)
+
+    def _weight(self, t: Connection) -> Any:
+        """``pos_weight``: the number, or (True) ``(1 - mean(t)) / mean(t)`` of the batch."""
+        if self.pos_weight is True:
+            mean = t.mean()
+            self._stop((1.0 - mean) / mean, "_pos_weight")
+            return _c(self, "_pos_weight")
+        return float(self.pos_weight)
+
+    def _build_weighted_logits(self, x: Connection, t: Connection) -> None:
+        # (1 - t) x + (1 + (w - 1) t) softplus(-x), softplus(-x) written per sign of x as in
+        # _build_logits; gradient ((w t + 1 - t) sigmoid(x) - w t), PyTorch's and the
+        # reference's.
+        w = self._weight(t)
+        self |= _op("softplus")(input=-x, output="_sp_neg")
+        self |= _op("softplus")(input=x, output="_sp_pos")
+        self |= _op("where")(condition=x >= 0.0, input1=_c(self, "_sp_neg"),
+                             input2=_c(self, "_sp_pos") - x, output="_softplus_neg")
+        self._finish((1.0 - t) * x + ((w - 1.0) * t + 1.0) * _c(self, "_softplus_neg"))
+
+    def _build_robust_probs(self, p: Connection, t: Connection) -> None:
+        # the reference's robust form: -w t rlog(p) - (1 - t) rlog(1 - p), gradients through
+        # the robust logs (finite at p = 0 and 1)
+        c = _rn.threshold(self, self.threshold, Constant.MIN_POSITIVE_NORMAL)
+        w = self._weight(t)
+        self._finish(-(w * t) * _rn.robust_log(self, p, c)
+                     - (1.0 - t) * _rn.robust_log(self, 1.0 - p, c))
 
     def _build_logits(self, x: Connection, t: Connection) -> None:
         # PyTorch's (1 - t) x - log_sigmoid(x), written for each sign of x so that softplus
@@ -206,9 +343,13 @@ class BinaryCrossEntropy(_Elementwise):
         self |= _op("clamp", min=-100.0)(input=self._log1m(p), output="_log1mp")
         self._stop(_c(self, "_logp"), "_logp_value")
         self._stop(_c(self, "_log1mp"), "_log1mp_value")
-        value = -(t * _c(self, "_logp_value") + (1.0 - t) * _c(self, "_log1mp_value"))
+        plain = self.pos_weight is not True and float(self.pos_weight) == 1.0
+        wt = t if plain else self._weight(t) * t
+        value = -(wt * _c(self, "_logp_value") + (1.0 - t) * _c(self, "_log1mp_value"))
         self |= _op("clamp", min=BCE_EPSILON)(input=p * (1.0 - p), output="_denominator")
-        self |= _op("nan_to_num")(input=(p - t) / _c(self, "_denominator"), output="_slope")
+        # d/dp of -(w t log p + (1 - t) log(1 - p)) = (p (w t + 1 - t) - w t) / (p (1 - p))
+        rise = p - t if plain else p * (wt + 1.0 - t) - wt
+        self |= _op("nan_to_num")(input=rise / _c(self, "_denominator"), output="_slope")
         self._stop(_c(self, "_slope"), "_slope_value")
         self._stop(p, "_p_value")
         self._finish(value + (p - _c(self, "_p_value")) * _c(self, "_slope_value"))

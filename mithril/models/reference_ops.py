@@ -5,22 +5,29 @@
 ``Power(base, exponent)``, ``ShiftLeft``/``ShiftRight(input, shift)``,
 ``PermuteTensor(input, indices)``, ``Split(split_size, axis)`` with ``split_size`` the *number*
 of equal sections, and ``ScaledDotProduct`` causal by default and without a mask unless
-``use_attn_mask=True``. ``docs/reference-api.md`` lists them beside the guide's spellings.
+``use_attn_mask=True``. ``Sqrt``, ``Log`` and ``Power`` take ``robust=True`` (and ``threshold``),
+``StableReciprocal`` is the reference's (linear below a cut-off; ``reference_numerics`` has the
+formulas), and ``Concat`` takes one list-valued ``input``. ``docs/reference-api.md`` lists them
+beside the guide's spellings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ArgumentError
 from ..framework.logical.meta import TBD
-from ..framework.logical.model import IOKey, Model
+from ..framework.logical.model import Connection, IOKey, Model
+from ..types import Constant
 from . import layers as _layers
 from . import primitives as _p
+from . import reference_numerics as _rn
 from .reference import _add
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
-           "Split", "ScaledDotProduct", "Embedding"]
+           "Split", "ScaledDotProduct", "Embedding", "Sqrt", "Log", "StableReciprocal",
+           "Concat"]
 
 
 class _Renamed(Model):
@@ -63,15 +70,154 @@ class FloorDivide(_Renamed):
 
 
 class Power(_Renamed):
-    """``base ** exponent`` (broadcasting); ``robust=True`` is not supported."""
+    """``base ** exponent`` (broadcasting). ``Power(robust=True)`` is the reference's robust
+    power: ``|base| ** exponent``, linear ``|base| / threshold`` where ``|base| < threshold``
+    and ``exponent < 1 - log(threshold) / log|base|`` (``reference_numerics.robust_power``);
+    ``threshold`` defaults to the smallest normal float of the backend's dtype.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Power
+    >>> pm = ml.compile(Power(robust=True), ml.NumpyBackend(dtype=ml.float64), shapes={"base": [2]},
+    ...                 constant_keys={"exponent": 0.5})
+    >>> pm.evaluate({}, {"base": np.array([-4.0, 9.0])})["output"].tolist()
+    [2.0, 3.0]
+    """
 
     op, names = "power", {"base": "left", "exponent": "right"}
 
-    def __init__(self, robust: bool = False, *, name: str | None = None, **values: Any) -> None:
+    def __new__(cls, robust: bool = False, *, threshold: Any = None,
+                name: str | None = None, **values: Any) -> Any:
         if robust:
-            raise ArgumentError("Power(robust=True) is not supported; use Power() (plain "
-                                "base ** exponent)")
+            return _RobustPower(threshold, name=name, **values)
+        return super().__new__(cls)
+
+    def __init__(self, robust: bool = False, *, threshold: Any = None,
+                 name: str | None = None, **values: Any) -> None:
+        _no_threshold("Power", threshold)
         super().__init__(name=name, **values)
+
+
+def _no_threshold(cls: str, threshold: Any) -> None:
+    if threshold is not None:
+        raise ArgumentError(f"{cls}(threshold={threshold!r}) needs robust=True (the cut-off "
+                            "only exists in the robust form)")
+
+
+class _Robust(Model):
+    """A robust function of ``input`` (``reference_numerics``) with a cut-off."""
+
+    fn: Callable[[Model, Connection, Connection], Connection]
+    default = Constant.MIN_POSITIVE_NORMAL
+
+    def __init__(self, threshold: Any = None, *, name: str | None = None,
+                 input: Any = TBD) -> None:
+        super().__init__(name)
+        self.threshold = threshold
+        x = _add(self, "buffer", input=IOKey("input", value=input))
+        value = type(self).fn(self, x, _rn.threshold(self, threshold, self.default))
+        _add(self, "buffer", input=value, out=IOKey("output"))
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class RobustSqrt(_Robust):
+    """``Sqrt(robust=True)``: ``sqrt(|input|)``, ``|input| / sqrt(threshold)`` below the
+    cut-off (gradient ``sign(x) / sqrt(threshold)`` there, 0 at 0)."""
+
+    fn = staticmethod(_rn.robust_sqrt)
+
+
+class RobustLog(_Robust):
+    """``Log(robust=True)``: ``log|input|``, ``log(threshold) + |input| / threshold - 1``
+    below the cut-off (gradient ``+1 / threshold`` at 0)."""
+
+    fn = staticmethod(_rn.robust_log)
+
+
+class StableReciprocal(_Robust):
+    """The reference's ``StableReciprocal``: ``1 / input``, and below the cut-off
+    (``|input| < threshold``, default ``Constant.STABLE_RECIPROCAL_THRESHOLD`` of the backend's
+    precision) the line ``2 s / threshold - input / threshold**2`` (``s = -1`` for negative
+    input, else 1) with gradient ``-1 / threshold**2``: finite at 0.
+    (``mithril.models.primitives.StableReciprocal`` is the plain reciprocal.)
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import StableReciprocal
+    >>> pm = ml.compile(StableReciprocal(threshold=0.5), ml.NumpyBackend(dtype=ml.float64),
+    ...                 shapes={"input": [3]})
+    >>> pm.evaluate({}, {"input": np.array([0.0, 0.25, 4.0])})["output"].tolist()
+    [4.0, 3.0, 0.25]
+    """
+
+    fn = staticmethod(_rn.stable_reciprocal)
+    default = Constant.STABLE_RECIPROCAL_THRESHOLD
+
+
+class _RobustPower(Model):
+    """``Power(robust=True)`` (see ``Power``)."""
+
+    def __init__(self, threshold: Any = None, *, name: str | None = None,
+                 base: Any = TBD, exponent: Any = TBD) -> None:
+        super().__init__(name)
+        self.threshold = threshold
+        b = _add(self, "buffer", input=IOKey("base", value=base))
+        e = _add(self, "buffer", input=IOKey("exponent", value=exponent))
+        value = _rn.robust_power(self, b, e, _rn.threshold(self, threshold,
+                                                           Constant.MIN_POSITIVE_NORMAL))
+        _add(self, "buffer", input=value, out=IOKey("output"))
+        self.set_cin("base")
+        self.set_cout("output")
+
+
+class Sqrt(_p.Sqrt):  # type: ignore[name-defined,misc]
+    """``sqrt(input)``; ``Sqrt(robust=True)`` is the reference's robust square root
+    (``RobustSqrt``: ``sqrt(|x|)``, linear below ``threshold``, finite gradient at 0).
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Sqrt
+    >>> pm = ml.compile(Sqrt(robust=True), ml.NumpyBackend(dtype=ml.float64), shapes={"input": [2]})
+    >>> pm.evaluate({}, {"input": np.array([-4.0, 0.0])})["output"].tolist()
+    [2.0, 0.0]
+    """
+
+    def __new__(cls, robust: bool = False, *args: Any, threshold: Any = None,
+                name: str | None = None, **values: Any) -> Any:
+        if robust:
+            return RobustSqrt(threshold, name=name, **values)
+        return super().__new__(cls)
+
+    def __init__(self, robust: bool = False, *args: Any, threshold: Any = None,
+                 name: str | None = None, **values: Any) -> None:
+        _no_threshold("Sqrt", threshold)
+        super().__init__(*args, name=name, **values)
+
+
+class Log(_p.Log):  # type: ignore[name-defined,misc]
+    """``log(input)``; ``Log(robust=True)`` is the reference's robust logarithm
+    (``RobustLog``: ``log|x|``, linear below ``threshold``, finite at 0).
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Log
+    >>> pm = ml.compile(Log(robust=True, threshold=0.5), ml.NumpyBackend(dtype=ml.float64),
+    ...                 shapes={"input": [2]})
+    >>> [round(float(v), 4) for v in pm.evaluate({}, {"input": np.array([0.0, -1.0])})["output"]]
+    [-1.6931, 0.0]
+    """
+
+    def __new__(cls, robust: bool = False, *args: Any, threshold: Any = None,
+                name: str | None = None, **values: Any) -> Any:
+        if robust:
+            return RobustLog(threshold, name=name, **values)
+        return super().__new__(cls)
+
+    def __init__(self, robust: bool = False, *args: Any, threshold: Any = None,
+                 name: str | None = None, **values: Any) -> None:
+        _no_threshold("Log", threshold)
+        super().__init__(*args, name=name, **values)
 
 
 class ShiftLeft(_Renamed):
@@ -148,3 +294,89 @@ class Embedding(_layers.Embedding):
                                 "give one")
         super().__init__(num_embeddings, embedding_dim if dim is None else dim, padding_idx,
                          max_norm, *args, name=name, **kw)
+
+
+class Concat(Model):
+    """The reference's ``Concat``: one list-valued ``input`` joined along ``axis`` (default 0;
+    ``None`` flattens and joins): ``Concat()(input=[a, b, c], output="y")``, or
+    ``Concat(input=["a", "b"])`` (names or constant values). The list's items are the model's
+    inputs ``input1`` ... ``inputN`` (or the names given to the constructor); its terminal
+    order is ``input``, ``axis``, ``output``, so ``Concat().connect([a, b], 1, "y")`` also
+    works. The guide's
+    ``Concat(n, dim)(input1=..., input2=...)`` is ``mithril.models.layers.Concat``.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Concat, Model
+    >>> m = Model()
+    >>> m |= Concat(axis=1)(input=["a", "b"], output="y")
+    >>> pm = ml.compile(m, ml.NumpyBackend(), shapes={"a": [2, 1], "b": [2, 3]})
+    >>> pm.shapes["y"]
+    [2, 4]
+    """
+
+    def __init__(self, input: Any = TBD, axis: Any = 0, *, name: str | None = None) -> None:
+        super().__init__(name)
+        self.axis = axis
+        self._terms: list[str] = []
+        if input is not TBD:
+            self._build(self._items(input), given=True)
+
+    @staticmethod
+    def _items(value: Any) -> list[Any]:
+        if not isinstance(value, list | tuple) or not value:
+            raise ArgumentError(f"Concat's input must be a non-empty list (or tuple) of "
+                                f"tensors or connections, got {value!r}")
+        return list(value)
+
+    def _build(self, items: list[Any], given: bool = False) -> None:
+        """Make the concat of ``len(items)`` inputs. Items given to the constructor are the
+        terminals' names (strings) or constant values; connections of a parent are given
+        to ``connect``."""
+        if self._terms:
+            if len(items) != len(self._terms):
+                raise ArgumentError(f"Concat {self.path} joins {len(self._terms)} inputs; got "
+                                    f"a list of {len(items)}")
+            return
+        wires: dict[str, IOKey] = {}
+        for i, item in enumerate(items):
+            term = f"input{i + 1}"
+            if given and isinstance(item, Connection | IOKey):
+                raise ArgumentError("Concat(input=[...]) takes names or values; give "
+                                    "connections when connecting: Concat()(input=[a, b])")
+            if given and isinstance(item, str):
+                term = item
+            value = item if given and not isinstance(item, str) else TBD
+            wires[f"input{i + 1}"] = IOKey(term, value=value)
+            self._terms.append(term)
+        _add(self, "concat", n=len(items), out=IOKey("output"), axis=self.axis, **wires)
+        self.set_cin(self._terms[0])
+        self.set_cout("output")
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """Connect ``input`` (a list), ``axis`` and ``output`` (also positionally in that
+        order); the list's items go to ``input1`` ... ``inputN``."""
+        names = ("input", "axis", "output")
+        if len(args) > len(names):
+            raise ArgumentError(f"Concat.connect takes at most {len(names)} positional "
+                                f"terminals ({', '.join(names)})")
+        for key, value in zip(names, args, strict=False):
+            if key in kwargs:
+                raise ArgumentError(f"Concat.connect got {key!r} twice")
+            kwargs[key] = value
+        if "axis" in kwargs:
+            axis = kwargs.pop("axis")
+            if self._terms and axis != self.axis:
+                raise ArgumentError(f"Concat {self.path} was built with axis={self.axis!r}; "
+                                    f"give axis={axis!r} to its constructor instead")
+            self.axis = axis
+        if "input" in kwargs:
+            items = self._items(kwargs.pop("input"))
+            self._build(items)
+            kwargs.update(dict(zip(self._terms, items, strict=True)))
+        elif not self._terms:
+            raise ArgumentError("Concat needs its list of inputs: Concat()(input=[a, b, ...]) "
+                                "or Concat(input=[...])")
+        return super().connect(**kwargs)
+
+    __call__ = connect

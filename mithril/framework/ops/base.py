@@ -115,14 +115,25 @@ def register(op: OpDef) -> OpDef:
 
 
 def unregister(name: str) -> OpDef:
-    """Remove primitive ``name`` from the catalogue (for examples and tests)."""
+    """Remove primitive ``name`` from the catalogue (for examples and tests).
+
+    >>> from mithril.framework.ops import OpDef, Term, register, unregister
+    >>> op = register(OpDef("demo", (Term("input"),), (Term("output"),), lambda i, o: True))
+    >>> unregister("demo") is op, "demo" in CATALOGUE
+    (True, False)
+    """
     VERSION[0] += 1
     return CATALOGUE.pop(name)
 
 
 def derive(formulas: dict[str, Callable[..., Any]]) -> None:
     """Make registered primitives derived: ``formulas`` maps each name to its decomposition
-    ``(k, *inputs)`` in core kernels (see :class:`OpDef`)."""
+    ``(k, *inputs)`` in core kernels (see :class:`OpDef`).
+
+    >>> from mithril.framework.ops import CATALOGUE
+    >>> CATALOGUE["square"].decompose is not None  # derive({"square": lambda k, x: ...})
+    True
+    """
     for name, formula in formulas.items():
         CATALOGUE[name].decompose = formula
     VERSION[0] += 1

@@ -34,6 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 MODES = {"default": "", "inference": "_inference", "with_cache": "_fwd"}
 #: helpers compiled code calls that are not catalogue primitives
 EXTRA_KERNELS = frozenset({"split_rng", "zeros_like"})
+#: the generic loop (``Scan``, mithril/framework/scan.py): one kernel for every body (issue 15)
+SCAN_KERNELS = frozenset({"scan", "scan_vjp"})
 
 
 class KernelRegistryError(MithrilError):
@@ -113,7 +115,7 @@ class KernelRegistry:
         table: dict[str, Callable[..., Any]] = {}
         for (name, mode), fn in self.kernels.items():
             op = CATALOGUE.get(name)
-            if op is None and name not in EXTRA_KERNELS:
+            if op is None and name not in EXTRA_KERNELS | SCAN_KERNELS:
                 raise KernelRegistryError(
                     f"{who} registers a kernel for {name!r}, which is not a catalogue primitive")
             if mode == "inference" and (op is None or not op.modal):

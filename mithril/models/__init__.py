@@ -27,12 +27,13 @@ from .reference import __all__ as _reference_all
 from .reference_ops import *  # noqa: F403
 from .reference_ops import __all__ as _reference_ops_all
 from .resize import Interpolate, Upsample
+from .scan import Scan
 from .train import TrainModel
 
 __all__ = ["TBD", "Tensor",
            "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
-           "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell",
+           "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "Scan", "GRUCell", "LSTMCell",
            "RNNCell", "ConvTranspose1d", "ConvTranspose2d", "Interpolate", "Upsample",
            *_layers_all,
            *_primitives.__all__, *_losses_all, *_reference_all,

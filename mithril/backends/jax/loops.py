@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ...framework.loops import CATALOGUE, GATES
+from ...framework.scan import register_scan
 from .kernels import registry
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -133,3 +134,7 @@ def rnn_tanh(*args: Any) -> tuple[Any, ...]:
 def rnn_relu(*args: Any) -> tuple[Any, ...]:
     """One Elman RNN layer (relu) as ``lax.scan``: ``(output, h_n)``."""
     return _run("rnn_relu", args)
+
+
+# issue 15: the generic loop (Scan) over a user's body model
+register_scan(registry, "jax")

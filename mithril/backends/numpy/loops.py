@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...framework.loops import CATALOGUE, GATES
+from ...framework.scan import register_scan
 from .kernels import registry
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -298,3 +299,7 @@ def rnn_relu(*args: Any) -> tuple[Any, ...]:
 def rnn_relu_vjp(grad: Any, output: Any, *args: Any, cache: Any = None) -> tuple[Any, ...]:
     """Backpropagation through time of ``rnn_relu``."""
     return _backward("rnn_relu", grad, args, cache)
+
+
+# issue 15: the generic loop (Scan) over a user's body model
+register_scan(registry, "numpy")

@@ -15,6 +15,7 @@ import torch
 from torch.nn.utils import rnn as rnn_utils
 
 from ...framework.loops import CATALOGUE, GATES
+from ...framework.scan import register_scan
 from .kernels import registry
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -92,3 +93,7 @@ def rnn_tanh(*args: Any) -> tuple[Any, ...]:
 def rnn_relu(*args: Any) -> tuple[Any, ...]:
     """One Elman RNN layer with relu (``torch._VF.rnn_relu``): ``(output, h_n)``."""
     return _run("rnn_relu", args)
+
+
+# issue 15: the generic loop (Scan) over a user's body model
+register_scan(registry, "python")

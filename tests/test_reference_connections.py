@@ -237,3 +237,24 @@ def test_functional_calls_on_connections_of_a_model_and_several_outputs() -> Non
     _, p, out = run(m, {"x": x}, shapes={"x": [4, 3]})
     want = linear(x, p, "linear.") + np.maximum(x, 0) - 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(out["output"], want, rtol=1e-12, atol=1e-12)
+
+
+def test_set_cin_with_several_inputs_feeds_the_first_free_and_survives_to_dict() -> None:
+    def pair() -> Model:
+        p = Model(name="pair")
+        p |= Relu()(input="a", output="ra")
+        p |= Multiply()(left="ra", right="b", output="output")
+        p.set_cin("a", "b")                       # two canonical inputs, like Add's
+        return p
+
+    again = Model.from_dict(pair().to_dict())
+    assert again.canonical_inputs() == ["a", "b"]
+    for block in (pair(), again):
+        m = Model()
+        m |= Relu()(input="input")
+        m += block(a="other")                    # a given: += feeds b
+        assert sorted(m.input_terminals()) == ["input", "other"]
+        x, o = RNG.standard_normal((4, 3)), RNG.standard_normal((4, 3))
+        _, _, out = run(m, {"input": x, "other": o})
+        np.testing.assert_allclose(out["output"], np.maximum(o, 0) * np.maximum(x, 0),
+                                   rtol=1e-12)

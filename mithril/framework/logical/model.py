@@ -54,6 +54,7 @@ class Model(BaseModel):
         # those of the chain of children (the first child's input, the last child's output)
         self._cin_fixed: Connection | None = None
         self._cout_fixed: Connection | None = None
+        self._more_cins: list[Connection] = []  # further canonical inputs (set_cin)
         self._chain_in: Connection | None = None
         self._chain_out: Connection | None = None
         self._child_names: set[str] = set()
@@ -602,9 +603,11 @@ class Model(BaseModel):
         return self._chain_out
 
     def canonical_inputs(self) -> list[str]:
-        """The terminals ``+=`` may feed, in order: the canonical input only."""
+        """The terminals ``+=`` may feed, in order: the canonical input, then the others
+        chosen with ``set_cin`` that are still inputs."""
         c = self._canonical("in")
-        return [] if c is None else [self._conn_name(c)]
+        more = [m for m in self._more_cins if m is not c and m.producer is None]
+        return [self._conn_name(x) for x in ([] if c is None else [c]) + more]
 
     @property
     def _cin(self) -> Connection | None:
@@ -617,9 +620,22 @@ class Model(BaseModel):
     def _named_internal(self, name: str) -> Connection | None:
         return self.named.get(name)
 
-    def set_cin(self, conn: Connection | str) -> None:
-        """Choose the canonical input (what ``+=`` feeds when this model is chained)."""
-        self._cin_fixed = self._resolve_terminal(conn)
+    def set_cin(self, *conns: Connection | str) -> None:
+        """Choose the canonical input(s): what ``+=`` feeds when this model is chained, the
+        first one not given (``set_cin("left", "right")``, as ``Add`` has).
+
+        >>> from mithril.models import Model, Add
+        >>> pair = Model()
+        >>> pair |= Add()(left="a", right="b", output="output")
+        >>> pair.set_cin("a", "b")
+        >>> pair.canonical_inputs()
+        ['a', 'b']
+        """
+        if not conns:
+            raise ArgumentTypeError("set_cin needs at least one connection or terminal name")
+        resolved = [self._resolve_terminal(c) for c in conns]
+        self._cin_fixed = resolved[0]
+        self._more_cins = resolved[1:]
         self._iface = None
 
     def set_cout(self, conn: Connection | str) -> None:

@@ -9,7 +9,7 @@ Document (version 1)::
             "values": {terminal: VALUE}}
          | {"kind": "composite", "name": "block", "connections": [CONN, ...],
             "children": [{"model": NODE, "terminals": {terminal: connection index}}],
-            "cin": index | null, "cout": index | null}
+            "cin": index | null, "cout": index | null, "more_cins": [index, ...]}
     CONN = {"key": name | null, "expose": bool, "value": VALUE (constants only),
             "shape": [int | "symbol" | null | ["V3", "..."]] | null, "kinds": int,
             "differentiable": bool | null}
@@ -237,7 +237,8 @@ def _composite_node(model: Model) -> dict[str, Any]:
     return {"kind": "composite", "class": "Model", "name": model.name, "connections": conns,
             "children": children,
             "cin": None if cin is None else index.get(id(cin)),
-            "cout": None if cout is None else index.get(id(cout))}
+            "cout": None if cout is None else index.get(id(cout)),
+            "more_cins": [index[id(c)] for c in model._more_cins if id(c) in index]}
 
 
 def _holds_symbols(v: Any) -> bool:
@@ -404,4 +405,9 @@ def _build_composite(node: dict[str, Any], where: str, depth: int) -> Model:
         if i is not None:
             _expect(i in made, where, f"{attr} refers to an unused connection")
             setter(made[i])
+    more = node.get("more_cins") or []
+    _expect(isinstance(more, list) and all(isinstance(i, int) and i in made for i in more), where,
+            "more_cins refers to unused connections")
+    if more and model._cin_fixed is not None:
+        model.set_cin(model._cin_fixed, *(made[i] for i in more))
     return model

@@ -22,6 +22,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from ...framework.scan import register_scan
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
 from ..monomials import monomial_indices
 from ..registry import KernelRegistry
@@ -588,3 +589,6 @@ def split_rng(rng: _Array, n: int) -> list[_Array]:
 
 
 from . import nn as _nn  # noqa: E402, F401 - registers the mlx nn kernels
+
+# issue 15: the generic loop (Scan) over a user's body model, a Python loop of MLX kernels
+register_scan(registry, "python")

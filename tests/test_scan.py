@@ -200,3 +200,20 @@ def test_length_stays_symbolic_and_body_is_not_unrolled() -> None:
     pm = ml.compile(model, ml.NumpyBackend(dtype=ml.float64))
     assert pm.code.count("scan(") == 1
     assert "tanh" not in pm.code  # the body is not pasted into the outer code
+
+
+def test_shapes_flow_through_the_body() -> None:
+    """The loop's length and the batch reach the outputs before compiling; a carry given
+    with the wrong shape raises at the connection."""
+    model = Model()
+    model |= Scan(elman_body(), carry={"h": "h_next"}, xs=["x"], ys=["h_next"])(
+        h="h0", x="seq", h_next=IOKey("h_last"), h_next_seq=IOKey("hs"))
+    model.set_shapes({"seq": [9, "B", F]})
+    shapes = model.shapes
+    assert shapes["hs"] == [9, "B", H]
+    assert shapes["h_last"] == ["B", H] and shapes["h0"] == ["B", H]
+    assert shapes["scan.linear.weight"] == [H, F]
+    bad = Model()
+    with pytest.raises(ShapeMismatchError, match="'h'.*\\[2, 4\\].*\\[2, 5\\]"):
+        bad |= Scan(elman_body(), carry={"h": "h_next"}, xs=["x"])(
+            h=IOKey("h0", shape=[2, 5]), x="seq")

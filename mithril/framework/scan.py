@@ -172,6 +172,14 @@ def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
     # the carry's shape: what the body says of its input, or else of its output
     carry_pat = {c_in: patterns[c_in] if patterns[c_in] is not None else patterns[c_out]
                  for c_in, c_out in spec.carry}
+    # a next carry has its carry's shape: its symbols are the carry's (the body's own inference
+    # may not know it, e.g. after a broadcast)
+    alias: dict[str, int | str] = {}
+    for c_in, c_out in spec.carry:
+        a, b = patterns[c_in], patterns[c_out]
+        if a is not None and b is not None and len(a) == len(b):
+            alias.update((y, x) for x, y in zip(a, b, strict=True)
+                         if isinstance(y, str) and y != x)
     axis = spec.axis
 
     def rule(*metas: Meta) -> bool:
@@ -180,7 +188,8 @@ def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
         t_dim = Dim()
 
         def dims(pattern: Sequence[int | str]) -> list[Dim | int]:
-            return [d if isinstance(d, int) else syms.setdefault(d, Dim()) for d in pattern]
+            items = [alias.get(d, d) if isinstance(d, str) else d for d in pattern]
+            return [d if isinstance(d, int) else syms.setdefault(d, Dim()) for d in items]
 
         for key in out_names:
             out_kinds(m[key], T.FLOAT)

@@ -472,7 +472,11 @@ def test_batchnorm2d_running_stats_and_inference(bn_case: str, backend_name: str
 
 
 @pytest.mark.parametrize("backend_name", ["jax", "mlx"])
-@pytest.mark.parametrize("case_name", ["mha_causal", "batchnorm2d", "adaptiveavgpool2d_2x3"])
+@pytest.mark.parametrize("case_name", ["mha_causal", "batchnorm2d", "adaptiveavgpool2d_2x3",
+                                       "upsample_bilinear_size", "upsample_nearest_float_scale",
+                                       "pool_max2d_ceil_last_window",
+                                       "pool_avg2d_ceil_exclude_pad",
+                                       "convtranspose2d_groups"])
 def test_jit_matches_torch(case_name: str, backend_name: str) -> None:
     """The same numbers through the framework's JIT (on by default for JAX and MLX)."""
     case = CASES[case_name]

@@ -270,6 +270,37 @@ def test_attention_mask_is_an_input():
     assert np.abs(before["last_hidden_state"] - expected["last_hidden_state"]).max() > 1e-3
 
 
+class RawConvolutions(nn.Module):
+    """``aten.convolution`` itself (what decomposed graphs hold), transposed and not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.conv = nn.Conv1d(6, 3, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up
+        h = torch.ops.aten.convolution(x, up.weight, up.bias, [2, 2], [1, 1], [1, 1], True,
+                                       [1, 1], 2)
+        h = h.flatten(2)
+        c = self.conv
+        return torch.ops.aten.convolution(h, c.weight, None, [1], [2], [2], False, [0], 1)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_aten_convolution_converts(backend_name):
+    torch.manual_seed(0)
+    net = RawConvolutions().double()
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    model, params, _ = ml.from_torch(net, x)
+    backend = backend_of(backend_name)
+    got = ml.compile(model, backend, inference=True).evaluate(
+        {k: backend.array(v) for k, v in params.items()}, {"x": backend.array(x.numpy())})
+    with torch.no_grad():
+        want = net(x).numpy()
+    _check(backend.to_numpy(got["output"]), want, 1e-10, "aten.convolution")
+
+
 def test_keys_follow_the_state_dict():
     net, _, (model, params, state) = _converted("resnet18", "float32")
     sd = net.state_dict()

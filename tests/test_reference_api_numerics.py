@@ -364,12 +364,20 @@ def test_concat_takes_a_list_of_connections(backend: tuple[str, str]) -> None:
     assert list(pm.shapes["c"]) == [4, 2]
 
 
-def test_concat_errors() -> None:
+def test_concat_serves_both_apis_and_errors() -> None:
+    from mithril.models import layers
+
+    assert isinstance(Concat(n=3, dim=1), layers.Concat)  # the guide's torch.cat form
+    assert isinstance(Concat(2, 1), layers.Concat)
+    b = make("numpy", "float64")
+    m = Model()
+    m |= Concat()(input1="a", input2="b", input3="c", output="y")  # guide terminals, bare
+    pm = ml.compile(m, b, shapes={"a": [1, 2], "b": [2, 2], "c": [1, 2]})
+    assert list(pm.shapes["y"]) == [4, 2]
     with pytest.raises(ml.ArgumentError, match="list"):
         Concat()(input="a")
-    with pytest.raises(ml.ArgumentError, match="list of inputs"):
-        Concat()(output="y")
-    c = Concat()
-    c(input=["a", "b"])
+    c = Concat(input=["a", "b"])
     with pytest.raises(ml.ArgumentError, match="joins 2 inputs"):
         c(input=["a", "b", "c"])
+    with pytest.raises(ml.ArgumentError, match="either"):
+        Concat(["a"], n=2)

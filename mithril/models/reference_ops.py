@@ -296,14 +296,18 @@ class Embedding(_layers.Embedding):
                          max_norm, *args, name=name, **kw)
 
 
+_UNSET: Any = object()
+
+
 class Concat(Model):
-    """The reference's ``Concat``: one list-valued ``input`` joined along ``axis`` (default 0;
-    ``None`` flattens and joins): ``Concat()(input=[a, b, c], output="y")``, or
-    ``Concat(input=["a", "b"])`` (names or constant values). The list's items are the model's
-    inputs ``input1`` ... ``inputN`` (or the names given to the constructor); its terminal
-    order is ``input``, ``axis``, ``output``, so ``Concat().connect([a, b], 1, "y")`` also
-    works. The guide's
-    ``Concat(n, dim)(input1=..., input2=...)`` is ``mithril.models.layers.Concat``.
+    """``Concat`` for both APIs. The reference's: one list-valued ``input`` joined along
+    ``axis`` (default 0; ``None`` flattens and joins): ``Concat()(input=[a, b, c], output="y")``,
+    ``Concat(input=["a", "b"])`` (names or constant values), or positionally
+    ``Concat().connect([a, b], 1, "y")`` (terminal order ``input``, ``axis``, ``output``); the
+    list's items are the inputs ``input1`` ... ``inputN``. The guide's ``torch.cat`` form,
+    ``Concat(n=3, dim=1)(input1=..., input2=..., input3=...)`` (or ``Concat(3, ...)``), is
+    ``mithril.models.layers.Concat``, which ``Concat(n=..)`` / ``Concat(dim=..)`` return; a
+    bare ``Concat()`` joins two inputs (``input1``, ``input2``) until a list says otherwise.
 
     >>> import numpy as np
     >>> import mithril as ml
@@ -315,12 +319,28 @@ class Concat(Model):
     [2, 4]
     """
 
-    def __init__(self, input: Any = TBD, axis: Any = 0, *, name: str | None = None) -> None:
+    def __new__(cls, input: Any = TBD, axis: Any = _UNSET, *, n: int | None = None,
+                dim: Any = None, name: str | None = None) -> Any:
+        if isinstance(input, int) and not isinstance(input, bool):  # Concat(3, ...): n
+            n, input = input, TBD
+        if n is not None or dim is not None:
+            if input is not TBD:
+                raise ArgumentError("Concat takes either input=[...] (the reference's) or "
+                                    "n/dim (the guide's)")
+            return _layers.Concat(2 if n is None else n, None if axis is _UNSET else axis,
+                                  dim=dim, name=name)
+        return super().__new__(cls)
+
+    def __init__(self, input: Any = TBD, axis: Any = _UNSET, *, n: int | None = None,
+                 dim: Any = None, name: str | None = None) -> None:
         super().__init__(name)
-        self.axis = axis
+        self.axis = 0 if axis is _UNSET else axis
         self._terms: list[str] = []
-        if input is not TBD:
+        self._fixed = input is not TBD  # the inputs were given to the constructor
+        if self._fixed:
             self._build(self._items(input), given=True)
+        else:
+            self._build([TBD, TBD])
 
     @staticmethod
     def _items(value: Any) -> list[Any]:
@@ -333,11 +353,6 @@ class Concat(Model):
         """Make the concat of ``len(items)`` inputs. Items given to the constructor are the
         terminals' names (strings) or constant values; connections of a parent are given
         to ``connect``."""
-        if self._terms:
-            if len(items) != len(self._terms):
-                raise ArgumentError(f"Concat {self.path} joins {len(self._terms)} inputs; got "
-                                    f"a list of {len(items)}")
-            return
         wires: dict[str, IOKey] = {}
         for i, item in enumerate(items):
             term = f"input{i + 1}"
@@ -353,9 +368,24 @@ class Concat(Model):
         self.set_cin(self._terms[0])
         self.set_cout("output")
 
+    def _resize(self, k: int) -> None:
+        """Rebuild a bare ``Concat()`` (not yet added anywhere) for ``k`` inputs."""
+        if k == len(self._terms):
+            return
+        if self._fixed or self.parent is not None:
+            raise ArgumentError(f"Concat {self.path} joins {len(self._terms)} inputs; got "
+                                f"{k}")
+        axis, name = self.axis, self.name
+        Model.__init__(self, name)
+        self.axis, self._terms, self._fixed = axis, [], False
+        self._build([TBD] * k)
+        # to_dict rebuilds it as the guide's Concat of k inputs (same terminals)
+        self.__dict__["_init_args"] = ((), {"n": k, "axis": axis, "name": name})
+
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         """Connect ``input`` (a list), ``axis`` and ``output`` (also positionally in that
-        order); the list's items go to ``input1`` ... ``inputN``."""
+        order); the list's items go to ``input1`` ... ``inputN``. The guide's
+        ``input1=..., input2=...`` work as well."""
         names = ("input", "axis", "output")
         if len(args) > len(names):
             raise ArgumentError(f"Concat.connect takes at most {len(names)} positional "
@@ -366,17 +396,18 @@ class Concat(Model):
             kwargs[key] = value
         if "axis" in kwargs:
             axis = kwargs.pop("axis")
-            if self._terms and axis != self.axis:
-                raise ArgumentError(f"Concat {self.path} was built with axis={self.axis!r}; "
+            if axis != self.axis:
+                raise ArgumentError(f"Concat {self.path} joins along axis={self.axis!r}; "
                                     f"give axis={axis!r} to its constructor instead")
-            self.axis = axis
         if "input" in kwargs:
             items = self._items(kwargs.pop("input"))
-            self._build(items)
+            self._resize(len(items))
             kwargs.update(dict(zip(self._terms, items, strict=True)))
-        elif not self._terms:
-            raise ArgumentError("Concat needs its list of inputs: Concat()(input=[a, b, ...]) "
-                                "or Concat(input=[...])")
+        else:
+            numbered = [int(k[5:]) for k in kwargs
+                        if k.startswith("input") and k[5:].isdigit()]
+            if numbered and not self._fixed:
+                self._resize(max(max(numbered), len(self._terms)))
         return super().connect(**kwargs)
 
     __call__ = connect

@@ -24,7 +24,7 @@ True
 
 from __future__ import annotations
 
-import itertools
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +41,6 @@ from .shapes import Dim, Trail
 
 #: the bodies of every ``Scan`` made in this process, by the id its node passes to the kernel
 BODIES: dict[int, ScanBody] = {}
-_IDS = itertools.count(1)
 
 
 @dataclass
@@ -234,8 +233,12 @@ def outer_ys(spec: ScanBody) -> list[str]:
 
 
 def new_key() -> int:
-    """A fresh id for :data:`BODIES`."""
-    return next(_IDS)
+    """A fresh id for :data:`BODIES` (random, so an id stored by ``to_dict`` and read back in
+    another process does not meet one made there)."""
+    while True:
+        key = secrets.randbits(47) + 1
+        if key not in BODIES:
+            return key
 
 
 # ---- the loops the backends' ``scan`` kernels run ----------------------------------------

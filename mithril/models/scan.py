@@ -30,6 +30,8 @@ class Scan(Operator):
     serves any length, and the body is compiled once, never unrolled.
 
     The body's next carry must have the shape of its carry: ``ShapeMismatchError`` otherwise.
+    ``body_id`` is the id generated code passes to the ``scan`` kernel; leave it out (``to_dict``
+    stores it so that ``Model.from_dict`` gives the same one back).
 
     >>> import numpy as np
     >>> import mithril as ml
@@ -51,7 +53,8 @@ class Scan(Operator):
     """
 
     def __init__(self, body: BaseModel, carry: Mapping[str, str], xs: Sequence[str] = (),
-                 ys: Sequence[str] = (), axis: int = 0, name: str | None = None) -> None:
+                 ys: Sequence[str] = (), axis: int = 0, name: str | None = None,
+                 body_id: int | None = None) -> None:
         if not isinstance(body, BaseModel):
             raise ArgumentError(f"Scan needs a Mithril model as its body, got "
                                 f"{type(body).__name__}")
@@ -84,7 +87,7 @@ class Scan(Operator):
                 raise ShapeMismatchError(
                     f"Scan of body {body.path}: the next carry {c_out!r} has shape {b}, but the "
                     f"carry {c_in!r} it replaces has shape {a}; a carry must keep its shape")
-        key = new_key()
+        key = new_key() if body_id is None else int(body_id)
         spec = ScanBody(body, pairs, list(xs), list(ys), params, axis, key)
         BODIES[key] = spec
         self.spec = spec
@@ -96,6 +99,10 @@ class Scan(Operator):
             for attr in ("differentiable", "init"):
                 if getattr(src, attr) is not None and getattr(dst, attr) is None:
                     set_attr(dst, attr, getattr(src, attr))
+
+    def _serial_kwargs(self) -> dict[str, int]:
+        """What ``to_dict`` stores beside the constructor's arguments: the body's id."""
+        return {"body_id": self.spec.key}
 
 
 def _clash(a: list | None, b: list | None) -> bool:

@@ -301,6 +301,37 @@ def test_aten_convolution_converts(backend_name):
     _check(backend.to_numpy(got["output"]), want, 1e-10, "aten.convolution")
 
 
+class Signals(nn.Module):
+    """The 1-D layers and the remaining pooling options: ConvTranspose1d, MaxPool1d(ceil_mode),
+    linear and nearest resizing, AvgPool2d(divisor_override)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose1d(3, 4, 3, stride=2)
+        self.pool = nn.MaxPool1d(3, 2, 1, ceil_mode=True)
+        self.avg = nn.AvgPool2d(2, divisor_override=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool(self.up(x))
+        h = nn.functional.interpolate(h, scale_factor=1.5, mode="linear", align_corners=True)
+        h = nn.functional.interpolate(h, size=17, mode="nearest")
+        return self.avg(h.reshape(h.shape[0], 2, 2, 17))
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_one_dimensional_layers_convert(backend_name):
+    torch.manual_seed(0)
+    net = Signals().double()
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    model, params, _ = ml.from_torch(net, x)
+    backend = backend_of(backend_name)
+    got = ml.compile(model, backend, inference=True).evaluate(
+        {k: backend.array(v) for k, v in params.items()}, {"x": backend.array(x.numpy())})
+    with torch.no_grad():
+        want = net(x).numpy()
+    _check(backend.to_numpy(got["output"]), want, 1e-10, "1-d layers")
+
+
 def test_keys_follow_the_state_dict():
     net, _, (model, params, state) = _converted("resnet18", "float32")
     sd = net.state_dict()

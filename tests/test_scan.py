@@ -241,3 +241,14 @@ def test_to_dict_round_trip() -> None:
     got = loaded.evaluate(params, data)
     for key in ("h_last", "hs"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-12)
+
+
+def test_body_with_dropout_is_refused_when_the_layer_is_made() -> None:
+    from mithril.errors import ArgumentError
+    from mithril.models import Dropout
+
+    cell = Model()
+    cell |= Dropout(p=0.5)(input=IOKey("h", shape=["N", H]), output="d")
+    cell |= Add()(left="d", right=IOKey("x", shape=["N", H]), output=IOKey("h_next"))
+    with pytest.raises(ArgumentError, match="random primitive 'dropout'"):
+        Scan(cell, carry={"h": "h_next"}, xs=["x"])

@@ -30,6 +30,8 @@ class Scan(Operator):
     serves any length, and the body is compiled once, never unrolled.
 
     The body's next carry must have the shape of its carry: ``ShapeMismatchError`` otherwise.
+    A body with random primitives (dropout) or state (running statistics) raises
+    ``ArgumentError``.
     ``body_id`` is the id generated code passes to the ``scan`` kernel; leave it out (``to_dict``
     stores it so that ``Model.from_dict`` gives the same one back).
 
@@ -78,6 +80,7 @@ class Scan(Operator):
         if not xs:
             raise ArgumentError("Scan needs at least one per-step input (xs) to take the "
                                 "length of the loop from")
+        _check_body(body)
         carry_ins = [c for c, _ in pairs]
         params = [k for k in inputs if k not in carry_ins and k not in xs]
         shapes = body.shapes
@@ -103,6 +106,24 @@ class Scan(Operator):
     def _serial_kwargs(self) -> dict[str, int]:
         """What ``to_dict`` stores beside the constructor's arguments: the body's id."""
         return {"body_id": self.spec.key}
+
+
+def _check_body(body: BaseModel) -> None:
+    """What a body cannot hold, said when the layer is made: random primitives (dropout) and
+    state (running statistics)."""
+    from ..framework.physical.graph import flatten
+    from ..framework.shapes import Trail
+
+    with Trail() as trail:
+        try:
+            nodes = flatten(body).nodes
+        finally:
+            trail.rollback()
+    for node in nodes:
+        if node.op.random or node.op.state:
+            what = "random primitive" if node.op.random else "primitive with state"
+            raise ArgumentError(f"Scan: body {body.path} holds {what} {node.op.name!r} at "
+                                f"{node.path}, which a Scan body cannot hold")
 
 
 def _clash(a: list | None, b: list | None) -> bool:

@@ -252,3 +252,40 @@ def test_body_with_dropout_is_refused_when_the_layer_is_made() -> None:
     cell |= Add()(left="d", right=IOKey("x", shape=["N", H]), output=IOKey("h_next"))
     with pytest.raises(ArgumentError, match="random primitive 'dropout'"):
         Scan(cell, carry={"h": "h_next"}, xs=["x"])
+
+
+@pytest.mark.parametrize(("name", "backend"), BACKENDS, ids=[b[0] for b in BACKENDS])
+def test_integer_per_step_input(name: str, backend) -> None:
+    """Token ids as the per-step input (they stay integers): h' = tanh(E[id] + U h)."""
+    from mithril.models import Embedding
+
+    cell = Model()
+    cell |= Embedding(10, H)(input=IOKey("tok", shape=["N"], type=int), output="e")
+    cell |= Linear(H, use_bias=False)(input=IOKey("h", shape=["N", H]), output="uh")
+    cell |= Add()(left="e", right="uh", output="s")
+    cell |= Tanh()(input="s", output=IOKey("h_next"))
+    model = Model()
+    model |= Scan(cell, carry={"h": "h_next"}, xs=["tok"])(
+        h="h0", tok="tokens", h_next=IOKey("h_last"))
+    pm = ml.compile(model, backend)
+    rng = np.random.default_rng(4)
+    p = {"emb": rng.standard_normal((10, H)), "u": rng.standard_normal((H, H)) * 0.5}
+    keys = {"emb": "scan.embedding.weight", "u": "scan.linear.weight"}
+    params = {keys[k]: backend.array(v) for k, v in p.items()}
+    tokens = rng.integers(0, 10, size=(6, N))
+    h0 = rng.standard_normal((N, H))
+    g = rng.standard_normal((N, H))
+    out, grads = pm.evaluate(params, {"h0": backend.array(h0), "tokens": backend.array(tokens)},
+                             output_gradients={"h_last": backend.array(g)})
+
+    def ref(q: dict[str, np.ndarray]) -> np.ndarray:
+        h = h0
+        for t in range(tokens.shape[0]):
+            h = np.tanh(q["emb"][tokens[t]] + h @ q["u"].T)
+        return h
+
+    np.testing.assert_allclose(backend.to_numpy(out["h_last"]), ref(p), rtol=1e-10, atol=1e-12)
+    fd = _fd(lambda q: float((ref(q) * g).sum()), p)
+    for k, key in keys.items():
+        np.testing.assert_allclose(backend.to_numpy(grads[key]), fd[k], rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{name} {key}")

@@ -158,9 +158,10 @@ def _pattern(shape: Any) -> list[int | str] | None:
     return list(shape)
 
 
-def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
+def make_opdef(spec: ScanBody, shapes: dict[str, Any], kinds: dict[str, int]) -> OpDef:
     """The ``scan`` node of one ``Scan``: its terminals and its shape rule from the body's
-    ``shapes`` (``body.shapes`` when the layer was made)."""
+    ``shapes`` (``body.shapes`` when the layer was made) and ``kinds`` (its terminals' types:
+    token ids stay integers)."""
     carry_in = [c for c, _ in spec.carry]
     carry_out = [c for _, c in spec.carry]
     in_names = carry_in + spec.xs + spec.params
@@ -180,6 +181,8 @@ def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
             alias.update((y, x) for x, y in zip(a, b, strict=True)
                          if isinstance(y, str) and y != x)
     axis = spec.axis
+    out_kind = {c: kinds.get(c, T.FLOAT) for c in carry_out}
+    out_kind.update({o: kinds.get(y, T.FLOAT) for y, o in zip(spec.ys, ys_outer, strict=True)})
 
     def rule(*metas: Meta) -> bool:
         m = dict(zip(("body", *in_names, *out_names), metas, strict=True))
@@ -191,7 +194,7 @@ def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
             return [d if isinstance(d, int) else syms.setdefault(d, Dim()) for d in items]
 
         for key in out_names:
-            out_kinds(m[key], T.FLOAT)
+            out_kinds(m[key], out_kind[key])
         for (c_in, c_out) in spec.carry:
             pat = carry_pat[c_in]
             if pat is not None:
@@ -218,8 +221,8 @@ def make_opdef(spec: ScanBody, shapes: dict[str, Any]) -> OpDef:
         return all(p is not None for p in patterns.values())
 
     terms = [Term("body", SCALAR, T.INT, default=spec.key, differentiable=False)]
-    terms += [Term(k, kinds=T.FLOAT) for k in in_names]
-    outs = tuple(Term(k, kinds=T.FLOAT) for k in out_names)
+    terms += [Term(k, kinds=kinds.get(k, T.FLOAT)) for k in in_names]
+    outs = tuple(Term(k, kinds=out_kind[k]) for k in out_names)
     return OpDef("scan", tuple(terms), outs, rule,
                  doc=f"scan of body {spec.body.path} over axis {axis}")
 

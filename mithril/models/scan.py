@@ -94,9 +94,10 @@ class Scan(Operator):
         spec = ScanBody(body, pairs, list(xs), list(ys), params, axis, key)
         BODIES[key] = spec
         self.spec = spec
-        super().__init__(make_opdef(spec, shapes), name=name)
-        # the body's parameters stay parameters (with their initialisers) one level up
         iface = body.interface()
+        kinds = {k: c.meta.root().kinds for k, c in iface.items()}
+        super().__init__(make_opdef(spec, shapes, kinds), name=name)
+        # the body's parameters stay parameters (with their initialisers) one level up
         for k in params:
             src, dst = iface[k].meta.root(), self.conns[k].meta.root()
             for attr in ("differentiable", "init"):

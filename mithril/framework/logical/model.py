@@ -22,15 +22,15 @@ from ...errors import ArgumentTypeError, ModelReuseError, TerminalError
 from .. import types as T
 from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
-from .base import BaseModel, ConnectSpec, NoTerminalError
+from .base import BaseModel, ConnectSpec
 from .building import Building, apply_iokey, conflict_error_class
 from .connection import Connection, Expr, IOKey
 from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, unify_meta
 from .primitive import Operator
 from .symbols import readable_in
 
-__all__ = ["BaseModel", "ConnectSpec", "Connection", "IOKey", "Model", "NoTerminalError",
-           "Operator"]
+#: re-exported: other modules import these from here
+__all__ = ["BaseModel", "ConnectSpec", "Connection", "IOKey", "Model", "Operator"]
 
 
 class Model(BaseModel):

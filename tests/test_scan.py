@@ -157,30 +157,32 @@ def test_two_carries_batch_axis_one(name: str, backend) -> None:
                                        atol=1e-8, err_msg=f"{name} T={n_t} {key}")
 
 
-def test_carry_gradient_numpy_against_finite_differences() -> None:
-    """The carry's and the sequence's gradients (NumPy's backward through the steps)."""
-    backend = ml.NumpyBackend(dtype=ml.float64)
+@pytest.mark.parametrize(("name", "backend"), BACKENDS, ids=[b[0] for b in BACKENDS])
+def test_carry_and_sequence_gradients(name: str, backend) -> None:
+    """The initial carry's and the sequence's gradients (NumPy: its backward through the
+    steps) against finite differences."""
     model = Model()
     model |= Scan(elman_body(), carry={"h": "h_next"}, xs=["x"])(
         h="h0", x="seq", h_next=IOKey("h_last"))
     pm = ml.compile(model, backend, trainable_keys={"h0", "seq"},
                     shapes={"h0": [N, H], "seq": [4, N, F]})
     rng = np.random.default_rng(2)
-    params = {k: v * 0 + rng.standard_normal(v.shape) * 0.5
-              for k, v in pm.randomize_params().items()}
-    params["h0"] = rng.standard_normal((N, H))
-    params["seq"] = rng.standard_normal((4, N, F))
+    p = {"w_ih": rng.standard_normal((H, F)) * 0.5, "b": rng.standard_normal(H) * 0.5,
+         "w_hh": rng.standard_normal((H, H)) * 0.5, "h0": rng.standard_normal((N, H)),
+         "seq": rng.standard_normal((4, N, F))}
+    keys = {"w_ih": "scan.linear.weight", "b": "scan.linear.bias",
+            "w_hh": "scan.linear_1.weight", "h0": "h0", "seq": "seq"}
+    params = {keys[k]: backend.array(v) for k, v in p.items()}
     g = rng.standard_normal((N, H))
-    _, grads = pm.evaluate(params, {}, output_gradients={"h_last": g})
-    p = {"w_ih": params["scan.linear.weight"], "b": params["scan.linear.bias"],
-         "w_hh": params["scan.linear_1.weight"], "h0": params["h0"], "seq": params["seq"]}
+    _, grads = pm.evaluate(params, {}, output_gradients={"h_last": backend.array(g)})
 
     def loss(q: dict[str, np.ndarray]) -> float:
         return float((elman_ref(q, q["h0"], q["seq"])[0] * g).sum())
 
     fd = _fd(loss, p)
-    np.testing.assert_allclose(grads["h0"], fd["h0"], rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(grads["seq"], fd["seq"], rtol=1e-6, atol=1e-8)
+    for k in ("h0", "seq"):
+        np.testing.assert_allclose(backend.to_numpy(grads[k]), fd[k], rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{name} {k}")
 
 
 def test_carry_that_changes_shape_is_an_error() -> None:

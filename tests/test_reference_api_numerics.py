@@ -381,3 +381,22 @@ def test_concat_serves_both_apis_and_errors() -> None:
         c(input=["a", "b", "c"])
     with pytest.raises(ml.ArgumentError, match="either"):
         Concat(["a"], n=2)
+
+
+@pytest.mark.parametrize("loss,input_shape,target_shape", [
+    (SquaredError, [4, 3], [4, 3]),
+    (lambda: BinaryCrossEntropy(pos_weight=2.0), [5], [5]),
+    (KLDivergence, [2, 3, 2], [2, 3, 2]),
+    (CrossEntropy, [4, 3], [4]),
+    (lambda: CrossEntropy(categorical=False), [4, 3], [4, 3]),
+])
+def test_losses_infer_target_shape_from_input_and_back(loss: Any, input_shape: list[int],
+                                                       target_shape: list[int]) -> None:
+    b = make("numpy", "float64")
+    m = Model()
+    m |= loss()(input="x", target="t", output="o")
+    assert list(ml.compile(m, b, shapes={"x": input_shape}).shapes["t"]) == target_shape
+    if len(input_shape) == len(target_shape):  # the class axis cannot come from the target
+        m = Model()
+        m |= loss()(input="x", target="t", output="o")
+        assert list(ml.compile(m, b, shapes={"t": target_shape}).shapes["x"]) == input_shape

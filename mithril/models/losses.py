@@ -36,6 +36,8 @@ class _Elementwise(Model):
         self |= _op("buffer")(input="input", output="_x")
         self |= _op("buffer")(input="target", output="_t")
         self._build(_c(self, "_x"), _c(self, "_t"))
+        # the reference infers target's shape from input's and the reverse
+        self.set_shapes(input=[("Loss", ...)], target=[("Loss", ...)])
         self.set_cin("input")
 
     def _build(self, x: Connection, t: Connection) -> None:
@@ -229,6 +231,11 @@ class CrossEntropy(Model):
                 terms = terms * self._class_weights(t)
             picked = terms.sum(axis=-1)
         self |= _op("negate")(input=picked, output=IOKey("output"))
+        # target's shape from input's and the reverse (class indices: without the class axis)
+        if categorical:
+            self.set_shapes(input=[("Loss", ...), "C"], target=[("Loss", ...)])
+        else:
+            self.set_shapes(input=[("Loss", ...)], target=[("Loss", ...)])
         self.set_cin("input")
         self.set_cout("output")
 

@@ -15,11 +15,14 @@ import torch.nn.functional as F
 import mithril as ml
 from mithril.models import (
     L2,
+    Absolute,
+    AbsoluteError,
     BinaryCrossEntropy,
     Concat,
     CrossEntropy,
     IOKey,
     KLDivergence,
+    LeakyRelu,
     Linear,
     Log,
     Mean,
@@ -400,3 +403,20 @@ def test_losses_infer_target_shape_from_input_and_back(loss: Any, input_shape: l
         m = Model()
         m |= loss()(input="x", target="t", output="o")
         assert list(ml.compile(m, b, shapes={"t": target_shape}).shapes["x"]) == input_shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_gradients_at_kinks_follow_the_reference(backend: tuple[str, str]) -> None:
+    """``reference-api.md``: at exactly 0 the reference's NumPy conventions on every backend:
+    ``abs`` and ``AbsoluteError`` have gradient ``sign(0) = 0``, ``LeakyRelu`` its slope."""
+    b, dtype = make(*backend), backend[1]
+    x = np.array([-1.5, 0.0, 2.0])
+    for model, want in [(Absolute(), [-1.0, 0.0, 1.0]), (LeakyRelu(0.2), [0.2, 0.2, 1.0])]:
+        m = Model()
+        m |= model(input="input", output="output")
+        _, grads = value_and_grads(m, b, {"input": x})
+        np.testing.assert_allclose(grads["input"], want, **tol(dtype))
+    m = Model()
+    m |= AbsoluteError()(input="input", target="target", output="output")
+    _, grads = value_and_grads(m, b, {"input": x}, {"target": np.array([0.0, 0.0, 3.0])})
+    np.testing.assert_allclose(grads["input"], [-1.0, 0.0, -1.0], **tol(dtype))

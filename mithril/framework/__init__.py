@@ -1,3 +1,3 @@
 """Backend-free core: catalogue, shapes, types, logical models, compilation."""
 
-from . import loops  # noqa: E402,F401  (issue 15: the loop primitives join the catalogue)
+from . import loops  # noqa: F401  (issue 15: the loop primitives join the catalogue)

@@ -106,9 +106,9 @@ def __getattr__(name: str) -> object:
             mod = importlib.import_module(f".backends.{package}", __name__)
         except ImportError as err:
             if err.name is not None and err.name.split(".")[0] == module:
-                raise BackendUnavailableError(
-                    f"{name} needs the '{module}' package, which is not installed; install it "
-                    f"with `pip install 'mithril[{extra}]'`") from err
+                from .errors import missing_package
+
+                raise missing_package(name, module, extra) from err
             raise
         return getattr(mod, name)
     if name in _REFERENCE_NAMES:  # the reference Mithril's spellings

@@ -44,6 +44,23 @@ class BackendUnavailableError(MithrilError, ImportError):
     """A backend's framework, or the requested device, is not available here."""
 
 
+def missing_package(user: str, package: str, extra: str) -> BackendUnavailableError:
+    """The error for ``user`` (a backend, a feature) needing ``package``, naming the extra.
+
+    Mithril is installed from a checkout or a built wheel (the package index's ``mithril`` is
+    another project), so the hint gives both forms.
+
+    >>> err = missing_package("TorchBackend", "torch", "torch")
+    >>> isinstance(err, BackendUnavailableError), "pip install '.[torch]'" in str(err)
+    (True, True)
+    """
+    return BackendUnavailableError(
+        f"{user} needs the '{package}' package, which is not installed; install Mithril with "
+        f"its '{extra}' extra: `pip install '.[{extra}]'` in a Mithril checkout, or "
+        f"`pip install '<wheel>.whl[{extra}]'` for a built wheel (not `pip install mithril`: "
+        "that name on the package index is another project)")
+
+
 class ModelFileError(MithrilError, ValueError):
     """A model document that is malformed, of an unknown version, or names unknown types."""
 

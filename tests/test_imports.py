@@ -42,4 +42,5 @@ except ml.BackendUnavailableError as err:
     r = _run(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("OK")
-    assert f"pip install 'mithril[{extra}]'" in r.stdout
+    assert f"pip install '.[{extra}]'" in r.stdout
+    assert "not `pip install mithril`" in r.stdout

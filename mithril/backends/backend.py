@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
+from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, missing_package
 from ..framework import types as T
 from .losses import LossMixin
 
@@ -315,6 +315,4 @@ def _exact_numpy(arr: np.ndarray) -> np.ndarray:
 
 
 def missing_framework(backend: str, module: str, extra: str) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"{backend} needs the '{module}' package, which is not installed; install it with "
-        f"`pip install 'mithril[{extra}]'`")
+    return missing_package(backend, module, extra)

@@ -17,10 +17,10 @@ import numpy as np
 from ..errors import (
     ArgumentError,
     ArgumentTypeError,
-    BackendUnavailableError,
     CompileError,
     InputError,
     ShapeMismatchError,
+    missing_package,
 )
 from ..framework.logical.model import BaseModel, ConnectSpec, Model, Operator
 from ..framework.physical.compile import (
@@ -83,8 +83,7 @@ def export_onnx(model: Any, params: Mapping[str, Any], path: str | os.PathLike[s
     try:
         import onnx
     except ImportError as err:
-        raise BackendUnavailableError("ONNX export needs the onnx package: pip install "
-                                      "'mithril[onnx]'") from err
+        raise missing_package("ONNX export", "onnx", "onnx") from err
     opset = DEFAULT_OPSET if opset is None else opset
     newest = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:

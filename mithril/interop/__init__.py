@@ -34,10 +34,8 @@ def __getattr__(name: str) -> Any:
         mod = importlib.import_module(f".{module}", __name__)
     except ImportError as err:
         if err.name is not None and err.name.split(".")[0] == "torch":
-            from ..errors import BackendUnavailableError
+            from ..errors import missing_package
 
-            raise BackendUnavailableError(
-                "mithril.interop needs the 'torch' package, which is not installed; install it "
-                "with `pip install 'mithril[torch]'`") from err
+            raise missing_package("mithril.interop", "torch", "torch") from err
         raise
     return getattr(mod, name)

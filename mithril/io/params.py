@@ -44,10 +44,10 @@ import numpy as np
 
 from ..errors import (
     ArgumentTypeError,
-    BackendUnavailableError,
     InputError,
     ShapeMismatchError,
     TypeMismatchError,
+    missing_package,
 )
 from ..framework import types as T
 
@@ -523,7 +523,5 @@ def _safetensors_numpy() -> Any:
     try:
         import safetensors.numpy as st
     except ImportError as err:
-        raise BackendUnavailableError(
-            "parameter files need the 'safetensors' package, which is not installed; install "
-            "it with `pip install 'mithril[io]'`") from err
+        raise missing_package("parameter files", "safetensors", "io") from err
     return st

@@ -1,4 +1,4 @@
-"""The MLX backend (``pip install 'mithril[mlx]'``)."""
+"""The MLX backend (the ``mlx`` extra: ``pip install '.[mlx]'``)."""
 
 from .backend import MlxBackend
 

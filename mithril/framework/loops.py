@@ -29,6 +29,7 @@ reference they are checked against and what a backend without a kernel of its ow
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,22 @@ from .shapes import Dim, ShapeConflict, set_dim, unify_dims
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def positional_signature(mode: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a ``*args`` loop kernel's arguments: the catalogue's input names of ``mode``.
+
+    The generated code calls kernels positionally; this makes the order inspectable, as for
+    every other kernel (``inspect.signature(kernel)`` lists the catalogue's terminals).
+    """
+
+    def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [inspect.Parameter(name, kind) for name in CATALOGUE[mode].input_names]
+        vars(fn)["__signature__"] = inspect.Signature(params)
+        return fn
+
+    return declare
 LOOP_OPS = tuple(GATES)
 
 

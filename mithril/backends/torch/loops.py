@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.nn.utils import rnn as rnn_utils
 
-from ...framework.loops import CATALOGUE, GATES
+from ...framework.loops import CATALOGUE, GATES, positional_signature
 from ...framework.scan import register_scan
 from .kernels import registry
 
@@ -66,6 +66,7 @@ def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @registry.kernel("lstm")
+@positional_signature("lstm")
 def lstm(*args: Any) -> tuple[Any, ...]:
     """One LSTM layer (``torch._VF.lstm``): ``(output, h_n, c_n)``.
 
@@ -78,18 +79,21 @@ def lstm(*args: Any) -> tuple[Any, ...]:
 
 
 @registry.kernel("gru")
+@positional_signature("gru")
 def gru(*args: Any) -> tuple[Any, ...]:
     """One GRU layer (``torch._VF.gru``): ``(output, h_n)``."""
     return _run("gru", args)
 
 
 @registry.kernel("rnn_tanh")
+@positional_signature("rnn_tanh")
 def rnn_tanh(*args: Any) -> tuple[Any, ...]:
     """One Elman RNN layer with tanh (``torch._VF.rnn_tanh``): ``(output, h_n)``."""
     return _run("rnn_tanh", args)
 
 
 @registry.kernel("rnn_relu")
+@positional_signature("rnn_relu")
 def rnn_relu(*args: Any) -> tuple[Any, ...]:
     """One Elman RNN layer with relu (``torch._VF.rnn_relu``): ``(output, h_n)``."""
     return _run("rnn_relu", args)

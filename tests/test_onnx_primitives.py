@@ -120,7 +120,7 @@ def test_logical_not(tmp_path: Path) -> None:
 def test_shifts(op: Any, tmp_path: Path) -> None:
     def make() -> Model:
         m = Model()
-        m |= op()(left=ml.IOKey("a", type=int), right=ml.IOKey("b", type=int),
+        m |= op()(input=ml.IOKey("a", type=int), shift=ml.IOKey("b", type=int),
                   output="output")
         return m
 

@@ -150,18 +150,22 @@ def check_training(model_name: str, mesh: tuple[int, ...], plan_name: str) -> di
         optimizer = ml.Adam(learning_rate=1e-3)
         opt_state = optimizer.init(params)
         # the guide's loop; the loss and the update are jitted (as usual on JAX), which keeps
-        # the test quick: eager JAX compiles every small operation on sharded arrays anew
+        # the test quick: eager JAX compiles every small operation on sharded arrays anew.
+        # Our own jax.jit of a float64 backend's functions needs x64 on around it
+        # (docs/backends/jax.md): the backend never turns it on process-wide.
         loss_fn = jax.jit(backend.cross_entropy)
         loss_grad_fn = jax.jit(backend.cross_entropy_grad)
         update = jax.jit(optimizer.update)
         losses = []
-        for step in range(20):
-            inputs = {"input": backend.array(xs[step])}
-            targets = backend.array(ys[step])
-            logits = pm.evaluate(params, inputs)["output"]
-            losses.append(float(backend.to_numpy(loss_fn(logits, targets))))
-            _, grads = pm.evaluate(params, inputs, {"output": loss_grad_fn(logits, targets)})
-            params, opt_state = update(params, grads, opt_state)
+        with jax.enable_x64(True):
+            for step in range(20):
+                inputs = {"input": backend.array(xs[step])}
+                targets = backend.array(ys[step])
+                logits = pm.evaluate(params, inputs)["output"]
+                losses.append(float(backend.to_numpy(loss_fn(logits, targets))))
+                _, grads = pm.evaluate(params, inputs,
+                                       {"output": loss_grad_fn(logits, targets)})
+                params, opt_state = update(params, grads, opt_state)
         return losses, params
 
     single, p1 = train(ml.JaxBackend(dtype=ml.float64), None)

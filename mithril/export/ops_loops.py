@@ -1,4 +1,5 @@
-"""ONNX mappings of the loop primitives: ONNX's own ``LSTM``, ``GRU`` and ``RNN`` operators.
+"""ONNX mappings of the loop primitives: ONNX's own ``LSTM``, ``GRU`` and ``RNN`` operators,
+and ``Scan`` for the generic loop (the ``scan`` primitive of each ``Scan`` layer, at the end).
 
 PyTorch's layouts are rearranged in the graph: gate blocks reordered (PyTorch ``i, f, g, o`` ->
 ONNX ``i, o, f, c``; ``r, z, n`` -> ``z, r, h``), the directions stacked into ONNX's leading
@@ -17,7 +18,7 @@ import numpy as np
 from ..framework.loops import GATES
 from ..framework.physical.graph import Node
 from .mapping import maps
-from .walk import Emitter, Unsupported
+from .walk import Emitter, Lit, Unsupported
 
 #: PyTorch's gate blocks in ONNX's order
 _ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn_tanh": [0], "rnn_relu": [0]}
@@ -94,3 +95,112 @@ def _recurrent(ex: Emitter, node: Node) -> list[Any]:
                   [0, 2, 1, 3])  # (N, T, D, H) or (T, N, D, H)
     y = ex.b.node("Reshape", [y, ex.b.ints([0, 0, -1])], ex.hint())
     return [y, *outs[1:]]
+
+
+# ---- the generic loop: ``Scan`` as ONNX's ``Scan`` -----------------------------------------
+
+@maps("scan")
+def _scan(ex: Emitter, node: Node) -> list[Any]:
+    """ONNX ``Scan`` (its form since opset 9): the carries are its state variables, the
+    per-step inputs its scan inputs, the stacked outputs its scan outputs, all along the
+    layer's axis. The body is a subgraph made by this exporter from the body model; the body's
+    parameters are not inputs of the subgraph but read from the outer graph by name (ONNX's
+    outer-scope references), so each is stored once, as the outer initialiser of its key."""
+    from ..framework.scan import BODIES
+
+    key = ex.value("body")
+    spec = BODIES.get(key)
+    if spec is None:
+        raise Unsupported(f"no Scan body has id {key}")
+    carries = [ex.tensor(ex.arg(c)) for c, _ in spec.carry]
+    xs = [ex.tensor(ex.arg(k)) for k in spec.xs]
+    params = {k: ex.tensor(ex.arg(k)) for k in spec.params}
+    carry_dims = [ex.dims(ex.arg(c)) for c, _ in spec.carry]
+    x_dims = []
+    for k in spec.xs:
+        d = ex.dims(ex.arg(k))
+        if d is None:
+            raise Unsupported(f"the rank of per-step input {k!r} is not known; give shapes=")
+        del d[spec.axis]
+        x_dims.append(d)
+    graph = _body_graph(ex, spec, carries, carry_dims, xs, x_dims, params)
+    n_out = len(spec.carry) + len(spec.ys)
+    out_types = [o.type.tensor_type.elem_type for o in graph.output]
+    outs = ex.b.node("Scan", [*carries, *xs], ex.hint(), n_out=n_out, out_type=out_types,
+                     body=graph, num_scan_inputs=len(xs),
+                     scan_input_axes=[spec.axis] * len(xs),
+                     scan_output_axes=[spec.axis] * len(spec.ys) or None)
+    return outs if isinstance(outs, list) else [outs]
+
+
+def _body_graph(ex: Emitter, spec: Any, carries: list[str], carry_dims: list[Any],
+                xs: list[str], x_dims: list[Any], params: dict[str, str]) -> Any:
+    """The ONNX subgraph of ``spec.body``: inputs the carries then one step of each per-step
+    input, outputs the next carries then the per-step outputs (every value named from the
+    export's one :class:`Names`, so nothing shadows a name of the outer graph)."""
+    from onnx import helper
+
+    from ..framework.physical.compile import decide_open_kinds
+    from ..framework.physical.graph import flatten
+    from ..framework.physical.passes import build_program
+    from ..framework.shapes import Trail
+    from .builder import GraphBuilder
+    from .mapping import UNSUPPORTED, table
+    from .onnx_export import NUMPY_FLOAT
+    from .writer import value_info
+
+    body = spec.body
+    carry_in = [c for c, _ in spec.carry]
+    wanted = [c for _, c in spec.carry] + list(spec.ys)
+    inputs = carry_in + list(spec.xs) + list(spec.params)
+    outer = ex.b
+    b = GraphBuilder(outer.opset, outer.float_type, outer.names)
+    with Trail() as trail:
+        try:
+            flat = flatten(body)
+            decide_open_kinds(flat, body)
+            program = build_program(flat, inference=True, trainable_keys=[
+                k for k in inputs if k in flat.inputs],
+                discard_keys=set(flat.outputs) - set(wanted))
+            if program.state:
+                raise Unsupported(f"its body {body.path} has state {sorted(program.state)}")
+            sub = Emitter(program, b)
+            graph_inputs = []
+            for name, ref, dims in zip([*carry_in, *spec.xs], [*carries, *xs],
+                                       [*carry_dims, *x_dims], strict=True):
+                t = outer.type_of(ref)
+                step = outer.names.fresh(f"{ref}_step" if name in spec.xs else f"{ref}_carry")
+                b.types[step] = t
+                graph_inputs.append(value_info(step, t, dims))
+                if name in program.params:
+                    sub.refs[id(program.params[name])] = step
+            for name, ref in params.items():
+                b.types[ref] = outer.type_of(ref)  # read from the outer graph by name
+                if name in program.params:
+                    sub.refs[id(program.params[name])] = ref
+            for name, v in program.consts.items():
+                value = np.asarray(v.root.value)
+                if value.dtype.kind == "f":
+                    value = value.astype(NUMPY_FLOAT[outer.float_type])
+                sub.refs[id(v)] = b.initializer(outer.names.fresh(name), value)
+            problems = sub.run(table(), UNSUPPORTED)
+            if problems:
+                raise Unsupported(f"its body {body.path} cannot be exported: "
+                                  + "; ".join(problems))
+            graph_outputs = []
+            for name in wanted:
+                r = sub.ref(program.outputs[name])
+                if isinstance(r, Lit):
+                    src = sub.const(r.value)
+                elif isinstance(r, str):
+                    src = r
+                else:
+                    raise Unsupported(f"its body's output {name!r} is not a tensor")
+                # a fresh name for each output: one value may be a carry and a per-step
+                # output, or a body input passed through
+                dst = b.node("Identity", [src], f"{name}_out")
+                graph_outputs.append(value_info(dst, b.type_of(dst), None))
+        finally:
+            trail.rollback()
+    return helper.make_graph(b.nodes, outer.names.fresh(f"scan_body:{body.path}"),
+                             graph_inputs, graph_outputs, initializer=b.initializers)

@@ -17,7 +17,7 @@ from .mapping import maps
 from .walk import BOOL, FLOATS, INT64, INTS, Emitter, Lit, TupleRef, Unsupported
 
 
-def _promote(ex: Emitter, refs: list[Any]) -> int:
+def promote(ex: Emitter, refs: list[Any]) -> int:
     """The common element type of tensor names and weak Python numbers."""
     tensor_types = [ex.type_of(r.name if isinstance(r, TupleRef) else r) for r in refs
                     if isinstance(r, str | TupleRef)]
@@ -41,7 +41,7 @@ def operands(ex: Emitter, node: Node, as_type: int | None = None) -> tuple[list[
     for r in refs:
         if isinstance(r, Lit) and r.value is None:
             raise Unsupported("an operand is None")
-    t = _promote(ex, refs) if as_type is None else as_type
+    t = promote(ex, refs) if as_type is None else as_type
     names = [ex.b.cast(ex.tensor(v, t), t) for v in node.inputs]
     return names, t
 
@@ -183,7 +183,7 @@ def _clamp(ex: Emitter, node: Node) -> str:
     x = ex.tensor(node.inputs[0])
     bounds = [ex.arg("min"), ex.arg("max")]
     present = [v for v in bounds if not (ex.is_lit(v) and ex.lit(v) is None)]
-    t = _promote(ex, [x, *(ex.ref(v) for v in present)])
+    t = promote(ex, [x, *(ex.ref(v) for v in present)])
     inputs = [ex.b.cast(x, t)]
     for v in bounds:
         if ex.is_lit(v) and ex.lit(v) is None:
@@ -242,7 +242,7 @@ def _cast(ex: Emitter, node: Node) -> str:
 def _where(ex: Emitter, node: Node) -> str:
     cond = ex.b.cast(ex.tensor(node.inputs[0], BOOL), BOOL)
     refs = [ex.ref(v) for v in node.inputs[1:]]
-    t = _promote(ex, refs)
+    t = promote(ex, refs)
     a, b = (ex.b.cast(ex.tensor(v, t), t) for v in node.inputs[1:])
     return ex.b.node("Where", [cond, a, b], ex.hint(), out_type=t)
 

@@ -16,7 +16,7 @@ from ..backends.monomials import monomial_indices
 from ..framework.physical.graph import Node
 from .builder import ONNX_TYPES
 from .mapping import maps
-from .ops_elementwise import _promote, operands
+from .ops_elementwise import operands, promote
 from .walk import BOOL, FLOATS, INT64, Emitter, Lit, Unsupported
 
 
@@ -378,7 +378,7 @@ def _dtype_type(ex: Emitter, dtype: Any, default: int) -> int:
 @maps("arange")
 def _arange(ex: Emitter, node: Node) -> str:
     refs = [ex.ref(ex.arg(n)) for n in ("start", "stop", "step")]
-    t = _dtype_type(ex, ex.value("dtype"), _promote(ex, refs))
+    t = _dtype_type(ex, ex.value("dtype"), promote(ex, refs))
     parts = [ex.b.cast(ex.tensor(ex.arg(n), t), t) for n in ("start", "stop", "step")]
     parts = [ex.b.node("Reshape", [p, ex.b.ints([])], ex.hint("_0d")) if isinstance(r, Lit)
              else p for p, r in zip(parts, refs, strict=True)]

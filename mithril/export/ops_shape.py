@@ -10,7 +10,7 @@ from ..framework import types as T
 from ..framework.physical.graph import Node, Value
 from .builder import ONNX_TYPES
 from .mapping import maps
-from .ops_elementwise import _promote
+from .ops_elementwise import promote
 from .walk import FLOATS, INT64, Emitter, Lit, SliceRef, TupleRef, Unsupported
 
 BIG = 2**62  # an open slice end; ONNX clamps it to the dim
@@ -122,7 +122,7 @@ def _broadcast_to(ex: Emitter, node: Node) -> str:
 def _concat(ex: Emitter, node: Node) -> str:
     tensors = [v for v in node.inputs if v is not ex.arg("axis")]
     axis = ex.value("axis")
-    t = _promote(ex, [ex.ref(v) for v in tensors])
+    t = promote(ex, [ex.ref(v) for v in tensors])
     names = [ex.b.cast(ex.tensor(v, t), t) for v in tensors]
     if axis is None:
         names = [ex.b.node("Reshape", [n, ex.b.ints([-1])], ex.hint("_flat")) for n in names]

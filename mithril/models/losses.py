@@ -16,7 +16,7 @@ from ..framework.logical.model import Connection, IOKey, Model, Operator
 from ..framework.ops import CATALOGUE
 from ..types import Constant
 from . import reference_numerics as _rn
-from .reference import _add as _add_op
+from .reference import add_op
 
 
 def _op(name: str, **values: object) -> Operator:
@@ -218,8 +218,8 @@ class CrossEntropy(Model):
             self |= _op("where")(condition=hot, input1=logp, input2=0.0, output="_picked")
             picked = _c(self, "_picked").sum(axis=-1)
             if weights is not False:
-                one = _add_op(self, "to_tensor", input=1.0)
-                labels = _add_op(self, "where", condition=hot, input1=one, input2=0.0)
+                one = add_op(self, "to_tensor", input=1.0)
+                labels = add_op(self, "where", condition=hot, input1=one, input2=0.0)
                 w = self._class_weights(labels)
                 self |= _op("where")(condition=hot, input1=w, input2=0.0, output="_w_rows")
                 picked = picked * _c(self, "_w_rows").sum(axis=-1)
@@ -245,8 +245,8 @@ class CrossEntropy(Model):
             counts = labels.sum(axis=0)
             value = labels.sum() / (counts * labels.shape[-1])
         else:
-            value = _add_op(self, "to_tensor", input=list(self.weights))
-        return _add_op(self, "stop_gradient", input=value)
+            value = add_op(self, "to_tensor", input=list(self.weights))
+        return add_op(self, "stop_gradient", input=value)
 
 
 class BinaryCrossEntropy(_Elementwise):

@@ -33,7 +33,7 @@ Ref = Connection | IOKey | str
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-def _add(model: Model, name: str, out: Ref | None = None, n: int | None = None,
+def add_op(model: Model, name: str, out: Ref | None = None, n: int | None = None,
          **terms: Any) -> Connection:
     """Add catalogue primitive ``name`` to ``model`` and return its (first) output connection.
 
@@ -53,24 +53,24 @@ def _add(model: Model, name: str, out: Ref | None = None, n: int | None = None,
     return model.bindings[id(prim)][out_name]
 
 
-def _conn(model: Model, name: str) -> Connection:
+def conn_of(model: Model, name: str) -> Connection:
     """The named connection ``name`` of ``model``."""
     return model.named[name]
 
 
-def _float_dtype(model: Model) -> Connection:
+def float_dtype_of(model: Model) -> Connection:
     """A scalar connection holding the backend's float dtype when the code runs."""
     cached = model.__dict__.get("_float_dtype_conn")
     if cached is None:
-        zero = _add(model, "to_tensor", input=0.0)
-        cached = _add(model, "dtype_of", input=zero)
+        zero = add_op(model, "to_tensor", input=0.0)
+        cached = add_op(model, "dtype_of", input=zero)
         model.__dict__["_float_dtype_conn"] = cached
     return cached
 
 
 def _dtype_or_float(model: Model, dtype: Any) -> Any:
     """``dtype`` as an ``ml`` dtype, or (for None) the backend's float dtype at run time."""
-    return _float_dtype(model) if dtype is None else T.as_dtype(dtype)
+    return float_dtype_of(model) if dtype is None else T.as_dtype(dtype)
 
 
 def _out_type(dtype: Any) -> Any:
@@ -78,14 +78,14 @@ def _out_type(dtype: Any) -> Any:
     return float if dtype is None else T.as_dtype(dtype)
 
 
-def _key(name: str, value: Any) -> IOKey:
+def key_of(name: str, value: Any) -> IOKey:
     """A terminal named ``name``: an input when ``value`` is ``TBD``, else a constant."""
     if isinstance(value, list):
         value = tuple(value)
     return IOKey(name, value=value)
 
 
-def _param(name: str, shape: list[Any] | None = None) -> IOKey:
+def param_of(name: str, shape: list[Any] | None = None) -> IOKey:
     """A trainable terminal."""
     return IOKey(name, shape=shape, type=float, differentiable=True)
 
@@ -105,7 +105,7 @@ class Length(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        _add(self, "size", out=IOKey("output"), input="input", dim=0)
+        add_op(self, "size", out=IOKey("output"), input="input", dim=0)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -135,9 +135,9 @@ class Arange(Model):
         if dtype is not None:
             dt = T.as_dtype(dtype)
         elif any(isinstance(v, float) for v in given):
-            dt, out_type = _float_dtype(self), float
-        _add(self, "arange", out=IOKey("output", type=out_type), start=_key("start", start),
-             stop=_key("stop", stop), step=_key("step", step), dtype=dt)
+            dt, out_type = float_dtype_of(self), float
+        add_op(self, "arange", out=IOKey("output", type=out_type), start=key_of("start", start),
+             stop=key_of("stop", stop), step=key_of("step", step), dtype=dt)
         self.set_cin("stop")
         self.set_cout("output")
 
@@ -148,10 +148,10 @@ class _EyeBase(Model):
     def __init__(self, N: Any = TBD, M: Any = None, dtype: Any = None, *,  # noqa: N803
                  name: str | None = None) -> None:
         super().__init__(name)
-        rows = _add(self, "arange", stop=_key("N", N))
-        cols = rows if M is None else _add(self, "arange", stop=_key("M", M))
+        rows = add_op(self, "arange", stop=key_of("N", N))
+        cols = rows if M is None else add_op(self, "arange", stop=key_of("M", M))
         mask = rows[:, None] == cols[None, :] if self.equal else rows[:, None] != cols[None, :]
-        _add(self, "cast", out=IOKey("output", type=_out_type(dtype)), input=mask,
+        add_op(self, "cast", out=IOKey("output", type=_out_type(dtype)), input=mask,
              dtype=_dtype_or_float(self, dtype))
         self.set_cin("N")
         self.set_cout("output")
@@ -194,10 +194,10 @@ class ZerosLike(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        dt = _add(self, "dtype_of", input="input")
-        zero = _add(self, "cast", input=_add(self, "to_tensor", input=0), dtype=dt)
-        _add(self, "broadcast_to", out=IOKey("output"), input=zero,
-             shape=_conn(self, "input").shape)
+        dt = add_op(self, "dtype_of", input="input")
+        zero = add_op(self, "cast", input=add_op(self, "to_tensor", input=0), dtype=dt)
+        add_op(self, "broadcast_to", out=IOKey("output"), input=zero,
+             shape=conn_of(self, "input").shape)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -213,10 +213,10 @@ class Ones(Model):
 
     def __init__(self, shape: Any = TBD, dtype: Any = None, *, name: str | None = None) -> None:
         super().__init__(name)
-        one = _add(self, "cast", input=_add(self, "to_tensor", input=1),
+        one = add_op(self, "cast", input=add_op(self, "to_tensor", input=1),
                    dtype=_dtype_or_float(self, dtype))
-        _add(self, "broadcast_to", out=IOKey("output", type=_out_type(dtype)), input=one,
-             shape=_key("shape", shape))
+        add_op(self, "broadcast_to", out=IOKey("output", type=_out_type(dtype)), input=one,
+             shape=key_of("shape", shape))
         self.set_cin("shape")
         self.set_cout("output")
 
@@ -233,8 +233,8 @@ class Randn(Model):
 
     def __init__(self, shape: Any = TBD, dtype: Any = None, *, name: str | None = None) -> None:
         super().__init__(name)
-        _add(self, "randn", out=IOKey("output", type=_out_type(dtype)),
-             shape=_key("shape", shape), dtype=_dtype_or_float(self, dtype))
+        add_op(self, "randn", out=IOKey("output", type=_out_type(dtype)),
+             shape=key_of("shape", shape), dtype=_dtype_or_float(self, dtype))
         self.set_cin("shape")
         self.set_cout("output")
 
@@ -263,17 +263,17 @@ class PositionalEncoding(Model):
         self.max_len = max_len
         half = (hidden_dim + 1) // 2
         inv_freq = np.exp(np.arange(0, 2 * half, 2) * (-math.log(10000.0) / hidden_dim))
-        x = _add(self, "buffer", input=IOKey("input", type=float,
+        x = add_op(self, "buffer", input=IOKey("input", type=float,
                                                shape=[("V", ...), None, hidden_dim]))
-        positions = _add(self, "arange", stop=x.shape[-2])
-        pos = _add(self, "cast", input=positions, dtype=_add(self, "dtype_of", input=x))
+        positions = add_op(self, "arange", stop=x.shape[-2])
+        pos = add_op(self, "cast", input=positions, dtype=add_op(self, "dtype_of", input=x))
         angles = pos[:, None] * inv_freq[None, :]  # (T, half)
-        pairs = _add(self, "concat", n=2, input1=angles.sin()[..., None],
+        pairs = add_op(self, "concat", n=2, input1=angles.sin()[..., None],
                      input2=angles.cos()[..., None], axis=-1)  # (T, half, 2)
         table = pairs.reshape((-1, 2 * half))
         if 2 * half != hidden_dim:
             table = table[:, :hidden_dim]
-        _add(self, "add", out=IOKey("output"), left=x, right=table)
+        add_op(self, "add", out=IOKey("output"), left=x, right=table)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -295,9 +295,9 @@ class CartesianDifference(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        left = _add(self, "buffer", input="left")
-        right = _add(self, "buffer", input="right")
-        _add(self, "subtract", out=IOKey("output"), left=left[..., :, None, :],
+        left = add_op(self, "buffer", input="left")
+        right = add_op(self, "buffer", input="right")
+        add_op(self, "subtract", out=IOKey("output"), left=left[..., :, None, :],
              right=right[..., None, :, :])
         self.set_cin("left")
         self.set_cout("output")
@@ -323,14 +323,14 @@ class DistanceMatrix(Model):
     def __init__(self, norm: Any = 2, *, name: str | None = None) -> None:
         super().__init__(name)
         self.norm = norm
-        left = _add(self, "buffer", input="left")
-        right = _add(self, "buffer", input="right")
+        left = add_op(self, "buffer", input="left")
+        right = add_op(self, "buffer", input="right")
         diff = left[..., :, None, :] - right[..., None, :, :]
         if norm == 2 and not isinstance(norm, bool):
             powered = diff * diff
         else:
-            powered = _add(self, "power", left=abs(diff), right=_key("norm", norm))
-        _add(self, "sum", out=IOKey("output"), input=powered, axis=-1)
+            powered = add_op(self, "power", left=abs(diff), right=key_of("norm", norm))
+        add_op(self, "sum", out=IOKey("output"), input=powered, axis=-1)
         self.set_cin("left")
         self.set_cout("output")
 
@@ -348,11 +348,11 @@ class TransposedDiagonal(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        x = _add(self, "buffer", input=IOKey("input", shape=["N", "N"]))
-        idx = _add(self, "arange", stop=x.shape[0])
+        x = add_op(self, "buffer", input=IOKey("input", shape=["N", "N"]))
+        idx = add_op(self, "arange", stop=x.shape[0])
         on_diagonal = idx[:, None] == idx[None, :]
-        kept = _add(self, "where", condition=on_diagonal, input1=x, input2=0.0)
-        _add(self, "sum", out=IOKey("output"), input=kept, axis=1, keepdim=True)
+        kept = add_op(self, "where", condition=on_diagonal, input1=x, input2=0.0)
+        add_op(self, "sum", out=IOKey("output"), input=kept, axis=1, keepdim=True)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -372,10 +372,10 @@ class Trapezoid(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        y = _add(self, "buffer", input="y")
-        x = _add(self, "buffer", input="x")
+        y = add_op(self, "buffer", input="y")
+        x = add_op(self, "buffer", input="x")
         area = (x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) * 0.5
-        _add(self, "sum", out=IOKey("output"), input=area, axis=-1)
+        add_op(self, "sum", out=IOKey("output"), input=area, axis=-1)
         self.set_cin("y")
         self.set_cout("output")
 

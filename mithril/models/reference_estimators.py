@@ -9,7 +9,7 @@ from ..errors import ArgumentError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, IOKey, Model
 from .layers import Linear
-from .reference import _add, _conn, _key, _param
+from .reference import add_op, conn_of, key_of, param_of
 
 
 # ----------------------------------------------------------------------------------------------
@@ -30,8 +30,8 @@ class ElementWiseAffine(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        scaled = _add(self, "multiply", left=IOKey("input"), right=_param("weight"))
-        _add(self, "add", out=IOKey("output"), left=scaled, right=_param("bias"))
+        scaled = add_op(self, "multiply", left=IOKey("input"), right=param_of("weight"))
+        add_op(self, "add", out=IOKey("output"), left=scaled, right=param_of("bias"))
         self.set_initializer("weight", "ones")
         self.set_initializer("bias", "zeros")
         self.set_cin("input")
@@ -79,9 +79,9 @@ class QuadraticFormRegularizer(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        x = _add(self, "buffer", input="input")
-        kernel = _add(self, "buffer", input=IOKey("kernel", shape=["N", "N"]))
-        _add(self, "multiply", out=IOKey("output"), left=((x @ kernel) * x).sum(), right=0.5)
+        x = add_op(self, "buffer", input="input")
+        kernel = add_op(self, "buffer", input=IOKey("kernel", shape=["N", "N"]))
+        add_op(self, "multiply", out=IOKey("output"), left=((x @ kernel) * x).sum(), right=0.5)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -117,14 +117,14 @@ class RBFKernel(Model):
 
     def __init__(self, l_scale: Any = TBD, sigma: Any = TBD, *, name: str | None = None) -> None:
         super().__init__(name)
-        x1 = _add(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
-        x2 = _add(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
+        x1 = add_op(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
+        x2 = add_op(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
         diff = x1[:, None, :] - x2[None, :, :]
         sq = (diff * diff).sum(axis=-1)
-        amp = _add(self, "buffer", input=_hyper("l_scale", l_scale))
-        width = _add(self, "buffer", input=_hyper("sigma", sigma))
-        scaled = _add(self, "divide", left=sq * -0.5, right=width * width)
-        _add(self, "multiply", out=IOKey("output"), left=amp * amp, right=scaled.exp())
+        amp = add_op(self, "buffer", input=_hyper("l_scale", l_scale))
+        width = add_op(self, "buffer", input=_hyper("sigma", sigma))
+        scaled = add_op(self, "divide", left=sq * -0.5, right=width * width)
+        add_op(self, "multiply", out=IOKey("output"), left=amp * amp, right=scaled.exp())
         for key, value in (("l_scale", l_scale), ("sigma", sigma)):
             if value is TBD:
                 self.set_initializer(key, "ones")
@@ -149,10 +149,10 @@ class PolynomialKernel(Model):
     def __init__(self, degree: Any = TBD, poly_coef: Any = TBD, *,
                  name: str | None = None) -> None:
         super().__init__(name)
-        x1 = _add(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
-        x2 = _add(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
-        gram = _add(self, "add", left=x1 @ x2.T, right=_key("poly_coef", poly_coef))
-        _add(self, "power", out=IOKey("output"), left=gram, right=_key("degree", degree))
+        x1 = add_op(self, "buffer", input=IOKey("input1", shape=["N", "d"]))
+        x2 = add_op(self, "buffer", input=IOKey("input2", shape=["M", "d"]))
+        gram = add_op(self, "add", left=x1 @ x2.T, right=key_of("poly_coef", poly_coef))
+        add_op(self, "power", out=IOKey("output"), left=gram, right=key_of("degree", degree))
         self.set_cin("input1")
         self.set_cout("output")
 
@@ -202,7 +202,7 @@ class LinearSVM(Model):
         super().__init__(name)
         self |= Linear(1)(input="input", weight="weight", bias="bias",
                           output=IOKey("output", expose=True))
-        _add(self, "sign", out=IOKey("decision_output"), input=_conn(self, "output"))
+        add_op(self, "sign", out=IOKey("decision_output"), input=conn_of(self, "output"))
         self.set_cin("input")
         self.set_cout("output")
 
@@ -223,7 +223,7 @@ class LogisticRegression(Model):
         super().__init__(name)
         self |= Linear(1)(input="input", weight="weight", bias="bias",
                           output=IOKey("output", expose=True))
-        _add(self, "sigmoid", out=IOKey("probs_output"), input=_conn(self, "output"))
+        add_op(self, "sigmoid", out=IOKey("probs_output"), input=conn_of(self, "output"))
         self.set_cin("input")
         self.set_cout("output")
 
@@ -243,7 +243,7 @@ class PolynomialRegression(Model):
         super().__init__(name)
         self.degree = degree
         self.dimension = dimension
-        features = _add(self, "polynomial_features", input="input", degree=degree)
+        features = add_op(self, "polynomial_features", input="input", degree=degree)
         self |= Linear(dimension)(input=features, weight="weight", bias="bias",
                                   output=IOKey("output"))
         self.set_cin("input")

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ArgumentError
 from ..framework.logical.model import Connection, IOKey, Model
-from .reference import _add, _float_dtype
+from .reference import add_op, float_dtype_of
 
 # ----------------------------------------------------------------------------------------------
 # Metrics
@@ -25,23 +25,23 @@ class _ClassificationMetric(Model):
             raise ArgumentError(f"average must be one of {_AVERAGES}, got {average!r}")
         self.average = average
         self.threshold = threshold
-        f = _float_dtype(self)
-        x = _add(self, "buffer", input="input")
+        f = float_dtype_of(self)
+        x = add_op(self, "buffer", input="input")
         if average == "binary":
-            t = _add(self, "buffer", input="target")
+            t = add_op(self, "buffer", input="target")
             pred = x > threshold
             truth = t > 0.5
             axis: Any = None
         else:
-            t = _add(self, "buffer", input=IOKey("target", type=int))
+            t = add_op(self, "buffer", input=IOKey("target", type=int))
             classes = x.shape[-1]
             scores = x.reshape((-1, classes))
-            pred = _add(self, "one_hot", input=scores.argmax(axis=-1), num_classes=classes)
-            truth = _add(self, "one_hot", input=t.reshape((-1,)), num_classes=classes)
+            pred = add_op(self, "one_hot", input=scores.argmax(axis=-1), num_classes=classes)
+            truth = add_op(self, "one_hot", input=t.reshape((-1,)), num_classes=classes)
             axis = 0
 
         def count(mask: Connection) -> Connection:
-            return _add(self, "cast", input=mask, dtype=f).sum(axis=axis)
+            return add_op(self, "cast", input=mask, dtype=f).sum(axis=axis)
 
         tp, n_pred, n_true = count(pred & truth), count(pred), count(truth)
         value = self._combine(tp, n_pred, n_true)
@@ -49,7 +49,7 @@ class _ClassificationMetric(Model):
             value = value.mean()
         elif average == "micro":
             value = self._combine(tp.sum(), n_pred.sum(), n_true.sum())
-        _add(self, "buffer", out=IOKey("output", type=float), input=value)
+        add_op(self, "buffer", out=IOKey("output", type=float), input=value)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -61,7 +61,7 @@ class _ClassificationMetric(Model):
         """``num / den``, 0 where ``den`` is 0 (``num <= den`` here, so max(den, 1) works)."""
         model = num.model
         assert isinstance(model, Model)
-        return num / _add(model, "maximum", left=den, right=1.0)
+        return num / add_op(model, "maximum", left=den, right=1.0)
 
 
 _METRIC_DOC = """
@@ -157,15 +157,15 @@ class AUC(Model):
 
     def __init__(self, *, name: str | None = None) -> None:
         super().__init__(name)
-        f = _float_dtype(self)
-        scores = _add(self, "buffer", input="input").reshape((-1,))
-        labels = _add(self, "buffer", input="target").reshape((-1,))
-        pos = _add(self, "cast", input=labels > 0.5, dtype=f)
+        f = float_dtype_of(self)
+        scores = add_op(self, "buffer", input="input").reshape((-1,))
+        labels = add_op(self, "buffer", input="target").reshape((-1,))
+        pos = add_op(self, "cast", input=labels > 0.5, dtype=f)
         neg = 1.0 - pos
-        higher = _add(self, "cast", input=scores[:, None] > scores[None, :], dtype=f)
-        tied = _add(self, "cast", input=scores[:, None] == scores[None, :], dtype=f)
+        higher = add_op(self, "cast", input=scores[:, None] > scores[None, :], dtype=f)
+        tied = add_op(self, "cast", input=scores[:, None] == scores[None, :], dtype=f)
         wins = (pos[:, None] * neg[None, :] * (higher + tied * 0.5)).sum()
-        _add(self, "divide", out=IOKey("output", type=float), left=wins,
+        add_op(self, "divide", out=IOKey("output", type=float), left=wins,
              right=pos.sum() * neg.sum())
         self.set_cin("input")
         self.set_cout("output")

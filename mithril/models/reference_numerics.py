@@ -38,7 +38,7 @@ from ..errors import ArgumentError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import Connection, IOKey, Model
 from ..types import Constant, epsilon_table
-from .reference import _add
+from .reference import add_op
 
 __all__ = ["precision_constant", "threshold", "robust_sqrt", "robust_log", "robust_power",
            "stable_reciprocal", "REFERENCE_EPSILONS"]
@@ -63,11 +63,11 @@ def precision_constant(model: Model, const: Constant) -> Connection:
     if not (values[0] < 1e-45 and values[1] < 5e-8):
         raise ArgumentError(f"{const} cannot be picked by precision at run time (values "
                             f"{values}); give threshold as a number")
-    t64, t32, t16 = (_add(model, "to_tensor", input=v) for v in values)
+    t64, t32, t16 = (add_op(model, "to_tensor", input=v) for v in values)
     # a candidate too small for the dtype rounds to 0 there
-    narrow = _add(model, "where", condition=t32 > 0.0, input1=t32, input2=t16)
-    picked = _add(model, "where", condition=t64 > 0.0, input1=t64, input2=narrow)
-    cache[const] = _add(model, "stop_gradient", input=picked)
+    narrow = add_op(model, "where", condition=t32 > 0.0, input1=t32, input2=t16)
+    picked = add_op(model, "where", condition=t64 > 0.0, input1=t64, input2=narrow)
+    cache[const] = add_op(model, "stop_gradient", input=picked)
     return cache[const]
 
 
@@ -85,45 +85,45 @@ def threshold(model: Model, value: Any, default: Constant) -> Connection:
     if isinstance(value, int | float):
         if value <= 0:
             raise ArgumentError(f"threshold must be positive, got {value!r}")
-        return _add(model, "stop_gradient",
-                    input=_add(model, "to_tensor", input=float(value)))
+        return add_op(model, "stop_gradient",
+                    input=add_op(model, "to_tensor", input=float(value)))
     if value is TBD:
         value = IOKey("threshold", differentiable=False)
-    return _add(model, "stop_gradient", input=value)
+    return add_op(model, "stop_gradient", input=value)
 
 
 def _sign_or_one(model: Model, x: Connection) -> Connection:
     """-1 where ``x < 0``, else 1 (no gradient), in the backend's float dtype (PyTorch's
     ``where`` of two Python numbers would be float32)."""
-    one = _add(model, "to_tensor", input=1.0)
-    return _add(model, "where", condition=x < 0.0, input1=-one, input2=one)
+    one = add_op(model, "to_tensor", input=1.0)
+    return add_op(model, "where", condition=x < 0.0, input1=-one, input2=one)
 
 
 def _below(model: Model, small: Connection, x: Connection) -> Connection:
     """``x`` where ``small``, else 0 (the linear branch never overflows where it is unused)."""
-    return _add(model, "where", condition=small, input1=x, input2=0.0)
+    return add_op(model, "where", condition=small, input1=x, input2=0.0)
 
 
 def _inv(model: Model, c: Connection) -> Connection:
     """``1 / c`` as a constant (products with it have no overflowing gradient of ``c``)."""
-    return _add(model, "stop_gradient", input=1.0 / c)
+    return add_op(model, "stop_gradient", input=1.0 / c)
 
 
 def robust_sqrt(model: Model, x: Connection, c: Connection) -> Connection:
     """``sqrt(|x|)``, linear ``|x| / sqrt(c)`` below the cut-off ``c`` (gradient 0 at 0)."""
-    a = x * _add(model, "sign", input=x)  # |x| with the gradient sign(x)
+    a = x * add_op(model, "sign", input=x)  # |x| with the gradient sign(x)
     small = a < c
-    root = _add(model, "where", condition=small, input1=c, input2=a).sqrt()
+    root = add_op(model, "where", condition=small, input1=c, input2=a).sqrt()
     linear = _below(model, small, a) * _inv(model, c.sqrt())
-    return _add(model, "where", condition=small, input1=linear, input2=root)
+    return add_op(model, "where", condition=small, input1=linear, input2=root)
 
 
 def robust_log(model: Model, x: Connection, c: Connection) -> Connection:
     """``log|x|``, ``log(c) + |x| / c - 1`` below the cut-off (gradient ``+1/c`` at 0)."""
     a = x * _sign_or_one(model, x)
     small = a < c
-    logged = _add(model, "where", condition=small, input1=c, input2=a).log()
-    return _add(model, "where", condition=small,
+    logged = add_op(model, "where", condition=small, input1=c, input2=a).log()
+    return add_op(model, "where", condition=small,
                 input1=c.log() + _below(model, small, a) * _inv(model, c) - 1.0,
                 input2=logged)
 
@@ -132,9 +132,9 @@ def stable_reciprocal(model: Model, x: Connection, c: Connection) -> Connection:
     """``1 / x``, ``2 s / c - x / c**2`` below the cut-off (``2 / c`` at 0)."""
     s = _sign_or_one(model, x)
     small = abs(x) < c
-    safe = _add(model, "where", condition=small, input1=c, input2=x)
+    safe = add_op(model, "where", condition=small, input1=c, input2=x)
     inv = _inv(model, c)
-    return _add(model, "where", condition=small,
+    return add_op(model, "where", condition=small,
                 input1=s * 2.0 * inv - _below(model, small, x) * inv * inv,
                 input2=1.0 / safe)
 
@@ -143,20 +143,20 @@ def robust_power(model: Model, base: Connection, exponent: Connection,
                  c: Connection) -> Connection:
     """``|base| ** exponent``; ``|base| / c`` where ``|base| < c`` and
     ``exponent < 1 - log(c) / log|base|`` (the power would be steeper than linear there)."""
-    a = base * _add(model, "sign", input=base)
-    a_value = _add(model, "stop_gradient", input=a)
-    e_value = _add(model, "stop_gradient", input=exponent)
+    a = base * add_op(model, "sign", input=base)
+    a_value = add_op(model, "stop_gradient", input=a)
+    e_value = add_op(model, "stop_gradient", input=exponent)
     zero = a_value == 0.0
     below = a_value < c
     # the limit where 0 < |base| < c (elsewhere log 0.5, never 0, stands in); 1 at |base| = 0
-    safe_log = _add(model, "where", condition=below & ~zero, input1=a_value,
+    safe_log = add_op(model, "where", condition=below & ~zero, input1=a_value,
                     input2=0.5).log()
-    limit = _add(model, "where", condition=zero, input1=1.0, input2=1.0 - c.log() / safe_log)
+    limit = add_op(model, "where", condition=zero, input1=1.0, input2=1.0 - c.log() / safe_log)
     cond = below & (e_value < limit)
     # the power where it is taken and |base| > 0 (else 1: no 0 * log 0 in its gradient)
-    safe = _add(model, "where", condition=cond | zero, input1=1.0, input2=a)
+    safe = add_op(model, "where", condition=cond | zero, input1=1.0, input2=a)
     powered = safe ** exponent
-    at_zero = _add(model, "stop_gradient", input=a_value ** e_value)
-    outside = _add(model, "where", condition=zero, input1=at_zero, input2=powered)
-    return _add(model, "where", condition=cond, input1=_below(model, cond, a) * _inv(model, c),
+    at_zero = add_op(model, "stop_gradient", input=a_value ** e_value)
+    outside = add_op(model, "where", condition=zero, input1=at_zero, input2=powered)
+    return add_op(model, "where", condition=cond, input1=_below(model, cond, a) * _inv(model, c),
                 input2=outside)

@@ -23,7 +23,7 @@ from ..types import Constant
 from . import layers as _layers
 from . import primitives as _p
 from . import reference_numerics as _rn
-from .reference import _add
+from .reference import add_op
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
            "Split", "ScaledDotProduct", "Embedding", "Sqrt", "Log", "StableReciprocal",
@@ -45,7 +45,7 @@ class _Renamed(Model):
                                 f"terminals are {list(self.names)}")
         wires = {op_name: IOKey(ref, value=values.get(ref, TBD))
                  for ref, op_name in self.names.items()}
-        _add(self, self.op, out=IOKey("output"), **wires)
+        add_op(self, self.op, out=IOKey("output"), **wires)
         self.set_cin(next(iter(self.names)))
         self.set_cout("output")
 
@@ -114,9 +114,9 @@ class _Robust(Model):
                  input: Any = TBD) -> None:
         super().__init__(name)
         self.threshold = threshold
-        x = _add(self, "buffer", input=IOKey("input", value=input))
+        x = add_op(self, "buffer", input=IOKey("input", value=input))
         value = type(self).fn(self, x, _rn.threshold(self, threshold, self.default))
-        _add(self, "buffer", input=value, out=IOKey("output"))
+        add_op(self, "buffer", input=value, out=IOKey("output"))
         self.set_cin("input")
         self.set_cout("output")
 
@@ -162,11 +162,11 @@ class _RobustPower(Model):
                  base: Any = TBD, exponent: Any = TBD) -> None:
         super().__init__(name)
         self.threshold = threshold
-        b = _add(self, "buffer", input=IOKey("base", value=base))
-        e = _add(self, "buffer", input=IOKey("exponent", value=exponent))
+        b = add_op(self, "buffer", input=IOKey("base", value=base))
+        e = add_op(self, "buffer", input=IOKey("exponent", value=exponent))
         value = _rn.robust_power(self, b, e, _rn.threshold(self, threshold,
                                                            Constant.MIN_POSITIVE_NORMAL))
-        _add(self, "buffer", input=value, out=IOKey("output"))
+        add_op(self, "buffer", input=value, out=IOKey("output"))
         self.set_cin("base")
         self.set_cout("output")
 
@@ -258,9 +258,9 @@ class Split(Model):
                                 "must be a positive int")
         super().__init__(name)
         self.split_size, self.axis = split_size, axis
-        x = _add(self, "buffer", input=IOKey("input", value=input))
+        x = add_op(self, "buffer", input=IOKey("input", value=input))
         chunk = x.shape[axis] // split_size
-        _add(self, "split", out=IOKey("output"), input=x, split_size=chunk, axis=axis)
+        add_op(self, "split", out=IOKey("output"), input=x, split_size=chunk, axis=axis)
         self.set_cin("input")
         self.set_cout("output")
 
@@ -364,7 +364,7 @@ class Concat(Model):
             value = item if given and not isinstance(item, str) else TBD
             wires[f"input{i + 1}"] = IOKey(term, value=value)
             self._terms.append(term)
-        _add(self, "concat", n=len(items), out=IOKey("output"), axis=self.axis, **wires)
+        add_op(self, "concat", n=len(items), out=IOKey("output"), axis=self.axis, **wires)
         self.set_cin(self._terms[0])
         self.set_cout("output")
 

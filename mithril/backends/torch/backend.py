@@ -158,11 +158,11 @@ class TorchBackend(ReferenceHelpers, Backend):
                     names.append(name)
             with torch.enable_grad():
                 outputs, new_state = forward(leaves, data, state, rng)
-            found = _backward(outputs, output_gradients, [leaves[n] for n in names])
+            found = autograd_backward(outputs, output_gradients, [leaves[n] for n in names])
             gradients = dict(zip(names, found, strict=True))
             for name, value in params.items():
                 if gradients.get(name) is None:
-                    gradients[name] = _zeros_like(value)
+                    gradients[name] = zeros_like_tensor(value)
             return _detached(outputs), _detached(new_state), gradients
 
         return run
@@ -193,7 +193,7 @@ class TorchBackend(ReferenceHelpers, Backend):
         return run
 
 
-def _backward(outputs: dict[str, Any], output_gradients: dict[str, Any],
+def autograd_backward(outputs: dict[str, Any], output_gradients: dict[str, Any],
               leaves: list[torch.Tensor]) -> list[torch.Tensor | None]:
     """Gradients of ``sum(<output, seed>)`` with respect to ``leaves`` (None where unused)."""
     roots, seeds = [], []
@@ -212,7 +212,7 @@ def _backward(outputs: dict[str, Any], output_gradients: dict[str, Any],
     return list(torch.autograd.grad(roots, leaves, seeds, allow_unused=True))
 
 
-def _zeros_like(value: Any) -> Any:
+def zeros_like_tensor(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return torch.zeros_like(value)
     return None

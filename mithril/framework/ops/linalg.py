@@ -79,7 +79,7 @@ def _matmul_rule(left: Meta, right: Meta, out: Meta) -> bool:
 register(OpDef("matmul", (Term("left"), Term("right")), OUT, _matmul_rule))
 
 
-def _split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]] | None:
+def split_or_impose(m: Meta, n: int) -> tuple[Frag, list[Dim]] | None:
     """Split off ``m``'s last ``n`` dims; if they are not visible yet, the op requires them:
     impose ``[..., d1, ..., dn]`` with fresh dims (a fact, not a guess).
 
@@ -103,7 +103,7 @@ def _linear_rule(inp: Meta, weight: Meta, bias: Meta, out: Meta) -> bool:
     w = ensure_rank(weight, 2)
     if bias.kind == TENSOR:
         set_shape(bias, [w[0]])
-    head = _split_or_impose(inp, 1)
+    head = split_or_impose(inp, 1)
     if head is None:
         return False
     unify_dims(head[1][0], w[1])
@@ -119,7 +119,7 @@ register(OpDef("linear", (Term("input"), Term("weight"), Term("bias", optional=T
 
 def _square_matrices(inp: Meta) -> tuple[Frag, Dim] | None:
     """``(batch dims, n)`` of a ``(..., n, n)`` input (imposing the two trailing dims)."""
-    split = _split_or_impose(inp, 2)
+    split = split_or_impose(inp, 2)
     if split is None:
         return None
     head, (rows, cols) = split
@@ -162,7 +162,7 @@ def _polynomial_features_rule(inp: Meta, degree: Meta, out: Meta) -> bool:
     deg = degree.value
     if not isinstance(deg, int) or isinstance(deg, bool) or deg < 1:
         raise ShapeConflict(f"degree must be a positive int, got {deg!r}")
-    split = _split_or_impose(inp, 1)
+    split = split_or_impose(inp, 1)
     if split is None:
         return False
     head, (d,) = split

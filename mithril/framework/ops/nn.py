@@ -27,7 +27,7 @@ from .base import (
     derive,
     register,
 )
-from .linalg import _split_or_impose
+from .linalg import split_or_impose
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def _conv_rule(nd: int) -> Callable[..., bool]:
         d = _pairs(dilation.value, nd, "dilation")
         p = _pad_pairs(padding.value, nd)
         g = groups.value
-        head = _split_or_impose(inp, nd + 1)
+        head = split_or_impose(inp, nd + 1)
         if head is None:
             return False
         c_in, *spatial = head[1]
@@ -141,7 +141,7 @@ def _conv_transpose_rule(nd: int) -> Callable[..., bool]:
             if op[i] < 0 or op[i] >= max(s[i], d[i]):
                 raise ShapeConflict(f"output_padding {op[i]} must be smaller than stride {s[i]} "
                                     f"or dilation {d[i]}")
-        head = _split_or_impose(inp, nd + 1)
+        head = split_or_impose(inp, nd + 1)
         if head is None:
             return False
         c_in, *spatial = head[1]
@@ -235,7 +235,7 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
         for i in range(nd):
             if 2 * max(p[i]) > k[i]:
                 raise ShapeConflict(f"padding {p[i]} should be at most half of kernel size {k[i]}")
-        head = _split_or_impose(inp, nd)
+        head = split_or_impose(inp, nd)
         if head is None:
             return False
         sizes = [_window_out(dv(x), p[i], k[i], s[i], d[i]) for i, x in enumerate(head[1])]

@@ -204,17 +204,17 @@ class TorchRecorder(Recorder):
         return _torch_detached(outputs), _torch_detached(new_state), token
 
     def pull(self, record: Record, params: Any, data: Any, grads_in: Any) -> Any:
-        from ...backends.torch.backend import _backward, _zeros_like
+        from ...backends.torch.backend import autograd_backward, zeros_like_tensor
 
         if record.token is None:
             return super().pull(record, params, data, grads_in)
         outputs, leaves, names = record.token
         record.token = None  # the graph is freed by the backward pass
-        found = _backward(outputs, grads_in, leaves)
+        found = autograd_backward(outputs, grads_in, leaves)
         gradients = dict(zip(names, found, strict=True))
         for name, value in params.items():
             if gradients.get(name) is None:
-                gradients[name] = _zeros_like(value)
+                gradients[name] = zeros_like_tensor(value)
         return gradients
 
 

@@ -15,10 +15,10 @@ F, H, N = 3, 4, 2
 
 
 def _backends() -> list[tuple[str, object]]:
-    # MLX runs the same Python loop as PyTorch; it is not installed on Linux
     return [("numpy", ml.NumpyBackend(dtype=ml.float64)),
             ("torch", ml.TorchBackend(dtype=ml.float64)),
-            ("jax", ml.JaxBackend(dtype=ml.float64))]
+            ("jax", ml.JaxBackend(dtype=ml.float64)),
+            ("mlx", ml.MlxBackend(dtype=ml.float64))]
 
 
 BACKENDS = _backends()

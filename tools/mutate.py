@@ -94,8 +94,8 @@ MUTANTS: list[Mutant] = [
       "BatchNorm2d's running mean starts at ones"),
     # ---- attention ---------------------------------------------------------------------------
     m("attention_scale_layer", "mithril/models/attention.py",
-      "is_causal=is_causal,\n                         scale=None)",
-      "is_causal=is_causal,\n                         scale=1.0)", ATTN,
+      "is_causal=is_causal, scale=None)(",
+      "is_causal=is_causal, scale=1.0)(", ATTN,
       "MultiheadAttention without the 1/sqrt(head_dim) scaling"),
     m("attention_scale_numpy", "mithril/backends/numpy/nn.py",
       "s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale",

@@ -24,8 +24,8 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from ..framework import types as T
 from ..framework.logical.meta import TBD
-from ..framework.logical.model import BaseModel, Connection, IOKey, Model, Operator
-from ..framework.ops import CATALOGUE, SCALAR
+from ..framework.logical.model import BaseModel, Connection, IOKey, Model
+from ._build import add_op
 
 Ref = Connection | IOKey | str
 
@@ -33,26 +33,6 @@ Ref = Connection | IOKey | str
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-def add_op(model: Model, name: str, out: Ref | None = None, n: int | None = None,
-         **terms: Any) -> Connection:
-    """Add catalogue primitive ``name`` to ``model`` and return its (first) output connection.
-
-    Values of scalar terminals that are not connections, keys or names become constants.
-    """
-    opdef = CATALOGUE[name]
-    scalars = {t.name for t in opdef.inputs if t.kind == SCALAR}
-    values = {k: v for k, v in terms.items()
-              if k in scalars and not isinstance(v, Connection | IOKey | str)}
-    wires = {k: v for k, v in terms.items() if k not in values}
-    # a wired scalar terminal must not keep the catalogue's default value
-    prim = Operator(opdef, n_inputs=n, **values, **{k: TBD for k in wires if k in scalars})
-    out_name = opdef.output_names[0]
-    if out is not None:
-        wires[out_name] = out
-    model |= prim(**wires)
-    return model.bindings[id(prim)][out_name]
-
-
 def conn_of(model: Model, name: str) -> Connection:
     """The named connection ``name`` of ``model``."""
     return model.named[name]

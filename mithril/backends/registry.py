@@ -23,7 +23,7 @@ from the backend's core kernels (see ``mithril/framework/ops/decompose.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import MithrilError
@@ -79,6 +79,21 @@ class KernelRegistry:
             return fn
 
         return register
+
+    def kernels_from(self, functions: Mapping[str, Callable[..., Any]],
+                     mode: str = "default") -> None:
+        """Register many kernels at once, ``{primitive: function}``: for primitives whose kernel
+        is the framework's own function (``{"exp": np.exp, "add": operator.add}``), which
+        also spares generated code a Python call per use.
+
+        >>> import operator
+        >>> reg = KernelRegistry("demo")
+        >>> reg.kernels_from({"add": operator.add, "multiply": operator.mul})
+        >>> reg.kernels[("multiply", "default")](3, 4)
+        12
+        """
+        for name, fn in functions.items():
+            self.kernel(name, mode)(fn)
 
     def vjp(self, name: str) -> Callable[[F], F]:
         """Register the decorated function as the VJP of primitive ``name`` (or of its

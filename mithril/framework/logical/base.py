@@ -192,6 +192,22 @@ class BaseModel:
             raise TerminalError(f"model {self.path} has no canonical output")
         return c
 
+    @property
+    def canonical_input(self) -> Connection:
+        """The reference Mithril's older name for :attr:`cin` (the same connection).
+
+        >>> from mithril.models import Linear
+        >>> lin = Linear(2)
+        >>> lin.canonical_input is lin.cin, lin.canonical_output is lin.cout
+        (True, True)
+        """
+        return self.cin
+
+    @property
+    def canonical_output(self) -> Connection:
+        """The reference Mithril's older name for :attr:`cout` (the same connection)."""
+        return self.cout
+
     def _canonical(self, which: str) -> Connection | None:
         raise NotImplementedError
 

@@ -390,14 +390,22 @@ class Model(BaseModel):
                                   "its keys before adding it")
         todo = [(None, k) for k in keys] + list(named.items())
         conns = [(name, self.find_connection(k)) for name, k in todo]  # all found, or nothing
+        aliases = []
         for name, conn in conns:
             if name is not None and conn.key != name:
-                if conn.key is not None:
-                    raise TerminalError(f"{self.path}: connection {conn.key!r} already has a "
-                                        f"name; it cannot also be exposed as {name!r}")
                 other = self.named.get(name) or self.interface().get(name)
                 if other is not None and other is not conn:
                     raise TerminalError(f"{self.path}: the name {name!r} is already taken")
+                if conn.key is not None:
+                    aliases.append((name, conn))
+        for name, conn in aliases:
+            # a named connection exposed under a second name (the reference's
+            # ``tm.expose_keys(predictions=model.cout)``): an identity output of that name
+            alias = self.apply_op(conn, "buffer", (conn,), {})
+            alias.key = name
+            self.named[name] = alias
+            alias.expose = True
+        conns = [(name, conn) for name, conn in conns if (name, conn) not in aliases]
         for name, conn in conns:
             if name is not None and conn.key is None:
                 conn.key = name

@@ -117,6 +117,7 @@ def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: A
             trail.rollback()
     # what produced it, so the model can be recompiled (e.g. its inference twin)
     compiled.logical_model = model
+    compiled.constant_keys = frozenset(constant_keys or ())
     compiled.compile_options = {
         "shapes": shapes, "constant_keys": constant_keys, "data_keys": data_keys,
         "trainable_keys": trainable_keys, "discard_keys": discard_keys, "jit": jit,

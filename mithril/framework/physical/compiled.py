@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CompileError, InputError
+from ...errors import ArgumentError, CompileError, InputError
 from .. import types as T
 from .checks import InputChecks
 from .codegen import CodeWriter, write_backward
@@ -87,6 +87,9 @@ class CompiledModel(InputChecks):
         #: the traced-value types (JAX tracers) that must not be stored as ``.state``
         self._tracer_types: tuple[type, ...] = (
             tuple(backend.tracer_types) if self._state_specs and not inference else ())
+        #: inputs fixed by ``constant_keys`` (``evaluate`` tolerates them again and ignores
+        #: them, as the reference does); set by ``compile``
+        self.constant_keys: frozenset[str] = frozenset()
 
     def _settler(self, attr: str) -> Callable[[Callable[..., Any]], None]:
         """``wrap_jit``'s ``settle``: rebind ``attr`` to what a JIT wrapper chose at its first
@@ -193,8 +196,12 @@ class CompiledModel(InputChecks):
     def evaluate(self, params: Mapping[str, Any] | None = None,
                  inputs: Mapping[str, Any] | None = None,
                  output_gradients: Mapping[str, Any] | bool | None = None,
-                 state: Mapping[str, Any] | None = None, rng: Any = None) -> Any:
+                 state: Mapping[str, Any] | None = None, rng: Any = None, *,
+                 data: Mapping[str, Any] | None = None) -> Any:
         """Run the model.
+
+        ``data=`` is the reference Mithril's name for ``inputs`` (``evaluate(params,
+        data=x)``). Keys compiled as ``constant_keys`` may be passed again: they are ignored.
 
         Returns ``outputs``; with ``output_gradients`` also the parameters' gradients
         (``(outputs, gradients)``); with ``state=`` also the new state
@@ -217,7 +224,15 @@ class CompiledModel(InputChecks):
         docs/training.md.
         """
         params = {} if params is None else params
+        if data is not None:
+            if inputs is not None:
+                raise ArgumentError("evaluate got both inputs and data= (the same argument "
+                                    "under two names); pass one")
+            inputs = data
         data = {} if inputs is None else inputs
+        if self.constant_keys and data.keys() != self._required_data:
+            # the reference's convention: compile-time constants given again are ignored
+            data = {k: v for k, v in data.items() if k not in self.constant_keys}
         bound = self._check(params, data)
         own = state is None
         if own:
@@ -272,6 +287,28 @@ class CompiledModel(InputChecks):
         except Exception as err:
             diagnose_failure(self, err, data)  # raises ShapeMismatchError on a clash
             raise
+
+    def evaluate_all(self, params: Mapping[str, Any] | None = None,
+                     data: Mapping[str, Any] | None = None,
+                     output_gradients: Mapping[str, Any] | bool | None = None) -> Any:
+        """Outputs and gradients in one call, the reference Mithril's ``evaluate_all``:
+        ``(outputs, gradients)``. Without ``output_gradients`` the gradients are those of
+        ``final_cost`` (a ``TrainModel``), as ``evaluate(..., output_gradients=True)``.
+
+        >>> import mithril as ml
+        >>> from mithril.models import Linear, Mean, SquaredError, TrainModel
+        >>> tm = TrainModel(Linear(1)(input_size=1))
+        >>> tm.add_loss(SquaredError(), input="output", target="target", reduce_steps=[Mean()])
+        >>> bk = ml.NumpyBackend(dtype=ml.float64)
+        >>> pm = ml.compile(tm, bk, shapes={"input": [2, 1]})
+        >>> params = {"weight": bk.array([[2.0]]), "bias": bk.array([0.0])}
+        >>> data = {"input": bk.array([[1.0], [2.0]]), "target": bk.array([[1.0], [1.0]])}
+        >>> outputs, grads = pm.evaluate_all(params, data)
+        >>> float(outputs["final_cost"]), grads["weight"].tolist(), grads["bias"].tolist()
+        (5.0, [[7.0]], [4.0])
+        """
+        og = True if output_gradients is None else output_gradients
+        return self.evaluate(params, data, output_gradients=og)
 
     def _make_recorder(self) -> Recorder:
         """The recorder of training-mode forward passes, made at the first such call (after

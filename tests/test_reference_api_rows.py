@@ -123,3 +123,70 @@ def test_expose_keys_gives_a_named_output_a_second_name() -> None:
     other |= Relu()(input="output", output="r")
     with pytest.raises(TerminalError, match="already taken"):
         other.expose_keys(input=other.r)
+
+
+# ---- compile(use_short_namings=...) --------------------------------------------------------
+def named_mlp() -> Model:
+    block = Model(name="block")
+    block |= Linear(4, name="fc")(input="input")
+    block += Relu()
+    block += Linear(3)(output=IOKey("output"))
+    top = Model(name="top")
+    top |= block(input="input")
+    top += Linear(2)
+    top += Linear(2)(output=IOKey("output"))
+    return top
+
+
+def test_use_short_namings_gives_the_reference_key_names() -> None:
+    b = ml.NumpyBackend(dtype=ml.float64)
+    dotted = ml.compile(named_mlp(), b, shapes={"input": [5, 6]})
+    long = ml.compile(named_mlp(), b, shapes={"input": [5, 6]}, use_short_namings=False)
+    short = ml.compile(named_mlp(), b, shapes={"input": [5, 6]}, use_short_namings=True)
+    assert sorted(dotted.param_keys) == [
+        "block.fc.bias", "block.fc.weight", "block.linear.bias", "block.linear.weight",
+        "linear.bias", "linear.weight", "linear_1.bias", "linear_1.weight"]
+    # the path joined by "_"; unnamed submodels numbered where their parent has several
+    assert sorted(long.param_keys) == [
+        "block_fc_bias", "block_fc_weight", "block_linear_bias", "block_linear_weight",
+        "linear_0_bias", "linear_0_weight", "linear_1_bias", "linear_1_weight"]
+    assert sorted(short.param_keys) == [f"{t}_{i}" for t in ("bias", "weight")
+                                        for i in range(4)]
+    assert long.shapes["block_fc_weight"] == [4, 6] and short.shapes["weight_0"] == [4, 6]
+    params = dotted.randomize_params(seed=3)
+    x = RNG.normal(size=(5, 6))
+    want = dotted.evaluate(params, {"input": x})["output"]
+    ref = x
+    for layer, act in (("block.fc", True), ("block.linear", False), ("linear", False),
+                       ("linear_1", False)):
+        ref = ref @ params[f"{layer}.weight"].T + params[f"{layer}.bias"]
+        ref = np.maximum(ref, 0) if act else ref
+    np.testing.assert_allclose(want, ref, rtol=1e-12)
+    to_long = {k: k.replace(".", "_").replace("linear_bias", "linear_0_bias")
+               .replace("linear_weight", "linear_0_weight") for k in params}
+    to_long = {k: v.replace("block_linear_0", "block_linear") for k, v in to_long.items()}
+    got = long.evaluate({to_long[k]: v for k, v in params.items()}, {"input": x})["output"]
+    np.testing.assert_array_equal(got, want)
+    order = ["block.fc", "block.linear", "linear", "linear_1"]
+    to_short = {f"{layer}.{t}": f"{t}_{i}" for i, layer in enumerate(order)
+                for t in ("weight", "bias")}
+    got = short.evaluate({to_short[k]: v for k, v in params.items()}, {"input": x})["output"]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_use_short_namings_names_in_compile_arguments() -> None:
+    """``constant_keys``, ``shapes``, ``trainable_keys`` and ``discard_keys`` take the names
+    chosen by ``use_short_namings``."""
+    b = ml.NumpyBackend(dtype=ml.float64)
+    w = RNG.normal(size=(4, 6))
+    pm = ml.compile(named_mlp(), b, use_short_namings=False,
+                    shapes={"block_fc_weight": [4, 6]},
+                    constant_keys={"block_fc_weight": w})
+    assert "block_fc_weight" not in pm.param_keys and "block_fc_bias" in pm.param_keys
+    params = pm.randomize_params(seed=1)
+    x = RNG.normal(size=(2, 6))
+    h = np.maximum(x @ w.T + params["block_fc_bias"], 0)
+    h = h @ params["block_linear_weight"].T + params["block_linear_bias"]
+    h = h @ params["linear_0_weight"].T + params["linear_0_bias"]
+    h = h @ params["linear_1_weight"].T + params["linear_1_bias"]
+    np.testing.assert_allclose(pm.evaluate(params, {"input": x})["output"], h, rtol=1e-12)

@@ -34,7 +34,7 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
             discard_keys: Iterable[str] | None = None, inference: bool = False,
             jit: bool | None = None, file_path: str | None = None, safe_names: bool = True,
             outputs: Iterable[str] | None = None, parallel: Any = None,
-            train: Any = None) -> CompiledModel:
+            train: Any = None, use_short_namings: bool | None = None) -> CompiledModel:
     """Compile ``model`` for ``backend``.
 
     - ``shapes``: input shapes (``{"input": [32, 3, 32, 32]}``); symbols such as ``"N"`` stay
@@ -48,6 +48,12 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
       off for PyTorch and NumPy).
     - ``file_path``: write the generated code there (exactly the code that runs).
     - ``safe_names=False``: name variables ``v``, ``v_2``, ... instead of after terminals.
+    - ``use_short_namings``: the reference Mithril's key names for the values of submodels.
+      ``False``: the submodel path joined by ``_`` (``mlp_fc_weight``; an unnamed submodel is
+      its lower-case class name, numbered ``linear_0``, ``linear_1`` when its parent has
+      several); ``True``: the terminal name alone, numbered ``weight_0``, ``weight_1`` where
+      several share it. Default (``None``): this project's dotted paths (``mlp.fc.weight``).
+      ``shapes``, ``constant_keys`` and the other key arguments take the names chosen here.
     - ``parallel``: how arrays are split over the backend's device mesh
       (``ml.DataParallel()``, ``ml.TensorParallel()``, their sum; ``docs/parallel.md``);
       without it, arrays on a backend with a device mesh keep the layout they are given.
@@ -70,7 +76,7 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
             model, backend, shapes=shapes, constant_keys=constant_keys, data_keys=data_keys,
             trainable_keys=trainable_keys, discard_keys=discard_keys, inference=inference,
             jit=jit, file_path=file_path, safe_names=safe_names, outputs=outputs,
-            parallel=parallel), train)
+            parallel=parallel, use_short_namings=use_short_namings), train)
     if not isinstance(backend, Backend):
         raise ArgumentTypeError(f"backend must be a Mithril backend such as ml.TorchBackend(), got "
                                 f"{type(backend).__name__}")
@@ -91,18 +97,19 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         try:
             return _compile_model(wrap_primitive(primitive), backend, shapes, constant_keys,
                                   data_keys, trainable_keys, discard_keys, inference, jit,
-                                  file_path, safe_names, outputs, parallel)
+                                  file_path, safe_names, outputs, parallel, use_short_namings)
         finally:  # compiling leaves the primitive as it was: free, compilable again
             primitive.parent = None
             primitive._local_name = None
     return _compile_model(model, backend, shapes, constant_keys, data_keys, trainable_keys,
-                          discard_keys, inference, jit, file_path, safe_names, outputs, parallel)
+                          discard_keys, inference, jit, file_path, safe_names, outputs, parallel,
+                          use_short_namings)
 
 
 def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: Any,
                    data_keys: Any, trainable_keys: Any, discard_keys: Any, inference: bool,
                    jit: bool | None, file_path: str | None, safe_names: bool, outputs: Any,
-                   parallel: Any) -> CompiledModel:
+                   parallel: Any, use_short_namings: bool | None = None) -> CompiledModel:
     finalize = getattr(model, "finalize", None)
     if callable(finalize):
         finalize()  # TrainModel: sum the objectives into final_cost
@@ -112,7 +119,7 @@ def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: A
         try:
             compiled = _compile_in_trail(model, backend, shapes, constant_keys, data_keys,
                                          trainable_keys, discard_keys, inference, jit,
-                                         file_path, safe_names, outputs)
+                                         file_path, safe_names, outputs, use_short_namings)
         finally:
             trail.rollback()
     # what produced it, so the model can be recompiled (e.g. its inference twin)
@@ -121,7 +128,8 @@ def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: A
     compiled.compile_options = {
         "shapes": shapes, "constant_keys": constant_keys, "data_keys": data_keys,
         "trainable_keys": trainable_keys, "discard_keys": discard_keys, "jit": jit,
-        "safe_names": safe_names, "outputs": outputs, "parallel": parallel}
+        "safe_names": safe_names, "outputs": outputs, "parallel": parallel,
+        "use_short_namings": use_short_namings}
     if parallel is not None or getattr(backend, "device_mesh", None) is not None:
         # parallelism (mithril/parallel): the only hook in compile
         from ...parallel.compiled import parallelize
@@ -142,7 +150,14 @@ def wrap_primitive(op: Operator) -> Model:
 def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys: Any,
                       data_keys: Any, trainable_keys: Any, discard_keys: Any, inference: bool,
                       jit: bool | None, file_path: str | None, safe_names: bool,
-                      outputs: Any) -> CompiledModel:
+                      outputs: Any, use_short_namings: bool | None = None) -> CompiledModel:
+    renames: dict[str, str] = {}
+    if use_short_namings is not None and isinstance(model, Model):
+        renames = reference_names(model, flatten(model), short=bool(use_short_namings))
+        back = {new: old for old, new in renames.items()}
+        shapes = {back.get(k, k) if isinstance(k, str) else k: v
+                  for k, v in (shapes or {}).items()}
+        constant_keys = {back.get(k, k): v for k, v in (constant_keys or {}).items()}
     if shapes:
         model.set_shapes(dict(shapes))
     consts = dict(constant_keys or {})
@@ -151,6 +166,11 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
         set_constant_shapes(model, values)
         model.set_values(values)
     graph = flatten(model)
+    for v in graph.values:
+        v.name = renames.get(v.name, v.name)
+    if renames:
+        graph.inputs = {renames.get(k, k): v for k, v in graph.inputs.items()}
+        graph.outputs = {renames.get(k, k): v for k, v in graph.outputs.items()}
     decide_open_kinds(graph, model)
     extra = list(outputs or ())
     discard = set(discard_keys or ())
@@ -178,6 +198,65 @@ def _compile_in_trail(model: BaseModel, backend: Any, shapes: Any, constant_keys
         forward_source=forward_src,
         writer=train_writer, kernels=kernels, constants=_constants(program, backend),
         inference=inference, jit=jit, file_path=file_path)
+
+
+def reference_names(model: Model, graph: FlatGraph, short: bool) -> dict[str, str]:
+    """The reference Mithril's names for the values of ``graph`` named after a submodel path
+    (``block.linear.weight``): ``block_linear_0_weight`` (``short=False``; unnamed submodels
+    are their lower-case class name, numbered from 0 where a parent has several of one class)
+    or the terminal name, numbered where several share it (``short=True``). Names without a
+    path (the model's own terminals) stay.
+
+    >>> from mithril.models import Model, Linear
+    >>> m = Model()
+    >>> m |= Linear(2)(input="input")
+    >>> m += Linear(1)(output="output")
+    >>> names = reference_names(m, flatten(m), short=False)
+    >>> names["linear.weight"], names["linear_1.weight"]
+    ('linear_0_weight', 'linear_1_weight')
+    >>> names = reference_names(m, flatten(m), short=True)
+    >>> names["linear.weight"], names["linear_1.weight"]
+    ('weight_0', 'weight_1')
+    """
+    segments: dict[str, str] = {}
+
+    def walk(m: Model, prefix: str, ref_prefix: str) -> None:
+        unnamed: dict[str, list[BaseModel]] = {}
+        for child in m.children:
+            if child.name is None:
+                unnamed.setdefault(child.class_name, []).append(child)
+        for child in m.children:
+            local = child._local_name or child.class_name
+            if child.name is not None:
+                seg = child.name
+            else:
+                same = unnamed[child.class_name]
+                seg = (child.class_name if len(same) == 1 else
+                       f"{child.class_name}_{same.index(child)}")
+            segments[f"{prefix}{local}"] = f"{ref_prefix}{seg}"
+            if isinstance(child, Model):
+                walk(child, f"{prefix}{local}.", f"{ref_prefix}{seg}_")
+
+    walk(model, "", "")
+    own = {v.name for v in graph.values if "." not in v.name}
+    pathed = [v.name for v in graph.values if "." in v.name]
+    out: dict[str, str] = {}
+    if not short:
+        for name in pathed:
+            head, _, term = name.rpartition(".")
+            ref = segments.get(head)
+            out[name] = f"{ref}_{term}" if ref is not None else name.replace(".", "_")
+        return out
+    by_term: dict[str, list[str]] = {}
+    for name in dict.fromkeys(pathed):
+        by_term.setdefault(name.rpartition(".")[2], []).append(name)
+    for term, names in by_term.items():
+        if len(names) == 1 and term not in own:
+            out[names[0]] = term
+        else:
+            for i, name in enumerate(names):
+                out[name] = f"{term}_{i}"
+    return out
 
 
 def set_constant_shapes(model: BaseModel, values: dict[Any, Any]) -> None:

@@ -574,6 +574,8 @@ def test_every_primitive_has_a_kernel_with_catalogue_arguments(op: Any) -> None:
     if kernel is None:  # a derived primitive MLX runs from its decomposition
         assert not op.core, f"no MLX kernel for {op.name}"
         return
+    if not inspect.isfunction(kernel):  # MLX's own function (or operator's): no signature
+        return
     params = list(inspect.signature(kernel).parameters.values())
     if op.variadic:
         assert params[0].kind is inspect.Parameter.VAR_POSITIONAL

@@ -64,11 +64,27 @@ class AbsoluteError(_Elementwise):
 
 
 class HingeLoss(_Elementwise):
-    """``max(0, 1 - target * input)`` with targets in {-1, 1}."""
+    """``max(0, 1 - target * input)`` with targets in {-1, 1}. At the kink (``target * input
+    == 1``) the gradient is the reference's half step, ``-0.5 * target`` (the middle of the
+    subgradients ``0`` and ``-target``), on every backend.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import HingeLoss
+    >>> b = ml.NumpyBackend(dtype=ml.float64)
+    >>> pm = ml.compile(HingeLoss(), b, shapes={"input": [3]}, trainable_keys=["input"],
+    ...                 constant_keys={"target": np.array([1.0, 1.0, -1.0])})
+    >>> out, grads = pm.evaluate({"input": np.array([1.0, 0.5, 2.0])},
+    ...                          output_gradients={"output": np.ones(3)})
+    >>> out["output"].tolist(), grads["input"].tolist()
+    ([0.0, 0.5, 3.0], [-0.5, -1.0, 1.0])
+    """
 
     def _build(self, x: Connection, t: Connection) -> None:
-        self |= _op("relu")(input=1.0 - t * x, output="_hinge")
-        self._finish(_c(self, "_hinge"))
+        # max(0, z) as (z + |z|) / 2: the same values exactly (z + z and z - z are exact), and
+        # the gradient (1 + sign(z)) / 2 is 1/2 at z = 0 (|z|' = sign(0) = 0 everywhere)
+        z = 1.0 - t * x
+        self._finish((z + abs(z)) * 0.5)
 
 
 class QuadHingeLoss(_Elementwise):

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import Connection, IOKey, Model
-from ..types import Constant
+from ..types import Constant, Tensor
 from . import layers as _layers
 from . import primitives as _p
 from . import reference_numerics as _rn
@@ -232,10 +232,38 @@ class ShiftRight(_Renamed):
     op, names = "shift_right", {"input": "left", "shift": "right"}
 
 
-class PermuteTensor(_Renamed):
-    """The axes of ``input`` in the order ``indices`` (``PermuteTensor(indices=(1, 0))``)."""
+class PermuteTensor(Model):
+    """The reference's ``PermuteTensor``: the rows (first axis) of ``input`` in the order of
+    ``indices``, ``output[i] = input[indices[i]]`` (NumPy's ``input[indices]``), with
+    ``indices`` an integer tensor holding a permutation of ``range(len(input))``. The gradient
+    goes back to the rows it came from. To reorder *axes* use ``Transpose(axes=...)``.
 
-    op, names = "transpose", {"input": "input", "indices": "axes"}
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import PermuteTensor
+    >>> b = ml.NumpyBackend(dtype=ml.float64)
+    >>> pm = ml.compile(PermuteTensor(indices=[2, 0, 1]), b, shapes={"input": [3, 2]})
+    >>> pm.evaluate({}, {"input": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])})[
+    ...     "output"].tolist()
+    [[5.0, 6.0], [1.0, 2.0], [3.0, 4.0]]
+    """
+
+    def __init__(self, indices: Any = TBD, *, name: str | None = None,
+                 input: Any = TBD) -> None:
+        super().__init__(name)
+        if isinstance(indices, list | tuple):
+            indices = Tensor(list(indices))
+        x = add_op(self, "buffer", input=IOKey("input", value=input))
+        idx = IOKey("indices", value=indices)
+        # rows of x as a matrix (a trailing unit axis keeps a 1-d input two-dimensional), the
+        # rows picked by an embedding lookup (a gather with a scatter-add gradient), and the
+        # result in x's shape (a permutation keeps it)
+        rows = add_op(self, "flatten", input=add_op(self, "unsqueeze", input=x, axis=-1),
+                      start_dim=1, end_dim=-1)
+        picked = add_op(self, "embedding", input=idx, weight=rows)
+        add_op(self, "reshape", input=picked, shape=x.shape, out=IOKey("output"))
+        self.set_cin("input")
+        self.set_cout("output")
 
 
 class Split(Model):

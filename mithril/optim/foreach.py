@@ -48,7 +48,13 @@ class TensorList:
         return len(self.items)
 
     def _other(self, other: Any) -> Any:
-        return other.items if isinstance(other, TensorList) else other
+        if isinstance(other, TensorList):
+            return other.items
+        if type(other) is _torch().Tensor and other.device.type == "cpu" and not other.ndim:
+            # a CPU 0-d coefficient as a number: with a tensor operand ``_foreach_*`` on CPU
+            # falls back to one cast and one kernel per tensor (the same value either way)
+            return other.item()
+        return other
 
     def __add__(self, other: Any) -> TensorList:
         return TensorList(_torch()._foreach_add(self.items, self._other(other)))

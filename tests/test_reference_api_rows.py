@@ -190,3 +190,84 @@ def test_use_short_namings_names_in_compile_arguments() -> None:
     h = h @ params["linear_0_weight"].T + params["linear_0_bias"]
     h = h @ params["linear_1_weight"].T + params["linear_1_bias"]
     np.testing.assert_allclose(pm.evaluate(params, {"input": x})["output"], h, rtol=1e-12)
+
+
+# ---- the reference's size-free RNNCell and ManyToOne over it --------------------------------
+def torch_many_to_one(p: dict[str, np.ndarray], xs: list[np.ndarray], h0: np.ndarray
+                      ) -> tuple[list[Any], Any, dict[str, Any]]:
+    """The reference's equations, written in PyTorch float64 (autograd for the gradients)."""
+    import torch
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    h = torch.tensor(h0)
+    outs, compls = [], []
+    for x in xs:
+        n = x.shape[0]
+        compls.append(h[n:])
+        h = torch.tanh(h[:n] @ tp["w_hh"].T + torch.tensor(x) @ tp["w_ih"].T + tp["bias_h"])
+        outs.append(h @ tp["w_ho"].T + tp["bias_o"])
+    concat = torch.cat([h, compls[-1], *compls[-2:0:-1]], dim=0)
+    return outs, concat, tp
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_reference_rnn_cell_many_to_one_on_variable_length_batches(backend: tuple[str, str]
+                                                                   ) -> None:
+    from mithril.models import ManyToOne, RNNCell
+
+    b = make(*backend)
+    lengths = [5, 4, 2, 1]  # rows still running at each step (sorted by length)
+    d_in, d_hid, d_out = 2, 5, 3
+    xs = [RNG.normal(size=(n, 1, d_in)) for n in lengths]
+    h0 = RNG.normal(size=(5, 1, d_hid))
+    p = {"w_ih": RNG.normal(size=(d_hid, d_in)), "w_hh": RNG.normal(size=(d_hid, d_hid)) * 0.5,
+         "w_ho": RNG.normal(size=(d_out, d_hid)), "bias_h": RNG.normal(size=(d_hid,)),
+         "bias_o": RNG.normal(size=(d_out,))}
+    model = ManyToOne(RNNCell(), len(lengths))
+    shapes = {f"input{t}": list(x.shape) for t, x in enumerate(xs)}
+    shapes |= {"initial_hidden": list(h0.shape), "w_ho": [d_out, d_hid]}
+    pm = ml.compile(model, b, shapes=shapes)
+    assert sorted(pm.param_keys) == sorted(p)
+    assert pm.output_keys == [f"output{t}" for t in range(4)] + ["hidden_concat"] or set(
+        pm.output_keys) == {f"output{t}" for t in range(4)} | {"hidden_concat"}
+    data = {f"input{t}": b.array(x) for t, x in enumerate(xs)} | {"initial_hidden": b.array(h0)}
+    params = {k: b.array(v) for k, v in p.items()}
+    og = {"output3": b.array(np.ones((1, 1, d_out)))}
+    out, grads = pm.evaluate(params, data, output_gradients=og)
+    want, concat, tp = torch_many_to_one(p, xs, h0)
+    for t in range(4):
+        np.testing.assert_allclose(np.asarray(out[f"output{t}"]), want[t].detach().numpy(),
+                                   **tol(backend[1]))
+    np.testing.assert_allclose(np.asarray(out["hidden_concat"]), concat.detach().numpy(),
+                               **tol(backend[1]))
+    assert np.asarray(out["hidden_concat"]).shape == (5, 1, d_hid)
+    want[3].sum().backward()
+    for k in p:
+        np.testing.assert_allclose(np.asarray(grads[k]), tp[k].grad.numpy(), **tol(backend[1]))
+
+
+def test_rnn_cell_serves_both_apis() -> None:
+    from mithril.models import RNNCell, recurrent
+
+    ref = RNNCell()
+    assert ref.input_terminals() == ["input", "prev_hidden", "w_ih", "w_hh", "w_ho", "bias_h",
+                                     "bias_o"]
+    assert ref.output_terminals() == ["hidden", "hidden_compl", "output"]
+    assert ref.cin.key == "input" and ref.cout.key == "output"
+    guide = RNNCell(3, 4)
+    assert isinstance(guide, recurrent.RNNCell)
+    assert isinstance(RNNCell(input_size=3, hidden_size=4, bias=False), recurrent.RNNCell)
+    # the reference's cell alone, against NumPy float64
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pm = ml.compile(ref, b, shapes={"input": [2, 1, 3], "prev_hidden": [3, 1, 4],
+                                    "w_ho": [2, 4]})
+    assert pm.shapes["w_ih"] == [4, 3] and pm.shapes["bias_o"] == [2]
+    assert "input" in pm.data_keys and "prev_hidden" in pm.data_keys
+    params = pm.randomize_params(seed=2)
+    x, h = RNG.normal(size=(2, 1, 3)), RNG.normal(size=(3, 1, 4))
+    out = pm.evaluate(params, {"input": x, "prev_hidden": h})
+    hid = np.tanh(h[:2] @ params["w_hh"].T + x @ params["w_ih"].T + params["bias_h"])
+    np.testing.assert_allclose(out["hidden"], hid, rtol=1e-12)
+    np.testing.assert_allclose(out["output"], hid @ params["w_ho"].T + params["bias_o"],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(out["hidden_compl"], h[2:])

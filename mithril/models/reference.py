@@ -25,7 +25,12 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..framework import types as T
 from ..framework.logical.meta import TBD
 from ..framework.logical.model import BaseModel, Connection, IOKey, Model
+from ..framework.physical.compiled import CompiledModel
 from ._build import add_op
+
+#: the reference's name for what ``ml.compile`` returns (``from mithril.models import
+#: PhysicalModel``; also ``ml.PhysicalModel``)
+PhysicalModel = CompiledModel
 
 Ref = Connection | IOKey | str
 
@@ -416,8 +421,13 @@ class ManyToOne(Model):
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
             raise ArgumentError(f"max_sequence_length must be a positive int, got "
                                 f"{max_sequence_length!r}")
-        make = _CellFactory(cell_type)
         self.max_sequence_length = max_sequence_length
+        if getattr(cell_type, "reference_cell", False):  # the reference's size-free cells
+            from .reference_recurrent import many_to_one
+
+            many_to_one(self, cell_type, max_sequence_length)
+            return
+        make = _CellFactory(cell_type)
         h: Ref = "initial_hidden"
         c: Ref = "initial_cell"
         for t in range(max_sequence_length):
@@ -537,7 +547,7 @@ for _cls in (ManyToOne, OneToMany, EncoderDecoder):
 
 __all__ = ["AUC", "Arange", "CartesianDifference", "DistanceMatrix", "ElementWiseAffine",
            "EncoderDecoder", "Eye", "EyeComplement", "F1", "KernelizedSVM", "Layer", "Length",
-           "LinearSVM", "LogisticRegression", "ManyToOne", "OneToMany", "Ones",
+           "LinearSVM", "LogisticRegression", "ManyToOne", "OneToMany", "Ones", "PhysicalModel",
            "PolynomialKernel", "PolynomialRegression", "PositionalEncoding", "Precision",
            "QuadraticFormRegularizer", "RBFKernel", "Randn", "Recall", "TransposedDiagonal",
            "Trapezoid", "ZerosLike"]

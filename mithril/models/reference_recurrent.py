@@ -1,0 +1,114 @@
+"""The reference Mithril's size-free recurrent cell (``RNNCell()``), beside the guide's
+``nn.RNNCell``-style ``RNNCell(input_size, hidden_size)``; ``mithril.models.RNNCell`` gives
+one or the other by its arguments.
+
+The reference's cell works on variable-length batches sorted by length: at each step the
+``input`` has ``N`` rows, the previous hidden state ``prev_hidden`` ``M >= N`` rows; the first
+``N`` rows of ``prev_hidden`` continue, the other ``M - N`` (sequences that already ended) are
+passed out as ``hidden_compl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..framework.logical.model import IOKey, Model
+from . import recurrent as _recurrent
+from ._build import add_op
+from .layers import Linear
+from .reference import conn_of, param_of
+
+_UNSET: Any = object()
+
+
+class RNNCell(Model):
+    """An Elman cell with an output projection, the reference's ``RNNCell()`` (no sizes: they
+    come from the shapes of its inputs and parameters)::
+
+        hidden = tanh(prev_hidden[:N] @ w_hh^T + input @ w_ih^T + bias_h)
+        output = hidden @ w_ho^T + bias_o
+        hidden_compl = prev_hidden[N:]
+
+    with ``input`` ``(N, 1, d_in)``, ``prev_hidden`` ``(M, 1, d_hid)`` (``M >= N``), ``w_ih``
+    ``(d_hid, d_in)``, ``w_hh`` ``(d_hid, d_hid)``, ``w_ho`` ``(d_out, d_hid)``, ``bias_h``
+    ``(d_hid)``, ``bias_o`` ``(d_out)``. Terminals in the reference's order: ``input``,
+    ``prev_hidden``, ``w_ih``, ``w_hh``, ``w_ho``, ``bias_h``, ``bias_o`` -> ``hidden``,
+    ``hidden_compl``, ``output``; ``input`` and ``prev_hidden`` are not differentiable.
+
+    ``RNNCell(input_size, hidden_size, ...)`` (sizes given) is the guide's ``nn.RNNCell``
+    (:class:`mithril.models.recurrent.RNNCell`).
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import RNNCell
+    >>> shapes = {"input": [2, 1, 3], "prev_hidden": [3, 1, 4], "w_ho": [5, 4]}
+    >>> pm = ml.compile(RNNCell(), ml.NumpyBackend(), shapes=shapes)
+    >>> pm.shapes["w_ih"], pm.shapes["output"], pm.shapes["hidden_compl"]
+    ([4, 3], [2, 1, 5], [1, 1, 4])
+    """
+
+    #: the reference's cell protocol (what ManyToOne reads)
+    reference_cell = True
+    shared_keys = ("w_ih", "w_hh", "w_ho", "bias_h", "bias_o")
+    state_keys = ("hidden",)
+
+    def __new__(cls, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
+                **kwargs: Any) -> Any:
+        if input_size is not _UNSET or hidden_size is not _UNSET or args or (
+                kwargs.keys() - {"name"}):
+            return _recurrent.RNNCell(  # the guide's nn.RNNCell
+                None if input_size is _UNSET else input_size,
+                hidden_size, *args, **kwargs)  # type: ignore[arg-type]
+        return super().__new__(cls)
+
+    def __init__(self, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name)
+        # built in the order of the reference's terminals: input, prev_hidden, w_ih, w_hh,
+        # w_ho, bias_h, bias_o -> hidden, hidden_compl, output
+        n = add_op(self, "size", input=IOKey("input", type=float, differentiable=False), dim=0)
+        head = add_op(self, "to_slice", start=None, stop=n, step=None)
+        prev = add_op(self, "indexer", index=head,
+                      input=IOKey("prev_hidden", type=float, differentiable=False))
+        self |= Linear(use_bias=False)(input="input", weight=param_of("w_ih"), output="_xh")
+        self |= Linear(use_bias=False)(input=prev, weight=param_of("w_hh"), output="_hh")
+        self |= Linear(use_bias=False)(input=IOKey("hidden", expose=True),
+                                       weight=param_of("w_ho"), output="_ho")
+        pre = add_op(self, "add", left=conn_of(self, "_xh"), right=conn_of(self, "_hh"))
+        pre = add_op(self, "add", left=pre, right=param_of("bias_h"))
+        add_op(self, "tanh", out="hidden", input=pre)
+        tail = add_op(self, "to_slice", start=n, stop=None, step=None)
+        add_op(self, "indexer", out=IOKey("hidden_compl"), input="prev_hidden", index=tail)
+        add_op(self, "add", out=IOKey("output"), left=conn_of(self, "_ho"),
+               right=param_of("bias_o"))
+        self.set_shapes({"input": ["N", 1, "d_in"], "prev_hidden": ["M", 1, "d_hid"],
+                         "w_ih": ["d_hid", "d_in"], "w_hh": ["d_hid", "d_hid"],
+                         "w_ho": ["d_out", "d_hid"], "bias_h": ["d_hid"], "bias_o": ["d_out"]})
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+def many_to_one(model: Model, cell: Any, length: int) -> None:
+    """Build the reference's ``ManyToOne`` over a reference cell into ``model``: step ``t``
+    reads ``input{t}`` and the previous step's ``hidden`` (step 0: ``initial_hidden``), writes
+    ``output{t}``; ``hidden_concat`` joins (axis 0) the last step's ``hidden`` with the
+    ``hidden_compl`` of every later-to-earlier step, the final hidden state of every sequence
+    of a batch sorted by length (longest first)."""
+    cls = type(cell)
+    cells = []
+    for t in range(length):
+        cur = cls()
+        terms: dict[str, Any] = {k: k for k in cls.shared_keys}
+        terms["input"] = IOKey(f"input{t}")
+        for key in cls.state_keys:
+            terms[f"prev_{key}"] = (IOKey(f"initial_{key}") if t == 0 else
+                                    getattr(cells[-1], key))
+        terms["output"] = IOKey(f"output{t}")
+        model |= cur(**terms)
+        cells.append(cur)
+    last = cells[-1]
+    parts = [last.hidden, last.hidden_compl, *(c.hidden_compl for c in cells[-2:0:-1])]
+    add_op(model, "concat", out=IOKey("hidden_concat"), n=len(parts), axis=0,
+           **{f"input{i + 1}": p for i, p in enumerate(parts)})
+    model.set_cin("input0")
+    model.set_cout("hidden_concat")

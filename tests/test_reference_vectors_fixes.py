@@ -5,6 +5,9 @@
   an axis transpose; its gradient goes back to the rows the values came from.
 - ``HingeLoss`` has the reference's gradient at the kink (``target * input == 1``): half a step,
   ``-0.5 * target``, on every backend.
+- ``ShiftLeft``/``ShiftRight`` by a negative count give what NumPy's, PyTorch's and XLA's shift
+  operators give (0, or -1 for a right shift of a negative number) on every backend; the
+  catalogue's decomposition ``left * 2 ** right`` raised on NumPy.
 - The measuring tool itself: how it reads a vector, compares numbers and names failures.
 """
 
@@ -18,7 +21,16 @@ import numpy as np
 import pytest
 
 import mithril as ml
-from mithril.models import HingeLoss, IOKey, Model, PermuteTensor, QuadHingeLoss, Transpose
+from mithril.models import (
+    HingeLoss,
+    IOKey,
+    Model,
+    PermuteTensor,
+    QuadHingeLoss,
+    ShiftLeft,
+    ShiftRight,
+    Transpose,
+)
 from tools import reference_vectors as rv
 
 BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
@@ -111,6 +123,24 @@ def test_quad_hinge_loss_gradient_is_zero_at_the_kink(backend: tuple[str, str]) 
     out, grads = value_and_grad(QuadHingeLoss(), b, {"input": x}, {"target": t}, np.ones(3))
     np.testing.assert_allclose(out, [0.0, 0.0, 0.25], **tol(dtype))
     np.testing.assert_allclose(grads["input"], [0.0, 0.0, -1.0], **tol(dtype))
+
+
+# ---- shifts by negative counts ----
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_shifts_by_negative_counts_match_numpy_shift_operators(backend: tuple[str, str]
+                                                               ) -> None:
+    b = make(*backend)
+    x = np.array([[2, -32, 32, 5, -7, 1, 0, -1]], dtype=np.int32)
+    s = np.array([[-1, -1, 3, 0, 2, -4, -2, 5]], dtype=np.int32)
+    for cls, want in [(ShiftLeft, np.left_shift(x, s)), (ShiftRight, np.right_shift(x, s))]:
+        pm = ml.compile(cls(), b, shapes={"input": [1, 8], "shift": [1, 8]}, jit=False,
+                        data_keys={"input", "shift"})
+        out = pm.evaluate({}, {"input": b.array(x), "shift": b.array(s)})["output"]
+        np.testing.assert_array_equal(b.to_numpy(out), want, err_msg=cls.__name__)
+    # a scalar shifted by a tensor of counts, as the reference writes it
+    pm = ml.compile(ShiftRight(input=32), b, shapes={"shift": [4]}, jit=False)
+    out = pm.evaluate({}, {"shift": b.array(np.array([1, -1, 3, 4], dtype=np.int32))})
+    np.testing.assert_array_equal(b.to_numpy(out["output"]), [16, 0, 4, 2])
 
 
 # ---- the measuring tool ----

@@ -229,14 +229,23 @@ def _softmax(k: Any, x: Any, axis: int = -1) -> Any:
     return k.divide(e, k.sum(e, axis, True))
 
 
+def _shift(k: Any, left: Any, right: Any, scale: Any, negative: Any) -> Any:
+    """``left`` shifted by ``right`` as ``scale(left, 2 ** right)``; a negative count gives
+    ``negative`` (0, or for a right shift -1 where ``left < 0``), as NumPy's, PyTorch's and
+    XLA's shift operators do (``2 ** right`` itself is an error for negative integers)."""
+    moved = scale(left, k.power(2, k.maximum(right, 0)))
+    return k.where(k.greater(0, right), negative, moved)
+
+
 derive({
     "less": lambda k, left, right: k.greater(right, left),
     "less_equal": lambda k, left, right: k.greater_equal(right, left),
     "not_equal": lambda k, left, right: k.logical_not(k.equal(left, right)),
     "logical_or": _logical_or,
     "logical_xor": lambda k, left, right: k.not_equal(left, right),
-    "shift_left": lambda k, left, right: k.multiply(left, k.power(2, right)),
-    "shift_right": lambda k, left, right: k.floor_divide(left, k.power(2, right)),
+    "shift_left": lambda k, left, right: _shift(k, left, right, k.multiply, 0),
+    "shift_right": lambda k, left, right: _shift(k, left, right, k.floor_divide,
+                                                 k.where(k.greater(0, left), -1, 0)),
     "minimum": lambda k, left, right: k.negate(k.maximum(k.negate(left), k.negate(right))),
     "square": lambda k, x: k.multiply(x, x),
     "reciprocal": lambda k, x: k.divide(1.0, x),

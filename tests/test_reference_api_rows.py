@@ -271,3 +271,50 @@ def test_rnn_cell_serves_both_apis() -> None:
     np.testing.assert_allclose(out["output"], hid @ params["w_ho"].T + params["bias_o"],
                                rtol=1e-12)
     np.testing.assert_array_equal(out["hidden_compl"], h[2:])
+
+
+# ---- parameter shapes taken from the arrays given to evaluate --------------------------------
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_shapes_at_evaluate_compiles_for_the_given_arrays(backend: tuple[str, str]) -> None:
+    b = make(*backend)
+    m = Model()
+    m |= Linear(4)(input="input")
+    m += Relu()
+    m += Linear(2)(output=IOKey("output"))
+    with pytest.raises(ml.CompileError, match="shapes_at_evaluate=True"):
+        ml.compile(m, b)
+    pm = ml.compile(m, b, shapes_at_evaluate=True, use_short_namings=False)
+    with pytest.raises(ml.CompileError, match="linear_0_weight"):
+        pm.randomize_params()
+    for n_in, batch in ((3, 5), (6, 2), (3, 5)):
+        p = {"linear_0_weight": RNG.normal(size=(4, n_in)), "linear_0_bias": RNG.normal(size=4),
+             "linear_1_weight": RNG.normal(size=(2, 4)), "linear_1_bias": RNG.normal(size=2)}
+        x = RNG.normal(size=(batch, n_in))
+        out, grads = pm.evaluate({k: b.array(v) for k, v in p.items()}, {"input": b.array(x)},
+                                 output_gradients={"output": b.array(np.ones((batch, 2)))})
+        h = np.maximum(x @ p["linear_0_weight"].T + p["linear_0_bias"], 0)
+        np.testing.assert_allclose(np.asarray(out["output"]),
+                                   h @ p["linear_1_weight"].T + p["linear_1_bias"],
+                                   **tol(backend[1]))
+        np.testing.assert_allclose(np.asarray(grads["linear_1_weight"]),
+                                   np.ones((batch, 2)).T @ h, **tol(backend[1]))
+        assert pm.shapes["linear_0_weight"] == [4, n_in]
+    assert len(pm._compiled) == 2  # one compiled model per set of shapes, reused
+    assert sorted(pm.randomize_params()) == sorted(p)
+
+
+# ---- mithril.backends.with_autograd ----------------------------------------------------------
+def test_reference_backend_module_paths() -> None:
+    from mithril.backends.with_autograd.jax_backend import JaxBackend
+    from mithril.backends.with_autograd.torch_backend import TorchBackend
+    from mithril.backends.with_autograd.torch_backend.parallel import TorchParallel
+    from mithril.backends.with_manualgrad.numpy_backend import NumpyBackend
+
+    assert TorchBackend is ml.TorchBackend and JaxBackend is ml.JaxBackend
+    assert NumpyBackend is ml.NumpyBackend
+    assert TorchParallel._instance is None  # no process group is running
+    with pytest.raises(ImportError):
+        from mithril.backends.with_autograd.torch_backend import CBackend  # noqa: F401
+    b = TorchBackend(dtype=ml.float64)
+    x = b.array([1.0, -2.0])
+    assert np.asarray(b.abs(x)).tolist() == [1.0, 2.0]

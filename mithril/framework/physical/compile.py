@@ -34,7 +34,8 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
             discard_keys: Iterable[str] | None = None, inference: bool = False,
             jit: bool | None = None, file_path: str | None = None, safe_names: bool = True,
             outputs: Iterable[str] | None = None, parallel: Any = None,
-            train: Any = None, use_short_namings: bool | None = None) -> CompiledModel:
+            train: Any = None, use_short_namings: bool | None = None,
+            shapes_at_evaluate: bool = False) -> CompiledModel | ShapeDeferredModel:
     """Compile ``model`` for ``backend``.
 
     - ``shapes``: input shapes (``{"input": [32, 3, 32, 32]}``); symbols such as ``"N"`` stay
@@ -54,6 +55,10 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
       several); ``True``: the terminal name alone, numbered ``weight_0``, ``weight_1`` where
       several share it. Default (``None``): this project's dotted paths (``mlp.fc.weight``).
       ``shapes``, ``constant_keys`` and the other key arguments take the names chosen here.
+    - ``shapes_at_evaluate=True``: where parameter shapes are not fixed (no ``shapes=``, free
+      layer sizes), compile at the first ``evaluate`` with the shapes of the arrays given
+      there, as the reference Mithril does (:class:`ShapeDeferredModel`); without it such a
+      model raises ``CompileError`` here, naming the parameter.
     - ``parallel``: how arrays are split over the backend's device mesh
       (``ml.DataParallel()``, ``ml.TensorParallel()``, their sum; ``docs/parallel.md``);
       without it, arrays on a backend with a device mesh keep the layout they are given.
@@ -101,9 +106,100 @@ def compile(model: BaseModel, backend: Any, *, shapes: Mapping[str, Any] | None 
         finally:  # compiling leaves the primitive as it was: free, compilable again
             primitive.parent = None
             primitive._local_name = None
-    return _compile_model(model, backend, shapes, constant_keys, data_keys, trainable_keys,
-                          discard_keys, inference, jit, file_path, safe_names, outputs, parallel,
-                          use_short_namings)
+    try:
+        return _compile_model(model, backend, shapes, constant_keys, data_keys, trainable_keys,
+                              discard_keys, inference, jit, file_path, safe_names, outputs,
+                              parallel, use_short_namings)
+    except UndeterminedShapeError as err:
+        if not shapes_at_evaluate:
+            raise UndeterminedShapeError(
+                f"{err}; or compile(..., shapes_at_evaluate=True) to take them from the "
+                "arrays given to evaluate") from None
+        # as the reference: shapes nothing fixed yet come from the arrays given to evaluate
+        options = {"shapes": shapes, "constant_keys": constant_keys, "data_keys": data_keys,
+                   "trainable_keys": trainable_keys, "discard_keys": discard_keys,
+                   "inference": inference, "jit": jit, "file_path": file_path,
+                   "safe_names": safe_names, "outputs": outputs, "parallel": parallel,
+                   "use_short_namings": use_short_namings}
+        return ShapeDeferredModel(model, backend, options, str(err))
+
+
+class UndeterminedShapeError(CompileError):
+    """A parameter's or state's shape is not fixed by the model, ``shapes=`` or constants."""
+
+
+class ShapeDeferredModel:
+    """What ``ml.compile(..., shapes_at_evaluate=True)`` returns when parameter shapes are not
+    known yet (no ``shapes=``, the layer sizes free), as the reference Mithril allows: the
+    model is compiled at the first ``evaluate`` with the shapes of the parameters and inputs
+    given there (once per new set of shapes; later calls with those shapes use that compiled
+    model). ``randomize_params``
+    needs the shapes first: compile with ``shapes=`` for it.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Linear
+    >>> pm = ml.compile(Linear(2), ml.NumpyBackend(dtype=ml.float64), shapes_at_evaluate=True)
+    >>> out = pm.evaluate({"weight": np.ones((2, 3)), "bias": np.zeros(2)},
+    ...                   {"input": np.ones((4, 3))})
+    >>> out["output"].tolist(), pm.shapes["weight"]
+    ([[3.0, 3.0], [3.0, 3.0], [3.0, 3.0], [3.0, 3.0]], [2, 3])
+    """
+
+    def __init__(self, model: BaseModel, backend: Any, options: dict[str, Any],
+                 reason: str) -> None:
+        self.logical_model = model
+        self.backend = backend
+        self.compile_options = options
+        self.constant_keys = frozenset(options["constant_keys"] or ())
+        self._reason = reason
+        self._compiled: dict[tuple[Any, ...], CompiledModel] = {}
+        self._last: CompiledModel | None = None
+
+    def _for(self, params: Mapping[str, Any] | None, data: Mapping[str, Any] | None
+             ) -> CompiledModel:
+        given = {**(params or {}), **(data or {})}
+        shapes = {k: tuple(v.shape) for k, v in given.items()
+                  if k not in self.constant_keys and getattr(v, "shape", None) is not None}
+        key = tuple(sorted(shapes.items()))
+        pm = self._compiled.get(key)
+        if pm is None:
+            options = dict(self.compile_options)
+            options["shapes"] = {**{k: list(v) for k, v in shapes.items()},
+                                 **dict(options["shapes"] or {})}
+            pm = compile(self.logical_model, self.backend, **options)
+            self._compiled[key] = pm
+        self._last = pm
+        return pm
+
+    def evaluate(self, params: Mapping[str, Any] | None = None,
+                 inputs: Mapping[str, Any] | None = None, output_gradients: Any = None,
+                 state: Any = None, rng: Any = None, *,
+                 data: Mapping[str, Any] | None = None) -> Any:
+        """``CompiledModel.evaluate`` of the model compiled for these arrays' shapes."""
+        return self._for(params, inputs if data is None else data).evaluate(
+            params, inputs, output_gradients, state, rng, data=data)
+
+    def evaluate_all(self, params: Mapping[str, Any] | None = None,
+                     data: Mapping[str, Any] | None = None, output_gradients: Any = None) -> Any:
+        """``CompiledModel.evaluate_all`` of the model compiled for these arrays' shapes."""
+        return self._for(params, data).evaluate_all(params, data, output_gradients)
+
+    __call__ = evaluate
+
+    def randomize_params(self, *args: Any, **kwargs: Any) -> Any:
+        """Needs the parameters' shapes: after an ``evaluate``, those of its compiled model."""
+        if self._last is None:
+            raise CompileError(f"{self._reason}; or pass the parameters to evaluate, which "
+                               "compiles the model for their shapes")
+        return self._last.randomize_params(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        last = self.__dict__.get("_last")
+        if last is None:
+            raise CompileError(f"{name} is not known before the shapes are: "
+                               f"{self.__dict__.get('_reason')}")
+        return getattr(last, name)
 
 
 def _compile_model(model: BaseModel, backend: Any, shapes: Any, constant_keys: Any,
@@ -330,7 +426,7 @@ def check_determined(program: Program) -> None:
     for key, v in program.params.items():
         items = shape_items(v)
         if items is None or not all(isinstance(i, int) for i in items):
-            raise CompileError(
+            raise UndeterminedShapeError(
                 f"cannot determine the shape of parameter {key!r} (so far {items}); give the "
                 "input shape with compile(..., shapes={...}) or fix the layer sizes (e.g. "
                 "Linear(...)(input_size=...), Conv2d(in_channels=...), "
@@ -338,7 +434,8 @@ def check_determined(program: Program) -> None:
     for key, (vin, _) in program.state.items():
         items = shape_items(vin)
         if items is None or not all(isinstance(i, int) for i in items):
-            raise CompileError(f"cannot determine the shape of state {key!r} (so far {items})")
+            raise UndeterminedShapeError(
+                f"cannot determine the shape of state {key!r} (so far {items})")
     if program.unknown_scalars:
         raise CompileError(
             f"value {program.unknown_scalars[0]!r} is not known at compile time: it depends on "

@@ -44,6 +44,11 @@ class CompiledModel(InputChecks):
     (True, [4, 2])
     """
 
+    def __class_getitem__(cls, item: Any) -> type[CompiledModel]:
+        """``PhysicalModel[DataType]`` in annotations, as the reference writes it: the class
+        itself (the array type is the backend's)."""
+        return cls
+
     def __init__(self, *, backend: Any, info: ProgramInfo, forward_source: str,
                  writer: CodeWriter | None, kernels: dict[str, Callable[..., Any]],
                  constants: dict[str, Any], inference: bool, jit: bool | None,

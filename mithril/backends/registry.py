@@ -108,6 +108,18 @@ class KernelRegistry:
 
         return register
 
+    def vjps_from(self, functions: Mapping[str, Callable[..., Any]]) -> None:
+        """Register many VJPs at once, ``{primitive: vjp}``: for gradients short enough to be
+        one expression of ``(grad, output, *inputs, cache=None)``.
+
+        >>> reg = KernelRegistry("demo")
+        >>> reg.vjps_from({"negate": lambda g, y, x, cache=None: (-g,)})
+        >>> reg.vjps["negate"](2.0, -1.0, 1.0)
+        (-2.0,)
+        """
+        for name, fn in functions.items():
+            self.vjp(name)(fn)
+
     def table(self, manual_gradients: bool = False) -> dict[str, Callable[..., Any]]:
         """Kernels by the name generated code calls them (``relu``, ``dropout_inference``,
         ``conv2d_fwd``, ``relu_vjp``), checked against the catalogue once, with a composed

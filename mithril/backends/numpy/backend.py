@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -16,18 +17,8 @@ from . import vjps as _vjps
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-#: binary primitives generated code may write as plain operators (same result as the kernel)
-_OPERATOR_EXPRS = {
-    "add": "({0} + {1})",
-    "subtract": "({0} - {1})",
-    "multiply": "({0} * {1})",
-    "matmul": "({0} @ {1})",
-}
 
-
-_ALLOCATOR_WARMED = False
-
-
+@functools.cache
 def _warm_allocator() -> None:
     """Let glibc's malloc keep big freed blocks instead of returning them to the OS.
 
@@ -36,12 +27,9 @@ def _warm_allocator() -> None:
     heap tops past twice that, so each step page-faults its memory back in, which measured
     ~35% of a small ConvNet's step. Freeing one ~30 MiB mmap'd block raises both thresholds
     (the dynamic maximum is 32 MiB / 64 MiB). Harmless elsewhere (other allocators ignore it).
+    Runs once per process.
     """
-    global _ALLOCATOR_WARMED
-    if not _ALLOCATOR_WARMED:
-        block = np.empty(30 * 2**20, np.uint8)
-        del block
-        _ALLOCATOR_WARMED = True
+    np.empty(30 * 2**20, np.uint8)  # freed at once
 
 
 class NumpyBackend(ReferenceHelpers, Backend):
@@ -54,7 +42,9 @@ class NumpyBackend(ReferenceHelpers, Backend):
 
     name = "numpy"
     manual_gradients = True
-    exprs: ClassVar[dict[str, str]] = dict(_OPERATOR_EXPRS)
+    #: binary primitives generated code writes as plain operators (same result as the kernel)
+    exprs: ClassVar[dict[str, str]] = {"add": "({0} + {1})", "subtract": "({0} - {1})",
+                                       "multiply": "({0} * {1})", "matmul": "({0} @ {1})"}
     supported_devices = ("cpu",)
     kernels = _kernels
     vjps = _vjps

@@ -7,32 +7,27 @@ what each step computed, and ``<mode>_vjp`` walks the steps back (backpropagatio
 leave the state as it was, which is PyTorch's packed-sequence semantics.
 
 Inputs are the catalogue's, in its order (``mithril/framework/loops.py``).
+
+>>> lstm = registry.kernels[("lstm", "default")]
+>>> x, w_ih, w_hh = np.ones((5, 2, 3)), np.full((8, 3), 0.1), np.full((8, 2), 0.1)
+>>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
+>>> out.shape, h_n.shape, bool(np.allclose(out[-1], h_n[0]))
+((5, 2, 2), (1, 2, 2), True)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-from ...framework.loops import CATALOGUE, GATES
+from ...framework.loops import CATALOGUE, GATES, positional_signature
 from ...framework.scan import register_scan
-from .kernels import registry
+from .kernels import _output_of, registry
+from .kernels import sigmoid as _sigmoid
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
-def _unpack(mode: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(CATALOGUE[mode].input_names, args, strict=True))
 
 
 def _mask(lengths: Any, n_t: int, dtype: Any) -> np.ndarray | None:
@@ -115,8 +110,9 @@ def _step_vjp(mode: str, dh_new: np.ndarray, dc_new: np.ndarray | None, h: np.nd
     return dxp, dh_prev, dc_prev
 
 
-def _forward(mode: str, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    a = _unpack(mode, args)
+def _forward(mode: str, *args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The layer's outputs and what each step computed (the cache of ``_backward``)."""
+    a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
     lstm = mode == "lstm"
     x = np.asarray(a["input"])
     if a["batch_first"]:
@@ -164,11 +160,12 @@ def _forward(mode: str, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[st
     return result, {"x": x, "dirs": dirs, "mask": mask}
 
 
-def _backward(mode: str, grad: Any, args: tuple[Any, ...], cache: dict[str, Any] | None
+def _backward(mode: str, grad: Any, output: Any, *args: Any, cache: dict[str, Any] | None = None
               ) -> tuple[Any, ...]:
+    """Backpropagation through time."""
     if cache is None:
-        cache = _forward(mode, args)[1]
-    a = _unpack(mode, args)
+        cache = _forward(mode, *args)[1]
+    a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
     lstm = mode == "lstm"
     g_out, g_hn = grad[0], grad[1]
     g_cn = grad[2] if lstm else None
@@ -222,84 +219,11 @@ def _backward(mode: str, grad: Any, args: tuple[Any, ...], cache: dict[str, Any]
     return tuple(grads[k] for k in CATALOGUE[mode].input_names)
 
 
-@registry.kernel("lstm", mode="with_cache")
-def lstm_fwd(*args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``lstm`` (training): the outputs and the per-step values its VJP reuses."""
-    return _forward("lstm", args)
-
-
-@registry.kernel("lstm")
-def lstm(*args: Any) -> tuple[Any, ...]:
-    """One LSTM layer over the whole sequence: ``(output, h_n, c_n)``.
-
-    >>> import numpy as np
-    >>> x, w_ih, w_hh = np.ones((5, 2, 3)), np.full((8, 3), 0.1), np.full((8, 2), 0.1)
-    >>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
-    >>> out.shape, h_n.shape, bool(np.allclose(out[-1], h_n[0]))
-    ((5, 2, 2), (1, 2, 2), True)
-    """
-    return _forward("lstm", args)[0]
-
-
-@registry.vjp("lstm")
-def lstm_vjp(grad: Any, output: Any, *args: Any, cache: Any = None) -> tuple[Any, ...]:
-    """Backpropagation through time of ``lstm``."""
-    return _backward("lstm", grad, args, cache)
-
-
-@registry.kernel("gru", mode="with_cache")
-def gru_fwd(*args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``gru`` (training): the outputs and the per-step values its VJP reuses."""
-    return _forward("gru", args)
-
-
-@registry.kernel("gru")
-def gru(*args: Any) -> tuple[Any, ...]:
-    """One GRU layer over the whole sequence: ``(output, h_n)``."""
-    return _forward("gru", args)[0]
-
-
-@registry.vjp("gru")
-def gru_vjp(grad: Any, output: Any, *args: Any, cache: Any = None) -> tuple[Any, ...]:
-    """Backpropagation through time of ``gru``."""
-    return _backward("gru", grad, args, cache)
-
-
-@registry.kernel("rnn_tanh", mode="with_cache")
-def rnn_tanh_fwd(*args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``rnn_tanh`` (training): the outputs and the per-step values its VJP reuses."""
-    return _forward("rnn_tanh", args)
-
-
-@registry.kernel("rnn_tanh")
-def rnn_tanh(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer (tanh) over the whole sequence: ``(output, h_n)``."""
-    return _forward("rnn_tanh", args)[0]
-
-
-@registry.vjp("rnn_tanh")
-def rnn_tanh_vjp(grad: Any, output: Any, *args: Any, cache: Any = None) -> tuple[Any, ...]:
-    """Backpropagation through time of ``rnn_tanh``."""
-    return _backward("rnn_tanh", grad, args, cache)
-
-
-@registry.kernel("rnn_relu", mode="with_cache")
-def rnn_relu_fwd(*args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``rnn_relu`` (training): the outputs and the per-step values its VJP reuses."""
-    return _forward("rnn_relu", args)
-
-
-@registry.kernel("rnn_relu")
-def rnn_relu(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer (relu) over the whole sequence: ``(output, h_n)``."""
-    return _forward("rnn_relu", args)[0]
-
-
-@registry.vjp("rnn_relu")
-def rnn_relu_vjp(grad: Any, output: Any, *args: Any, cache: Any = None) -> tuple[Any, ...]:
-    """Backpropagation through time of ``rnn_relu``."""
-    return _backward("rnn_relu", grad, args, cache)
-
+for _mode in GATES:  # per recurrent layer: the kernel, its training variant and its VJP
+    _fwd = positional_signature(_mode)(functools.partial(_forward, _mode))
+    registry.kernel(_mode, mode="with_cache")(_fwd)
+    registry.kernel(_mode)(_output_of(_fwd))
+    registry.vjp(_mode)(functools.partial(_backward, _mode))
 
 # issue 15: the generic loop (Scan) over a user's body model
 register_scan(registry, "numpy")

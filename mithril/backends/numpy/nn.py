@@ -1,30 +1,90 @@
-"""NumPy kernels of the neural-network primitives: convolution, pooling, normalisation, embedding,
-attention, dropout (registered in ``kernels.registry``).
+"""NumPy kernels of the neural-network primitives: padding, convolution, pooling, batch norm,
+embedding, attention, dropout (registered in ``kernels.registry``).
 """
 
 from __future__ import annotations
 
-import builtins as _builtins
+import builtins
+import itertools
 import math
-import typing as _typing
+import typing
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided as _as_strided
+from numpy.lib.stride_tricks import as_strided
 
-from .kernels import (
-    _float_dtype,
-    _ntuple,
-    _offset_slices,
-    _pad_last,
-    _pad_pairs,
-    _window_counts,
-    _windows,
-    kernel,
-    softmax,
-)
+from .kernels import _float_dtype, _output_of, kernel, registry, softmax
 
-if _typing.TYPE_CHECKING:
-    from typing import Any
+
+# ----------------------------------------------------------------------------------------------
+# Window geometry over the last ``nd`` dims (any leading dims)
+# ----------------------------------------------------------------------------------------------
+def _ntuple(value: int | Sequence[int], nd: int, what: str) -> tuple[int, ...]:
+    """``value`` as a tuple of ``nd`` ints (an int is repeated)."""
+    if isinstance(value, int | np.integer):
+        return (int(value),) * nd
+    items = tuple(int(v) for v in value)
+    if len(items) != nd:
+        raise ValueError(f"{what} needs {nd} values, got {value!r}")
+    return items
+
+
+def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    """Padding as ``nd`` ``(before, after)`` pairs (ints and int tuples are accepted too)."""
+    if isinstance(value, int | np.integer):
+        return ((int(value), int(value)),) * nd
+    items = tuple(value)
+    if len(items) != nd:
+        raise ValueError(f"padding needs {nd} entries, got {value!r}")
+    return tuple((int(p), int(p)) if isinstance(p, int | np.integer) else
+                 (int(p[0]), int(p[1])) for p in items)
+
+
+def _pad_last(x: np.ndarray, pads: Sequence[tuple[int, int]], value: float = 0) -> np.ndarray:
+    """Pad the last ``len(pads)`` dims of ``x`` with ``value`` (``x`` itself if no padding)."""
+    if all(a == 0 and b == 0 for a, b in pads):
+        return x
+    nd = len(pads)
+    sizes = x.shape[x.ndim - nd:]
+    shape = x.shape[:x.ndim - nd] + tuple(s + a + b for s, (a, b) in zip(sizes, pads, strict=True))
+    out = np.zeros(shape, x.dtype) if value == 0 else np.full(shape, value, x.dtype)
+    out[(Ellipsis, *(slice(a, a + s) for s, (a, _) in zip(sizes, pads, strict=True)))] = x
+    return out
+
+
+def _crop_last(x: np.ndarray, pads: Sequence[tuple[int, int]],
+               sizes: Sequence[int]) -> np.ndarray:
+    """Undo ``_pad_last``: the region of the last dims that held the original data."""
+    if all(a == 0 and b == 0 for a, b in pads):
+        return x
+    return x[(Ellipsis, *(slice(a, a + s) for (a, _), s in zip(pads, sizes, strict=True)))]
+
+
+def _window_counts(sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                   dilation: Sequence[int]) -> tuple[int, ...]:
+    """Number of window positions along each dim (floor mode)."""
+    out = tuple((n - d * (k - 1) - 1) // s + 1
+                for n, k, s, d in zip(sizes, kernel, stride, dilation, strict=True))
+    if builtins.min(out) <= 0:
+        raise ValueError(f"a window of size {tuple(kernel)} (dilation {tuple(dilation)}) does "
+                         f"not fit an input of spatial size {tuple(sizes)}")
+    return out
+
+
+def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+                   out: Sequence[int]) -> list[tuple[slice, ...]]:
+    """For each kernel offset (row-major), the slices of the input it meets in every window."""
+    return [tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                  for o, d, s, n in zip(offs, dilation, stride, out, strict=True))
+            for offs in itertools.product(*(range(k) for k in kernel))]
+
+
+registry.kernels_from({
+    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim)),
+    "embedding": lambda input, weight: weight[input],
+    "one_hot": lambda input, num_classes: input[..., None] == np.arange(num_classes),
+})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -37,7 +97,7 @@ if _typing.TYPE_CHECKING:
 # dropped): then every kernel offset reads — and, in the backward col2im, adds into — one
 # contiguous run of the flattened padded image, instead of many short rows.
 # ----------------------------------------------------------------------------------------------
-class _ConvPlan(_typing.NamedTuple):
+class _ConvPlan(typing.NamedTuple):
     """The geometry of one convolution call (batched input ``(N, C, *spatial)``)."""
 
     n: int
@@ -64,9 +124,10 @@ class _ConvPlan(_typing.NamedTuple):
         return self.padded[1] - self.out[1] if self.flat else 0
 
 
-def _conv_plan(nd: int, x: np.ndarray, weight: np.ndarray, stride: Any, padding: Any,
-               dilation: Any, groups: int) -> _ConvPlan:
+def _conv_plan(x: np.ndarray, weight: np.ndarray, stride: Any, padding: Any, dilation: Any,
+               groups: int) -> _ConvPlan:
     """Normalise a convolution's arguments and work out its shapes."""
+    nd = weight.ndim - 2
     s, p, d = (_ntuple(stride, nd, "stride"), _pad_pairs(padding, nd),
                _ntuple(dilation, nd, "dilation"))
     n, c = x.shape[:2]
@@ -81,38 +142,42 @@ def _conv_plan(nd: int, x: np.ndarray, weight: np.ndarray, stride: Any, padding:
                      nd == 2 and s == (1, 1))
 
 
-def _flat_image(x: np.ndarray, plan: _ConvPlan) -> np.ndarray:
-    """``x`` zero-padded into ``(N, C, Hp * Wp + slack)`` (the flat-rows layout)."""
-    hp, wp = plan.padded
-    (top, _), (left, _) = plan.pads
-    buf = np.zeros((plan.n, plan.c, hp * wp + plan.slack), x.dtype)
-    image = _as_strided(buf, (plan.n, plan.c, hp, wp),
-                        (buf.strides[0], buf.strides[1], wp * buf.itemsize, buf.itemsize))
-    image[:, :, top:top + plan.sizes[0], left:left + plan.sizes[1]] = x
-    return buf
+def _flat_strided(buf: np.ndarray, plan: _ConvPlan) -> np.ndarray:
+    """The ``(N, C, Hp, Wp)`` image inside a flat-rows buffer ``(N, C, Hp * Wp + slack)``."""
+    return as_strided(buf, (plan.n, plan.c, *plan.padded),
+                      (buf.strides[0], buf.strides[1], plan.padded[1] * buf.itemsize,
+                       buf.itemsize))
 
 
 def _im2col(x: np.ndarray, plan: _ConvPlan) -> np.ndarray:
     """The im2col matrix ``(groups, C/groups * prod(kernel), N * L)`` of a batched input."""
     if plan.flat:
-        buf = _flat_image(x, plan)
+        (top, _), (left, _) = plan.pads
+        buf = np.zeros((plan.n, plan.c, math.prod(plan.padded) + plan.slack), x.dtype)
+        _flat_strided(buf, plan)[:, :, top:top + plan.sizes[0], left:left + plan.sizes[1]] = x
         (dh, dw), wp, isz = plan.dilation, plan.padded[1], buf.itemsize
-        view = _as_strided(buf, (plan.c, *plan.kernel, plan.n, plan.out[0] * wp),
-                           (buf.strides[1], dh * wp * isz, dw * isz, buf.strides[0], isz),
-                           writeable=False)
-    else:
-        win = _windows(_pad_last(x, plan.pads), plan.kernel, plan.stride, plan.dilation)
-        view = np.moveaxis(win, 0, 1 + len(plan.kernel))  # (C, *kernel, N, *out)
+        view = as_strided(buf, (plan.c, *plan.kernel, plan.n, plan.out[0] * wp),
+                          (buf.strides[1], dh * wp * isz, dw * isz, buf.strides[0], isz),
+                          writeable=False)
+    else:  # a read-only strided view (C, *kernel, N, *out) of every window
+        xp = _pad_last(x, plan.pads)
+        st = xp.strides
+        view = as_strided(xp, (plan.c, *plan.kernel, plan.n, *plan.out),
+                          (st[1], *(a * d for a, d in zip(st[2:], plan.dilation, strict=True)),
+                           st[0], *(a * s for a, s in zip(st[2:], plan.stride, strict=True))),
+                          writeable=False)
     return np.ascontiguousarray(view).reshape(plan.groups, -1, plan.n * math.prod(plan.rows))
 
 
-def _conv_forward(nd: int, input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                  stride: Any, padding: Any, dilation: Any,
-                  groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """An ``nd``-d convolution by im2col and one GEMM per group; returns (output, im2col)."""
+@kernel("conv2d", mode="with_cache")
+def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+               stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``conv2d`` (PyTorch weight layout) by im2col and one GEMM per group, and the im2col."""
+    nd = weight.ndim - 2
     unbatched = input.ndim == nd + 1
     x = input[None] if unbatched else input
-    plan = _conv_plan(nd, x, weight, stride, padding, dilation, groups)
+    plan = _conv_plan(x, weight, stride, padding, dilation, groups)
     cols = _im2col(x, plan)
     out = np.matmul(weight.reshape(groups, plan.o // groups, -1), cols)
     out = out.reshape(plan.o, plan.n, *plan.rows)
@@ -124,23 +189,8 @@ def _conv_forward(nd: int, input: np.ndarray, weight: np.ndarray, bias: np.ndarr
     return (out[0] if unbatched else out), cols
 
 
-@kernel("conv2d")
-def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
-           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
-    """2-d convolution (cross-correlation), PyTorch weight layout ``(out, in/groups, kh, kw)``."""
-    return _conv_forward(2, input, weight, bias, stride, padding, dilation, groups)[0]
-
-
-@kernel("conv2d", mode="with_cache")
-def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
-               stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``conv2d`` and its im2col matrix (the cache of ``conv2d_vjp``)."""
-    return _conv_forward(2, input, weight, bias, stride, padding, dilation, groups)
-
-
 # ----------------------------------------------------------------------------------------------
-# Pooling (over the last nd dims; any leading dims)
+# Pooling
 #
 # A loop over the kernel offsets (kh * kw at most) of whole-array ops on strided views. This
 # beats reducing a reshaped ``(..., o1, k1, o2, k2)`` array several times over in NumPy, even
@@ -165,21 +215,6 @@ def _pool_views(xp: np.ndarray, geometry: tuple[tuple[int, ...], ...]) -> list[n
     return [xp[(Ellipsis, *sl)] for sl in _offset_slices(k, s, d, out)]
 
 
-def _pad_value(dtype: np.dtype) -> float | int:
-    """The identity of max: -inf for floats, the smallest value for integers."""
-    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
-
-
-def _max_of(views: list[np.ndarray]) -> np.ndarray:
-    """Elementwise maximum of the views (NaN propagates)."""
-    if len(views) == 1:
-        return views[0].copy()
-    best = np.maximum(views[0], views[1])
-    for v in views[2:]:
-        np.maximum(best, v, out=best)
-    return best
-
-
 def _first_hits(views: list[np.ndarray], best: np.ndarray) -> list[np.ndarray]:
     """Per offset, a mask of the windows whose first maximum (row-major) sits there.
 
@@ -201,33 +236,33 @@ def _first_hits(views: list[np.ndarray], best: np.ndarray) -> list[np.ndarray]:
     return masks
 
 
-def _max_pool_fwd(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
-                  dilation: Any, want_masks: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Max pooling and, per kernel offset, the mask of windows whose maximum it holds."""
-    geometry = _pool_geometry(input, nd, kernel_size, stride, padding, dilation)
-    views = _pool_views(_pad_last(input, geometry[2], _pad_value(input.dtype)), geometry)
-    best = _max_of(views)
-    return best, (_first_hits(views, best) if want_masks else [])
+@kernel("max_pool2d", mode="with_cache")
+def max_pool2d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                   dilation: Any = 1, masks: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Max pooling (padding counts as -inf; NaN propagates) and, with ``masks``, per kernel
+    offset the mask of the windows whose first maximum it holds."""
+    geometry = _pool_geometry(input, 2, kernel_size, stride, padding, dilation)
+    fill = -np.inf if input.dtype.kind == "f" else np.iinfo(input.dtype).min
+    views = _pool_views(_pad_last(input, geometry[2], fill), geometry)
+    if len(views) == 1:
+        best = views[0].copy()
+    else:
+        best = np.maximum(views[0], views[1])
+        for v in views[2:]:
+            np.maximum(best, v, out=best)
+    return best, (_first_hits(views, best) if masks else [])
 
 
 @kernel("max_pool2d")
 def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> np.ndarray:
-    """2-d max pooling over the last two dims (padding counts as -inf; floor mode)."""
-    return _max_pool_fwd(input, 2, kernel_size, stride, padding, dilation, False)[0]
-
-
-@kernel("max_pool2d", mode="with_cache")
-def max_pool2d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                   dilation: Any = 1) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``max_pool2d`` and its argmax masks (the cache of ``max_pool2d_vjp``)."""
-    return _max_pool_fwd(input, 2, kernel_size, stride, padding, dilation)
+    return max_pool2d_fwd(input, kernel_size, stride, padding, dilation, False)[0]
 
 
 @kernel("avg_pool2d")
 def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
                padding: Any = 0) -> np.ndarray:
-    """2-d average pooling; zero padding counts in the average (PyTorch's default)."""
+    """Zero padding counts in the average (PyTorch's default)."""
     geometry = _pool_geometry(input, 2, kernel_size, stride, padding, 1)
     views = _pool_views(_pad_last(input, geometry[2]), geometry)
     acc = views[0].astype(_float_dtype(input), copy=True)
@@ -238,25 +273,11 @@ def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
 
 
 # ----------------------------------------------------------------------------------------------
-# Normalisation
+# Batch norm (channel axis 1)
 # ----------------------------------------------------------------------------------------------
 def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel (axis 1) vector against ``x``."""
     return (x.shape[1],) + (1,) * (x.ndim - 2)
-
-
-def _standardise(x: np.ndarray, axes: tuple[int, ...],
-                 eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x - mean) / sqrt(var + eps)`` over ``axes``; returns (xhat, mean, biased var, 1/std).
-
-    ``mean``, ``var`` and ``1/std`` keep the reduced dims.
-    """
-    mu = np.mean(x, axis=axes, keepdims=True)
-    xc = x - mu
-    var = np.mean(np.square(xc), axis=axes, keepdims=True)
-    inv_std = 1 / np.sqrt(var + eps)
-    xc *= inv_std
-    return xc, mu, var, inv_std
 
 
 def _affine(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
@@ -272,11 +293,9 @@ def _affine(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
 
 def _bn_standardise(x: np.ndarray,
                     eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel (axis 1) ``_standardise``; statistics come back with shape ``(C,)``.
-
-    Works on an ``(N, C, L)`` view with ``einsum`` sums, much faster than NumPy's reductions
-    over axes ``(0, 2, 3)``.
-    """
+    """``(x - mean) / sqrt(var + eps)`` per channel: (xhat, mean, biased var, 1/std), the
+    statistics of shape ``(C,)``. ``einsum`` sums over an ``(N, C, L)`` view are much faster
+    than NumPy's reductions over axes ``(0, 2, 3)``."""
     n, c = x.shape[:2]
     x3 = x.reshape(n, c, -1)
     count = n * x3.shape[2]
@@ -288,18 +307,28 @@ def _bn_standardise(x: np.ndarray,
     return xc.reshape(x.shape), mu, var, inv_std
 
 
+def _running_standardise(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                         eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` standardised by the running statistics, and ``1/std`` shaped to broadcast."""
+    shape = _channel_shape(x)
+    inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
+    return (x - running_mean.reshape(shape)) * inv_std, inv_std
+
+
 @kernel("batch_norm", mode="with_cache")
 def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
                    bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
                    running_var: np.ndarray | None = None, momentum: float = 0.1,
                    eps: float = 1e-5) -> tuple[tuple[Any, Any, Any], tuple[np.ndarray, ...]]:
-    """``batch_norm`` and ``(xhat, 1/std)`` (the cache of ``batch_norm_vjp``)."""
+    """Training batch norm: ``(output, new_running_mean, new_running_var)`` and the cache
+    ``(xhat, 1/std)``. Normalises with the biased batch variance; the running variance moves
+    towards the unbiased one (PyTorch); no running statistics: ``(output, None, None)``."""
     xhat, mu, var, inv_std = _bn_standardise(input, eps)
     out = _affine(xhat, weight, bias, _channel_shape(input))
     if running_mean is None or running_var is None:
         return (out, running_mean, running_var), (xhat, inv_std)
     n = input.size // input.shape[1]
-    unbiased = var * (n / _builtins.max(n - 1, 1))
+    unbiased = var * (n / builtins.max(n - 1, 1))
     new_mean = (1 - momentum) * running_mean + momentum * mu
     new_var = (1 - momentum) * running_var + momentum * unbiased
     stats = (new_mean.astype(running_mean.dtype, copy=False),
@@ -307,56 +336,28 @@ def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
     return (out, *stats), (xhat, inv_std)
 
 
-@kernel("batch_norm")
-def batch_norm(input: np.ndarray, weight: np.ndarray | None = None,
-               bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
-               running_var: np.ndarray | None = None, momentum: float = 0.1,
-               eps: float = 1e-5) -> tuple[Any, Any, Any]:
-    """Training batch norm over channel axis 1: ``(output, new_running_mean, new_running_var)``.
-
-    Normalises with the biased batch variance; the running variance moves towards the unbiased
-    one (PyTorch). Without running statistics returns ``(output, None, None)``.
-    """
-    return batch_norm_fwd(input, weight, bias, running_mean, running_var, momentum, eps)[0]
-
-
 @kernel("batch_norm", mode="inference")
 def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
                          bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
                          running_var: np.ndarray | None = None, momentum: float = 0.1,
                          eps: float = 1e-5) -> tuple[Any, Any, Any]:
-    """Batch norm with the running statistics (batch statistics when they are None).
-
-    Returns ``(output, running_mean, running_var)`` with the statistics unchanged.
-    """
+    """With the running statistics (batch statistics when they are None), which it returns
+    unchanged."""
     if running_mean is None or running_var is None:
         xhat = _bn_standardise(input, eps)[0]
     else:
-        shape = _channel_shape(input)
-        inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
-        xhat = (input - running_mean.reshape(shape)) * inv_std
+        xhat = _running_standardise(input, running_mean, running_var, eps)[0]
     return _affine(xhat, weight, bias, _channel_shape(input)), running_mean, running_var
 
 
-def _layer_axes(input: np.ndarray, normalized_shape: Any) -> tuple[int, ...]:
-    count = 1 if isinstance(normalized_shape, int | np.integer) else len(normalized_shape)
-    return tuple(range(input.ndim - count, input.ndim))
-
-
 # ----------------------------------------------------------------------------------------------
-# Embedding, attention, dropout
+# Attention, dropout
 # ----------------------------------------------------------------------------------------------
-@kernel("embedding")
-def embedding(input: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``weight[input]``: rows of ``weight`` selected by integer indices."""
-    return weight[input]
-
-
 @kernel("scaled_dot_product", mode="with_cache")
 def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray,
                            attn_mask: np.ndarray | None = None, is_causal: bool = False,
                            scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``scaled_dot_product`` and its attention probabilities (the cache of its VJP)."""
+    """PyTorch's ``scaled_dot_product_attention`` and the attention probabilities (the cache)."""
     s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = np.matmul(query, np.swapaxes(key, -1, -2)) * s
     if is_causal:
@@ -371,22 +372,10 @@ def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray
     return np.matmul(probs, value), probs
 
 
-@kernel("scaled_dot_product")
-def scaled_dot_product(query: np.ndarray, key: np.ndarray, value: np.ndarray,
-                       attn_mask: np.ndarray | None = None, is_causal: bool = False,
-                       scale: float | None = None) -> np.ndarray:
-    """``softmax(q @ k^T * scale + mask) @ v`` (PyTorch's ``scaled_dot_product_attention``).
-
-    A boolean ``attn_mask`` is True where attending is allowed; a float mask is added;
-    ``is_causal`` hides keys after each query; ``scale=None`` is ``1/sqrt(E)``.
-    """
-    return scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[0]
-
-
 @kernel("dropout", mode="with_cache")
 def dropout_fwd(input: np.ndarray, p: float = 0.5,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``dropout`` and the scaled keep mask (the cache of ``dropout_vjp``)."""
+    """Dropout and its scaled keep mask (the cache)."""
     dtype = _float_dtype(np.asarray(input))
     if p == 0:
         return input, np.ones((), dtype)
@@ -398,22 +387,8 @@ def dropout_fwd(input: np.ndarray, p: float = 0.5,
     return input * mask, mask
 
 
-@kernel("dropout")
-def dropout(input: np.ndarray, p: float = 0.5,
-            rng: np.random.Generator | None = None) -> np.ndarray:
-    """Zero each element with probability ``p``, scale the others by ``1 / (1 - p)``."""
-    return dropout_fwd(input, p, rng)[0]
-
-
-@kernel("dropout", mode="inference")
-def dropout_inference(input: np.ndarray, p: float = 0.5, rng: Any = None) -> np.ndarray:
-    """Dropout at inference: the input unchanged."""
-    return input
-
-
-@kernel("one_hot")
-def one_hot(input: np.ndarray, num_classes: int) -> np.ndarray:
-    """Boolean one-hot encoding along a new last axis."""
-    return input[..., None] == np.arange(num_classes)
-
-
+registry.kernels_from({
+    "conv2d": _output_of(conv2d_fwd), "batch_norm": _output_of(batch_norm_fwd),
+    "scaled_dot_product": _output_of(scaled_dot_product_fwd), "dropout": _output_of(dropout_fwd),
+})
+registry.kernels_from({"dropout": lambda input, p=0.5, rng=None: input}, mode="inference")

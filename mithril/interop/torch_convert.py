@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ArgumentTypeError, CompileError, TypeMismatchError
-from ..framework.logical.model import IOKey, Model
+from ..framework.logical.model import Connection, IOKey, Model
 from ._aten import CONVERTERS, SHAPE_ONLY, NotConvertible
 from ._graph_builder import UNSUPPORTED, Builder, Ref, Unsupported, is_dynamic, to_numpy
 
@@ -110,17 +110,32 @@ class _Converter:
         self.tensors = {**dict(module.named_parameters(remove_duplicate=False)),
                         **dict(module.named_buffers(remove_duplicate=False))}
         self.state_names: set[str] = set()
+        # the submodule calls open now, outermost first: (nn_module_stack key, module path,
+        # fx nodes whose values live in the call's submodel); the top model is the first
+        self.calls: list[tuple[str, str, list[Any]]] = [("", "", [])]
+        self.position: dict[Any, int] = {}
+        self.index = 0  # the position of the node being converted
+        self.children: dict[str, set[str]] = {}  # module path -> its submodules' names
 
     # ---- the walk ----
     def run(self) -> tuple[Model, dict[str, np.ndarray], dict[str, np.ndarray]]:
         graph = self.program.graph
         self.state_names = self._batch_norm_state(graph)
+        nodes = list(graph.nodes)
+        self.position = {node: i for i, node in enumerate(nodes)}
+        self.children = _submodule_names(nodes)
+        self.b.reserve(self.children.get("", set()))
         inputs: dict[str, Any] = {}
-        for node in graph.nodes:
+        for i, node in enumerate(nodes):
+            self.index = i
             if node.op == "placeholder":
                 self.env[node] = self._placeholder(node, inputs)
             elif node.op == "call_function":
                 self.env[node] = self._call(node)
+                if self.calls[-1][1] and is_dynamic(self.env[node]):
+                    self.calls[-1][2].append(node)
+            elif node.op == "output" and not self.unsupported:
+                self._switch([])  # every submodel closed: the outputs are the top's
         if self.unsupported:
             raise self._error()
         outputs = self._outputs(graph)
@@ -160,11 +175,12 @@ class _Converter:
     def _placeholder(self, node: Any, inputs: dict[str, Any]) -> Any:
         sig = self.sig
         if node.name in sig.inputs_to_parameters:
-            return Ref(sig.inputs_to_parameters[node.name])
+            name = sig.inputs_to_parameters[node.name]
+            return Ref(name, shape=tuple(self.tensors[name].shape))
         if node.name in sig.inputs_to_buffers:
             name = sig.inputs_to_buffers[node.name]
             if name in self.state_names:
-                return Ref(name)
+                return Ref(name, shape=tuple(self.tensors[name].shape))
             return self.tensors[name].detach().clone()
         constants = getattr(sig, "inputs_to_lifted_tensor_constants", {})
         if node.name in constants:
@@ -173,7 +189,7 @@ class _Converter:
         if not isinstance(val, torch.Tensor):
             return val  # a non-tensor argument, fixed at its example value
         inputs[node.name] = val
-        return Ref(node.name)
+        return Ref(node.name, data=True, shape=tuple(int(d) for d in val.shape))
 
     def _call(self, node: Any) -> Any:
         target = str(getattr(node.target, "overloadpacket", node.target))
@@ -197,6 +213,9 @@ class _Converter:
         if fn is None:
             self.unsupported.append((target, "no Mithril counterpart", _location(node)))
             return UNSUPPORTED
+        if not self.unsupported and self._switch(_module_calls(node, self.calls)):
+            args = self._values(node.args)  # the values as the submodel now open sees them
+            kwargs = {k: self._values(v) for k, v in node.kwargs.items()}
         try:
             value = fn(self.b, node, args, kwargs)
         except NotConvertible as err:
@@ -204,7 +223,44 @@ class _Converter:
             return UNSUPPORTED
         if target.endswith("_") and node.args and node.args[0] in self.env:
             self.env[node.args[0]] = value  # in-place: later readers see the new value
+            if self.calls[-1][1]:
+                self.calls[-1][2].append(node.args[0])
         return value
+
+    # ---- submodels ----
+    def _switch(self, calls: list[tuple[str, str]]) -> bool:
+        """Make the submodels of ``calls`` (``(key, module path)``, outermost first) the open
+        ones: close the open calls that are not among them, open the new ones. Whether a call
+        was closed (values read from it are then the parent's)."""
+        common = 0
+        while common < min(len(calls), len(self.calls) - 1) and \
+                self.calls[common + 1][0] == calls[common][0]:
+            common += 1
+        closed = len(self.calls) - 1 > common
+        while len(self.calls) - 1 > common:
+            self._leave()
+        for key, path in calls[common:]:
+            parent = self.calls[-1][1]
+            name = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+            self.b.enter(path, name, self.children.get(path, set()))
+            self.calls.append((key, path, []))
+        return closed
+
+    def _leave(self) -> None:
+        """Close the innermost call: what it computed that later nodes read becomes its
+        submodel's outputs, and those nodes' values the parent's connections."""
+        _, _, nodes = self.calls.pop()
+        model = self.b.model
+        needed = [n for n in nodes if any(self.position[u] >= self.index for u in n.users)]
+        values: list[Connection] = []
+        for n in needed:
+            values.extend(_connections(self.env[n], model))
+        mapping = self.b.leave(values)
+        outer = self.calls[-1][2]
+        for n in needed:
+            self.env[n] = _remap(self.env[n], mapping)
+            if self.calls[-1][1]:
+                outer.append(n)
 
     def _values(self, value: Any) -> Any:
         if isinstance(value, torch.fx.Node):
@@ -233,7 +289,7 @@ class _Converter:
             value = self._values(node) if isinstance(node, torch.fx.Node) else node
             if not is_dynamic(value):
                 continue  # a constant output (None, a fixed tensor): not part of the model
-            self.b.model |= self._output(name, value)
+            self.b.model.__ior__(self._output(name, value))
             done.append(name)
         return done
 
@@ -249,6 +305,49 @@ class _Converter:
         for op, why, where in self.unsupported:
             lines.append(f"  {op}: {why}" + (f"\n    at {where}" if where else ""))
         return UnsupportedTorchOpsError("\n".join(lines), list(self.unsupported))
+
+
+def _module_calls(node: Any, open_calls: list[tuple[str, str, list[Any]]]
+                  ) -> list[tuple[str, str]]:
+    """The submodule calls ``node`` runs in, outermost first, as ``(key, module path)`` (its
+    ``nn_module_stack`` without the module itself); a node without one stays where it is."""
+    stack = node.meta.get("nn_module_stack")
+    if stack is None:
+        return [(key, path) for key, path, _ in open_calls[1:]]
+    return [(key, entry[0]) for key, entry in stack.items() if entry[0]]
+
+
+def _submodule_names(nodes: list[Any]) -> dict[str, set[str]]:
+    """Module path -> the names its called submodules take in it (``{"": {"conv1", ...},
+    "layer1": {"0", "1"}}``)."""
+    out: dict[str, set[str]] = {}
+    for node in nodes:
+        parent = ""
+        for entry in (node.meta.get("nn_module_stack") or {}).values():
+            path = entry[0]
+            if not path:
+                continue
+            name = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+            out.setdefault(parent, set()).add(name)
+            parent = path
+    return out
+
+
+def _connections(value: Any, model: Model) -> list[Connection]:
+    """The connections of ``model`` in a node's value (a connection, or a list of them)."""
+    if isinstance(value, Connection):
+        return [value] if value.model is model else []
+    if isinstance(value, list | tuple):
+        return [c for v in value for c in _connections(v, model)]
+    return []
+
+
+def _remap(value: Any, mapping: dict[int, Any]) -> Any:
+    if isinstance(value, Connection):
+        return mapping.get(id(value), value)
+    if isinstance(value, list | tuple):
+        return type(value)(_remap(v, mapping) for v in value)
+    return value
 
 
 def _contains_unsupported(value: Any) -> bool:

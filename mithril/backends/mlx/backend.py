@@ -19,25 +19,12 @@ from ..backend import Backend
 from ..helpers import ReferenceHelpers
 from . import kernels as mlx_kernels
 
-_ForwardResult = tuple[dict[str, Any], dict[str, Any]]
-
-#: Python operators that behave exactly like the kernels on MLX arrays and Python numbers
-_EXPRS: dict[str, str] = {
-    "add": "({0} + {1})",
-    "subtract": "({0} - {1})",
-    "multiply": "({0} * {1})",
-    "divide": "({0} / {1})",
-    "matmul": "({0} @ {1})",
-    "negate": "(-{0})",
-}
-
 
 class MlxBackend(ReferenceHelpers, Backend):
     """Compiled models on Apple's MLX (CPU everywhere; ``"gpu"``/``"mps"`` where MLX has one)."""
 
     has_jit = True
     default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
-
     name = "mlx"
     kernels = mlx_kernels
     array_types = (mx.array,)
@@ -45,7 +32,9 @@ class MlxBackend(ReferenceHelpers, Backend):
     rng_types = (mx.array,)
     rng_type_names = "an MLX PRNG key (mx.random.key(seed))"
     supported_devices = ("cpu", "gpu", "mps")
-    exprs = _EXPRS
+    #: Python operators that behave exactly like the kernels on MLX arrays and Python numbers
+    exprs = {"add": "({0} + {1})", "subtract": "({0} - {1})", "multiply": "({0} * {1})",
+             "divide": "({0} / {1})", "matmul": "({0} @ {1})", "negate": "(-{0})"}
 
     def __init__(self, dtype: Any = ml_types.float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
@@ -64,11 +53,8 @@ class MlxBackend(ReferenceHelpers, Backend):
         base = device.split(":")[0]
         if base not in ("cpu", "cuda", "mps", "gpu", "tpu"):
             raise ArgumentError(f"unknown device {device!r}; use 'cpu', 'gpu' or 'mps'")
-        if base == "cpu":
-            self.mx_device = mx.Device(mx.cpu)
-            return device
-        if base in ("gpu", "mps") and mx.is_available(mx.gpu):
-            self.mx_device = mx.Device(mx.gpu)
+        if base == "cpu" or (base in ("gpu", "mps") and mx.is_available(mx.gpu)):
+            self.mx_device = mx.Device(mx.cpu if base == "cpu" else mx.gpu)
             return device
         raise BackendUnavailableError(
             f"MlxBackend cannot use device {device!r} on this machine (MLX GPU available: "
@@ -85,9 +71,7 @@ class MlxBackend(ReferenceHelpers, Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy can hold)."""
         if isinstance(x, mx.array):
-            if x.dtype == mx.bfloat16:
-                x = x.astype(mx.float32)
-            return np.array(x)
+            return np.array(x.astype(mx.float32) if x.dtype == mx.bfloat16 else x)
         return np.asarray(x)
 
     def seed_framework(self, seed: int) -> None:
@@ -101,7 +85,7 @@ class MlxBackend(ReferenceHelpers, Backend):
         return sub
 
     # ---- autodiff and JIT ----
-    def vjp_fn(self, forward: Callable[..., _ForwardResult]) -> Callable[..., Any]:
+    def vjp_fn(self, forward: Callable[..., tuple[dict, dict]]) -> Callable[..., Any]:
         """Wrap ``forward(params, data, state, rng)`` into one that also returns gradients.
 
         The result is ``fn(params, data, state, rng, output_gradients) -> (outputs, new_state,
@@ -110,8 +94,7 @@ class MlxBackend(ReferenceHelpers, Backend):
         ``output_gradients`` (with a non-``None`` cotangent) are differentiated.
         """
         def fn(params: dict[str, Any], data: dict[str, Any], state: dict[str, Any], rng: Any,
-               output_gradients: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
-                                                          dict[str, Any]]:
+               output_gradients: dict[str, Any]) -> tuple[dict, dict, dict]:
             keys = sorted(params)
             out_keys = sorted(k for k, g in output_gradients.items() if g is not None)
             if not out_keys:
@@ -130,8 +113,7 @@ class MlxBackend(ReferenceHelpers, Backend):
 
             with mx.stream(self.mx_device):
                 _, grads = mx.vjp(flat, [params[k] for k in keys], cotangents)
-            gradients = dict(zip(keys, grads, strict=True))
-            return captured["outputs"], captured["state"], gradients
+            return captured["outputs"], captured["state"], dict(zip(keys, grads, strict=True))
 
         return fn
 
@@ -175,20 +157,13 @@ class MlxBackend(ReferenceHelpers, Backend):
 
 
 def _distinct(arrays: list[mx.array]) -> list[mx.array]:
-    """``arrays`` with every repeat of an array replaced by a (differentiable) copy.
-
-    ``mx.vjp`` keys cotangents by output array: when two outputs are one array (``{'e1': x,
-    'e2': x}``, e.g. an output exposed under two names) it would use only one of their
-    cotangents. A copy is a distinct output whose cotangent flows back to the same array, so
-    the gradient sums both, as on the other backends.
-    """
+    """``arrays`` with every repeat of an array replaced by a (differentiable) copy: ``mx.vjp``
+    keys cotangents by output array, so one array under two output names would lose one."""
     seen: set[int] = set()
     result = []
     for arr in arrays:
-        if id(arr) in seen:
-            arr = mx.array(arr)  # a Copy node in the graph (differentiable)
+        result.append(mx.array(arr) if id(arr) in seen else arr)  # a Copy node (differentiable)
         seen.add(id(arr))
-        result.append(arr)
     return result
 
 

@@ -140,17 +140,16 @@ class MlxBackend(ReferenceHelpers, Backend):
 
         def run(*args: Any, **kwargs: Any) -> Any:
             nonlocal eager
-            if not eager:
-                try:
-                    with mx.stream(self.mx_device):
-                        return compiled(*args, **kwargs)
-                except ValueError as err:
-                    if "function transformations" not in str(err):
-                        raise
-                    warnings.warn(f"mx.compile cannot trace this function ({err}); running it "
-                                  "eagerly", RuntimeWarning, stacklevel=2)
-                    eager = True
             with mx.stream(self.mx_device):
+                if not eager:
+                    try:
+                        return compiled(*args, **kwargs)
+                    except ValueError as err:
+                        if "function transformations" not in str(err):
+                            raise
+                        warnings.warn(f"mx.compile cannot trace this function ({err}); running "
+                                      "it eagerly", RuntimeWarning, stacklevel=2)
+                        eager = True
                 return fn(*args, **kwargs)
 
         return run

@@ -34,11 +34,8 @@ kernel = registry.kernel
 
 _Array = mx.array
 
-_DTYPES: dict[str, mx.Dtype] = {
-    "float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32,
-    "float64": mx.float64, "int8": mx.int8, "int16": mx.int16, "int32": mx.int32,
-    "int64": mx.int64, "uint8": mx.uint8, "bool": mx.bool_,
-}
+_DTYPES: dict[str, mx.Dtype] = {"bool": mx.bool_} | {name: getattr(mx, name) for name in (
+    "float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")}
 
 
 def mx_dtype(dtype: Any) -> mx.Dtype:
@@ -76,44 +73,59 @@ def _cos64(x: _Array) -> _Array:
     return (1 - t2) / (1 + t2)
 
 
-@_sin64.vjp
-def _sin64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
-    return cotangent * _cos64(x)
-
-
-@_cos64.vjp
-def _cos64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
-    return -cotangent * _sin64(x)
-
-
 @mx.custom_function
 def _sigmoid64(x: _Array) -> _Array:
     return mx.where(x >= 0, 1 / (1 + exp(-x)), exp(x) / (1 + exp(x)))
 
 
-@_sigmoid64.vjp
-def _sigmoid64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
-    return cotangent * output * (1 - output)
-
-
-_ERF_TERMS = 100  # enough for |x| <= 6; beyond, erf(x) rounds to +-1 in float64
-
-
 @mx.custom_function
 def _erf64(x: _Array) -> _Array:
     """``erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (2n+1)!!`` (no cancellation)."""
-    z = mx.clip(x, -6.0, 6.0)
+    z = mx.clip(x, -6.0, 6.0)  # beyond 6, erf(x) rounds to +-1 in float64
     step = 2 * z * z
     term = total = z
-    for n in range(_ERF_TERMS):
+    for n in range(100):  # enough terms for |z| <= 6
         term = term * step / (2 * n + 3)
         total = total + term
     return mx.clip((2 / math.sqrt(math.pi)) * exp(-z * z) * total, -1.0, 1.0)
 
 
-@_erf64.vjp
-def _erf64_vjp(x: _Array, cotangent: _Array, output: _Array) -> _Array:
-    return cotangent * (2 / math.sqrt(math.pi)) * exp(-x * x)
+# their gradients: vjp(primal, cotangent, output)
+_sin64.vjp(lambda x, cotangent, output: cotangent * _cos64(x))
+_cos64.vjp(lambda x, cotangent, output: -cotangent * _sin64(x))
+_sigmoid64.vjp(lambda x, cotangent, output: cotangent * output * (1 - output))
+_erf64.vjp(lambda x, cotangent, output: cotangent * (2 / math.sqrt(math.pi)) * exp(-x * x))
+
+
+# ---- linear algebra on the CPU stream, with the VJPs MLX lacks ----
+def _mT(x: _Array) -> _Array:
+    return mx.swapaxes(x, -1, -2)
+
+
+@mx.custom_function
+def _cholesky(a: _Array) -> _Array:
+    return mx.linalg.cholesky(a, stream=mx.cpu)
+
+
+@_cholesky.vjp
+def _cholesky_vjp(a: _Array, cotangent: _Array, low: _Array) -> _Array:
+    """``L^-T Φ(L^T Ḡ) L^-1`` for the output ``L`` (the NumPy backend's formula)."""
+    p = mx.tril(mx.matmul(_mT(low), cotangent))
+    p = 0.5 * (p + _mT(mx.tril(p, -1)))
+    x = mx.linalg.solve_triangular(_mT(low), p, upper=True, stream=mx.cpu)
+    return _mT(mx.linalg.solve_triangular(_mT(low), _mT(x), upper=True, stream=mx.cpu))
+
+
+@mx.custom_function
+def _eigvalsh(a: _Array) -> _Array:
+    return mx.linalg.eigvalsh(a, stream=mx.cpu)
+
+
+@_eigvalsh.vjp
+def _eigvalsh_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
+    """``V diag(Ḡ) V^T``."""
+    vectors = mx.linalg.eigh(a, stream=mx.cpu)[1]
+    return mx.matmul(vectors * mx.expand_dims(cotangent, -2), _mT(vectors))
 
 
 # ---- MLX's own functions, where they are the kernel exactly ----
@@ -129,6 +141,7 @@ registry.kernels_from({
     "logical_not": mx.logical_not, "matmul": mx.matmul, "sum": mx.sum, "max": mx.max,
     "prod": mx.prod, "reshape": mx.reshape, "transpose": mx.transpose,
     "broadcast_to": mx.broadcast_to, "pad": mx.pad, "indexer": operator.getitem,
+    "cholesky": _cholesky, "eigvalsh": _eigvalsh,
     # argmax as int64 (MLX's is uint32); dtype_of as the Mithril dtype
     "argmax": lambda input, axis=None, keepdim=False: mx.argmax(input, axis, keepdim).astype(
         mx.int64),
@@ -168,12 +181,10 @@ def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
     # infinities default to the dtype's largest finite values
     if not mx.issubdtype(input.dtype, mx.floating):
         return input
-    info = mx.finfo(input.dtype)
-    hi = info.max if posinf is None else posinf
-    lo = info.min if neginf is None else neginf
-    out = mx.where(mx.isnan(input), mx.array(nan, input.dtype), input)
-    out = mx.where(mx.isposinf(out), mx.array(hi, input.dtype), out)
-    return mx.where(mx.isneginf(out), mx.array(lo, input.dtype), out)
+    dt, info = input.dtype, mx.finfo(input.dtype)
+    out = mx.where(mx.isnan(input), mx.array(nan, dt), input)
+    out = mx.where(mx.isposinf(out), mx.array(info.max if posinf is None else posinf, dt), out)
+    return mx.where(mx.isneginf(out), mx.array(info.min if neginf is None else neginf, dt), out)
 
 
 @kernel("softmax")
@@ -277,41 +288,6 @@ def polynomial_features(input: _Array, degree: int) -> _Array:
     return out
 
 
-# ---- linear algebra on the CPU stream, with the VJPs MLX lacks ----
-def _mT(x: _Array) -> _Array:
-    return mx.swapaxes(x, -1, -2)
-
-
-@mx.custom_function
-def _cholesky(a: _Array) -> _Array:
-    return mx.linalg.cholesky(a, stream=mx.cpu)
-
-
-@_cholesky.vjp
-def _cholesky_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
-    """``L^-T Φ(L^T Ḡ) L^-1`` (the NumPy backend's formula)."""
-    low = output
-    p = mx.tril(mx.matmul(_mT(low), cotangent))
-    p = 0.5 * (p + _mT(mx.tril(p, -1)))
-    x = mx.linalg.solve_triangular(_mT(low), p, upper=True, stream=mx.cpu)
-    return _mT(mx.linalg.solve_triangular(_mT(low), _mT(x), upper=True, stream=mx.cpu))
-
-
-@mx.custom_function
-def _eigvalsh(a: _Array) -> _Array:
-    return mx.linalg.eigvalsh(a, stream=mx.cpu)
-
-
-@_eigvalsh.vjp
-def _eigvalsh_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
-    """``V diag(Ḡ) V^T``."""
-    vectors = mx.linalg.eigh(a, stream=mx.cpu)[1]
-    return mx.matmul(vectors * mx.expand_dims(cotangent, -2), _mT(vectors))
-
-
-registry.kernels_from({"cholesky": _cholesky, "eigvalsh": _eigvalsh})
-
-
 # ---- neural-network kernels: convolution, pooling, batch norm, attention, dropout ----
 def _pair(value: Any) -> tuple[int, ...]:
     return (int(value),) * 2 if isinstance(value, int) else tuple(int(v) for v in value)
@@ -332,8 +308,7 @@ def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, 
     if x.dtype == mx.float64 or w.dtype == mx.float64:
         out = _conv_unfold(x, w, s, p, d, groups)
     else:
-        out = mx.conv_general(x, w, stride=list(s),
-                              padding=([a for a, _ in p], [b for _, b in p]),
+        out = mx.conv_general(x, w, stride=list(s), padding=([a for a, _ in p], [b for _, b in p]),
                               kernel_dilation=list(d), groups=groups)
     out = mx.transpose(out, (0, 3, 1, 2))
     if bias is not None:
@@ -464,13 +439,12 @@ def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Ar
     scores = mx.matmul(query, mx.swapaxes(key, -1, -2)) * scale
     neg_inf = mx.array(-math.inf, scores.dtype)
     if is_causal:
-        n_q, n_k = query.shape[-2], key.shape[-2]
-        scores = mx.where(mx.tril(mx.ones((n_q, n_k), dtype=mx.bool_)), scores, neg_inf)
-    if attn_mask is not None:
-        if attn_mask.dtype == mx.bool_:
-            scores = mx.where(attn_mask, scores, neg_inf)
-        else:
-            scores = scores + attn_mask
+        allowed = mx.tril(mx.ones((query.shape[-2], key.shape[-2]), dtype=mx.bool_))
+        scores = mx.where(allowed, scores, neg_inf)
+    if attn_mask is not None and attn_mask.dtype == mx.bool_:
+        scores = mx.where(attn_mask, scores, neg_inf)
+    elif attn_mask is not None:
+        scores = scores + attn_mask
     return mx.matmul(softmax(scores, -1), value)
 
 

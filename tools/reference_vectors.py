@@ -6,7 +6,9 @@ The reference project (synnada-ai/mithril) keeps directed test vectors for its p
 differentiable ``inputs``, ``static_inputs`` (constants, e.g. a loss's ``target``), the gradient
 arriving at ``output`` (``output_grad``) and the expected ``results``: ``eval`` (the output) and
 ``grad`` (one array per input). An expected value may be a dict keyed by backend (``"jax"``,
-``"torch"``, ``"numpy"``) where the reference's backends disagree.
+``"torch"``, ``"numpy"``) where the reference's backends disagree. Keys this tool does not
+use: ``pre_gradient`` (the reference's internal Jacobian of ``Softmax``), ``diag_zero`` and
+``constants`` (one case, naming no terminal of its model).
 
 This tool builds each case's model under the reference's class name with this package
 (``mithril.models.<name>(**args)``), compiles it in float64 on NumPy, PyTorch and JAX, evaluates

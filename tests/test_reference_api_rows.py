@@ -318,3 +318,38 @@ def test_reference_backend_module_paths() -> None:
     b = TorchBackend(dtype=ml.float64)
     x = b.array([1.0, -2.0])
     assert np.asarray(b.abs(x)).tolist() == [1.0, 2.0]
+
+
+# ---- connection spellings of the reference's examples ----------------------------------------
+def test_slices_and_tuples_of_connections_as_indices() -> None:
+    """``p[:n]``, ``p[n:]``, ``x[..., 1:n]``, ``x[n - 1, :, 1:n]`` with ``n`` a connection (the
+    reference's cells slice the previous state by the input's batch size)."""
+    m = Model()
+    x, p = IOKey("input"), IOKey("prev_hidden")
+    n = x.shape()[0]  # the reference's older x.shape() is x.shape
+    m |= Relu()(input=p[:n], output=IOKey("a", expose=True))
+    m |= Relu()(input=p[n:], output=IOKey("b", expose=True))
+    m |= Relu()(input=m.b[..., 1:n], output=IOKey("c"))
+    m |= Relu()(input=m.a[n - 1, :, 1:n], output=IOKey("d"))
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pm = ml.compile(m, b, shapes={"input": [2, 1, 3], "prev_hidden": [3, 1, 4]})
+    assert [pm.shapes[k] for k in "abcd"] == [[2, 1, 4], [1, 1, 4], [1, 1, 1], [1, 1]]
+    h = RNG.normal(size=(3, 1, 4))
+    out = pm.evaluate({}, {"input": np.zeros((2, 1, 3)), "prev_hidden": h})
+    r = np.maximum(h, 0)
+    np.testing.assert_array_equal(out["a"], r[:2])
+    np.testing.assert_array_equal(out["b"], r[2:])
+    np.testing.assert_array_equal(out["c"], r[2:][..., 1:2])
+    np.testing.assert_array_equal(out["d"], r[:2][1, :, 1:2])
+
+
+def test_set_differentiable_on_a_connection() -> None:
+    """``model.input.set_differentiable(False)``: the input is data, not a parameter."""
+    m = Model()
+    m |= Linear(2)(input="x", output=IOKey("y"))
+    b = ml.NumpyBackend(dtype=ml.float64)
+    m.x.set_differentiable(True)
+    assert "x" in ml.compile(m, b, shapes={"x": [3, 4]}).param_keys
+    m.x.set_differentiable(False)
+    pm = ml.compile(m, b, shapes={"x": [3, 4]})
+    assert "x" in pm.data_keys and "x" not in pm.param_keys

@@ -116,7 +116,44 @@ class ConnectionAlgebra:
         return self._op("shift_right", self, o)
 
     def __getitem__(self, index: Any) -> Any:
-        return self._op("indexer", self, index_value(index))
+        return self._op("indexer", self, self._index(index))
+
+    def _index(self, index: Any) -> Any:
+        """An index holding connections (``x[:n]``, ``x[a, 1:n]``) as the primitives that
+        build it (``to_slice``, ``to_tuple``); a constant index as it is."""
+        if isinstance(index, slice) and any(isinstance(p, ConnectionAlgebra)
+                                            for p in (index.start, index.stop, index.step)):
+            return self._op("to_slice", index.start, index.stop, index.step)
+        if isinstance(index, tuple) and any(
+                isinstance(i, ConnectionAlgebra) or (isinstance(i, slice) and any(
+                    isinstance(p, ConnectionAlgebra) for p in (i.start, i.stop, i.step)))
+                for i in index):
+            return self._op("to_tuple", *(self._index(i) for i in index))
+        return index_value(index)
+
+    def __call__(self) -> Any:
+        """``x.shape()``: the reference's older spelling of ``x.shape`` (a connection called
+        without arguments is itself)."""
+        return self
+
+    def set_differentiable(self, differentiable: bool = True) -> None:
+        """The reference's ``conn.set_differentiable(False)``: mark this input as data
+        (``False``) or as a trainable parameter (``True``), as ``set_differentiability``.
+
+        >>> from mithril.models import Size
+        >>> size = Size(dim=1)
+        >>> size.input.set_differentiable(False)
+        >>> size.input.meta.root().differentiable
+        False
+        """
+        if isinstance(self, IOKey):
+            self.differentiable = bool(differentiable)
+            return
+        meta = getattr(self, "meta", None)
+        if meta is None:
+            raise ArgumentTypeError("set_differentiable needs a terminal (a connection or an "
+                                    "IOKey), not an expression")
+        meta.root().differentiable = bool(differentiable)
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError(f"a {type(self).__name__} cannot be iterated; index it (conn[0]) "

@@ -35,6 +35,7 @@ class Ref:
     name: str
     data: bool = False
     shape: tuple[int, ...] | None = None
+    aliases: tuple[str, ...] = ()  # other keys of the same tensor (tied weights)
 
 
 class Unsupported:
@@ -141,8 +142,10 @@ class Builder:
         if name is not None:
             return name
         if isinstance(value, Ref) and not value.data:
+            # the name the submodule has it under (a tied weight's own alias), else its key
             prefix = scope.path + "."
-            base = value.name[len(prefix):] if value.name.startswith(prefix) else value.name
+            base = next((n[len(prefix):] for n in (value.name, *value.aliases)
+                         if n.startswith(prefix)), value.name)
         else:
             base = "input"
         name = _unique(base, set(scope.origins) | set(scope.model.named))

@@ -107,9 +107,13 @@ class _Converter:
         self.b = Builder()
         self.env: dict[Any, Any] = {}
         self.unsupported: list[tuple[str, str, str]] = []
+        self.unsupported_in: list[str] = []  # the submodule each one is in ("" for forward)
         self.tensors = {**dict(module.named_parameters(remove_duplicate=False)),
                         **dict(module.named_buffers(remove_duplicate=False))}
         self.state_names: set[str] = set()
+        self.aliases: dict[int, list[str]] = {}  # id(tensor) -> every key it has (tied ones)
+        for key, tensor in self.tensors.items():
+            self.aliases.setdefault(id(tensor), []).append(key)
         # the submodule calls open now, outermost first: (nn_module_stack key, module path,
         # fx nodes whose values live in the call's submodel); the top model is the first
         self.calls: list[tuple[str, str, list[Any]]] = [("", "", [])]
@@ -175,12 +179,11 @@ class _Converter:
     def _placeholder(self, node: Any, inputs: dict[str, Any]) -> Any:
         sig = self.sig
         if node.name in sig.inputs_to_parameters:
-            name = sig.inputs_to_parameters[node.name]
-            return Ref(name, shape=tuple(self.tensors[name].shape))
+            return self._ref(sig.inputs_to_parameters[node.name])
         if node.name in sig.inputs_to_buffers:
             name = sig.inputs_to_buffers[node.name]
             if name in self.state_names:
-                return Ref(name, shape=tuple(self.tensors[name].shape))
+                return self._ref(name)
             return self.tensors[name].detach().clone()
         constants = getattr(sig, "inputs_to_lifted_tensor_constants", {})
         if node.name in constants:
@@ -191,6 +194,11 @@ class _Converter:
         inputs[node.name] = val
         return Ref(node.name, data=True, shape=tuple(int(d) for d in val.shape))
 
+    def _ref(self, name: str) -> Ref:
+        tensor = self.tensors[name]
+        return Ref(name, shape=tuple(tensor.shape),
+                   aliases=tuple(k for k in self.aliases[id(tensor)] if k != name))
+
     def _call(self, node: Any) -> Any:
         target = str(getattr(node.target, "overloadpacket", node.target))
         if not target.startswith("aten.") and not target.startswith("_operator."):
@@ -200,18 +208,18 @@ class _Converter:
         kwargs = {k: self._values(v) for k, v in node.kwargs.items()}
         if _contains_unsupported(args) or _contains_unsupported(kwargs):
             if target not in CONVERTERS and target not in SHAPE_ONLY:  # list it too
-                self.unsupported.append((target, "no Mithril counterpart", _location(node)))
+                self._unsupported(node, target, "no Mithril counterpart")
             return UNSUPPORTED
         if target in SHAPE_ONLY:
             return self._fold(node, args, kwargs, shapes_only=True)
         if not is_dynamic(args) and not is_dynamic(list(kwargs.values())):
             if _is_random(node.target):  # folding would freeze one draw into the model
-                self.unsupported.append((target, "random values", _location(node)))
+                self._unsupported(node, target, "random values")
                 return UNSUPPORTED
             return self._fold(node, args, kwargs)
         fn = CONVERTERS.get(target)
         if fn is None:
-            self.unsupported.append((target, "no Mithril counterpart", _location(node)))
+            self._unsupported(node, target, "no Mithril counterpart")
             return UNSUPPORTED
         if not self.unsupported and self._switch(_module_calls(node, self.calls)):
             args = self._values(node.args)  # the values as the submodel now open sees them
@@ -219,7 +227,7 @@ class _Converter:
         try:
             value = fn(self.b, node, args, kwargs)
         except NotConvertible as err:
-            self.unsupported.append((target, str(err), _location(node)))
+            self._unsupported(node, target, str(err))
             return UNSUPPORTED
         if target.endswith("_") and node.args and node.args[0] in self.env:
             self.env[node.args[0]] = value  # in-place: later readers see the new value
@@ -299,11 +307,16 @@ class _Converter:
 
         return Operator(CATALOGUE["buffer"])(input=self.b.terminal(value), output=IOKey(name))
 
+    def _unsupported(self, node: Any, target: str, why: str) -> None:
+        self.unsupported.append((target, why, _location(node)))
+        self.unsupported_in.append(_module_of(node))
+
     def _error(self) -> UnsupportedTorchOpsError:
         lines = [f"from_torch: {len(self.unsupported)} operation(s) of "
                  f"{type(self.module).__name__} have no Mithril counterpart:"]
-        for op, why, where in self.unsupported:
-            lines.append(f"  {op}: {why}" + (f"\n    at {where}" if where else ""))
+        for (op, why, where), module in zip(self.unsupported, self.unsupported_in, strict=True):
+            lines.append(f"  {op}: {why}" + (f"\n    in {module}" if module else "") +
+                         (f"\n    at {where}" if where else ""))
         return UnsupportedTorchOpsError("\n".join(lines), list(self.unsupported))
 
 
@@ -363,6 +376,17 @@ def _contains_unsupported(value: Any) -> bool:
 def _is_random(target: Any) -> bool:
     tags = getattr(target, "tags", ())
     return torch.Tag.nondeterministic_seeded in tags
+
+
+def _module_of(node: Any) -> str:
+    """The innermost submodule a node runs in, as ``layer1.0.conv1 (Conv2d)``; "" for the
+    module's own ``forward``."""
+    entries = [e for e in (node.meta.get("nn_module_stack") or {}).values() if e[0]]
+    if not entries:
+        return ""
+    path, cls = entries[-1][0], entries[-1][1]
+    name = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1]
+    return f"{path} ({name})"
 
 
 def _location(node: Any) -> str:

@@ -353,3 +353,17 @@ def test_set_differentiable_on_a_connection() -> None:
     m.x.set_differentiable(False)
     pm = ml.compile(m, b, shapes={"x": [3, 4]})
     assert "x" in pm.data_keys and "x" not in pm.param_keys
+
+
+def test_clamp_floor_and_set_shapes_on_connections() -> None:
+    m = Model()
+    x = IOKey("x")
+    lo = x.shape[1] - 3  # a bound computed from a shape: 1
+    m |= Relu()(input=x.floor().clamp(lo, 2.5), output=IOKey("y"))
+    m.x.set_shapes([2, 4])
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pm = ml.compile(m, b)
+    assert pm.shapes["x"] == [2, 4]
+    v = RNG.normal(size=(2, 4)) * 4
+    np.testing.assert_array_equal(pm.evaluate({}, {"x": v})["y"],
+                                  np.maximum(np.clip(np.floor(v), 1, 2.5), 0))

@@ -136,6 +136,25 @@ class ConnectionAlgebra:
         without arguments is itself)."""
         return self
 
+    def set_shapes(self, shape: Any) -> None:
+        """The reference's ``conn.set_shapes([1, 64, "H", "W"])``: the shape template of this
+        terminal, as ``model.set_shapes({conn: shape})``.
+
+        >>> from mithril.models import Relu
+        >>> relu = Relu()
+        >>> relu.input.set_shapes(["N", 3])
+        >>> relu.shapes["output"]
+        ['N', 3]
+        """
+        if isinstance(self, IOKey):
+            self.shape_template = shape
+            return
+        model = getattr(self, "model", None)
+        if model is None:
+            raise ArgumentTypeError("set_shapes needs a terminal (a connection or an IOKey), "
+                                    "not an expression")
+        model.set_shapes({self: shape})
+
     def set_differentiable(self, differentiable: bool = True) -> None:
         """The reference's ``conn.set_differentiable(False)``: mark this input as data
         (``False``) or as a trainable parameter (``True``), as ``set_differentiability``.
@@ -202,6 +221,13 @@ class ConnectionAlgebra:
 
     def argmin(self, axis: Any = None, keepdim: bool = False) -> Any:
         return self._op("argmin", self, axis, keepdim)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Any:
+        """``min <= x <= max`` element-wise (either bound may be a connection or ``None``)."""
+        return self._op("clamp", self, min, max)
+
+    def floor(self) -> Any:
+        return self._op("floor", self)
 
     def sqrt(self) -> Any:
         return self._op("sqrt", self)

@@ -214,8 +214,9 @@ class Model(BaseModel):
         scalars = {t.name for t in op.inputs if t.kind == SCALAR}
         values = {k: v for k, v in given.items()
                   if k in scalars and not isinstance(v, Connection | IOKey)}
-        prim = Operator(op, n_inputs=n, **values)
         binding = {k: v for k, v in given.items() if k not in values}
+        # a wired scalar terminal (clamp's min from a connection) drops its default constant
+        prim = Operator(op, n_inputs=n, **values, **{k: TBD for k in binding if k in scalars})
         out = Connection(model, None, Meta(None))
         binding[prim.output_names[0]] = out
         model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])

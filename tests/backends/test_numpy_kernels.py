@@ -441,14 +441,14 @@ def norm_cases() -> list[Case]:
         cases.append(Case("batch_norm", (rand(*xs) * 2 + 1, w, b, rm, rv, 0.1, 1e-5),
                           t_batch_norm(True), (0, 1, 2), name))
         cases.append(Case("batch_norm_inference", (rand(*xs), w, b, rm, rv, 0.1, 1e-5),
-                          t_batch_norm(False), (0, 1, 2), name))
+                          t_batch_norm(False), (), name))
     x = rand(4, 3, 2)
     cases.append(Case("batch_norm", (x, None, None, None, None, 0.3, 1e-3), t_batch_norm(True),
                       (0,), "bare"))
     cases.append(Case("batch_norm", (x, rand(3), None, rand(3), rand(3, low=0.5, high=1.0),
                                      0.3, 1e-3), t_batch_norm(True), (0, 1), "weight-only"))
     cases.append(Case("batch_norm_inference", (x, None, rand(3), None, None, 0.1, 1e-5),
-                      t_batch_norm(False), (0, 2), "no-stats"))
+                      t_batch_norm(False), (), "no-stats"))
 
     def ln(x: Any, w: Any, b: Any, shape: Any, eps: float) -> Any:
         return F.layer_norm(x, shape, w, b, eps)
@@ -875,7 +875,6 @@ def test_dropout_inference_and_zero_probability_are_identity() -> None:
     x = rand(3, 4)
     assert K.dropout_inference(x, 0.5) is x
     np.testing.assert_array_equal(K.dropout(x, 0.0, None), x)
-    np.testing.assert_array_equal(V.dropout_inference_vjp(x, x, x, 0.5)[0], x)
 
 
 # ----------------------------------------------------------------------------------------------

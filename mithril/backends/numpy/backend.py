@@ -76,10 +76,8 @@ class NumpyBackend(ReferenceHelpers, Backend):
         self._rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
 
     def next_rng(self) -> np.random.Generator:
-        """The backend's seeded generator: the same object every call, so each call advances it.
-
-        The sequence of draws restarts after ``set_seed``.
-        """
+        """The backend's seeded generator: the same object every call, so each call advances it
+        (the draws restart after ``set_seed``)."""
         return self._rng
 
     def wrap_jit(self, fn: Callable[..., Any],

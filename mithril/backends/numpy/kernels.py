@@ -37,9 +37,7 @@ kernel = registry.kernel
 
 def _native_dtype(dtype: Any) -> np.dtype:
     """The NumPy dtype for a Mithril ``Dtype`` (or anything ``types.as_dtype`` accepts)."""
-    if isinstance(dtype, np.dtype):
-        return dtype
-    if isinstance(dtype, type) and issubclass(dtype, np.generic):
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
         return np.dtype(dtype)
     d = _types.as_dtype(dtype)
     if d.name == "bfloat16":
@@ -59,7 +57,7 @@ def _output_of(fwd: Callable[..., Any]) -> Callable[..., Any]:
     def output(*args: Any, **kwargs: Any) -> Any:
         return fwd(*args, **kwargs)[0]
 
-    output.__wrapped__ = fwd  # type: ignore[attr-defined]
+    output.__wrapped__ = fwd  # inspect.signature(output) is fwd's
     return output
 
 
@@ -219,16 +217,12 @@ def _size(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
 
 
-def _random_dtype(dtype: Any, default: Any) -> np.dtype:
-    return np.dtype(default) if dtype is None else _native_dtype(dtype)
-
-
 @kernel("randn")
 def randn(shape: Any, dtype: Any = None,
           rng: np.random.Generator | None = None) -> np.ndarray:
     """Drawn from ``rng`` in float32 or float64 (``dtype=None``: float64)."""
     gen = np.random.default_rng() if rng is None else rng
-    dt = _random_dtype(dtype, np.float64)
+    dt = np.dtype(np.float64) if dtype is None else _native_dtype(dtype)
     draw = np.float32 if dt == np.float32 else np.float64
     return gen.standard_normal(_size(shape), dtype=draw).astype(dt, copy=False)
 
@@ -237,8 +231,8 @@ def randn(shape: Any, dtype: Any = None,
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: np.random.Generator | None = None) -> np.ndarray:
     gen = np.random.default_rng() if rng is None else rng
-    return gen.integers(low, high, _size(shape), dtype=np.int64).astype(
-        _random_dtype(dtype, np.int64), copy=False)
+    dt = np.dtype(np.int64) if dtype is None else _native_dtype(dtype)
+    return gen.integers(low, high, _size(shape), dtype=np.int64).astype(dt, copy=False)
 
 
 def _with_ones(input: np.ndarray) -> np.ndarray:

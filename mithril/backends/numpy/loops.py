@@ -30,14 +30,6 @@ from .kernels import sigmoid as _sigmoid
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
-def _mask(lengths: Any, n_t: int, dtype: Any) -> np.ndarray | None:
-    """``(T, N, 1)``: 1 where step t is inside sequence n."""
-    if lengths is None:
-        return None
-    lens = np.asarray(lengths).reshape(-1)
-    return (np.arange(n_t)[:, None] < lens[None, :]).astype(dtype)[..., None]
-
-
 def _step(mode: str, xp: np.ndarray, h: np.ndarray, c: np.ndarray | None, w: dict[str, Any]
           ) -> tuple[np.ndarray, np.ndarray | None, tuple[Any, ...]]:
     """One step: new (h, c) and what the backward needs."""
@@ -49,7 +41,6 @@ def _step(mode: str, xp: np.ndarray, h: np.ndarray, c: np.ndarray | None, w: dic
         z = xp + gh
         i, f, o = _sigmoid(z[:, :hs]), _sigmoid(z[:, hs:2 * hs]), _sigmoid(z[:, 3 * hs:])
         g = np.tanh(z[:, 2 * hs:3 * hs])
-        assert c is not None
         c_new = f * c + i * g
         tc = np.tanh(c_new)
         hh = o * tc
@@ -71,6 +62,7 @@ def _step_vjp(mode: str, dh_new: np.ndarray, dc_new: np.ndarray | None, h: np.nd
               c: np.ndarray | None, saved: tuple[Any, ...], w: dict[str, Any],
               grads: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of one unmasked step: (d xp, d h_prev, d c_prev); weight grads accumulate."""
+    dc_prev = None
     if mode == "lstm":
         i, f, g, o, tc, hh = saved
         if w["weight_hr"] is not None:
@@ -78,12 +70,10 @@ def _step_vjp(mode: str, dh_new: np.ndarray, dc_new: np.ndarray | None, h: np.nd
             dhh = dh_new @ w["weight_hr"]
         else:
             dhh = dh_new
-        assert dc_new is not None and c is not None
         dc = dc_new + dhh * o * (1 - tc * tc)
         dz = np.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f),
                              dc * i * (1 - g * g), dhh * tc * o * (1 - o)], axis=-1)
-        dgh = dz
-        dxp = dz
+        dgh = dxp = dz
         dc_prev = dc * f
     elif mode == "gru":
         r, zg, n, ghn = saved
@@ -93,7 +83,6 @@ def _step_vjp(mode: str, dh_new: np.ndarray, dc_new: np.ndarray | None, h: np.nd
         dpre_z = dh_new * (h - n) * zg * (1 - zg)
         dxp = np.concatenate([dpre_r, dpre_z, dpre_n], axis=-1)
         dgh = np.concatenate([dpre_r, dpre_z, dpre_n * r], axis=-1)
-        dc_prev = None
     else:
         (pre,) = saved
         if mode == "rnn_tanh":
@@ -102,7 +91,6 @@ def _step_vjp(mode: str, dh_new: np.ndarray, dc_new: np.ndarray | None, h: np.nd
         else:
             dgh = dh_new * (pre > 0)
         dxp = dgh
-        dc_prev = None
     grads["weight_hh"] += dgh.T @ h
     if grads.get("bias_hh") is not None:
         grads["bias_hh"] += dgh.sum(axis=0)
@@ -121,7 +109,10 @@ def _forward(mode: str, *args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     n_d = 2 if a["bidirectional"] else 1
     p = a["weight_hh"].shape[1]
     hid = a["weight_hh"].shape[0] // GATES[mode]
-    mask = _mask(a["lengths"], n_t, x.dtype)
+    mask = None
+    if a["lengths"] is not None:  # (T, N, 1): 1 where step t is inside sequence n
+        lens = np.asarray(a["lengths"]).reshape(-1)
+        mask = (np.arange(n_t)[:, None] < lens[None, :]).astype(x.dtype)[..., None]
     outs, h_n, c_n, dirs = [], [], [], []
     for d in range(n_d):
         sfx = "_reverse" if d else ""
@@ -130,9 +121,7 @@ def _forward(mode: str, *args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if w["bias_ih"] is not None:
             xp = xp + w["bias_ih"]
         h = np.zeros((n_b, p), x.dtype) if a["h_0"] is None else a["h_0"][d]
-        c = None
-        if lstm:
-            c = np.zeros((n_b, hid), x.dtype) if a["c_0"] is None else a["c_0"][d]
+        c = (np.zeros((n_b, hid), x.dtype) if a["c_0"] is None else a["c_0"][d]) if lstm else None
         out = np.zeros((n_t, n_b, p), x.dtype)
         steps = []
         for t in (range(n_t - 1, -1, -1) if d else range(n_t)):
@@ -154,9 +143,7 @@ def _forward(mode: str, *args: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     output = np.concatenate(outs, axis=-1) if n_d > 1 else outs[0]
     if a["batch_first"]:
         output = output.transpose(1, 0, 2)
-    result: tuple[Any, ...] = (np.ascontiguousarray(output), np.stack(h_n))
-    if lstm:
-        result += (np.stack(c_n),)
+    result = (np.ascontiguousarray(output), np.stack(h_n), *([np.stack(c_n)] if lstm else []))
     return result, {"x": x, "dirs": dirs, "mask": mask}
 
 
@@ -167,8 +154,7 @@ def _backward(mode: str, grad: Any, output: Any, *args: Any, cache: dict[str, An
         cache = _forward(mode, *args)[1]
     a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
     lstm = mode == "lstm"
-    g_out, g_hn = grad[0], grad[1]
-    g_cn = grad[2] if lstm else None
+    g_out, g_hn, g_cn = grad if lstm else (*grad, None)
     x, mask = cache["x"], cache["mask"]
     n_b = x.shape[1]
     if g_out is not None:
@@ -183,9 +169,7 @@ def _backward(mode: str, grad: Any, output: Any, *args: Any, cache: dict[str, An
         sfx = "_reverse" if d else ""
         wg = {k: (np.zeros_like(w[k]) if w[k] is not None else None) for k in _WEIGHTS}
         dh = np.zeros((n_b, p), x.dtype) if g_hn is None else np.array(g_hn[d])
-        dc = None
-        if lstm:
-            dc = np.zeros_like(steps[0][2]) if g_cn is None else np.array(g_cn[d])
+        dc = (np.zeros_like(steps[0][2]) if g_cn is None else np.array(g_cn[d])) if lstm else None
         dxp = np.zeros_like(xp)
         for t, h, c, saved in reversed(steps):
             g_t = g_out[t, :, d * p:(d + 1) * p] if g_out is not None else None
@@ -196,8 +180,7 @@ def _backward(mode: str, grad: Any, output: Any, *args: Any, cache: dict[str, An
                 m = mask[t]
                 dh_new = m * dh + (m * g_t if g_t is not None else 0)
                 dc_new = m * dc if lstm else None
-                dxp_t, dh_prev, dc_prev = _step_vjp(mode, dh_new, dc_new, h, c, saved, w, wg)
-                dxp[t] = dxp_t
+                dxp[t], dh_prev, dc_prev = _step_vjp(mode, dh_new, dc_new, h, c, saved, w, wg)
                 dh = (1 - m) * dh + dh_prev
                 if lstm:
                     dc = (1 - m) * dc + dc_prev

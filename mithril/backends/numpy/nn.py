@@ -17,9 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 from .kernels import _float_dtype, _output_of, kernel, registry, softmax
 
 
-# ----------------------------------------------------------------------------------------------
-# Window geometry over the last ``nd`` dims (any leading dims)
-# ----------------------------------------------------------------------------------------------
+# ---- window geometry over the last nd dims (any leading dims) ------------------------------------
 def _ntuple(value: int | Sequence[int], nd: int, what: str) -> tuple[int, ...]:
     """``value`` as a tuple of ``nd`` ints (an int is repeated)."""
     if isinstance(value, int | np.integer):
@@ -61,15 +59,20 @@ def _crop_last(x: np.ndarray, pads: Sequence[tuple[int, int]],
     return x[(Ellipsis, *(slice(a, a + s) for (a, _), s in zip(pads, sizes, strict=True)))]
 
 
-def _window_counts(sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                   dilation: Sequence[int]) -> tuple[int, ...]:
-    """Number of window positions along each dim (floor mode)."""
-    out = tuple((n - d * (k - 1) - 1) // s + 1
-                for n, k, s, d in zip(sizes, kernel, stride, dilation, strict=True))
+def _geometry(sizes: Sequence[int], kernel: tuple[int, ...], stride: Any, padding: Any,
+              dilation: Any) -> tuple[Any, ...]:
+    """Normalised ``(stride, pads, dilation, padded sizes, window counts)`` of windows of
+    ``kernel`` over spatial ``sizes`` (``stride=None``: the kernel; floor mode)."""
+    nd = len(kernel)
+    s = kernel if stride is None else _ntuple(stride, nd, "stride")
+    p, d = _pad_pairs(padding, nd), _ntuple(dilation, nd, "dilation")
+    padded = tuple(n + a + b for n, (a, b) in zip(sizes, p, strict=True))
+    out = tuple((n - dd * (k - 1) - 1) // ss + 1
+                for n, k, ss, dd in zip(padded, kernel, s, d, strict=True))
     if builtins.min(out) <= 0:
-        raise ValueError(f"a window of size {tuple(kernel)} (dilation {tuple(dilation)}) does "
-                         f"not fit an input of spatial size {tuple(sizes)}")
-    return out
+        raise ValueError(f"a window of size {kernel} (dilation {d}) does "
+                         f"not fit an input of spatial size {padded}")
+    return s, p, d, padded, out
 
 
 def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
@@ -87,16 +90,13 @@ registry.kernels_from({
 })
 
 
-# ----------------------------------------------------------------------------------------------
-# Convolution
-#
+# ---- convolution ---------------------------------------------------------------------------------
 # im2col with one GEMM per group over the whole batch. The im2col matrix is channel-major,
 # ``(groups, C/groups * prod(kernel), N * L)``, so the forward pass and both gradients are
 # single large GEMMs. For stride-1 2-d convolutions each output row spans the full padded
 # width ("flat rows": ``L = Ho * Wp``, the extra ``Wp - Wo`` columns per row are computed and
 # dropped): then every kernel offset reads — and, in the backward col2im, adds into — one
 # contiguous run of the flattened padded image, instead of many short rows.
-# ----------------------------------------------------------------------------------------------
 class _ConvPlan(typing.NamedTuple):
     """The geometry of one convolution call (batched input ``(N, C, *spatial)``)."""
 
@@ -111,35 +111,23 @@ class _ConvPlan(typing.NamedTuple):
     sizes: tuple[int, ...]
     padded: tuple[int, ...]
     out: tuple[int, ...]
-    flat: bool
-
-    @property
-    def rows(self) -> tuple[int, ...]:
-        """Spatial shape of one im2col column block: ``(Ho, Wp)`` with flat rows, else out."""
-        return (self.out[0], self.padded[1]) if self.flat else self.out
-
-    @property
-    def slack(self) -> int:
-        """Zeros past the flattened padded image that the last flat row's extra columns read."""
-        return self.padded[1] - self.out[1] if self.flat else 0
+    flat: bool  # flat rows (stride-1 2-d)
+    rows: tuple[int, ...]  # spatial shape of one im2col column block: (Ho, Wp) flat, else out
+    slack: int  # zeros past the flat padded image that the last row's extra columns read
 
 
 def _conv_plan(x: np.ndarray, weight: np.ndarray, stride: Any, padding: Any, dilation: Any,
                groups: int) -> _ConvPlan:
     """Normalise a convolution's arguments and work out its shapes."""
-    nd = weight.ndim - 2
-    s, p, d = (_ntuple(stride, nd, "stride"), _pad_pairs(padding, nd),
-               _ntuple(dilation, nd, "dilation"))
     n, c = x.shape[:2]
-    kernel = tuple(weight.shape[2:])
+    kernel, sizes = tuple(weight.shape[2:]), tuple(x.shape[2:])
+    s, p, d, padded, out = _geometry(sizes, kernel, stride, padding, dilation)
     if c != weight.shape[1] * groups or weight.shape[0] % groups:
         raise ValueError(f"input with {c} channels does not match the weight "
                          f"{weight.shape} with groups={groups}")
-    sizes = tuple(x.shape[2:])
-    padded = tuple(n_ + a + b for n_, (a, b) in zip(sizes, p, strict=True))
-    out = _window_counts(padded, kernel, s, d)
-    return _ConvPlan(n, c, weight.shape[0], groups, kernel, s, p, d, sizes, padded, out,
-                     nd == 2 and s == (1, 1))
+    flat = len(kernel) == 2 and s == (1, 1)
+    return _ConvPlan(n, c, weight.shape[0], groups, kernel, s, p, d, sizes, padded, out, flat,
+                     (out[0], padded[1]) if flat else out, padded[-1] - out[-1] if flat else 0)
 
 
 def _flat_strided(buf: np.ndarray, plan: _ConvPlan) -> np.ndarray:
@@ -189,24 +177,18 @@ def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     return (out[0] if unbatched else out), cols
 
 
-# ----------------------------------------------------------------------------------------------
-# Pooling
-#
+# ---- pooling -------------------------------------------------------------------------------------
 # A loop over the kernel offsets (kh * kw at most) of whole-array ops on strided views. This
 # beats reducing a reshaped ``(..., o1, k1, o2, k2)`` array several times over in NumPy, even
 # for the non-overlapping case; that case instead gets a backward pass that writes each
 # window once into an uninitialised array. ``np.where``/``copyto(where=)`` are avoided: their
 # generic loops are ~15x slower than multiplying by a boolean mask.
-# ----------------------------------------------------------------------------------------------
 def _pool_geometry(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
                    dilation: Any) -> tuple[tuple[int, ...], ...]:
     """Normalised ``(kernel, stride, pads, dilation, out_sizes)`` of a pooling call."""
     k = _ntuple(kernel_size, nd, "kernel_size")
-    s = k if stride is None else _ntuple(stride, nd, "stride")
-    p = _pad_pairs(padding, nd)
-    d = _ntuple(dilation, nd, "dilation")
-    padded = tuple(n + a + b for n, (a, b) in zip(input.shape[input.ndim - nd:], p, strict=True))
-    return k, s, p, d, _window_counts(padded, k, s, d)
+    s, p, d, _, out = _geometry(input.shape[input.ndim - nd:], k, stride, padding, dilation)
+    return k, s, p, d, out
 
 
 def _pool_views(xp: np.ndarray, geometry: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
@@ -216,10 +198,7 @@ def _pool_views(xp: np.ndarray, geometry: tuple[tuple[int, ...], ...]) -> list[n
 
 
 def _first_hits(views: list[np.ndarray], best: np.ndarray) -> list[np.ndarray]:
-    """Per offset, a mask of the windows whose first maximum (row-major) sits there.
-
-    A window holding NaN picks its first NaN.
-    """
+    """Per offset, a mask of the windows whose first maximum (or first NaN) sits there."""
     masks: list[np.ndarray] = []
     taken = np.zeros(best.shape, bool)
     for v in views:
@@ -253,12 +232,6 @@ def max_pool2d_fwd(input: np.ndarray, kernel_size: Any, stride: Any = None, padd
     return best, (_first_hits(views, best) if masks else [])
 
 
-@kernel("max_pool2d")
-def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> np.ndarray:
-    return max_pool2d_fwd(input, kernel_size, stride, padding, dilation, False)[0]
-
-
 @kernel("avg_pool2d")
 def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
                padding: Any = 0) -> np.ndarray:
@@ -272,9 +245,7 @@ def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None,
     return acc
 
 
-# ----------------------------------------------------------------------------------------------
-# Batch norm (channel axis 1)
-# ----------------------------------------------------------------------------------------------
+# ---- batch norm (channel axis 1) -----------------------------------------------------------------
 def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel (axis 1) vector against ``x``."""
     return (x.shape[1],) + (1,) * (x.ndim - 2)
@@ -307,14 +278,6 @@ def _bn_standardise(x: np.ndarray,
     return xc.reshape(x.shape), mu, var, inv_std
 
 
-def _running_standardise(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
-                         eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` standardised by the running statistics, and ``1/std`` shaped to broadcast."""
-    shape = _channel_shape(x)
-    inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
-    return (x - running_mean.reshape(shape)) * inv_std, inv_std
-
-
 @kernel("batch_norm", mode="with_cache")
 def batch_norm_fwd(input: np.ndarray, weight: np.ndarray | None = None,
                    bias: np.ndarray | None = None, running_mean: np.ndarray | None = None,
@@ -343,16 +306,16 @@ def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
                          eps: float = 1e-5) -> tuple[Any, Any, Any]:
     """With the running statistics (batch statistics when they are None), which it returns
     unchanged."""
+    shape = _channel_shape(input)
     if running_mean is None or running_var is None:
         xhat = _bn_standardise(input, eps)[0]
     else:
-        xhat = _running_standardise(input, running_mean, running_var, eps)[0]
-    return _affine(xhat, weight, bias, _channel_shape(input)), running_mean, running_var
+        inv_std = 1 / np.sqrt(running_var.reshape(shape) + eps)
+        xhat = (input - running_mean.reshape(shape)) * inv_std
+    return _affine(xhat, weight, bias, shape), running_mean, running_var
 
 
-# ----------------------------------------------------------------------------------------------
-# Attention, dropout
-# ----------------------------------------------------------------------------------------------
+# ---- attention, dropout --------------------------------------------------------------------------
 @kernel("scaled_dot_product", mode="with_cache")
 def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray,
                            attn_mask: np.ndarray | None = None, is_causal: bool = False,
@@ -361,8 +324,7 @@ def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray
     s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = np.matmul(query, np.swapaxes(key, -1, -2)) * s
     if is_causal:
-        rows, cols = scores.shape[-2:]
-        scores = np.where(np.tri(rows, cols, dtype=bool), scores, -np.inf)
+        scores = np.where(np.tri(*scores.shape[-2:], dtype=bool), scores, -np.inf)
     if attn_mask is not None:
         if attn_mask.dtype == np.bool_:
             scores = np.where(attn_mask, scores, -np.inf)
@@ -388,6 +350,8 @@ def dropout_fwd(input: np.ndarray, p: float = 0.5,
 
 
 registry.kernels_from({
+    "max_pool2d": lambda input, kernel_size, stride=None, padding=0, dilation=1: max_pool2d_fwd(
+        input, kernel_size, stride, padding, dilation, False)[0],
     "conv2d": _output_of(conv2d_fwd), "batch_norm": _output_of(batch_norm_fwd),
     "scaled_dot_product": _output_of(scaled_dot_product_fwd), "dropout": _output_of(dropout_fwd),
 })

@@ -62,10 +62,9 @@ def _expanded(g: np.ndarray, x: np.ndarray, axis: Any, keepdim: bool) -> tuple[n
                                                                              tuple[int, ...]]:
     """A reduction's output gradient with the reduced axes restored, and those axes."""
     if axis is None:
-        axes = tuple(range(x.ndim))
-    else:
-        items = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
-        axes = tuple(sorted(int(a) % x.ndim if x.ndim else 0 for a in items))
+        axis = range(x.ndim)
+    items = (axis,) if isinstance(axis, int | np.integer) else axis
+    axes = tuple(sorted(int(a) % x.ndim if x.ndim else 0 for a in items))
     g = np.asarray(g)
     return (g if keepdim or not axes else np.expand_dims(g, axes)), axes
 
@@ -154,8 +153,6 @@ registry.vjps_from({
         np.asarray(g), _nn._pad_pairs(pad_width, x.ndim), x.shape)), None),
     # repeated indices add up
     "embedding": lambda g, y, x, w, cache=None: (None, _embedding_grad(g, x, w)),
-    "dropout_inference": lambda g, y, x, p=0.5, *rng, cache=None: (
-        _grad(x, g), None, *(None,) * len(rng)),
 })
 
 
@@ -271,10 +268,9 @@ def concat_vjp(grad: np.ndarray, output: Any, *inputs: Any, axis: Any = _k._NO_A
     else:
         sizes = [np.shape(t)[ax] for t in tensors]
     pieces = np.split(g, np.cumsum(sizes)[:-1], axis=ax)
-    grads: list[Grad] = [_grad(t, np.reshape(piece, np.shape(t)))
-                         for t, piece in zip(tensors, pieces, strict=True)]
-    grads.extend([None] * (len(inputs) - len(tensors)))
-    return tuple(grads)
+    return (*(_grad(t, np.reshape(piece, np.shape(t)))
+              for t, piece in zip(tensors, pieces, strict=True)),
+            *[None] * (len(inputs) - len(tensors)))
 
 
 @vjp("indexer")
@@ -292,9 +288,7 @@ def indexer_vjp(grad: np.ndarray, output: Any, input: Any, index: Any,
     return dx, None
 
 
-# ----------------------------------------------------------------------------------------------
-# Convolution and pooling
-# ----------------------------------------------------------------------------------------------
+# ---- convolution and pooling ---------------------------------------------------------------------
 def _col2im(dcols: np.ndarray, plan: Any) -> np.ndarray:
     """Sum an im2col-shaped gradient back into the (cropped) image: one add per offset."""
     n, c, nd = plan.n, plan.c, len(plan.kernel)
@@ -346,12 +340,9 @@ def conv2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, weight: np.ndar
 
 def _unpool(g: np.ndarray, input: np.ndarray, geometry: tuple[tuple[int, ...], ...],
             masks: list[np.ndarray] | None) -> np.ndarray:
-    """Spread each window's gradient back over the input and crop the padding off.
-
-    With ``masks`` a window's gradient goes only to the offset whose mask holds it (max
-    pooling), without to every offset (sum pooling). Non-overlapping windows are written once
-    each (into an uninitialised array when they tile the input), overlapping ones accumulated.
-    """
+    """Each window's gradient spread back over the input (with ``masks``, max pooling: only
+    to the offset whose mask holds it), the padding cropped off. Non-overlapping windows are
+    written once (into an uninitialised array when they tile the input), others accumulated."""
     k, s, p, d, out = geometry
     nd = len(k)
     spatial = input.shape[input.ndim - nd:]
@@ -398,54 +389,29 @@ def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
     return _grad(input, _unpool(g, input, geometry, None)), None, None, None
 
 
-# ----------------------------------------------------------------------------------------------
-# Batch norm, attention, dropout
-# ----------------------------------------------------------------------------------------------
-def _bn_sums(grad: Any, input: np.ndarray,
-             xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The output's gradient (``grad[0]``: the statistics take none; zeros if None) and its
-    per-channel sums ``(sum(g), sum(g * xhat))``."""
-    g = grad[0] if isinstance(grad, tuple | list) else grad
-    if g is None:
-        g = np.zeros(input.shape, input.dtype)
-    n, c = g.shape[:2]
-    g3, x3 = g.reshape(n, c, -1), xhat.reshape(n, c, -1)
-    return g, np.einsum("ncl->c", g3), np.einsum("ncl,ncl->c", g3, x3)
-
-
+# ---- batch norm, attention, dropout --------------------------------------------------------------
 @vjp("batch_norm")
 def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                    running_mean: Any = None, running_var: Any = None, momentum: float = 0.1,
                    eps: float = 1e-5, cache: Any = None) -> tuple[Grad, ...]:
-    """Training batch norm; ``grad`` is ``(g_output, g_running_mean, g_running_var)``."""
+    """``grad`` is ``(g_output, g_running_mean, g_running_var)``; the statistics take none."""
+    g = grad[0] if isinstance(grad, tuple | list) else grad
+    if g is None:
+        g = np.zeros(input.shape, input.dtype)
     if cache is None:
         cache = _nn.batch_norm_fwd(input, None, None, None, None, momentum, eps)[1]
     xhat, inv_std = cache
     n = input.size // input.shape[1]
     shape = _nn._channel_shape(input)
-    g, db, dw = _bn_sums(grad, input, xhat)
+    g3, x3 = g.reshape(*g.shape[:2], -1), xhat.reshape(*g.shape[:2], -1)
+    db, dw = np.einsum("ncl->c", g3), np.einsum("ncl,ncl->c", g3, x3)  # per channel
     scale = inv_std if weight is None else weight * inv_std  # (C,)
     # dx = scale * (g - db / n - xhat * dw / n), with per-channel coefficients folded first
     dx = g * scale.reshape(shape)
     dx -= xhat * (scale * dw / n).reshape(shape)
     dx -= (scale * db / n).reshape(shape)
     return (_grad(input, dx), _grad(weight, dw), _grad(bias, db), None, None, None, None)
-
-
-@vjp("batch_norm_inference")
-def batch_norm_inference_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
-                             weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-                             running_mean: Any = None, running_var: Any = None,
-                             momentum: float = 0.1, eps: float = 1e-5,
-                             cache: Any = None) -> tuple[Grad, ...]:
-    """The running statistics are constants (batch statistics when they are None)."""
-    if running_mean is None or running_var is None:
-        return batch_norm_vjp(grad, output, input, weight, bias, None, None, momentum, eps)
-    xhat, inv_std = _nn._running_standardise(input, running_mean, running_var, eps)
-    g, db, dw = _bn_sums(grad, input, xhat)
-    scale = inv_std if weight is None else weight.reshape(inv_std.shape) * inv_std
-    return (_grad(input, g * scale), _grad(weight, dw), _grad(bias, db), None, None, None, None)
 
 
 @vjp("scaled_dot_product")
@@ -476,9 +442,7 @@ def dropout_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray, p: floa
     return (_grad(input, grad * mask), None, *(None,) * len(rng))
 
 
-# ----------------------------------------------------------------------------------------------
-# Linear algebra, polynomial features
-# ----------------------------------------------------------------------------------------------
+# ---- linear algebra, polynomial features ---------------------------------------------------------
 @vjp("cholesky")
 def cholesky_vjp(grad: np.ndarray, output: np.ndarray, input: np.ndarray,
                  cache: Any = None) -> tuple[Grad]:

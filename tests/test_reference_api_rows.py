@@ -367,3 +367,21 @@ def test_clamp_floor_and_set_shapes_on_connections() -> None:
     v = RNG.normal(size=(2, 4)) * 4
     np.testing.assert_array_equal(pm.evaluate({}, {"x": v})["y"],
                                   np.maximum(np.clip(np.floor(v), 1, 2.5), 0))
+
+
+def test_functional_calls_reading_the_same_iokey_build_one_model() -> None:
+    """As the reference's IOKey (a connection once used): two functional calls that read only
+    IOKeys, and expressions left on IOKeys, end up in one model (segformer's interpolation)."""
+    from mithril.models import Arange
+
+    x, n = IOKey("x"), IOKey("n")
+    a = Arange()(stop=n)
+    b = Arange()(stop=n + 1)
+    total = a.sum() + b.sum()
+    out = (x * 2.0) * total  # an expression on an IOKey not used yet, with a connection
+    m = Model.create(output=out, total=total)
+    pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"x": [2]},
+                    constant_keys={"n": 3})
+    res = pm.evaluate({}, {"x": np.array([1.0, -0.5])})
+    assert float(res["total"]) == 9.0  # (0 + 1 + 2) + (0 + 1 + 2 + 3)
+    np.testing.assert_array_equal(res["output"], np.array([18.0, -9.0]))

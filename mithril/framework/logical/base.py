@@ -11,7 +11,7 @@ from ...errors import ArgumentTypeError, ModelReuseError, TerminalError
 from .. import types as T
 from ..shapes import Trail, frag_from_template
 from .building import Building, const_value, guard, shape_list, unify_shape
-from .connection import Connection, ConnectionAlgebra, Expr
+from .connection import Connection, ConnectionAlgebra, Expr, IOKey
 from .meta import TENSOR, set_kinds, set_value
 from .symbols import derived_names, readable, symbol_names
 
@@ -59,7 +59,7 @@ class ConnectSpec(ConnectionAlgebra):
             return self.model.parent.algebra_home()
         home = None
         for value in (*self.args, *self.kwargs.values()):
-            home = _home_of(value)
+            home = home_of(value)
             if home is not None:
                 break
         if not isinstance(home, Model):  # only IOKeys and constants: a new model holds it
@@ -79,12 +79,16 @@ class ConnectSpec(ConnectionAlgebra):
         return [home.lift(iface[n]) for n in self.model.output_terminals()]
 
 
-def _home_of(value: Any) -> BaseModel | None:
+def home_of(value: Any) -> BaseModel | None:
     """The model a functional value (connection, spec, expression, tuple of them) lives in."""
     if isinstance(value, Connection):
         return value.model.algebra_home()
     if isinstance(value, ConnectSpec):
         return value.attach()
+    if isinstance(value, IOKey):  # an IOKey already used in a model: that model
+        ref = value.__dict__.get("_home")
+        home = ref() if ref is not None else None
+        return home.algebra_home() if home is not None else None
     if isinstance(value, tuple | list):
         values: Any = value
     elif isinstance(value, Expr):
@@ -92,7 +96,7 @@ def _home_of(value: Any) -> BaseModel | None:
     else:
         return None
     for v in values:
-        home = _home_of(v)
+        home = home_of(v)
         if home is not None:
             return home
     return None

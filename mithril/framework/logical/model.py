@@ -13,6 +13,7 @@ modules import from here are re-exported.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from ...errors import ArgumentTypeError, ModelReuseError, TerminalError
 from .. import types as T
 from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
-from .base import BaseModel, ConnectSpec
+from .base import BaseModel, ConnectSpec, home_of
 from .building import Building, apply_iokey, conflict_error_class
 from .connection import Connection, Expr, IOKey
 from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, unify_meta
@@ -356,9 +357,18 @@ class Model(BaseModel):
         >>> m.name, m.output_terminals(), m.shapes["output"]
         ('mlp', ['hidden', 'output'], [2, 4])
         """
-        conns = {k: v.output_connection() if isinstance(v, ConnectSpec) else v
-                 for k, v in named.items()}
-        plain = [v.output_connection() if isinstance(v, ConnectSpec) else v for v in outputs]
+        def connection(v: Any) -> Any:
+            if isinstance(v, ConnectSpec):
+                return v.output_connection()
+            if isinstance(v, Expr):  # algebra still on IOKeys: built where they are used
+                home = home_of(v)
+                if not isinstance(home, Model):
+                    home = Model()
+                return home.materialize(v)
+            return v
+
+        conns = {k: connection(v) for k, v in named.items()}
+        plain = [connection(v) for v in outputs]
         homes = {id(c.model.algebra_home()): c.model.algebra_home()
                  for c in [*plain, *conns.values()]}
         if len(homes) != 1:
@@ -436,6 +446,9 @@ class Model(BaseModel):
             return self._named_conn(value, created)
         if isinstance(value, IOKey):
             keys[name] = value
+            # the functional style: a later call reading this IOKey joins this model (as the
+            # reference's IOKey, a connection once used)
+            value.__dict__["_home"] = weakref.ref(self)
             if value.name is not None:
                 conn = self._named_conn(value.name, created)
             else:

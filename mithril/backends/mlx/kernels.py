@@ -32,8 +32,6 @@ from ..registry import KernelRegistry
 registry = KernelRegistry("mlx")
 kernel = registry.kernel
 
-_Array = mx.array
-
 _DTYPES: dict[str, mx.Dtype] = {"bool": mx.bool_} | {name: getattr(mx, name) for name in (
     "float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")}
 
@@ -46,7 +44,7 @@ def mx_dtype(dtype: Any) -> mx.Dtype:
 
 
 # ---- float64-accurate elementwise functions (MLX's own are float32-accurate for float64) ----
-def _is_f64(x: _Array) -> bool:
+def _is_f64(x: mx.array) -> bool:
     return x.dtype == mx.float64
 
 
@@ -56,30 +54,30 @@ def _f64(accurate: Any, native: Any) -> Any:
 
 
 @kernel("exp")
-def exp(input: _Array) -> _Array:
+def exp(input: mx.array) -> mx.array:
     # float64 through ``power``, which MLX computes in full precision
     return mx.power(math.e, input) if _is_f64(input) else mx.exp(input)
 
 
 @mx.custom_function
-def _sin64(x: _Array) -> _Array:
+def _sin64(x: mx.array) -> mx.array:
     t = mx.tan(x * 0.5)
     return 2 * t / (1 + t * t)
 
 
 @mx.custom_function
-def _cos64(x: _Array) -> _Array:
+def _cos64(x: mx.array) -> mx.array:
     t2 = mx.square(mx.tan(x * 0.5))
     return (1 - t2) / (1 + t2)
 
 
 @mx.custom_function
-def _sigmoid64(x: _Array) -> _Array:
+def _sigmoid64(x: mx.array) -> mx.array:
     return mx.where(x >= 0, 1 / (1 + exp(-x)), exp(x) / (1 + exp(x)))
 
 
 @mx.custom_function
-def _erf64(x: _Array) -> _Array:
+def _erf64(x: mx.array) -> mx.array:
     """``erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (2n+1)!!`` (no cancellation)."""
     z = mx.clip(x, -6.0, 6.0)  # beyond 6, erf(x) rounds to +-1 in float64
     step = 2 * z * z
@@ -98,17 +96,17 @@ _erf64.vjp(lambda x, cotangent, output: cotangent * (2 / math.sqrt(math.pi)) * e
 
 
 # ---- linear algebra on the CPU stream, with the VJPs MLX lacks ----
-def _mT(x: _Array) -> _Array:
+def _mT(x: mx.array) -> mx.array:
     return mx.swapaxes(x, -1, -2)
 
 
 @mx.custom_function
-def _cholesky(a: _Array) -> _Array:
+def _cholesky(a: mx.array) -> mx.array:
     return mx.linalg.cholesky(a, stream=mx.cpu)
 
 
 @_cholesky.vjp
-def _cholesky_vjp(a: _Array, cotangent: _Array, low: _Array) -> _Array:
+def _cholesky_vjp(a: mx.array, cotangent: mx.array, low: mx.array) -> mx.array:
     """``L^-T Φ(L^T Ḡ) L^-1`` for the output ``L`` (the NumPy backend's formula)."""
     p = mx.tril(mx.matmul(_mT(low), cotangent))
     p = 0.5 * (p + _mT(mx.tril(p, -1)))
@@ -117,12 +115,12 @@ def _cholesky_vjp(a: _Array, cotangent: _Array, low: _Array) -> _Array:
 
 
 @mx.custom_function
-def _eigvalsh(a: _Array) -> _Array:
+def _eigvalsh(a: mx.array) -> mx.array:
     return mx.linalg.eigvalsh(a, stream=mx.cpu)
 
 
 @_eigvalsh.vjp
-def _eigvalsh_vjp(a: _Array, cotangent: _Array, output: _Array) -> _Array:
+def _eigvalsh_vjp(a: mx.array, cotangent: mx.array, output: mx.array) -> mx.array:
     """``V diag(Ḡ) V^T``."""
     vectors = mx.linalg.eigh(a, stream=mx.cpu)[1]
     return mx.matmul(vectors * mx.expand_dims(cotangent, -2), _mT(vectors))
@@ -153,13 +151,13 @@ registry.kernels_from({
 
 # ---- elementwise with more to it ----
 @kernel("relu")
-def relu(input: _Array) -> _Array:
+def relu(input: mx.array) -> mx.array:
     # NaN stays NaN, as in PyTorch (``mx.maximum(x, 0)`` or ``where(x > 0, x, 0)`` give 0)
     return mx.where(input <= 0, mx.zeros_like(input), input)
 
 
 @kernel("softplus")
-def softplus(input: _Array) -> _Array:
+def softplus(input: mx.array) -> mx.array:
     # the identity above 20 (PyTorch's threshold, beta 1: the catalogue's definition)
     if not _is_f64(input):
         return mx.where(input > 20, input, mx.logaddexp(input, mx.zeros_like(input)))
@@ -167,7 +165,7 @@ def softplus(input: _Array) -> _Array:
 
 
 @kernel("gelu")
-def gelu(input: _Array, approximate: bool = False) -> _Array:
+def gelu(input: mx.array, approximate: bool = False) -> mx.array:
     if approximate:
         inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
         return 0.5 * input * (1 + mx.tanh(inner))
@@ -176,8 +174,8 @@ def gelu(input: _Array, approximate: bool = False) -> _Array:
 
 
 @kernel("nan_to_num")
-def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
-               neginf: float | None = None) -> _Array:
+def nan_to_num(input: mx.array, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> mx.array:
     # infinities default to the dtype's largest finite values
     if not mx.issubdtype(input.dtype, mx.floating):
         return input
@@ -188,7 +186,7 @@ def nan_to_num(input: _Array, nan: float = 0.0, posinf: float | None = None,
 
 
 @kernel("softmax")
-def softmax(input: _Array, axis: Any = -1) -> _Array:
+def softmax(input: mx.array, axis: Any = -1) -> mx.array:
     if not _is_f64(input):
         return mx.softmax(input, axis=axis)
     shifted = exp(input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True)))
@@ -196,7 +194,7 @@ def softmax(input: _Array, axis: Any = -1) -> _Array:
 
 
 @kernel("log_softmax")
-def log_softmax(input: _Array, axis: Any = -1) -> _Array:
+def log_softmax(input: mx.array, axis: Any = -1) -> mx.array:
     shifted = input - mx.stop_gradient(mx.max(input, axis=axis, keepdims=True))
     if not _is_f64(input):
         # shifted first, as PyTorch does: a row holding +inf is NaN (inf - inf), not -inf
@@ -205,19 +203,19 @@ def log_softmax(input: _Array, axis: Any = -1) -> _Array:
 
 
 @kernel("cast")
-def cast(input: _Array, dtype: Any) -> _Array:
+def cast(input: mx.array, dtype: Any) -> mx.array:
     return input.astype(mx_dtype(dtype))
 
 
 @kernel("linear")
-def linear(input: _Array, weight: _Array, bias: _Array | None) -> _Array:
+def linear(input: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
     out = mx.matmul(input, mx.swapaxes(weight, -1, -2))
     return out if bias is None else out + bias
 
 
 # ---- shapes, creation, scalar plumbing ----
 @kernel("concat")
-def concat(*args: Any) -> _Array:
+def concat(*args: Any) -> mx.array:
     """``concat(*inputs, axis)``: join tensors along ``axis`` (flattened first if ``None``)."""
     *inputs, axis = args
     if axis is None:
@@ -226,7 +224,7 @@ def concat(*args: Any) -> _Array:
 
 
 @kernel("to_tensor")
-def to_tensor(input: Any, *, float_dtype: Any) -> _Array:
+def to_tensor(input: Any, *, float_dtype: Any) -> mx.array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
     kind = _python_kind(input)
     dtype = mx_dtype(float_dtype) if kind == FLOAT else mx.int64 if kind == INT else mx.bool_
@@ -246,39 +244,39 @@ def _size(shape: Any) -> tuple[int, ...]:
 
 
 @kernel("arange")
-def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> _Array:
+def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> mx.array:
     if dtype is None:  # int64 for ints, else float32
         dtype = mx.int64 if all(isinstance(v, int) for v in (start, stop, step)) else mx.float32
     return mx.arange(start, stop, step, dtype=mx_dtype(dtype))
 
 
 @kernel("randn")
-def randn(shape: Any, dtype: Any = None, rng: _Array | None = None) -> _Array:
+def randn(shape: Any, dtype: Any = None, rng: mx.array | None = None) -> mx.array:
     target = mx.float32 if dtype is None else mx_dtype(dtype)
     return mx.random.normal(_size(shape), dtype=target, key=rng)
 
 
 @kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
-            rng: _Array | None = None) -> _Array:
+            rng: mx.array | None = None) -> mx.array:
     target = mx.int64 if dtype is None else mx_dtype(dtype)
     return mx.random.randint(low, high, _size(shape), dtype=target, key=rng)
 
 
 @kernel("split_rng")
-def split_rng(rng: _Array, n: int) -> list[_Array]:
+def split_rng(rng: mx.array, n: int) -> list[mx.array]:
     """``n`` independent keys split from ``rng``."""
     return list(mx.random.split(rng, n))
 
 
 @kernel("unique")
-def unique(input: _Array) -> _Array:
+def unique(input: mx.array) -> mx.array:
     # the length depends on the data: computed eagerly through NumPy (not under mx.compile)
     return mx.array(np.unique(np.array(input)), dtype=input.dtype)
 
 
 @kernel("polynomial_features")
-def polynomial_features(input: _Array, degree: int) -> _Array:
+def polynomial_features(input: mx.array, degree: int) -> mx.array:
     # columns in scikit-learn's PolynomialFeatures(include_bias=False) order
     columns = monomial_indices(input.shape[-1], degree).astype("int32")
     xa = mx.concatenate([input, mx.ones_like(input[..., :1])], axis=-1)
@@ -299,8 +297,8 @@ def _pad_pairs(value: Any) -> tuple[tuple[int, int], ...]:
 
 
 @kernel("conv2d")
-def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1) -> _Array:
+def conv2d(input: mx.array, weight: mx.array, bias: mx.array | None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> mx.array:
     unbatched = input.ndim == 3
     x = mx.transpose(mx.expand_dims(input, 0) if unbatched else input, (0, 2, 3, 1))
     w = mx.transpose(weight, (0, 2, 3, 1))  # channels last
@@ -316,8 +314,8 @@ def conv2d(input: _Array, weight: _Array, bias: _Array | None, stride: Any = 1, 
     return out[0] if unbatched else out
 
 
-def _windows(x: _Array, kernel: tuple[int, ...], stride: tuple[int, ...],
-             dilation: tuple[int, ...], first_axis: int) -> _Array:
+def _windows(x: mx.array, kernel: tuple[int, ...], stride: tuple[int, ...],
+             dilation: tuple[int, ...], first_axis: int) -> mx.array:
     """Every window offset of ``x`` (spatial axes from ``first_axis``; floor mode) as a strided
     slice, stacked on a new axis after them: ``(N, H, W, C) -> (N, OH, OW, KH*KW, C)``."""
     nd = len(kernel)
@@ -333,9 +331,9 @@ def _windows(x: _Array, kernel: tuple[int, ...], stride: tuple[int, ...],
     return mx.stack(pieces, axis=first_axis + nd)
 
 
-def _conv_unfold(x: _Array, w: _Array, stride: tuple[int, ...],
+def _conv_unfold(x: mx.array, w: mx.array, stride: tuple[int, ...],
                  padding: tuple[tuple[int, int], ...], dilation: tuple[int, ...],
-                 groups: int) -> _Array:
+                 groups: int) -> mx.array:
     """Channels-last convolution by unfolding windows and one grouped matmul (any dtype)."""
     x = mx.pad(x, [(0, 0), *padding, (0, 0)])
     patches = _windows(x, tuple(w.shape[1:-1]), stride, dilation, 1)  # (N, *out, K, C)
@@ -350,8 +348,8 @@ def _conv_unfold(x: _Array, w: _Array, stride: tuple[int, ...],
 
 
 # ---- pooling over the last two axes (any leading dims; floor mode) ----
-def _pool(input: _Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-          fill: float | int, reduce: Any) -> _Array:
+def _pool(input: mx.array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+          fill: float | int, reduce: Any) -> mx.array:
     k = _pair(kernel_size)
     s = k if stride is None else _pair(stride)
     lead = input.ndim - 2
@@ -360,8 +358,8 @@ def _pool(input: _Array, kernel_size: Any, stride: Any, padding: Any, dilation: 
 
 
 @kernel("max_pool2d")
-def max_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               dilation: Any = 1) -> _Array:
+def max_pool2d(input: mx.array, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1) -> mx.array:
     # padding counts as the lowest value of the dtype
     if mx.issubdtype(input.dtype, mx.floating):
         fill: float | int = -math.inf
@@ -371,20 +369,20 @@ def max_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any
 
 
 @kernel("avg_pool2d")
-def avg_pool2d(input: _Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> _Array:
+def avg_pool2d(input: mx.array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> mx.array:
     # zero padding counts in the average
     return _pool(input, kernel_size, stride, padding, 1, 0, mx.mean)
 
 
 # ---- batch normalisation over channel axis 1 ----
-def _batch_stats(input: _Array) -> tuple[_Array, _Array]:
+def _batch_stats(input: mx.array) -> tuple[mx.array, mx.array]:
     axes = tuple(a for a in range(input.ndim) if a != 1)
     mean = mx.mean(input, axis=axes, keepdims=True)
     return mean, mx.mean(mx.square(input - mean), axis=axes, keepdims=True)
 
 
-def _normalise(input: _Array, mean: _Array, var: _Array, eps: float, weight: _Array | None,
-               bias: _Array | None) -> _Array:
+def _normalise(input: mx.array, mean: mx.array, var: mx.array, eps: float, weight: mx.array | None,
+               bias: mx.array | None) -> mx.array:
     shape = (1, -1) + (1,) * (input.ndim - 2)
     out = (input - mean) * mx.rsqrt(var + eps)
     if weight is not None:
@@ -393,9 +391,9 @@ def _normalise(input: _Array, mean: _Array, var: _Array, eps: float, weight: _Ar
 
 
 @kernel("batch_norm")
-def batch_norm(input: _Array, weight: _Array | None, bias: _Array | None,
-               running_mean: _Array | None, running_var: _Array | None, momentum: float = 0.1,
-               eps: float = 1e-5) -> tuple[_Array, _Array | None, _Array | None]:
+def batch_norm(input: mx.array, weight: mx.array | None, bias: mx.array | None,
+               running_mean: mx.array | None, running_var: mx.array | None, momentum: float = 0.1,
+               eps: float = 1e-5) -> tuple[mx.array, mx.array | None, mx.array | None]:
     """Training batch norm; returns ``(out, new_mean, new_var)``."""
     count = input.size // input.shape[1]
     if count < 2:
@@ -414,10 +412,10 @@ def batch_norm(input: _Array, weight: _Array | None, bias: _Array | None,
 
 
 @kernel("batch_norm", mode="inference")
-def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | None,
-                         running_mean: _Array | None, running_var: _Array | None,
+def batch_norm_inference(input: mx.array, weight: mx.array | None, bias: mx.array | None,
+                         running_mean: mx.array | None, running_var: mx.array | None,
                          momentum: float = 0.1, eps: float = 1e-5
-                         ) -> tuple[_Array, _Array | None, _Array | None]:
+                         ) -> tuple[mx.array, mx.array | None, mx.array | None]:
     """Batch norm with the running statistics (batch ones where absent); state unchanged."""
     shape = (1, -1) + (1,) * (input.ndim - 2)
     if running_mean is None or running_var is None:
@@ -430,8 +428,8 @@ def batch_norm_inference(input: _Array, weight: _Array | None, bias: _Array | No
 
 
 @kernel("scaled_dot_product")
-def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Array | None,
-                       is_causal: bool = False, scale: float | None = None) -> _Array:
+def scaled_dot_product(query: mx.array, key: mx.array, value: mx.array, attn_mask: mx.array | None,
+                       is_causal: bool = False, scale: float | None = None) -> mx.array:
     """Attention as PyTorch's ``F.scaled_dot_product_attention``: a boolean ``attn_mask`` marks
     the positions that may be attended, a float one is added to the scores."""
     if scale is None:
@@ -449,7 +447,7 @@ def scaled_dot_product(query: _Array, key: _Array, value: _Array, attn_mask: _Ar
 
 
 @kernel("dropout")
-def dropout(input: _Array, p: float = 0.5, rng: _Array | None = None) -> _Array:
+def dropout(input: mx.array, p: float = 0.5, rng: mx.array | None = None) -> mx.array:
     # survivors scaled by 1 / (1 - p)
     if p == 0:
         return input

@@ -5,7 +5,9 @@ The module is traced with ``torch.export`` (in training mode, so that ``Dropout`
 primitive (see :mod:`mithril.interop._aten`). Parameters and state keep the module's
 ``state_dict`` keys (``layer1.0.conv1.weight``); what depends on no input, parameter or state
 (position ids, causal masks, shapes) is computed once while converting and becomes a constant.
-The shapes are those of the example inputs.
+The shapes are those of the example inputs. The model is nested like the module: one
+submodel per submodule call, grouped by the ``nn_module_stack`` torch.export records for
+every operator.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def from_torch(module: nn.Module, example_inputs: Any
     module's parameters and buffers under its ``state_dict`` keys (tied weights once, under
     the name the module's forward uses).
 
+    The model is nested like the module: each submodule call is a submodel named as the
+    submodule (``layer1`` holding ``0`` holding ``conv1``; a second call of one submodule
+    is ``relu_1``, sharing its parameters), with ``forward``'s own operations in the model
+    that ran them; the model's parameter keys stay the ``state_dict``'s.
+
     The model keeps both modes: compiled normally, ``Dropout`` is active and ``BatchNorm``
     uses batch statistics and updates ``state``; compiled with ``inference=True``, they act
     as in ``module.eval()``. Operators with no Mithril counterpart raise one
@@ -59,6 +66,9 @@ def from_torch(module: nn.Module, example_inputs: Any
     >>> model, params, state = ml.from_torch(net, torch.randn(3, 4))
     >>> sorted(params), state
     (['0.bias', '0.weight', '2.bias', '2.weight'], {})
+    >>> from mithril.models import Model
+    >>> [child.name for child in model.children if isinstance(child, Model)]  # submodels
+    ['0', '1', '2']
     >>> pm = ml.compile(model, ml.NumpyBackend(), inference=True)
     >>> x = torch.randn(3, 4)
     >>> out = pm.evaluate(params, {"input": x.numpy()})["output"]  # Sequential.forward(input)

@@ -682,6 +682,9 @@ def test_every_primitive_has_a_kernel_with_the_catalogue_signature() -> None:
         if kernel is None:  # a derived primitive JAX runs from its decomposition
             assert not op.core, f"no JAX kernel for {op.name}"
             continue
+        if not getattr(kernel, "__module__", "").startswith("mithril."):  # jnp.exp, jnp.add, ...
+            inspect.signature(kernel).bind(*op.input_names)  # takes the terminals positionally
+            continue
         params = list(inspect.signature(kernel).parameters.values())
         if op.variadic:
             assert params[0].kind is inspect.Parameter.VAR_POSITIONAL, op.name

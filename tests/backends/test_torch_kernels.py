@@ -62,9 +62,17 @@ def test_every_tensor_primitive_has_a_kernel() -> None:
                          ids=lambda op: op.name)
 def test_kernel_arguments_follow_catalogue_order(op: Any) -> None:
     kernel = kn.registry.kernels[(op.name, "default")]
+    names = [*op.input_names, *(["rng"] if op.random else [])]
+    if not (getattr(kernel, "__module__", None) or "").startswith("mithril."):  # torch.exp, ...
+        try:
+            signature = inspect.signature(kernel)
+        except ValueError:
+            pytest.skip(f"{kernel} is a builtin without a signature")
+        signature.bind(*names)  # takes the catalogue's terminals positionally, in order
+        return
     params = [p.name for p in inspect.signature(kernel).parameters.values()
               if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert params == [*op.input_names, *(["rng"] if op.random else [])]
+    assert params == names
     if op.modal:
         inference = inspect.signature(getattr(kn, f"{op.name}_inference")).parameters
         assert list(inference)[: len(op.input_names)] == list(op.input_names)

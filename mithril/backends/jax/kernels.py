@@ -8,7 +8,8 @@ it returns a Python value). Random kernels take a trailing JAX PRNG key ``rng``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -28,17 +29,8 @@ _UNSET: Any = object()  # marks an argument left out
 
 #: Mithril dtype names -> JAX dtypes
 DTYPES: dict[str, Any] = {
-    "float16": jnp.float16,
-    "bfloat16": jnp.bfloat16,
-    "float32": jnp.float32,
-    "float64": jnp.float64,
-    "int8": jnp.int8,
-    "int16": jnp.int16,
-    "int32": jnp.int32,
-    "int64": jnp.int64,
-    "uint8": jnp.uint8,
-    "bool": jnp.bool_,
-}
+    name: getattr(jnp, name) for name in ("float16", "bfloat16", "float32", "float64", "int8",
+                                          "int16", "int32", "int64", "uint8")} | {"bool": jnp.bool_}
 
 
 def native_dtype(dtype: Any) -> Any:
@@ -79,266 +71,79 @@ def _channel_shape(ndim: int) -> tuple[int, ...]:
     return (1, -1) + (1,) * (ndim - 2)
 
 
-# ---- elementwise binary -----------------------------------------------------------------------
-@kernel("add")
-def add(left: Any, right: Any) -> Array:
-    """``left + right``."""
-    return jnp.add(left, right)
+def _on_float(fn: Callable[[Array], Array]) -> Callable[[Any], Array]:
+    """The kernel ``fn(input)`` on ``input`` as an inexact array (see :func:`_to_float`)."""
+
+    def on_float(input: Any) -> Array:
+        return fn(_to_float(input))
+
+    return on_float
 
 
-@kernel("subtract")
-def subtract(left: Any, right: Any) -> Array:
-    """``left - right``."""
-    return jnp.subtract(left, right)
-
-
-@kernel("multiply")
-def multiply(left: Any, right: Any) -> Array:
-    """``left * right``."""
-    return jnp.multiply(left, right)
-
-
-@kernel("divide")
-def divide(left: Any, right: Any) -> Array:
-    """True division ``left / right``."""
-    return jnp.true_divide(left, right)
-
-
-@kernel("floor_divide")
-def floor_divide(left: Any, right: Any) -> Array:
-    """``left // right``."""
-    return jnp.floor_divide(left, right)
-
-
-@kernel("power")
-def power(left: Any, right: Any) -> Array:
-    """``left ** right``."""
-    return jnp.power(left, right)
-
-
-@kernel("minimum")
-def minimum(left: Any, right: Any) -> Array:
-    """Elementwise minimum."""
-    return jnp.minimum(left, right)
-
-
-@kernel("maximum")
-def maximum(left: Any, right: Any) -> Array:
-    """Elementwise maximum."""
-    return jnp.maximum(left, right)
-
-
-@kernel("greater")
-def greater(left: Any, right: Any) -> Array:
-    """``left > right``."""
-    return jnp.greater(left, right)
-
-
-@kernel("greater_equal")
-def greater_equal(left: Any, right: Any) -> Array:
-    """``left >= right``."""
-    return jnp.greater_equal(left, right)
-
-
-@kernel("equal")
-def equal(left: Any, right: Any) -> Array:
-    """``left == right``."""
-    return jnp.equal(left, right)
-
-
-@kernel("logical_and")
-def logical_and(left: Any, right: Any) -> Array:
-    """Elementwise logical and."""
-    return jnp.logical_and(left, right)
-
-
-# ---- elementwise unary ------------------------------------------------------------------------
-@kernel("negate")
-def negate(input: Array) -> Array:
-    """``-input``."""
-    return jnp.negative(input)
-
-
-@kernel("absolute")
-def absolute(input: Array) -> Array:
+def _absolute(input: Any) -> Array:
     """``|input|``; its gradient is 0 at 0, as PyTorch's (``jnp.abs`` alone gives 1)."""
     input = jnp.asarray(input)
     return jnp.where(input == 0, jnp.zeros_like(input), jnp.abs(input))
 
 
-@kernel("exp")
-def exp(input: Array) -> Array:
-    """``e ** input``."""
-    return jnp.exp(_to_float(input))
-
-
-@kernel("log")
-def log(input: Array) -> Array:
-    """Natural logarithm."""
-    return jnp.log(_to_float(input))
-
-
-@kernel("sqrt")
-def sqrt(input: Array) -> Array:
-    """Square root."""
-    return jnp.sqrt(_to_float(input))
-
-
-@kernel("sign")
-def sign(input: Array) -> Array:
-    """-1, 0 or 1 by the sign of ``input``."""
-    return jnp.sign(input)
-
-
-@kernel("sin")
-def sin(input: Array) -> Array:
-    """Sine."""
-    return jnp.sin(_to_float(input))
-
-
-@kernel("cos")
-def cos(input: Array) -> Array:
-    """Cosine."""
-    return jnp.cos(_to_float(input))
-
-
-@kernel("floor")
-def floor(input: Array) -> Array:
-    """Round down (integers are returned unchanged)."""
-    return jnp.floor(input)
-
-
-@kernel("relu")
-def relu(input: Array) -> Array:
-    """``max(input, 0)``."""
-    return jax.nn.relu(input)
-
-
-@kernel("sigmoid")
-def sigmoid(input: Array) -> Array:
-    """Logistic sigmoid."""
-    return jax.nn.sigmoid(_to_float(input))
-
-
-@kernel("tanh")
-def tanh(input: Array) -> Array:
-    """Hyperbolic tangent."""
-    return jnp.tanh(_to_float(input))
-
-
-@kernel("softplus")
-def softplus(input: Array) -> Array:
-    """``log(1 + e ** input)``, the identity above 20 (PyTorch's beta=1, threshold=20: the
-    catalogue's definition)."""
+def _softplus(input: Any) -> Array:
+    """The identity above 20 (PyTorch's beta=1, threshold=20: the catalogue's definition)."""
     x = _to_float(input)
     return jnp.where(x > 20, x, jax.nn.softplus(x))
 
 
-@kernel("stop_gradient")
-def stop_gradient(input: Array) -> Array:
-    """``input`` with no gradient flowing back."""
-    return jax.lax.stop_gradient(input)
-
-
-@kernel("logical_not")
-def logical_not(input: Array) -> Array:
-    """Elementwise logical not."""
-    return jnp.logical_not(input)
-
-
-@kernel("gelu")
-def gelu(input: Array, approximate: bool = False) -> Array:
-    """Gaussian error linear unit; ``approximate=True`` is the tanh form."""
-    return jax.nn.gelu(_to_float(input), approximate=bool(approximate))
-
-
-@kernel("nan_to_num")
-def nan_to_num(input: Array, nan: float = 0.0, posinf: float | None = None,
-               neginf: float | None = None) -> Array:
-    """Replace NaN and infinities (by default with the dtype's largest finite values)."""
-    return jnp.nan_to_num(input, nan=nan, posinf=posinf, neginf=neginf)
-
-
-@kernel("softmax")
-def softmax(input: Array, axis: int = -1) -> Array:
-    """Softmax along ``axis``."""
-    return jax.nn.softmax(_to_float(input), axis=axis)
-
-
-@kernel("log_softmax")
-def log_softmax(input: Array, axis: int = -1) -> Array:
-    """Log-softmax along ``axis``."""
-    return jax.nn.log_softmax(_to_float(input), axis=axis)
-
-
-@kernel("cast")
-def cast(input: Any, dtype: Any) -> Array:
-    """``input`` converted to ``dtype`` (a Mithril ``Dtype``)."""
-    return jnp.asarray(input).astype(native_dtype(dtype))
-
-
-@kernel("where")
-def where(condition: Array, input1: Any, input2: Any) -> Array:
-    """``input1`` where ``condition`` holds, else ``input2``."""
-    return jnp.where(condition, input1, input2)
-
-
-# ---- linear algebra ---------------------------------------------------------------------------
-@kernel("matmul")
-def matmul(left: Array, right: Array) -> Array:
-    """Matrix product with NumPy broadcasting."""
-    return jnp.matmul(left, right)
-
-
-@kernel("linear")
-def linear(input: Array, weight: Array, bias: Array | None) -> Array:
-    """``input @ weight.T + bias`` with ``weight`` of shape ``(out, in)``."""
+def _linear(input: Array, weight: Array, bias: Array | None) -> Array:
     out = jnp.matmul(input, jnp.swapaxes(weight, -1, -2))
     return out if bias is None else out + bias
 
 
-# ---- reductions -------------------------------------------------------------------------------
-@kernel("sum")
-def sum(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
-    """Sum over ``axis`` (all axes for ``None``)."""
-    return jnp.sum(input, axis=axis, keepdims=keepdim)
+# JAX's own functions where they have the primitive's semantics (the catalogue documents each)
+registry.kernels_from({
+    "add": jnp.add, "subtract": jnp.subtract, "multiply": jnp.multiply,
+    "divide": jnp.true_divide, "floor_divide": jnp.floor_divide, "power": jnp.power,
+    "minimum": jnp.minimum, "maximum": jnp.maximum, "greater": jnp.greater,
+    "greater_equal": jnp.greater_equal, "equal": jnp.equal, "logical_and": jnp.logical_and,
+    "negate": jnp.negative, "absolute": _absolute, "sign": jnp.sign, "floor": jnp.floor,
+    "exp": _on_float(jnp.exp), "log": _on_float(jnp.log), "sqrt": _on_float(jnp.sqrt),
+    "sin": _on_float(jnp.sin), "cos": _on_float(jnp.cos), "tanh": _on_float(jnp.tanh),
+    "relu": jax.nn.relu, "sigmoid": _on_float(jax.nn.sigmoid), "softplus": _softplus,
+    "stop_gradient": jax.lax.stop_gradient, "logical_not": jnp.logical_not,
+    "gelu": lambda input, approximate=False: jax.nn.gelu(_to_float(input),
+                                                         approximate=bool(approximate)),
+    "nan_to_num": lambda input, nan=0.0, posinf=None, neginf=None: jnp.nan_to_num(
+        input, nan=nan, posinf=posinf, neginf=neginf),
+    "softmax": lambda input, axis=-1: jax.nn.softmax(_to_float(input), axis=axis),
+    "log_softmax": lambda input, axis=-1: jax.nn.log_softmax(_to_float(input), axis=axis),
+    "where": jnp.where, "matmul": jnp.matmul, "linear": _linear,
+    "sum": lambda input, axis=None, keepdim=False: jnp.sum(input, axis=axis, keepdims=keepdim),
+    "max": lambda input, axis=None, keepdim=False: jnp.max(input, axis=axis, keepdims=keepdim),
+    "prod": lambda input, axis=None, keepdim=False: jnp.prod(input, axis=axis,
+                                                             keepdims=keepdim),
+    "argmax": lambda input, axis=None, keepdim=False: jnp.argmax(input, axis=axis,
+                                                                 keepdims=keepdim),
+    "reshape": lambda input, shape: jnp.reshape(input, tuple(shape)),
+    "transpose": lambda input, axes=None: jnp.transpose(
+        input, None if axes is None else tuple(axes)),
+    "broadcast_to": lambda input, shape: jnp.broadcast_to(input, tuple(shape)),
+    "pad": lambda input, pad_width: jnp.pad(
+        input, tuple((int(lo), int(hi)) for lo, hi in pad_width)),
+    "indexer": operator.getitem,  # basic indexing: ints, slices, None, Ellipsis
+    "embedding": lambda input, weight: jnp.take(weight, input, axis=0),
+    "one_hot": lambda input, num_classes: input[..., None] == jnp.arange(num_classes),
+    "split_rng": lambda rng, n: list(jax.random.split(rng, n)),
+    "cholesky": jnp.linalg.cholesky, "eigvalsh": jnp.linalg.eigvalsh,
+    # data-dependent length: cannot run under jax.jit (a jitted model falls back to eager
+    # execution with a warning; compile with jit=False to avoid it)
+    "unique": jnp.unique,
+    "dtype_of": lambda input: as_dtype(jnp.asarray(input).dtype.name),  # traced arrays too
+})
+registry.kernels_from({"dropout": lambda input, p=0.5, rng=None: input}, mode="inference")
 
 
-@kernel("max")
-def max(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
-    """Maximum over ``axis``."""
-    return jnp.max(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("prod")
-def prod(input: Array, axis: Any = None, keepdim: bool = False) -> Array:
-    """Product over ``axis``."""
-    return jnp.prod(input, axis=axis, keepdims=keepdim)
-
-
-@kernel("argmax")
-def argmax(input: Array, axis: int | None = None, keepdim: bool = False) -> Array:
-    """Index of the maximum (of the flattened array for ``axis=None``)."""
-    return jnp.argmax(input, axis=axis, keepdims=keepdim)
-
-
-# ---- shape manipulation -----------------------------------------------------------------------
-@kernel("reshape")
-def reshape(input: Array, shape: Sequence[int]) -> Array:
-    """``input`` with a new shape (one entry may be -1)."""
-    return jnp.reshape(input, tuple(shape))
-
-
-@kernel("transpose")
-def transpose(input: Array, axes: Sequence[int] | None = None) -> Array:
-    """Permute axes (reverse them for ``None``)."""
-    return jnp.transpose(input, None if axes is None else tuple(axes))
-
-
-@kernel("broadcast_to")
-def broadcast_to(input: Array, shape: Sequence[int]) -> Array:
-    """Broadcast ``input`` to ``shape``."""
-    return jnp.broadcast_to(input, tuple(shape))
+@kernel("cast")
+def cast(input: Any, dtype: Any) -> Array:
+    """``input`` converted to ``dtype`` (``backend.cast`` calls it too)."""
+    return jnp.asarray(input).astype(native_dtype(dtype))
 
 
 @kernel("concat")
@@ -356,86 +161,43 @@ def concat(*args: Any, axis: Any = _UNSET) -> Array:
     return jnp.concatenate([jnp.asarray(t) for t in tensors], axis=axis)
 
 
-@kernel("pad")
-def pad(input: Array, pad_width: Sequence[tuple[int, int]]) -> Array:
-    """Zero padding with one ``(before, after)`` pair per dim."""
-    return jnp.pad(input, tuple((int(lo), int(hi)) for lo, hi in pad_width))
-
-
-@kernel("indexer")
-def indexer(input: Any, index: Any) -> Any:
-    """``input[index]`` (basic indexing: ints, slices, ``None``, ``Ellipsis``)."""
-    return input[index]
-
-
 @kernel("to_tensor")
 def to_tensor(input: Any, *, float_dtype: Any = jnp.float32) -> Array:
     """A Python number or nested list as an array: floats in ``float_dtype``, ints int64."""
     kind = np.asarray(input).dtype.kind
-    if kind == "b":
-        dtype = jnp.bool_
-    elif kind in "iu":
-        dtype = jnp.int64
-    else:
-        dtype = float_dtype
+    dtype = {"b": jnp.bool_, "i": jnp.int64, "u": jnp.int64}.get(kind, float_dtype)
     return jnp.asarray(input, dtype=dtype)
 
 
 # ---- convolution and pooling ------------------------------------------------------------------
-def _conv(input: Array, weight: Array, bias: Array | None, stride: Any, padding: Any,
-          dilation: Any, groups: int, nd: int) -> Array:
-    """N-d convolution of ``(N, C, *spatial)`` (or unbatched ``(C, *spatial)``) input."""
+@kernel("conv2d")
+def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Array:
+    """PyTorch layout: input ``(N, C, H, W)`` or ``(C, H, W)``, weight ``(O, C/groups, KH, KW)``.
+    """
     x = jnp.asarray(input)
-    unbatched = x.ndim == nd + 1
-    if unbatched:
-        x = x[None]
-    spatial = "HW"[:nd] if nd <= 2 else "DHW"
+    unbatched = x.ndim == 3
     out = jax.lax.conv_general_dilated(
-        x, weight, window_strides=_tuple(stride, nd), padding=_pad_pairs(padding, nd),
-        rhs_dilation=_tuple(dilation, nd),
-        dimension_numbers=("NC" + spatial, "OI" + spatial, "NC" + spatial),
-        feature_group_count=int(groups))
+        x[None] if unbatched else x, weight, window_strides=_tuple(stride, 2),
+        padding=_pad_pairs(padding, 2), rhs_dilation=_tuple(dilation, 2),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=int(groups))
     if bias is not None:
         out = out + jnp.reshape(bias, _channel_shape(out.ndim))
     return out[0] if unbatched else out
 
 
-@kernel("conv2d")
-def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, padding: Any = 0,
-           dilation: Any = 1, groups: int = 1) -> Array:
-    """2-d convolution, PyTorch layout: input ``(N, C, H, W)``, weight ``(O, C/groups, KH, KW)``.
-    """
-    return _conv(input, weight, bias, stride, padding, dilation, groups, 2)
-
-
-def _window_args(ndim: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                 nd: int) -> dict[str, Any]:
-    """``lax.reduce_window`` arguments for pooling the last ``nd`` axes of an ``ndim`` array."""
-    k = _tuple(kernel_size, nd)
-    s = k if stride is None else _tuple(stride, nd)
-    lead = ndim - nd
+def _window_args(ndim: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any
+                 ) -> dict[str, Any]:
+    """``lax.reduce_window`` arguments for pooling the last 2 axes of an ``ndim`` array."""
+    k = _tuple(kernel_size, 2)
+    s = k if stride is None else _tuple(stride, 2)
+    lead = ndim - 2
     return {
         "window_dimensions": (1,) * lead + k,
         "window_strides": (1,) * lead + s,
-        "padding": ((0, 0),) * lead + _pad_pairs(padding, nd),
-        "window_dilation": (1,) * lead + _tuple(dilation, nd),
+        "padding": ((0, 0),) * lead + _pad_pairs(padding, 2),
+        "window_dilation": (1,) * lead + _tuple(dilation, 2),
     }
-
-
-def _max_pool(input: Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-              nd: int) -> Array:
-    """Max pooling over the last ``nd`` axes; padding counts as -inf (floor mode)."""
-    x = jnp.asarray(input)
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-        init = -jnp.inf
-    elif x.dtype == jnp.bool_:
-        init = False
-    else:
-        init = jnp.iinfo(x.dtype).min
-    args = _window_args(x.ndim, kernel_size, stride, padding, dilation, nd)
-    if any(d != 1 for d in args["window_dilation"]):
-        return _dilated_max_pool(x, np.array(init, x.dtype), **args)
-    return jax.lax.reduce_window(x, np.array(init, x.dtype), jax.lax.max, **args)
 
 
 def _dilated_max_pool(x: Array, init: Any, window_dimensions: tuple[int, ...],
@@ -460,15 +222,23 @@ def _dilated_max_pool(x: Array, init: Any, window_dimensions: tuple[int, ...],
 @kernel("max_pool2d")
 def max_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Array:
-    """2-d max pooling of ``(N, C, H, W)`` or ``(C, H, W)`` input."""
-    return _max_pool(input, kernel_size, stride, padding, dilation, 2)
+    """Of ``(N, C, H, W)`` or ``(C, H, W)`` input; padding counts as -inf (floor mode)."""
+    x = jnp.asarray(input)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        init = np.array(-jnp.inf, x.dtype)
+    else:
+        init = np.array(False if x.dtype == jnp.bool_ else jnp.iinfo(x.dtype).min, x.dtype)
+    args = _window_args(x.ndim, kernel_size, stride, padding, dilation)
+    if any(d != 1 for d in args["window_dilation"]):
+        return _dilated_max_pool(x, init, **args)
+    return jax.lax.reduce_window(x, init, jax.lax.max, **args)
 
 
 @kernel("avg_pool2d")
 def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Array:
     """2-d average pooling; zero padding counts and every window divides by its full size."""
     x = _to_float(input)
-    args = _window_args(x.ndim, kernel_size, stride, padding, 1, 2)
+    args = _window_args(x.ndim, kernel_size, stride, padding, 1)
     total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, **args)
     return total / math.prod(_tuple(kernel_size, 2))
 
@@ -535,12 +305,6 @@ def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
     return _affine(out, weight, bias, shape), running_mean, running_var
 
 
-@kernel("embedding")
-def embedding(input: Array, weight: Array) -> Array:
-    """Rows of ``weight`` picked by the integer ``input``."""
-    return jnp.take(weight, input, axis=0)
-
-
 @kernel("scaled_dot_product")
 def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array | None,
                        is_causal: bool = False, scale: float | None = None) -> Array:
@@ -576,24 +340,6 @@ def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
     x = jnp.asarray(input)
     keep = jax.random.bernoulli(rng, 1 - p, x.shape)
     return jnp.where(keep, x / (1 - p), jnp.zeros((), x.dtype))
-
-
-@kernel("dropout", mode="inference")
-def dropout_inference(input: Array, p: float = 0.5, rng: Any = None) -> Array:
-    """Inference dropout: ``input`` unchanged."""
-    return input
-
-
-@kernel("split_rng")
-def split_rng(rng: Any, n: int) -> list[Any]:
-    """``n`` independent PRNG keys split from ``rng``."""
-    return list(jax.random.split(rng, n))
-
-
-@kernel("one_hot")
-def one_hot(input: Array, num_classes: int) -> Array:
-    """Boolean one-hot encoding along a new last axis."""
-    return input[..., None] == jnp.arange(num_classes)
 
 
 # ---- reference-catalogue additions ------------------------------------------------------------
@@ -632,26 +378,6 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
     return jax.random.randint(rng, _size(shape), low, high, dtype=target)
 
 
-@kernel("cholesky")
-def cholesky(input: Array) -> Array:
-    """Lower Cholesky factor ``L`` of symmetric positive-definite matrices (``A = L L^T``)."""
-    return jnp.linalg.cholesky(input)
-
-
-@kernel("eigvalsh")
-def eigvalsh(input: Array) -> Array:
-    """Eigenvalues (ascending) of symmetric matrices."""
-    return jnp.linalg.eigvalsh(input)
-
-
-@kernel("unique")
-def unique(input: Array) -> Array:
-    """The sorted distinct values of ``input`` (flattened). The length depends on the data,
-    so this kernel cannot run under ``jax.jit`` (a jitted model falls back to eager execution
-    with a warning; compile with ``jit=False`` to avoid it)."""
-    return jnp.unique(input)
-
-
 @kernel("polynomial_features")
 def polynomial_features(input: Array, degree: int) -> Array:
     """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
@@ -663,11 +389,3 @@ def polynomial_features(input: Array, degree: int) -> Array:
     for k in range(1, degree):
         out = out * xa[..., idx[:, k]]
     return out
-
-
-@kernel("dtype_of")
-def dtype_of(input: Any) -> Dtype:
-    """The Mithril dtype (``ml.float32``, ...) of an array (works on traced arrays)."""
-    return as_dtype(jnp.asarray(input).dtype.name)
-
-

@@ -5,10 +5,17 @@ the hidden-state product and the gates. With ``lengths`` each step is masked (``
 steps at or past a sequence's length give zeros in ``output`` and keep the state, which is
 PyTorch's packed-sequence semantics (the reverse direction starts at the last valid step).
 Gradients come from JAX's autodiff of the scan.
+
+>>> lstm = registry.kernels[("lstm", "default")]
+>>> x, w_ih, w_hh = jnp.ones((5, 2, 3)), jnp.full((8, 3), 0.1), jnp.full((8, 2), 0.1)
+>>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
+>>> out.shape, h_n.shape, bool(jnp.allclose(out[-1], h_n[0]))
+((5, 2, 2), (1, 2, 2), True)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -54,7 +61,7 @@ def _cell(mode: str, w: dict[str, Any]) -> Any:
     return step
 
 
-def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def _run(mode: str, *args: Any) -> tuple[Any, ...]:
     a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
     lstm = mode == "lstm"
     x = a["input"]
@@ -106,39 +113,8 @@ def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return result
 
 
-@registry.kernel("lstm")
-@positional_signature("lstm")
-def lstm(*args: Any) -> tuple[Any, ...]:
-    """One LSTM layer as ``lax.scan``: ``(output, h_n, c_n)``.
-
-    >>> x, w_ih, w_hh = jnp.ones((5, 2, 3)), jnp.full((8, 3), 0.1), jnp.full((8, 2), 0.1)
-    >>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
-    >>> out.shape, h_n.shape, bool(jnp.allclose(out[-1], h_n[0]))
-    ((5, 2, 2), (1, 2, 2), True)
-    """
-    return _run("lstm", args)
-
-
-@registry.kernel("gru")
-@positional_signature("gru")
-def gru(*args: Any) -> tuple[Any, ...]:
-    """One GRU layer as ``lax.scan``: ``(output, h_n)``."""
-    return _run("gru", args)
-
-
-@registry.kernel("rnn_tanh")
-@positional_signature("rnn_tanh")
-def rnn_tanh(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer (tanh) as ``lax.scan``: ``(output, h_n)``."""
-    return _run("rnn_tanh", args)
-
-
-@registry.kernel("rnn_relu")
-@positional_signature("rnn_relu")
-def rnn_relu(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer (relu) as ``lax.scan``: ``(output, h_n)``."""
-    return _run("rnn_relu", args)
-
+for _mode in GATES:  # lstm, gru, rnn_tanh, rnn_relu: (output, h_n[, c_n])
+    registry.kernel(_mode)(positional_signature(_mode)(functools.partial(_run, _mode)))
 
 # issue 15: the generic loop (Scan) over a user's body model
 register_scan(registry, "jax")

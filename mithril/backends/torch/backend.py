@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, InputError
-from ...framework.types import as_dtype, float32
+from ...framework.types import float32
 from ..backend import OPERATOR_EXPRS, Backend
 from ..helpers import ReferenceHelpers
 from . import kernels
@@ -88,9 +88,7 @@ class TorchBackend(ReferenceHelpers, Backend):
 
     def native_dtype(self, dtype: Any) -> torch.dtype:
         """The ``torch.dtype`` for an ``ml`` dtype."""
-        if isinstance(dtype, torch.dtype):
-            return dtype
-        return kernels.DTYPES[as_dtype(dtype).name]
+        return kernels.native_dtype(dtype)
 
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
         """A tensor on this device holding a copy of ``array``."""
@@ -122,9 +120,7 @@ class TorchBackend(ReferenceHelpers, Backend):
 
     def seed_framework(self, seed: int) -> None:
         """Seed this backend's own ``torch.Generator`` (the global torch seed is untouched)."""
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
-        self._generator = generator
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def next_rng(self) -> torch.Generator:
         """The seeded generator random kernels draw from."""
@@ -150,12 +146,9 @@ class TorchBackend(ReferenceHelpers, Backend):
 
         def run(params: dict[str, Any], data: dict[str, Any], state: dict[str, Any], rng: Any,
                 output_gradients: dict[str, Any]) -> tuple[dict, dict, dict]:
-            leaves = dict(params)
-            names: list[str] = []
-            for name, value in params.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point():
-                    leaves[name] = value.detach().requires_grad_(True)
-                    names.append(name)
+            names = [name for name, value in params.items()
+                     if isinstance(value, torch.Tensor) and value.is_floating_point()]
+            leaves = {**params, **{n: params[n].detach().requires_grad_(True) for n in names}}
             with torch.enable_grad():
                 outputs, new_state = forward(leaves, data, state, rng)
             found = autograd_backward(outputs, output_gradients, [leaves[n] for n in names])
@@ -171,21 +164,22 @@ class TorchBackend(ReferenceHelpers, Backend):
                  settle: Callable[[Callable[..., Any]], None] | None = None
                  ) -> Callable[..., Any]:
         """``torch.compile(fn)``, falling back to eager (with one warning) where that fails."""
-        compiled: list[Callable[..., Any] | None] = [None]
-        failed = [False]
+        compiled: Callable[..., Any] | None = None
+        failed = False
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            if failed[0]:
+            nonlocal compiled, failed
+            if failed:
                 return fn(*args, **kwargs)
             try:
-                if compiled[0] is None:
-                    compiled[0] = torch.compile(fn)
-                return compiled[0](*args, **kwargs)
+                compiled = compiled or torch.compile(fn)
+                return compiled(*args, **kwargs)
             except Exception as err:
                 result = fn(*args, **kwargs)  # an error of fn itself re-raises here
-                failed[0] = True
-                warnings.warn(f"torch.compile could not compile {_name(fn)} "
+                failed = True
+                name = getattr(fn, "__qualname__", None) or repr(fn)
+                warnings.warn(f"torch.compile could not compile {name} "
                               f"({type(err).__name__}: {err}); running it eagerly instead",
                               RuntimeWarning, stacklevel=2)
                 return result
@@ -221,6 +215,3 @@ def zeros_like_tensor(value: Any) -> Any:
 def _detached(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
 
-
-def _name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)

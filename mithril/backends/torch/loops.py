@@ -5,10 +5,17 @@
 ``lengths`` the sequence is packed (``pack_padded_sequence``) and the packed variant runs, so
 padded steps give zeros and ``h_n`` / ``c_n`` are taken at each sequence's last valid step,
 exactly as a ``PackedSequence`` through ``nn.LSTM``. Gradients come from autograd.
+
+>>> lstm = registry.kernels[("lstm", "default")]
+>>> x, w_ih, w_hh = torch.ones(5, 2, 3), torch.full((8, 3), 0.1), torch.full((8, 2), 0.1)
+>>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
+>>> tuple(out.shape), tuple(h_n.shape), bool(torch.allclose(out[-1], h_n[0]))
+((5, 2, 2), (1, 2, 2), True)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -21,7 +28,7 @@ from .kernels import registry
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
-def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def _run(mode: str, *args: Any) -> tuple[Any, ...]:
     a = dict(zip(CATALOGUE[mode].input_names, args, strict=True))
     lstm = mode == "lstm"
     x = a["input"]
@@ -65,39 +72,8 @@ def _run(mode: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (output, *(s.index_select(1, back) for s in res[1:]))
 
 
-@registry.kernel("lstm")
-@positional_signature("lstm")
-def lstm(*args: Any) -> tuple[Any, ...]:
-    """One LSTM layer (``torch._VF.lstm``): ``(output, h_n, c_n)``.
-
-    >>> x, w_ih, w_hh = torch.ones(5, 2, 3), torch.full((8, 3), 0.1), torch.full((8, 2), 0.1)
-    >>> out, h_n, c_n = lstm(x, w_ih, w_hh, *[None] * 11, False, False)
-    >>> tuple(out.shape), tuple(h_n.shape), bool(torch.allclose(out[-1], h_n[0]))
-    ((5, 2, 2), (1, 2, 2), True)
-    """
-    return _run("lstm", args)
-
-
-@registry.kernel("gru")
-@positional_signature("gru")
-def gru(*args: Any) -> tuple[Any, ...]:
-    """One GRU layer (``torch._VF.gru``): ``(output, h_n)``."""
-    return _run("gru", args)
-
-
-@registry.kernel("rnn_tanh")
-@positional_signature("rnn_tanh")
-def rnn_tanh(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer with tanh (``torch._VF.rnn_tanh``): ``(output, h_n)``."""
-    return _run("rnn_tanh", args)
-
-
-@registry.kernel("rnn_relu")
-@positional_signature("rnn_relu")
-def rnn_relu(*args: Any) -> tuple[Any, ...]:
-    """One Elman RNN layer with relu (``torch._VF.rnn_relu``): ``(output, h_n)``."""
-    return _run("rnn_relu", args)
-
+for _mode in GATES:  # lstm, gru, rnn_tanh, rnn_relu: (output, h_n[, c_n])
+    registry.kernel(_mode)(positional_signature(_mode)(functools.partial(_run, _mode)))
 
 # issue 15: the generic loop (Scan) over a user's body model
 register_scan(registry, "python")

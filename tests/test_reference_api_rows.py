@@ -20,6 +20,7 @@ from mithril.models import (
     Mean,
     Model,
     Relu,
+    Sigmoid,
     SquaredError,
     TrainModel,
 )
@@ -385,3 +386,30 @@ def test_functional_calls_reading_the_same_iokey_build_one_model() -> None:
     res = pm.evaluate({}, {"x": np.array([1.0, -0.5])})
     assert float(res["total"]) == 9.0  # (0 + 1 + 2) + (0 + 1 + 2 + 3)
     np.testing.assert_array_equal(res["output"], np.array([18.0, -9.0]))
+
+
+def test_chaining_after_set_cout_moves_the_canonical_output() -> None:
+    """Whisper's blocks: ``set_cout("attn_res")``, then ``+=`` LayerNorm, Linear, Relu: each
+    chains onto the previous one (the canonical output moves past the choice); ``|=`` keeps a
+    ``set_cout`` choice."""
+    block = Model()
+    block |= Relu()(input="input", output="r")
+    block |= Relu()(input="r", output=IOKey("attn_res", expose=True))
+    block.set_cout("attn_res")
+    block += Linear(3, name="fc1")
+    block += Sigmoid()
+    assert block.cout is not block.attn_res
+    block += Linear(2, name="fc2")(output=IOKey("output"))
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pm = ml.compile(block, b, shapes={"input": [4, 5]})
+    p = pm.randomize_params(seed=5)
+    x = RNG.normal(size=(4, 5))
+    out = pm.evaluate(p, {"input": x})
+    h = 1 / (1 + np.exp(-(np.maximum(x, 0) @ p["fc1.weight"].T + p["fc1.bias"])))
+    np.testing.assert_allclose(out["output"], h @ p["fc2.weight"].T + p["fc2.bias"], rtol=1e-12)
+    np.testing.assert_array_equal(out["attn_res"], np.maximum(x, 0))
+    other = Model()
+    other |= Relu()(input="input", output="r")
+    other.set_cout("r")
+    other |= Sigmoid()(input="r", output=IOKey("s"))  # |= keeps the choice
+    assert other.cout is other.r

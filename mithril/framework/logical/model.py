@@ -114,6 +114,7 @@ class Model(BaseModel):
                 raise TerminalError(f"terminal {n!r} of {type(child).__name__} given twice")
             given[n] = v
         outputs = set(child.output_terminals())
+        prev_out = self._cout if self.children and not algebra else None
         if chain and self.children:
             # the first canonical input still free (Add: left, else right)
             free = [n for n in child.canonical_inputs() if n not in given]
@@ -177,7 +178,7 @@ class Model(BaseModel):
                         f"{name!r} is {before[0]} but {where} is {before[1]}: {err}",
                         (self, ""), named, (child, f"{label}."))) from None
         # commit
-        self._commit(child, targets, created, chain, algebra)
+        self._commit(child, targets, created, chain, algebra, prev_out)
 
     # ---- the connection algebra ----
     def apply_op(self, anchor: Connection | None, op_name: str, args: tuple[Any, ...],
@@ -490,7 +491,8 @@ class Model(BaseModel):
         return conn
 
     def _commit(self, child: BaseModel, targets: dict[str, Connection],
-                created: list[Connection], chain: bool, algebra: bool) -> None:
+                created: list[Connection], chain: bool, algebra: bool,
+                prev_out: Connection | None = None) -> None:
         local = child.name or child.class_name
         if child.name is not None and local in self._child_names:
             raise TerminalError(f"model {self.path} already has a submodel named {local!r}")
@@ -532,6 +534,12 @@ class Model(BaseModel):
             name = child._conn_name(cout)
             if name in targets:
                 self._chain_out = targets[name]
+                if chain and prev_out is not None and any(
+                        targets[n] is prev_out for n in targets if n not in outputs):
+                    # ``+=`` chained the new child onto the canonical output: as in the
+                    # reference, the child's output is the canonical one now, also past a
+                    # ``set_cout`` choice (``|=`` keeps that choice)
+                    self._cout_fixed = None
 
     def _why_empty(self) -> str:
         """What to do about this model having no children (in the error of adding it)."""

@@ -413,3 +413,43 @@ def test_chaining_after_set_cout_moves_the_canonical_output() -> None:
     other.set_cout("r")
     other |= Sigmoid()(input="r", output=IOKey("s"))  # |= keeps the choice
     assert other.cout is other.r
+
+
+def test_split_dtype_and_deepcopy_of_a_model() -> None:
+    """Flux's spellings: ``x.split(n, axis)[i]``, ``Cast(dtype=x.dtype())`` and
+    ``deepcopy(block)`` added beside the original (separate parameters)."""
+    from copy import deepcopy
+
+    from mithril.models import Cast
+
+    b = ml.NumpyBackend(dtype=ml.float64)
+    m = Model()
+    x = IOKey("x")
+    m |= Relu()(input=x.split(3, axis=1)[1], output=IOKey("mid"))
+    m |= Cast(dtype=ml.float32)(input=x, output="low")
+    m |= Cast()(input=m.low, dtype=x.dtype(), output=IOKey("back"))
+    pm = ml.compile(m, b, shapes={"x": [2, 6]})
+    v = RNG.normal(size=(2, 6))
+    out = pm.evaluate({}, {"x": v})
+    np.testing.assert_array_equal(out["mid"], np.maximum(v[:, 2:4], 0))
+    assert out["back"].dtype == np.float64
+    np.testing.assert_array_equal(out["back"], v.astype(np.float32).astype(np.float64))
+
+    mlp = Model(name="img_mlp")
+    mlp |= Linear(4, name="0")(input="input")
+    mlp += Relu()
+    twin = deepcopy(mlp)
+    twin.name = "txt_mlp"
+    top = Model()
+    top |= mlp(input="a", output=IOKey("ya"))
+    top |= twin(input="b", output=IOKey("yb"))
+    pm = ml.compile(top, b, shapes={"a": [2, 3], "b": [2, 3]})
+    assert sorted(pm.param_keys) == ["img_mlp.0.bias", "img_mlp.0.weight", "txt_mlp.0.bias",
+                                     "txt_mlp.0.weight"]
+    p = pm.randomize_params(seed=4)
+    a, c = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 3))
+    out = pm.evaluate(p, {"a": a, "b": c})
+    np.testing.assert_allclose(out["ya"], np.maximum(a @ p["img_mlp.0.weight"].T
+                                                     + p["img_mlp.0.bias"], 0), rtol=1e-12)
+    np.testing.assert_allclose(out["yb"], np.maximum(c @ p["txt_mlp.0.weight"].T
+                                                     + p["txt_mlp.0.bias"], 0), rtol=1e-12)

@@ -222,6 +222,16 @@ class ConnectionAlgebra:
     def argmin(self, axis: Any = None, keepdim: bool = False) -> Any:
         return self._op("argmin", self, axis, keepdim)
 
+    def split(self, split_size: int, axis: int = 0) -> Any:
+        """The reference's ``x.split(n, axis)``: ``n`` equal sections along ``axis``, section
+        ``i`` is ``result[i]`` (as ``mithril.models.Split``)."""
+        chunk = self.shape[axis] // split_size
+        return self._op("split", self, chunk, axis)
+
+    def dtype(self) -> Any:
+        """The element type of this value when the code runs (``Cast(dtype=x.dtype())``)."""
+        return self._op("dtype_of", self)
+
     def clamp(self, min: Any = None, max: Any = None) -> Any:
         """``min <= x <= max`` element-wise (either bound may be a connection or ``None``)."""
         return self._op("clamp", self, min, max)

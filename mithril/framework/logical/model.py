@@ -548,6 +548,19 @@ class Model(BaseModel):
             return str(needs_seq_len())
         return "add layers to it (|= or +=) before adding it to another model"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Model:
+        """A copy with its own children and connections (``deepcopy(block)``, then add both):
+        the tables keyed by a child's identity are keyed by the copies'."""
+        import copy
+
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = copy.deepcopy(v, memo)
+        new.bindings = {id(memo[id(old)]): new.bindings[id(old)] for old in self.children}
+        new._built = {}
+        return new
+
     def _freeze(self) -> None:
         self.interface()
         self._frozen = True

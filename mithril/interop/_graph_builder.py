@@ -122,8 +122,12 @@ class Builder:
             model.expose_keys(**{name: conn})
             outputs[name] = Connection(parent.model, None, Meta(None))
             mapping[id(conn)] = outputs[name]
-        binding: dict[str, Any] = {name: self.terminal(scope.origins[name])
-                                   for name in model.input_terminals() if name in scope.origins}
+        binding: dict[str, Any] = {}
+        for name in model.input_terminals():
+            if name in scope.origins:
+                value = self.terminal(scope.origins[name])
+                # a new input of the parent takes the shape of the submodel's own input
+                binding[name] = value.name if isinstance(value, IOKey) else value
         binding.update(outputs)
         siblings = parent.model._child_names
         if scope.name in parent.reserved:  # its first call: the name was kept for it

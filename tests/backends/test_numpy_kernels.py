@@ -22,7 +22,7 @@ from mithril.backends.numpy import NumpyBackend
 from mithril.backends.numpy import kernels as K
 from mithril.backends.numpy import vjps as V
 from mithril.errors import BackendUnavailableError
-from mithril.framework.ops import tensor_ops
+from mithril.framework.ops import CATALOGUE, tensor_ops
 from tests.backends.kernel_view import KernelView
 
 K = KernelView(K, NumpyBackend)  # type: ignore[assignment]
@@ -681,6 +681,21 @@ def test_kernel_table_holds_only_kernels() -> None:
     table = NumpyBackend().kernel_table()
     assert {op.name for op in tensor_ops()} <= set(table)
     assert all(not name[0].isupper() for name in table)
+
+
+def test_thin_kernels_are_numpys_own_functions() -> None:
+    """Generated code calls NumPy's function itself for these (no Python call in between)."""
+    table = NumpyBackend().kernel_table()
+    own = {"exp": np.exp, "tanh": np.tanh, "maximum": np.maximum, "where": np.where,
+           "reshape": np.reshape, "divide": np.true_divide, "eigvalsh_fwd": np.linalg.eigh}
+    assert {name: table[name] for name in own} == own
+
+
+def test_loop_kernels_keep_the_catalogue_signature() -> None:
+    for mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        names = list(CATALOGUE[mode].input_names)
+        for fn in (K.registry.kernels[(mode, "default")], K.registry.kernels[(mode, "with_cache")]):
+            assert list(inspect.signature(fn).parameters) == names, mode
 
 
 # ----------------------------------------------------------------------------------------------

@@ -453,3 +453,75 @@ def test_split_dtype_and_deepcopy_of_a_model() -> None:
                                                      + p["img_mlp.0.bias"], 0), rtol=1e-12)
     np.testing.assert_allclose(out["yb"], np.maximum(c @ p["txt_mlp.0.weight"].T
                                                      + p["txt_mlp.0.bias"], 0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_reference_lstm_cell_many_to_one_on_variable_length_batches(backend: tuple[str, str]
+                                                                    ) -> None:
+    import torch
+
+    from mithril.models import LSTMCell, ManyToOne, recurrent
+
+    assert isinstance(LSTMCell(3, 4), recurrent.LSTMCell)  # the guide's nn.LSTMCell
+    assert LSTMCell().output_terminals() == ["hidden", "cell", "hidden_compl", "output"]
+    b = make(*backend)
+    lengths = [4, 3, 1]
+    d_in, d_hid, d_out = 2, 3, 2
+    xs = [RNG.normal(size=(n, 1, d_in)) for n in lengths]
+    h0, c0 = RNG.normal(size=(4, 1, d_hid)), RNG.normal(size=(4, 1, d_hid))
+    p = {f"w_{g}": RNG.normal(size=(d_hid, d_in + d_hid)) * 0.7 for g in "ifco"}
+    p |= {f"bias_{g}": RNG.normal(size=(d_hid,)) for g in "ifco"}
+    p |= {"w_out": RNG.normal(size=(d_out, d_hid)), "bias_out": RNG.normal(size=(d_out,))}
+    pm = ml.compile(ManyToOne(LSTMCell(), 3), b, shapes={
+        **{f"input{t}": list(x.shape) for t, x in enumerate(xs)},
+        "initial_hidden": list(h0.shape), "initial_cell": list(c0.shape),
+        "w_out": [d_out, d_hid]})
+    assert sorted(pm.param_keys) == sorted(p)
+    data = {f"input{t}": b.array(x) for t, x in enumerate(xs)}
+    data |= {"initial_hidden": b.array(h0), "initial_cell": b.array(c0)}
+    og = {"output2": b.array(np.ones((1, 1, d_out)))}
+    out, grads = pm.evaluate({k: b.array(v) for k, v in p.items()}, data, output_gradients=og)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    h, c = torch.tensor(h0), torch.tensor(c0)
+    outs, compls = [], []
+    for x in xs:
+        n = x.shape[0]
+        compls.append(h[n:])
+        z = torch.cat([torch.tensor(x), h[:n]], dim=-1)
+        gate = {g: z @ tp[f"w_{g}"].T + tp[f"bias_{g}"] for g in "ifco"}
+        c = c[:n] * torch.sigmoid(gate["f"]) + torch.sigmoid(gate["i"]) * torch.tanh(gate["c"])
+        h = torch.tanh(c) * torch.sigmoid(gate["o"])
+        outs.append(h @ tp["w_out"].T + tp["bias_out"])
+    for t in range(3):
+        np.testing.assert_allclose(np.asarray(out[f"output{t}"]), outs[t].detach().numpy(),
+                                   **tol(backend[1]))
+    concat = torch.cat([h, compls[-1], *compls[-2:0:-1]], dim=0)
+    np.testing.assert_allclose(np.asarray(out["hidden_concat"]), concat.detach().numpy(),
+                               **tol(backend[1]))
+    outs[2].sum().backward()
+    for k in p:
+        np.testing.assert_allclose(np.asarray(grads[k]), tp[k].grad.numpy(), **tol(backend[1]))
+
+
+@pytest.mark.parametrize("make", ["guide_rnn", "guide_lstm", "ref_rnn", "ref_lstm"])
+def test_cells_round_trip_through_to_dict(make: str) -> None:
+    import json
+
+    from mithril.models import LSTMCell, ManyToOne, RNNCell
+
+    cell = {"guide_rnn": lambda: RNNCell(2, 3), "guide_lstm": lambda: LSTMCell(2, 3),
+            "ref_rnn": RNNCell, "ref_lstm": LSTMCell}[make]()
+    inner = ManyToOne(cell, 2)
+    model = Model()
+    model |= inner(**{k: k for k in (*inner.input_terminals(), *inner.output_terminals())})
+    again = Model.from_dict(json.loads(json.dumps(model.to_dict())))
+    if make.startswith("ref"):
+        shapes = {"input0": [2, 1, 2], "input1": [1, 1, 2], "initial_hidden": [2, 1, 3],
+                  "w_out" if make == "ref_lstm" else "w_ho": [1, 3]}
+        if make == "ref_lstm":
+            shapes["initial_cell"] = [2, 1, 3]
+    else:
+        shapes = {"input0": [1, 2], "input1": [1, 2]}
+    b = ml.NumpyBackend(dtype=ml.float64)
+    p1, p2 = ml.compile(model, b, shapes=shapes), ml.compile(again, b, shapes=shapes)
+    assert p1.code == p2.code

@@ -19,14 +19,14 @@ from .layers import __all__ as _layers_all
 from .losses import *  # noqa: F403
 from .losses import __all__ as _losses_all
 from .primitives import *  # noqa: F403
-from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell
+from .recurrent import GRU, LSTM, RNN, GRUCell
 from .reference import *  # noqa: F403
 from .reference import __all__ as _reference_all
 
 # the reference's terminal names and defaults (the catalogue's stay in .primitives)
 from .reference_ops import *  # noqa: F403
 from .reference_ops import __all__ as _reference_ops_all
-from .reference_recurrent import RNNCell
+from .reference_recurrent import LSTMCell, RNNCell
 from .resize import Interpolate, Upsample
 from .scan import Scan
 from .train import TrainModel

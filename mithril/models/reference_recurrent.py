@@ -47,6 +47,8 @@ class RNNCell(Model):
     ([4, 3], [2, 1, 5], [1, 1, 4])
     """
 
+    #: what ``RNNCell(input_size, hidden_size, ...)`` builds
+    guide_class = _recurrent.RNNCell
     #: the reference's cell protocol (what ManyToOne reads)
     reference_cell = True
     shared_keys = ("w_ih", "w_hh", "w_ho", "bias_h", "bias_o")
@@ -84,6 +86,84 @@ class RNNCell(Model):
         self.set_shapes({"input": ["N", 1, "d_in"], "prev_hidden": ["M", 1, "d_hid"],
                          "w_ih": ["d_hid", "d_in"], "w_hh": ["d_hid", "d_hid"],
                          "w_ho": ["d_out", "d_hid"], "bias_h": ["d_hid"], "bias_o": ["d_out"]})
+        self.set_cin("input")
+        self.set_cout("output")
+
+
+class LSTMCell(Model):
+    """The reference's size-free LSTM cell with an output projection, ``LSTMCell()``; with
+    ``x = concat(input, prev_hidden[:N])`` on the last axis::
+
+        cell = prev_cell[:N] * sigmoid(x @ w_f^T + bias_f)
+               + sigmoid(x @ w_i^T + bias_i) * tanh(x @ w_c^T + bias_c)
+        hidden = tanh(cell) * sigmoid(x @ w_o^T + bias_o)
+        output = hidden @ w_out^T + bias_out,   hidden_compl = prev_hidden[N:]
+
+    ``w_i``, ``w_f``, ``w_c``, ``w_o`` are ``(d_hid, d_in + d_hid)``, ``w_out``
+    ``(d_out, d_hid)``. Terminals in the reference's order: ``input``, ``prev_hidden``,
+    ``prev_cell``, ``w_i``, ``w_f``, ``w_c``, ``w_o``, ``w_out``, ``bias_f``, ``bias_i``,
+    ``bias_c``, ``bias_o``, ``bias_out`` -> ``hidden``, ``cell``, ``hidden_compl``,
+    ``output``. ``LSTMCell(input_size, hidden_size)`` is the guide's ``nn.LSTMCell``.
+
+    >>> import mithril as ml
+    >>> from mithril.models import LSTMCell
+    >>> shapes = {"input": [2, 1, 3], "prev_hidden": [2, 1, 4], "prev_cell": [2, 1, 4],
+    ...           "w_out": [1, 4]}
+    >>> pm = ml.compile(LSTMCell(), ml.NumpyBackend(), shapes=shapes)
+    >>> pm.shapes["w_f"], pm.shapes["output"]
+    ([4, 7], [2, 1, 1])
+    """
+
+    guide_class = _recurrent.LSTMCell
+    reference_cell = True
+    shared_keys = ("w_i", "w_f", "w_c", "w_o", "w_out", "bias_f", "bias_i", "bias_c",
+                   "bias_o", "bias_out")
+    state_keys = ("hidden", "cell")
+
+    def __new__(cls, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
+                **kwargs: Any) -> Any:
+        if input_size is not _UNSET or hidden_size is not _UNSET or args or (
+                kwargs.keys() - {"name"}):
+            return _recurrent.LSTMCell(  # the guide's nn.LSTMCell
+                None if input_size is _UNSET else input_size,
+                hidden_size, *args, **kwargs)  # type: ignore[arg-type]
+        return super().__new__(cls)
+
+    def __init__(self, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name)
+        n = add_op(self, "size", input=IOKey("input", type=float, differentiable=False), dim=0)
+        head = add_op(self, "to_slice", start=None, stop=n, step=None)
+        prev = add_op(self, "indexer", index=head,
+                      input=IOKey("prev_hidden", type=float, differentiable=False))
+        prev_c = add_op(self, "indexer", index=head,
+                        input=IOKey("prev_cell", type=float, differentiable=False))
+        x = add_op(self, "concat", n=2, input1="input", input2=prev, axis=-1)
+        gates = {}
+        for g in ("i", "f", "c", "o"):
+            self |= Linear(use_bias=False)(input=x, weight=param_of(f"w_{g}"), output=f"_{g}")
+            gates[g] = conn_of(self, f"_{g}")
+        self |= Linear(use_bias=False)(input=IOKey("hidden", expose=True),
+                                       weight=param_of("w_out"), output="_ho")
+        act = {"f": "sigmoid", "i": "sigmoid", "c": "tanh", "o": "sigmoid"}
+        gated = {g: add_op(self, act[g], input=add_op(self, "add", left=gates[g],
+                                                        right=param_of(f"bias_{g}")))
+                 for g in ("f", "i", "c", "o")}
+        kept = add_op(self, "multiply", left=prev_c, right=gated["f"])
+        new = add_op(self, "multiply", left=gated["i"], right=gated["c"])
+        cell = add_op(self, "add", out=IOKey("cell", expose=True), left=kept, right=new)
+        add_op(self, "multiply", out="hidden", left=add_op(self, "tanh", input=cell),
+               right=gated["o"])
+        tail = add_op(self, "to_slice", start=n, stop=None, step=None)
+        add_op(self, "indexer", out=IOKey("hidden_compl"), input="prev_hidden", index=tail)
+        add_op(self, "add", out=IOKey("output"), left=conn_of(self, "_ho"),
+               right=param_of("bias_out"))
+        self.set_shapes({"input": ["N", 1, "d_in"], "prev_hidden": ["M", 1, "d_hid"],
+                         "prev_cell": ["M", 1, "d_hid"], "w_i": ["d_hid", "d_sum"],
+                         "w_f": ["d_hid", "d_sum"], "w_c": ["d_hid", "d_sum"],
+                         "w_o": ["d_hid", "d_sum"], "w_out": ["d_out", "d_hid"],
+                         "bias_f": ["d_hid"], "bias_i": ["d_hid"], "bias_c": ["d_hid"],
+                         "bias_o": ["d_hid"], "bias_out": ["d_out"]})
         self.set_cin("input")
         self.set_cout("output")
 

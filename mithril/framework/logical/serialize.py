@@ -158,8 +158,11 @@ def model_node(model: BaseModel) -> dict[str, Any]:
         finalize = getattr(model, "finalize", None)
         if callable(finalize):
             finalize()  # a TrainModel: store it with its final_cost
-    elif cls.__name__ in registry and registry[cls.__name__] is cls and \
-            hasattr(model, "_init_args"):
+    elif cls.__name__ in registry and cls in (
+            registry[cls.__name__], getattr(registry[cls.__name__], "guide_class", None)) \
+            and hasattr(model, "_init_args"):
+        # (``guide_class``: a name serving both APIs builds the guide's class from its
+        # arguments, e.g. ``RNNCell(3, 4)``)
         args, kwargs = model._init_args
         kwargs = dict(kwargs)
         extra = getattr(model, "_serial_kwargs", None)

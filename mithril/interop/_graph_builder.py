@@ -87,14 +87,14 @@ class Builder:
         model; ``reserved`` are the names its own submodels will take (primitives added to it
         are numbered around them)."""
         model = Model()
-        model._child_names.update(reserved)  # primitives named ``relu_1`` where ``relu`` is one
+        model.child_names.update(reserved)  # primitives named ``relu_1`` where ``relu`` is one
         self.scope = Scope(model, path, name, self.scope, reserved=set(reserved))
 
     def reserve(self, names: set[str]) -> None:
         """Keep ``names`` for the current model's submodels (primitives are numbered around
         them), as ``enter``'s ``reserved`` does for a submodel."""
         self.scope.reserved |= names
-        self.model._child_names.update(names)
+        self.model.child_names.update(names)
 
     def leave(self, values: list[Connection]) -> dict[int, Any]:
         """Close the current submodel and add it to its parent. ``values`` are its connections
@@ -129,13 +129,12 @@ class Builder:
                 # a new input of the parent takes the shape of the submodel's own input
                 binding[name] = value.name if isinstance(value, IOKey) else value
         binding.update(outputs)
-        siblings = parent.model._child_names
+        siblings = parent.model.child_names
         if scope.name in parent.reserved:  # its first call: the name was kept for it
             parent.reserved.discard(scope.name)
             siblings.discard(scope.name)
         model.name = _unique(scope.name, siblings)
-        parent.model._add(model.connect(**binding), chain=False, algebra=True,
-                          new_conns=list(outputs.values()))
+        parent.model.attach(model.connect(**binding), list(outputs.values()))
         return mapping
 
     def _input(self, key: Any, value: Ref | Connection) -> str | IOKey:
@@ -192,7 +191,7 @@ class Builder:
         binding = {k: v for k, v in given.items() if k not in values}
         out = Connection(self.model, None, Meta(None))
         binding[prim.output_names[0]] = out
-        self.model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])
+        self.model.attach(prim.connect(**binding), [out])
         return out
 
     def apply_model(self, layer: BaseModel, output: str = "output", **given: Any) -> Connection:
@@ -201,7 +200,7 @@ class Builder:
         binding = {k: self.terminal(v) for k, v in given.items()}
         out = Connection(self.model, None, Meta(None))
         binding[output] = out
-        self.model._add(layer.connect(**binding), chain=False, algebra=True, new_conns=[out])
+        self.model.attach(layer.connect(**binding), [out])
         return out
 
     def conn(self, value: Any) -> Connection:

@@ -78,6 +78,23 @@ class Model(BaseModel):
         """``m.extend(child, input="x")`` is ``m |= child(input="x")``."""
         return self.__ior__(model.connect(**terminals))
 
+    def attach(self, spec: BaseModel | ConnectSpec, outputs: list[Connection]) -> None:
+        """Add a child whose outputs are wired to ``outputs``, connections of this model made
+        for them (``Connection(model, None, Meta(None))``): how model builders such as
+        ``from_torch`` add a step and keep its output to wire further steps.
+
+        >>> import mithril as ml
+        >>> from mithril.framework.logical.connection import Connection
+        >>> from mithril.framework.logical.meta import Meta
+        >>> m = ml.Model()
+        >>> out = Connection(m, None, Meta(None))
+        >>> m.attach(ml.models.Relu()(input="x", output=out), [out])
+        >>> m.attach(ml.models.Sigmoid()(input=out, output="y"), [])
+        >>> sorted(m.interface())
+        ['x', 'y']
+        """
+        self._add(spec, chain=False, algebra=True, new_conns=outputs)
+
     def _add(self, spec: BaseModel | ConnectSpec, chain: bool, algebra: bool = False,
              new_conns: list[Connection] | None = None) -> None:
         if isinstance(spec, BaseModel):
@@ -651,6 +668,20 @@ class Model(BaseModel):
         c = self._canonical("in")
         more = [m for m in self._more_cins if m is not c and m.producer is None]
         return [self._conn_name(x) for x in ([] if c is None else [c]) + more]
+
+    @property
+    def child_names(self) -> set[str]:
+        """The local names this model's submodels hold, and names kept free for submodels a
+        builder adds later (add to the set to keep one; unnamed children are numbered around
+        them, ``relu_1`` where ``relu`` is kept).
+
+        >>> import mithril as ml
+        >>> m = ml.Model()
+        >>> m |= ml.models.Relu()
+        >>> sorted(m.child_names)
+        ['relu']
+        """
+        return self._child_names
 
     @property
     def _cin(self) -> Connection | None:

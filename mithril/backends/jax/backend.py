@@ -71,13 +71,8 @@ class JaxBackend(ReferenceHelpers, Backend):
     tracer_types = (jax.core.Tracer,)
     supported_devices = ("cpu", "cuda", "gpu", "tpu", "mps")
     exprs: ClassVar[dict[str, str]] = {
-        **OPERATOR_EXPRS,
-        "logical_and": "({0} & {1})",
-        "logical_or": "({0} | {1})",
-        "logical_xor": "({0} ^ {1})",
-        "negate": "(-{0})",
-        "indexer": "{0}[{1}]",
-    }
+        **OPERATOR_EXPRS, "logical_and": "({0} & {1})", "logical_or": "({0} | {1})",
+        "logical_xor": "({0} ^ {1})", "negate": "(-{0})", "indexer": "{0}[{1}]"}
 
     def __init__(self, dtype: Any = float32, device: str = "cpu",
                  device_mesh: Any = None) -> None:
@@ -125,9 +120,7 @@ class JaxBackend(ReferenceHelpers, Backend):
         """The ``jax.Device`` arrays are placed on."""
         return self._jax_device
 
-    def native_dtype(self, dtype: Dtype) -> Any:
-        """The JAX dtype for ``dtype`` (``jnp.float32``, ``jnp.bfloat16``, ...)."""
-        return kernels.native_dtype(dtype)
+    native_dtype = staticmethod(kernels.native_dtype)
 
     def array_dtype(self, dtype: Dtype) -> np.dtype:
         """``np.dtype``, as ``x.dtype`` of a JAX array (``jnp.float32`` is a scalar type that
@@ -139,19 +132,20 @@ class JaxBackend(ReferenceHelpers, Backend):
         """``array`` as a JAX array on this backend's device (dtype kept)."""
         return jax.device_put(array, self._jax_device)
 
+    def _x64_for(self, dtype: Any) -> Any:
+        """``jax.enable_x64(True)`` on a float64 backend or for float64 work, else no scope."""
+        wide = self.x64 or getattr(dtype, "name", dtype) == "float64"
+        return jax.enable_x64(True) if wide else contextlib.nullcontext()
+
     def _finish(self, array: np.ndarray, dtype: Dtype, device_mesh: Any = None) -> Any:
         """A created array; float64 ones inside ``jax.enable_x64(True)`` (asked for)."""
-        if self.x64 or dtype.name == "float64":
-            with jax.enable_x64(True):
-                return super()._finish(array, dtype, device_mesh)
-        return super()._finish(array, dtype, device_mesh)
+        with self._x64_for(dtype):
+            return super()._finish(array, dtype, device_mesh)
 
     def cast(self, x: Any, dtype: Any = None) -> Any:
         """Convert ``x`` to ``dtype`` (float64 inside ``jax.enable_x64(True)``)."""
-        if self.x64 or getattr(dtype, "name", dtype) == "float64":
-            with jax.enable_x64(True):
-                return super().cast(x, dtype)
-        return super().cast(x, dtype)
+        with self._x64_for(dtype):
+            return super().cast(x, dtype)
 
     def scoped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` run inside ``jax.enable_x64(True)`` on a float64 backend; ``fn`` itself
@@ -255,14 +249,17 @@ class JaxBackend(ReferenceHelpers, Backend):
         untraceable = self._untraceable
         chosen: Callable[..., Any] | None = None  # after the first call: jitted or fn
 
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def choose(function: Callable[..., Any]) -> None:
             nonlocal chosen
+            chosen = function
+            if settle is not None:
+                settle(function)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
             if chosen is not None:
                 return chosen(*args, **kwargs)
             if origin in untraceable:
-                chosen = fn
-                if settle is not None:
-                    settle(fn)
+                choose(fn)
                 return fn(*args, **kwargs)
             try:
                 result = jitted(*args, **kwargs)
@@ -270,10 +267,8 @@ class JaxBackend(ReferenceHelpers, Backend):
                 # inside the caller's own jax.jit, fn fails too: that error propagates and the
                 # next call decides again
                 result = fn(*args, **kwargs)
-                chosen = fn
+                choose(fn)
                 untraceable.add(origin)
-                if settle is not None:
-                    settle(fn)
                 reason = (str(err).strip().splitlines() or [""])[0]
                 warnings.warn(
                     "jax.jit cannot trace this model: it needs array values in Python "
@@ -281,9 +276,7 @@ class JaxBackend(ReferenceHelpers, Backend):
                     "on. Compile it with ml.compile(..., jit=False) to run eagerly without "
                     "this warning", RuntimeWarning, stacklevel=3)
                 return result
-            chosen = jitted
-            if settle is not None:
-                settle(jitted)
+            choose(jitted)
             return result
 
         return run
@@ -291,12 +284,8 @@ class JaxBackend(ReferenceHelpers, Backend):
 
 def _traced(args: tuple[Any, ...]) -> bool:
     """Are any of ``args`` (dicts of arrays, keys) traced values of the caller's transform?"""
-    tracer = jax.core.Tracer
-    for arg in args:
-        values = arg.values() if isinstance(arg, dict) else (arg,)
-        if any(isinstance(v, tracer) for v in values):
-            return True
-    return False
+    values = (v for arg in args for v in (arg.values() if isinstance(arg, dict) else (arg,)))
+    return any(isinstance(v, jax.core.Tracer) for v in values)
 
 
 def _x64_needed() -> TypeMismatchError:

@@ -47,16 +47,12 @@ def native_dtype(dtype: Any) -> Any:
 def _to_float(x: Any) -> Array:
     """``x`` as an inexact array (ints and bools take JAX's default float, as ``jnp.exp``)."""
     x = jnp.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-        return x
-    return x.astype(jnp.result_type(float))
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
 
 
 def _tuple(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
     """An int or a sequence of ``nd`` ints as a tuple of ``nd`` ints."""
-    if isinstance(value, int):
-        return (value,) * nd
-    return tuple(int(v) for v in value)
+    return (value,) * nd if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
@@ -243,19 +239,22 @@ def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any 
     return total / math.prod(_tuple(kernel_size, 2))
 
 
-# ---- normalisation, embedding, attention ------------------------------------------------------
-def _affine(out: Array, weight: Array | None, bias: Array | None, shape: Any) -> Array:
-    """Apply optional ``weight`` and ``bias`` reshaped to ``shape``."""
+# ---- normalisation and attention --------------------------------------------------------------
+def _batch(input: Any) -> tuple[Array, tuple[int, ...], tuple[int, ...]]:
+    """``input`` as floats, its batch-norm axes (all but channel axis 1), the channel shape."""
+    x = _to_float(input)
+    return x, (0, *range(2, x.ndim)), _channel_shape(x.ndim)
+
+
+def _normalize(x: Array, mean: Array, var: Array, eps: float, weight: Array | None,
+               bias: Array | None, shape: tuple[int, ...]) -> Array:
+    """``(x - mean) / sqrt(var + eps) * weight + bias``, per channel (``shape``)."""
+    out = (x - jnp.reshape(mean, shape)) * jax.lax.rsqrt(jnp.reshape(var, shape) + eps)
     if weight is not None:
         out = out * jnp.reshape(weight, shape)
     if bias is not None:
         out = out + jnp.reshape(bias, shape)
     return out
-
-
-def _normalize(x: Array, mean: Array, var: Array, eps: float) -> Array:
-    """``(x - mean) / sqrt(var + eps)``."""
-    return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
 @kernel("batch_norm")
@@ -267,14 +266,10 @@ def batch_norm(input: Array, weight: Array | None, bias: Array | None,
     The output uses the biased batch variance; the running variance is updated with the
     unbiased one (PyTorch). Absent running statistics give ``None`` in their place.
     """
-    x = _to_float(input)
-    axes = (0, *range(2, x.ndim))
+    x, axes, shape = _batch(input)
     n = math.prod(x.shape[a] for a in axes)
-    shape = _channel_shape(x.ndim)
-    mean_ = jnp.mean(x, axis=axes)
-    var_ = jnp.var(x, axis=axes)
-    out = _normalize(x, mean_.reshape(shape), var_.reshape(shape), eps)
-    out = _affine(out, weight, bias, shape)
+    mean_, var_ = jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
+    out = _normalize(x, mean_, var_, eps, weight, bias, shape)
     new_mean = new_var = None
     if running_mean is not None:
         new_mean = (1 - momentum) * running_mean + momentum * jax.lax.stop_gradient(mean_)
@@ -296,13 +291,10 @@ def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
 
     Returns ``(out, running_mean, running_var)`` with the statistics unchanged.
     """
-    x = _to_float(input)
-    axes = (0, *range(2, x.ndim))
-    shape = _channel_shape(x.ndim)
+    x, axes, shape = _batch(input)
     mean_ = jnp.mean(x, axis=axes) if running_mean is None else running_mean
     var_ = jnp.var(x, axis=axes) if running_var is None else running_var
-    out = _normalize(x, jnp.reshape(mean_, shape), jnp.reshape(var_, shape), eps)
-    return _affine(out, weight, bias, shape), running_mean, running_var
+    return _normalize(x, mean_, var_, eps, weight, bias, shape), running_mean, running_var
 
 
 @kernel("scaled_dot_product")
@@ -317,8 +309,7 @@ def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array 
     factor = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = jnp.matmul(q, jnp.swapaxes(key, -1, -2)) * factor
     if is_causal:
-        length, source = scores.shape[-2], scores.shape[-1]
-        allowed = jnp.tril(jnp.ones((length, source), dtype=jnp.bool_))
+        allowed = jnp.tril(jnp.ones(scores.shape[-2:], dtype=jnp.bool_))
         scores = jnp.where(allowed, scores, -jnp.inf)
     if attn_mask is not None:
         mask = jnp.asarray(attn_mask)
@@ -350,8 +341,7 @@ def _size(shape: Any) -> tuple[int, ...]:
 
 @kernel("arange")
 def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> Array:
-    """``jnp.arange(start, stop, step)``; ``dtype=None``: int64 for ints, else JAX's default
-    float dtype."""
+    """``dtype=None``: int64 for ints, else JAX's default float dtype."""
     target = None if dtype is None else native_dtype(dtype)
     if target is None and all(isinstance(v, int) for v in (start, stop, step)):
         target = jnp.int64
@@ -360,8 +350,7 @@ def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -
 
 @kernel("randn")
 def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
-    """Standard normal samples of ``shape`` drawn with the PRNG key ``rng`` (``dtype=None``:
-    JAX's default float dtype)."""
+    """Drawn with the PRNG key ``rng`` (``dtype=None``: JAX's default float dtype)."""
     if rng is None:
         raise ValueError("randn needs a JAX PRNG key as its trailing 'rng' argument")
     target = jnp.result_type(float) if dtype is None else native_dtype(dtype)
@@ -371,7 +360,7 @@ def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
 @kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: Any = None) -> Array:
-    """Integers uniform in ``[low, high)`` of ``shape`` (``dtype=None``: int64)."""
+    """Drawn with the PRNG key ``rng`` (``dtype=None``: int64)."""
     if rng is None:
         raise ValueError("randint needs a JAX PRNG key as its trailing 'rng' argument")
     target = jnp.int64 if dtype is None else native_dtype(dtype)
@@ -380,8 +369,7 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
 
 @kernel("polynomial_features")
 def polynomial_features(input: Array, degree: int) -> Array:
-    """Every monomial of the last axis' features with total degree 1..``degree`` (columns in
-    scikit-learn's ``PolynomialFeatures(include_bias=False)`` order)."""
+    """Columns in scikit-learn's ``PolynomialFeatures(include_bias=False)`` order."""
     x = jnp.asarray(input)
     idx = monomial_indices(x.shape[-1], degree)
     xa = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)

@@ -38,14 +38,9 @@ def _cell(mode: str, w: dict[str, Any]) -> Any:
         if b_hh is not None:
             gh = gh + b_hh
         if mode == "lstm":
-            hs = gh.shape[-1] // 4
-            z = xp + gh
-            i = jax.nn.sigmoid(z[:, :hs])
-            f = jax.nn.sigmoid(z[:, hs:2 * hs])
-            g = jnp.tanh(z[:, 2 * hs:3 * hs])
-            o = jax.nn.sigmoid(z[:, 3 * hs:])
-            c = f * c + i * g
-            h = o * jnp.tanh(c)
+            i, f, g, o = jnp.split(xp + gh, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
             if w_hr is not None:
                 h = h @ w_hr.T
             return h, c
@@ -74,7 +69,7 @@ def _run(mode: str, *args: Any) -> tuple[Any, ...]:
     mask = None
     if a["lengths"] is not None:
         mask = (jnp.arange(n_t)[:, None] < jnp.reshape(a["lengths"], (1, -1)))[..., None]
-    outs, h_n, c_n = [], [], []
+    per_direction = []
     for d in range(n_d):
         sfx = "_reverse" if d else ""
         w = {k: a.get(k + sfx) for k in _WEIGHTS}
@@ -87,23 +82,21 @@ def _run(mode: str, *args: Any) -> tuple[Any, ...]:
             c0 = jnp.zeros((n_b, hid), x.dtype) if a["c_0"] is None else a["c_0"][d]
         step = _cell(mode, w)
 
-        if mask is None:
-            def body(carry: Any, xp_t: Any, step: Any = step) -> tuple[Any, Any]:
-                h, c = step(*carry, xp_t)
+        def body(carry: Any, item: Any, step: Any = step) -> tuple[Any, Any]:
+            if mask is None:  # item: the step's input projection
+                h, c = step(*carry, item)
                 return (h, c), h
-            (h, c), out = jax.lax.scan(body, (h0, c0), xp, reverse=bool(d))
-        else:
-            def body(carry: Any, item: Any, step: Any = step) -> tuple[Any, Any]:
-                xp_t, m = item
-                h, c = step(*carry, xp_t)
-                h = jnp.where(m, h, carry[0])
-                if lstm:
-                    c = jnp.where(m, c, carry[1])
-                return (h, c), jnp.where(m, h, 0)
-            (h, c), out = jax.lax.scan(body, (h0, c0), (xp, mask), reverse=bool(d))
-        outs.append(out)
-        h_n.append(h)
-        c_n.append(c)
+            xp_t, m = item  # and the step's mask: past a sequence's end, keep the state
+            h, c = step(*carry, xp_t)
+            h = jnp.where(m, h, carry[0])
+            if lstm:
+                c = jnp.where(m, c, carry[1])
+            return (h, c), jnp.where(m, h, 0)
+
+        xs = xp if mask is None else (xp, mask)
+        (h, c), out = jax.lax.scan(body, (h0, c0), xs, reverse=bool(d))
+        per_direction.append((out, h, c))
+    outs, h_n, c_n = zip(*per_direction, strict=True)
     output = jnp.concatenate(outs, axis=-1) if n_d > 1 else outs[0]
     if a["batch_first"]:
         output = jnp.swapaxes(output, 0, 1)

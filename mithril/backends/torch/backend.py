@@ -86,9 +86,7 @@ class TorchBackend(ReferenceHelpers, Backend):
                 "device='cpu'")
         return dev
 
-    def native_dtype(self, dtype: Any) -> torch.dtype:
-        """The ``torch.dtype`` for an ``ml`` dtype."""
-        return kernels.native_dtype(dtype)
+    native_dtype = staticmethod(kernels.native_dtype)
 
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
         """A tensor on this device holding a copy of ``array``."""
@@ -113,8 +111,7 @@ class TorchBackend(ReferenceHelpers, Backend):
         if type(x).__name__ == "DTensor":
             x = x.full_tensor()
         x = x.detach()
-        host = x.float() if x.dtype == torch.bfloat16 else x
-        host = host.cpu()
+        host = (x.float() if x.dtype == torch.bfloat16 else x).cpu()
         # a copy the caller owns: .numpy() of a CPU tensor would share the tensor's memory
         return host.numpy().copy() if host.data_ptr() == x.data_ptr() else host.numpy()
 

@@ -104,7 +104,6 @@ registry.kernels_from({
     "softmax": lambda input, axis=-1: torch.softmax(_floating(input), dim=axis),
     "log_softmax": lambda input, axis=-1: torch.log_softmax(_floating(input), dim=axis),
     "linear": F.linear, "argmax": torch.argmax, "embedding": F.embedding,
-    "where": lambda condition, input1, input2: torch.where(condition.bool(), input1, input2),
     "transpose": lambda input, axes=None: input.permute(
         tuple(reversed(range(input.ndim))) if axes is None else tuple(axes)),
     "reshape": lambda input, shape: torch.reshape(input, tuple(shape)),
@@ -126,6 +125,15 @@ def cast(input: TensorOrNumber, dtype: Any) -> Tensor:
     if not isinstance(input, torch.Tensor):
         return torch.tensor(input, dtype=target)
     return input.to(target)
+
+
+@kernel("where")
+def where(condition: TensorOrNumber, input1: TensorOrNumber, input2: TensorOrNumber) -> Tensor:
+    """``torch.where``; a Python bool condition (a comparison of numbers) works too."""
+    if not isinstance(condition, torch.Tensor):
+        tensors = [t for t in (input1, input2) if isinstance(t, torch.Tensor)]
+        condition = torch.as_tensor(condition, device=tensors[0].device if tensors else None)
+    return torch.where(condition.bool(), input1, input2)
 
 
 # ---- reductions: ``axis=()`` reduces over nothing (torch would reduce over everything) ----

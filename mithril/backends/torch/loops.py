@@ -47,20 +47,14 @@ def _run(mode: str, *args: Any) -> tuple[Any, ...]:
                 v = torch.zeros(w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
             if v is not None:
                 flat.append(v)
-    h0 = a["h_0"]
-    if h0 is None:
-        h0 = torch.zeros(n_d, n_b, p, dtype=x.dtype, device=x.device)
-    hx: Any = h0
+    zeros = functools.partial(torch.zeros, n_d, n_b, dtype=x.dtype, device=x.device)
+    hx: Any = zeros(p) if a["h_0"] is None else a["h_0"]
     if lstm:
-        c0 = a["c_0"]
-        if c0 is None:
-            c0 = torch.zeros(n_d, n_b, hid, dtype=x.dtype, device=x.device)
-        hx = (h0, c0)
+        hx = (hx, zeros(hid) if a["c_0"] is None else a["c_0"])
     fn = getattr(torch._VF, mode)
     lengths = a["lengths"]
     if lengths is None:
-        res = fn(x, hx, flat, has_bias, 1, 0.0, False, bidir, bf)
-        return tuple(res)
+        return tuple(fn(x, hx, flat, has_bias, 1, 0.0, False, bidir, bf))
     n_t = x.shape[1 if bf else 0]
     packed = rnn_utils.pack_padded_sequence(x, lengths.detach().to("cpu", torch.int64),
                                             batch_first=bf, enforce_sorted=False)

@@ -17,17 +17,12 @@ import pytest
 import mithril as ml
 from mithril.errors import BackendUnavailableError
 from mithril.models import Add, Model
+from tests.backend_names import backend_of as make
 
 BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
             ("mlx", "float32")]
 IDS = [f"{b}-{d}" for b, d in BACKENDS]
 AUTODIFF = [p for p in BACKENDS if p[0] != "numpy"]
-
-
-def make(name: str, dtype: str) -> Any:
-    cls = {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
-           "mlx": ml.MlxBackend}[name]
-    return cls(dtype=getattr(ml, dtype))
 
 
 def tol(dtype: str) -> dict[str, float]:

@@ -23,16 +23,11 @@ from mithril.models import (
     Split,
     primitives,
 )
+from tests.backend_names import backend_of as make
 
 BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float32"),
             ("mlx", "float32")]
 IDS = [f"{b}-{d}" for b, d in BACKENDS]
-
-
-def make(name: str, dtype: str) -> Any:
-    cls = {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
-           "mlx": ml.MlxBackend}[name]
-    return cls(dtype=getattr(ml, dtype))
 
 
 def tol(dtype: str) -> dict[str, float]:

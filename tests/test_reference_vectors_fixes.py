@@ -31,18 +31,13 @@ from mithril.models import (
     ShiftRight,
     Transpose,
 )
+from tests.backend_names import backend_of as make
 from tools import reference_vectors as rv
 
 BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
             ("mlx", "float32")]
 IDS = [f"{b}-{d}" for b, d in BACKENDS]
 RNG = np.random.default_rng(14)
-
-
-def make(name: str, dtype: str) -> Any:
-    cls = {"numpy": ml.NumpyBackend, "torch": ml.TorchBackend, "jax": ml.JaxBackend,
-           "mlx": ml.MlxBackend}[name]
-    return cls(dtype=getattr(ml, dtype))
 
 
 def tol(dtype: str) -> dict[str, float]:

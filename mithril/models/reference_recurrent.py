@@ -21,6 +21,17 @@ from .reference import conn_of, param_of
 _UNSET: Any = object()
 
 
+def _guide_when_sized(cls: Any, input_size: Any = _UNSET, hidden_size: Any = _UNSET,
+                      *args: Any, **kwargs: Any) -> Any:
+    """``__new__`` of the size-free reference cells: given sizes (or PyTorch's arguments),
+    the guide's ``nn.RNNCell`` / ``nn.LSTMCell`` (``cls.guide_class``) instead."""
+    if input_size is not _UNSET or hidden_size is not _UNSET or args or (
+            kwargs.keys() - {"name"}):
+        return cls.guide_class(None if input_size is _UNSET else input_size, hidden_size,
+                               *args, **kwargs)
+    return Model.__new__(cls)
+
+
 class RNNCell(Model):
     """An Elman cell with an output projection, the reference's ``RNNCell()`` (no sizes: they
     come from the shapes of its inputs and parameters)::
@@ -54,14 +65,7 @@ class RNNCell(Model):
     shared_keys = ("w_ih", "w_hh", "w_ho", "bias_h", "bias_o")
     state_keys = ("hidden",)
 
-    def __new__(cls, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
-                **kwargs: Any) -> Any:
-        if input_size is not _UNSET or hidden_size is not _UNSET or args or (
-                kwargs.keys() - {"name"}):
-            return _recurrent.RNNCell(  # the guide's nn.RNNCell
-                None if input_size is _UNSET else input_size,
-                hidden_size, *args, **kwargs)  # type: ignore[arg-type]
-        return super().__new__(cls)
+    __new__ = _guide_when_sized
 
     def __init__(self, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
                  name: str | None = None, **kwargs: Any) -> None:
@@ -120,14 +124,7 @@ class LSTMCell(Model):
                    "bias_o", "bias_out")
     state_keys = ("hidden", "cell")
 
-    def __new__(cls, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
-                **kwargs: Any) -> Any:
-        if input_size is not _UNSET or hidden_size is not _UNSET or args or (
-                kwargs.keys() - {"name"}):
-            return _recurrent.LSTMCell(  # the guide's nn.LSTMCell
-                None if input_size is _UNSET else input_size,
-                hidden_size, *args, **kwargs)  # type: ignore[arg-type]
-        return super().__new__(cls)
+    __new__ = _guide_when_sized
 
     def __init__(self, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
                  name: str | None = None, **kwargs: Any) -> None:

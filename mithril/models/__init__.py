@@ -26,7 +26,7 @@ from .reference import __all__ as _reference_all
 # the reference's terminal names and defaults (the catalogue's stay in .primitives)
 from .reference_ops import *  # noqa: F403
 from .reference_ops import __all__ as _reference_ops_all
-from .reference_recurrent import LSTMCell, RNNCell
+from .reference_recurrent import EncoderDecoderInference, LSTMCell, RNNCell
 from .resize import Interpolate, Upsample
 from .scan import Scan
 from .train import TrainModel
@@ -35,7 +35,8 @@ __all__ = ["TBD", "Tensor",
            "BaseModel", "Connection", "IOKey", "Model", "Operator", "BatchNorm2D",
            "Convolution1D", "Convolution2D", "MaxPool1D", "MaxPool2D", "AvgPool2D",
            "TrainModel", "MultiheadAttention", "GRU", "LSTM", "RNN", "Scan", "GRUCell", "LSTMCell",
-           "RNNCell", "ConvTranspose1d", "ConvTranspose2d", "Interpolate", "Upsample",
+           "RNNCell", "EncoderDecoderInference", "ConvTranspose1d", "ConvTranspose2d",
+           "Interpolate", "Upsample",
            *_layers_all,
            *_primitives.__all__, *_losses_all, *_reference_all,
            *_reference_ops_all]

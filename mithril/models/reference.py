@@ -471,9 +471,14 @@ class OneToMany(Model):
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
             raise ArgumentError(f"max_sequence_length must be a positive int, got "
                                 f"{max_sequence_length!r}")
-        make = _CellFactory(cell_type)
         self.max_sequence_length = max_sequence_length
         self.teacher_forcing = bool(teacher_forcing)
+        if getattr(cell_type, "reference_cell", False):  # the reference's size-free cells
+            from .reference_recurrent import one_to_many
+
+            one_to_many(self, cell_type, max_sequence_length, self.teacher_forcing)
+            return
+        make = _CellFactory(cell_type)
         for t in range(max_sequence_length):
             with_state = initial_state or t > 0
             terms: dict[str, Any] = {p: p for p in make.params}
@@ -516,6 +521,12 @@ class EncoderDecoder(Model):
                  max_target_sequence_length: int, teacher_forcing: bool = False, *,
                  initial_state: bool = True, name: str | None = None) -> None:
         super().__init__(name)
+        if getattr(cell_type, "reference_cell", False):  # the reference's size-free cells
+            from .reference_recurrent import encoder_decoder
+
+            encoder_decoder(self, cell_type, max_input_sequence_length,
+                            max_target_sequence_length, bool(teacher_forcing))
+            return
         encoder = ManyToOne(cell_type, max_input_sequence_length, initial_state=initial_state)
         decoder = OneToMany(cell_type, max_target_sequence_length, teacher_forcing)
         lstm = "cell" in encoder.output_terminals()

@@ -104,7 +104,8 @@ class LSTMCell(Model):
         output = hidden @ w_out^T + bias_out,   hidden_compl = prev_hidden[N:]
 
     ``w_i``, ``w_f``, ``w_c``, ``w_o`` are ``(d_hid, d_in + d_hid)``, ``w_out``
-    ``(d_out, d_hid)``. Terminals in the reference's order: ``input``, ``prev_hidden``,
+    ``(d_out, d_hid)``; ``prev_cell`` may have more rows than ``prev_hidden`` (only its
+    first ``N`` are read). Terminals in the reference's order: ``input``, ``prev_hidden``,
     ``prev_cell``, ``w_i``, ``w_f``, ``w_c``, ``w_o``, ``w_out``, ``bias_f``, ``bias_i``,
     ``bias_c``, ``bias_o``, ``bias_out`` -> ``hidden``, ``cell``, ``hidden_compl``,
     ``output``. ``LSTMCell(input_size, hidden_size)`` is the guide's ``nn.LSTMCell``.
@@ -156,7 +157,7 @@ class LSTMCell(Model):
         add_op(self, "add", out=IOKey("output"), left=conn_of(self, "_ho"),
                right=param_of("bias_out"))
         self.set_shapes({"input": ["N", 1, "d_in"], "prev_hidden": ["M", 1, "d_hid"],
-                         "prev_cell": ["M", 1, "d_hid"], "w_i": ["d_hid", "d_sum"],
+                         "prev_cell": ["K", 1, "d_hid"], "w_i": ["d_hid", "d_sum"],
                          "w_f": ["d_hid", "d_sum"], "w_c": ["d_hid", "d_sum"],
                          "w_o": ["d_hid", "d_sum"], "w_out": ["d_out", "d_hid"],
                          "bias_f": ["d_hid"], "bias_i": ["d_hid"], "bias_c": ["d_hid"],
@@ -165,14 +166,10 @@ class LSTMCell(Model):
         self.set_cout("output")
 
 
-def many_to_one(model: Model, cell: Any, length: int) -> None:
-    """Build the reference's ``ManyToOne`` over a reference cell into ``model``: step ``t``
-    reads ``input{t}`` and the previous step's ``hidden`` (step 0: ``initial_hidden``), writes
-    ``output{t}``; ``hidden_concat`` joins (axis 0) the last step's ``hidden`` with the
-    ``hidden_compl`` of every later-to-earlier step, the final hidden state of every sequence
-    of a batch sorted by length (longest first)."""
-    cls = type(cell)
-    cells = []
+def _encoder(model: Model, cls: Any, length: int, *, outputs: bool) -> Any:
+    """Unroll the reference's ``ManyToOne`` steps into ``model``; returns ``hidden_concat``
+    (exposed when ``outputs``, else an internal connection)."""
+    cells: list[Any] = []
     for t in range(length):
         cur = cls()
         terms: dict[str, Any] = {k: k for k in cls.shared_keys}
@@ -180,12 +177,125 @@ def many_to_one(model: Model, cell: Any, length: int) -> None:
         for key in cls.state_keys:
             terms[f"prev_{key}"] = (IOKey(f"initial_{key}") if t == 0 else
                                     getattr(cells[-1], key))
-        terms["output"] = IOKey(f"output{t}")
+        if outputs:  # else unnamed: an internal connection nothing reads
+            terms["output"] = IOKey(f"output{t}")
         model |= cur(**terms)
         cells.append(cur)
     last = cells[-1]
     parts = [last.hidden, last.hidden_compl, *(c.hidden_compl for c in cells[-2:0:-1])]
-    add_op(model, "concat", out=IOKey("hidden_concat"), n=len(parts), axis=0,
-           **{f"input{i + 1}": p for i, p in enumerate(parts)})
+    named = {"out": IOKey("hidden_concat")} if outputs else {}
+    return add_op(model, "concat", n=len(parts), axis=0, **named,
+                  **{f"input{i + 1}": p for i, p in enumerate(parts)})
+
+
+def many_to_one(model: Model, cell: Any, length: int) -> None:
+    """Build the reference's ``ManyToOne`` over a reference cell into ``model``: step ``t``
+    reads ``input{t}`` and the previous step's ``hidden`` (step 0: ``initial_hidden``), writes
+    ``output{t}``; ``hidden_concat`` joins (axis 0) the last step's ``hidden`` with the
+    ``hidden_compl`` of every later-to-earlier step, the final hidden state of every sequence
+    of a batch sorted by length (longest first)."""
+    _encoder(model, type(cell), length, outputs=True)
     model.set_cin("input0")
     model.set_cout("hidden_concat")
+
+
+def _decoder(model: Model, cls: Any, length: int, *, teacher_forcing: bool,
+             inference: bool, prefix: str = "", initial_hidden: Any = None) -> None:
+    """Unroll the reference's ``OneToMany`` (``inference``: ``OneToManyInference``) steps
+    into ``model``. Step 0 reads ``{prefix}input`` and ``{prefix}initial_{state}`` (or the
+    connection ``initial_hidden``); step ``t > 0`` reads the first ``N_t`` rows of
+    ``target{t-1}`` (teacher forcing) or of the previous ``output``, ``N_t`` the number of
+    rows of ``target{t}`` (inference: the whole previous output). Writes ``output{t}``."""
+    prev: Any = None
+    for t in range(length):
+        cur = cls()
+        terms: dict[str, Any] = {k: prefix + k for k in cls.shared_keys}
+        if t == 0:
+            terms["input"] = IOKey(prefix + "input", type=float, differentiable=False)
+            for key in cls.state_keys:
+                terms[f"prev_{key}"] = (initial_hidden if key == "hidden" and
+                                        initial_hidden is not None else
+                                        IOKey(f"{prefix}initial_{key}"))
+        else:
+            for key in cls.state_keys:
+                terms[f"prev_{key}"] = getattr(prev, key)
+            if inference:
+                terms["input"] = prev.output
+            else:
+                n = add_op(model, "size", dim=0, input=IOKey(f"target{t}", type=float,
+                                                             differentiable=False))
+                src = (IOKey(f"target{t - 1}", type=float, differentiable=False)
+                       if teacher_forcing else prev.output)
+                head = add_op(model, "to_slice", start=None, stop=n, step=None)
+                terms["input"] = add_op(model, "indexer", input=src, index=head)
+        terms["output"] = IOKey(f"output{t}", expose=True)
+        model |= cur(**terms)
+        prev = cur
+
+
+def one_to_many(model: Model, cell: Any, length: int, teacher_forcing: bool) -> None:
+    """Build the reference's ``OneToMany`` over a reference cell into ``model`` (terminals
+    ``input``, ``initial_{state}``, the cell's parameters, ``target1`` ... (teacher forcing
+    also ``target0``) -> ``output0`` ... ``output{T-1}``)."""
+    _decoder(model, type(cell), length, teacher_forcing=teacher_forcing, inference=False)
+    model.set_cin("input")
+    model.set_cout(f"output{length - 1}")
+
+
+def encoder_decoder(model: Model, cell: Any, input_length: int, target_length: int,
+                    teacher_forcing: bool, *, inference: bool = False) -> None:
+    """Build the reference's ``EncoderDecoder`` (``inference``: ``EncoderDecoderInference``)
+    over a reference cell into ``model``: a ``ManyToOne`` encoder (``input{t}``,
+    ``initial_{state}``, the cell's parameters) whose ``hidden_concat`` — reordered by
+    ``PermuteTensor`` with ``indices`` in training, as it is in inference — is the decoder's
+    initial hidden state; the decoder's terminals are ``decoder_``-prefixed
+    (``decoder_input``, ``decoder_initial_cell``, ``decoder_w_ih`` ...) except ``target{t}``;
+    outputs ``output0`` ... (the decoder's)."""
+    from .reference_ops import PermuteTensor
+
+    cls = type(cell)
+    hidden = _encoder(model, cls, input_length, outputs=False)
+    if not inference:
+        perm = PermuteTensor()
+        model |= perm(input=hidden, indices=IOKey("indices"))
+        hidden = perm.output
+    _decoder(model, cls, target_length, teacher_forcing=teacher_forcing,
+             inference=inference, prefix="decoder_", initial_hidden=hidden)
+    model.set_cin("input0", "decoder_input")
+    model.set_cout(f"output{target_length - 1}")
+
+
+class EncoderDecoderInference(Model):
+    """The reference's ``EncoderDecoderInference(cell_type, max_input_sequence_length,
+    max_target_sequence_length)``: the ``EncoderDecoder`` of a size-free reference cell
+    (``RNNCell()``, ``LSTMCell()``) run for prediction. The encoder's ``hidden_concat``
+    starts the decoder directly (no ``indices``) and every decoder step after the first
+    reads the whole previous ``output`` (no ``target{t}``), so the cell's ``d_out`` must equal
+    its ``d_in``. Its terminals are named as ``EncoderDecoder``'s, so trained parameters
+    evaluate it unchanged.
+
+    >>> import mithril as ml
+    >>> from mithril.models import EncoderDecoderInference, RNNCell
+    >>> model = EncoderDecoderInference(RNNCell(), 2, 3)
+    >>> shapes = {"input0": [1, 1, 1], "input1": [1, 1, 1], "initial_hidden": [1, 1, 4],
+    ...           "decoder_input": [1, 1, 1], "w_ho": [1, 4], "decoder_w_ho": [1, 4]}
+    >>> pm = ml.compile(model, ml.NumpyBackend(), shapes=shapes)
+    >>> sorted(pm.output_keys)
+    ['output0', 'output1', 'output2']
+    """
+
+    def __init__(self, cell_type: Any, max_input_sequence_length: int,
+                 max_target_sequence_length: int, *, name: str | None = None) -> None:
+        super().__init__(name)
+        from ..errors import ArgumentError
+
+        if not getattr(cell_type, "reference_cell", False):
+            raise ArgumentError(f"EncoderDecoderInference takes a size-free reference cell "
+                                f"(RNNCell(), LSTMCell()), got {type(cell_type).__name__}")
+        for arg, val in (("max_input_sequence_length", max_input_sequence_length),
+                         ("max_target_sequence_length", max_target_sequence_length)):
+            if not isinstance(val, int) or val < 1:
+                raise ArgumentError(f"EncoderDecoderInference: {arg} must be a positive "
+                                    f"int, got {val!r}")
+        encoder_decoder(self, cell_type, max_input_sequence_length,
+                        max_target_sequence_length, False, inference=True)

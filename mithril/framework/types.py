@@ -44,6 +44,11 @@ DTYPES: dict[str, Dtype] = {
                         bool_)
 }
 
+# the reference's ``Dtype`` is an enum: ``mithril.types.Dtype.int64`` names the dtype ``ml.int64``
+for _d in DTYPES.values():
+    setattr(Dtype, "bool_" if _d.name == "bool" else _d.name, _d)
+del _d
+
 
 def as_dtype(value: object) -> Dtype:
     """Accept ``ml.float32``, ``"float32"`` or a framework/NumPy dtype with that name."""

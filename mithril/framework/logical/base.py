@@ -64,6 +64,7 @@ class ConnectSpec(ConnectionAlgebra):
                 break
         if not isinstance(home, Model):  # only IOKeys and constants: a new model holds it
             home = Model()
+            home.functional_home = True  # joins the model it is combined with (absorb)
         home |= self
         return home
 

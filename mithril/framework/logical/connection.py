@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ArgumentTypeError
 from .. import types as T
-from .meta import TBD, Meta
+from .meta import TBD, TENSOR, Meta
 from .symbols import readable_in
 
 if TYPE_CHECKING:
@@ -124,9 +124,14 @@ class ConnectionAlgebra:
         if isinstance(index, slice) and any(isinstance(p, ConnectionAlgebra)
                                             for p in (index.start, index.stop, index.step)):
             return self._op("to_slice", index.start, index.stop, index.step)
+        if isinstance(index, tuple) and any(isinstance(i, ConnectionAlgebra) for i in index):
+            # a connection as an item may be a tensor (NumPy's advanced indexing,
+            # ``x[:, :, rows[:, None], cols]``): the model decides when it builds the indexer
+            # (``advanced_index``), where the item's kind is known
+            return tuple(self._index(i) for i in index)
         if isinstance(index, tuple) and any(
-                isinstance(i, ConnectionAlgebra) or (isinstance(i, slice) and any(
-                    isinstance(p, ConnectionAlgebra) for p in (i.start, i.stop, i.step)))
+                isinstance(i, slice) and any(
+                    isinstance(p, ConnectionAlgebra) for p in (i.start, i.stop, i.step))
                 for i in index):
             return self._op("to_tuple", *(self._index(i) for i in index))
         return index_value(index)
@@ -386,3 +391,81 @@ def tuple_value(conn: ConnectionAlgebra, value: Any) -> Any:
         return conn._op("to_tuple", *value)
     return value
 
+
+
+def is_tensor_connection(item: Any) -> bool:
+    """Whether ``item`` is a connection already known to carry a tensor."""
+    return isinstance(item, Connection) and item.meta.root().kind == TENSOR
+
+
+def advanced_index(model: BaseModel, anchor: Connection | None, x: Any,
+                   items: tuple[Any, ...]) -> Connection:
+    """NumPy's advanced indexing ``x[:, :, rows[:, None], cols]`` built from primitives: one
+    item per axis of ``x``, each a full slice ``:`` or an integer tensor connection of non-
+    negative indices (a connection known to be a tensor when the model is built: an operation's
+    output, not a bare IOKey); the index tensors broadcast together to a shape ``B``. As in
+    NumPy the ``B`` axes stand where the tensor items stand when these are adjacent, and first
+    otherwise. The indexed axes are moved to the front and flattened into rows, which an
+    embedding lookup (a gather, whose gradient adds back into the rows) picks at the flat index
+    ``sum(index_k * stride_k)``; the result is reshaped and its axes moved into place. ``B``'s
+    rank must be known when the model is built.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Model
+    >>> from mithril.types import Tensor
+    >>> x = IOKey("x", type=Tensor[float])
+    >>> m = Model.create(output=x[:, IOKey("i", shape=[2]).cast(ml.int64)])
+    >>> pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"x": [2, 3], "i": [2]})
+    >>> pm.evaluate({}, {"x": np.arange(6.0).reshape(2, 3), "i": np.array([2, 0])})[
+    ...     "output"].tolist()
+    [[2.0, 0.0], [5.0, 3.0]]
+    """
+    def conn(v: Any) -> Any:
+        if isinstance(v, Expr):
+            return model.materialize(v)  # type: ignore[attr-defined]
+        if isinstance(v, IOKey):
+            return model.apply_op(anchor, "buffer", (v,), {})  # type: ignore[attr-defined]
+        return model.lift(v) if isinstance(v, Connection) else v  # type: ignore[attr-defined]
+
+    items = tuple(conn(i) for i in items)
+    if not any(is_tensor_connection(i) for i in items):
+        # connections holding ints (``x[a, 1:n]``): the index is a tuple built by to_tuple
+        index = model.apply_op(anchor, "to_tuple", items, {})  # type: ignore[attr-defined]
+        return model.apply_op(anchor, "indexer", (x, index), {})  # type: ignore[attr-defined]
+    x = conn(x)
+    adv = [k for k, i in enumerate(items) if is_tensor_connection(i)]
+    rest = [k for k in range(len(items)) if k not in adv]
+    bad = [i for k, i in enumerate(items) if k in rest and i != slice(None)]
+    if bad:
+        raise ArgumentTypeError(
+            f"{model.path}: indexing with tensors takes, besides the index tensors, only full "
+            f"slices ':' (one item per axis), got {bad[0]!r}")
+    dims = [x.shape[k] for k in range(len(items))]
+    front = adv + rest
+    xt = x.transpose(axes=tuple(front)) if front != list(range(len(items))) else x
+    n_rows = dims[adv[0]]
+    for k in adv[1:]:
+        n_rows = n_rows * dims[k]
+    flat: Any = None
+    for j, k in enumerate(adv):
+        stride: Any = None
+        for m in adv[j + 1:]:
+            stride = dims[m] if stride is None else stride * dims[m]
+        term = items[k] if stride is None else items[k] * stride
+        flat = term if flat is None else flat + term
+    frag = flat.meta.root().shape
+    if frag is None or not frag.known_rank:
+        raise ArgumentTypeError(
+            f"{model.path}: indexing with tensors needs the index tensors' ranks when the "
+            "model is built; give them shapes (set_shapes) first")
+    rank = len(frag.dims())
+    picked = model.apply_op(anchor, "embedding", (),  # type: ignore[attr-defined]
+                            {"input": flat, "weight": xt.reshape((n_rows, -1))})
+    out = picked.reshape(tuple([flat.shape[i] for i in range(rank)] + [dims[k] for k in rest]))
+    lead = adv[0] if adv == list(range(adv[0], adv[-1] + 1)) else 0
+    if lead:
+        n_rest = len(rest)
+        out = out.transpose(axes=tuple(list(range(rank, rank + lead)) + list(range(rank))
+                                       + list(range(rank + lead, rank + n_rest))))
+    return out  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
 from .base import BaseModel, ConnectSpec, home_of
 from .building import Building, apply_iokey, conflict_error_class
-from .connection import Connection, Expr, IOKey
+from .connection import Connection, ConnectionAlgebra, Expr, IOKey, advanced_index
 from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, unify_meta
 from .primitive import Operator
 from .symbols import readable_in
@@ -212,9 +212,15 @@ class Model(BaseModel):
         True
         """
         model = self
+        if op_name == "indexer" and len(args) == 2 and isinstance(args[1], tuple) and any(
+                isinstance(i, ConnectionAlgebra) for i in args[1]):
+            return advanced_index(self, anchor, args[0], args[1])
         # expressions of IOKeys are built here first
         args = tuple(self.materialize(a) if isinstance(a, Expr) else
                      a.output_connection() if isinstance(a, ConnectSpec) else a for a in args)
+        for a in args:  # a functional model begun apart (on other IOKeys) joins this one
+            if isinstance(a, Connection) and not self._holds(a):
+                self.absorb(a.model)
         try:  # connections of models inside this one are used through their bindings here
             args = tuple(self.lift(a) if isinstance(a, Connection) else a for a in args)
         except TerminalError:
@@ -240,6 +246,36 @@ class Model(BaseModel):
         binding[prim.output_names[0]] = out
         model._add(prim.connect(**binding), chain=False, algebra=True, new_conns=[out])
         return out
+
+    def absorb(self, model: BaseModel) -> None:
+        """Add the functional model that ``model`` belongs to (one a call reading only
+        IOKeys began, ``Buffer()(input=IOKey("h"))``) into this one, its inputs joined to
+        this model's terminals of the same names, as the reference's IOKeys of one name are
+        one terminal; a model not begun that way is left alone.
+
+        >>> from mithril import IOKey
+        >>> from mithril.models import Buffer, Relu
+        >>> h = Buffer()(input=IOKey("h"))
+        >>> y = Relu()(input=IOKey("x")) + h
+        >>> sorted(Model.create(y=y).input_terminals())
+        ['h', 'x']
+        """
+        top = model
+        while top.parent is not None:
+            top = top.parent
+        if top is self or not getattr(top, "functional_home", False) or self._holds_model(top):
+            return
+        outs = {n: IOKey() for n in top.output_terminals()}  # unnamed here
+        kept = self._cout_fixed, self._chain_out  # this model's canonical output stays
+        self |= top(**{n: n for n in top.input_terminals()}, **outs)
+        self._cout_fixed, self._chain_out = kept
+        self._iface = None
+
+    def _holds_model(self, model: BaseModel) -> bool:
+        m: BaseModel | None = model
+        while m is not None and m is not self:
+            m = m.parent
+        return m is self
 
     # ---- connections of models inside this one ----
     def open_for_algebra(self) -> bool:
@@ -389,6 +425,15 @@ class Model(BaseModel):
         plain = [connection(v) for v in outputs]
         homes = {id(c.model.algebra_home()): c.model.algebra_home()
                  for c in [*plain, *conns.values()]}
+        if len(homes) > 1:  # functional models begun apart (on other IOKeys) join the first
+            first = next(iter(homes.values()))
+            if isinstance(first, Model):
+                for other in list(homes.values())[1:]:
+                    first.absorb(other)
+                if all(first._holds(c) for c in [*plain, *conns.values()]):
+                    plain = [first.lift(c) for c in plain]
+                    conns = {k: first.lift(c) for k, c in conns.items()}
+                    homes = {id(first): first}
         if len(homes) != 1:
             raise TerminalError(f"Model.create needs outputs of one functional model, got "
                                 f"{len(homes)} models")
@@ -398,6 +443,12 @@ class Model(BaseModel):
         if name is not None:
             home.name = name
         home.expose_keys(*plain, **conns)
+        # the outputs in the order given (``a, b = f(...)(input=x)`` unpacks them so)
+        iface = home.interface()
+        outs = [iface[k] for k in [c.key for c in plain] + list(conns) if k in iface]
+        ids = {id(c) for c in outs}
+        home.conns = [c for c in home.conns if id(c) not in ids] + outs
+        home._iface = None
         return home
 
     def expose_keys(self, *keys: str | Connection, **named: str | Connection) -> None:

@@ -13,6 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 from ..errors import ArgumentError
+from ..types import int32
 
 __all__ = ["pack_data_into_time_slots", "unpack_time_slot_data"]
 
@@ -113,5 +114,5 @@ def unpack_time_slot_data(backend: Any, data: dict[str, Any], max_length: int,
         inverse = [0] * len(indices)
         for j, i in enumerate(indices):
             inverse[int(i)] = j
-        out = out[backend.array(inverse)]
+        out = out[backend.array(inverse, dtype=int32)]
     return out

@@ -75,7 +75,7 @@ def test_pack_data_into_time_slots_sorts_longest_first_and_slices_each_step(
 def test_unpack_time_slot_data_pads_stacks_and_undoes_the_sort(backend: tuple[str, str]
                                                                  ) -> None:
     b = make(*backend)
-    lens = [3, 1, 2]
+    lens = [1, 3, 2]  # sorted order [1, 2, 0]: not its own inverse
     seqs = [RNG.normal(size=(n, 2)) for n in lens]
     idx, slots, _ = pack_data_into_time_slots([(b.array(s),) for s in seqs], b,
                                               key=("out",), return_indices=True)
@@ -266,7 +266,7 @@ def test_encoder_decoder_inference_feeds_back_whole_outputs(backend: tuple[str, 
 
     b = make(*backend)
     d, d_hid = 1, 4
-    data, _, _ = encoder_decoder_data(kind, [3, 2], [1, 1], d, d_hid)
+    data, _, _ = encoder_decoder_data(kind, [3, 1, 2], [1, 1, 1], d, d_hid)
     for k in ("indices", "target0"):
         data.pop(k)
     if kind == "lstm":  # the decoder reads only the first rows of a longer cell state

@@ -191,26 +191,27 @@ class Backend(LossMixin):
         return self._finish(arr, dt, device_mesh)
 
     def ones(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
-        return self._finish(np.ones(_shape(shape)), self._resolve_dtype(dtype), device_mesh)
+        return self._finish(np.ones(shape_tuple(shape)), self._resolve_dtype(dtype), device_mesh)
 
     def zeros(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
-        return self._finish(np.zeros(_shape(shape)), self._resolve_dtype(dtype), device_mesh)
+        return self._finish(np.zeros(shape_tuple(shape)), self._resolve_dtype(dtype), device_mesh)
 
     def randn(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
         """Standard normal samples from the backend's seeded generator."""
-        return self._finish(self._np_rng.standard_normal(_shape(shape)),
+        return self._finish(self._np_rng.standard_normal(shape_tuple(shape)),
                             self._resolve_dtype(dtype), device_mesh)
 
     def rand(self, *shape: Any, dtype: Any = None, device_mesh: Any = None) -> Any:
         """Uniform samples in ``[0, 1)`` from the backend's seeded generator."""
-        return self._finish(self._np_rng.random(_shape(shape)), self._resolve_dtype(dtype),
+        return self._finish(self._np_rng.random(shape_tuple(shape)), self._resolve_dtype(dtype),
                             device_mesh)
 
     def randint(self, low: int, high: int, shape: Sequence[int] | int = (), dtype: Any = None,
                 device_mesh: Any = None) -> Any:
         """Integers in ``[low, high)``."""
         dt = T.int64 if dtype is None else T.as_dtype(dtype)
-        return self._finish(self._np_rng.integers(low, high, _shape((shape,))), dt, device_mesh)
+        dims = shape_tuple((shape,))
+        return self._finish(self._np_rng.integers(low, high, dims), dt, device_mesh)
 
     def arange(self, start: float, stop: float | None = None, step: float = 1,
                dtype: Any = None) -> Any:
@@ -267,7 +268,13 @@ class Backend(LossMixin):
         return fn
 
 
-def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
+def shape_tuple(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """A creator's ``*shape`` (``2, 3`` or one tuple/list) as a tuple of ints; ``ArgumentError``
+    for anything but non-negative ints.
+
+    >>> shape_tuple(((2, 3),)), shape_tuple((4,))
+    ((2, 3), (4,))
+    """
     if len(shape) == 1 and isinstance(shape[0], tuple | list):
         shape = tuple(shape[0])
     out = []

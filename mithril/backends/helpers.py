@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ArgumentError, BackendUnavailableError
 from ..framework import types as T
+from .backend import shape_tuple
 
 #: the array namespace of each backend
 _NAMESPACES = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy", "mlx": "mlx.core"}
@@ -125,14 +126,14 @@ class ReferenceHelpers:
         """Standard normal samples; ``key=`` draws them from that seed alone."""
         if key is None:
             return super().randn(*shape, dtype=dtype, device_mesh=device_mesh)
-        return self._keyed(lambda g: g.standard_normal(_shape(shape)), dtype, key)
+        return self._keyed(lambda g: g.standard_normal(shape_tuple(shape)), dtype, key)
 
     def rand(self, *shape: Any, dtype: Any = None, device_mesh: Any = None,
              key: int | None = None) -> Any:
         """Uniform samples in ``[0, 1)``; ``key=`` draws them from that seed alone."""
         if key is None:
             return super().rand(*shape, dtype=dtype, device_mesh=device_mesh)
-        return self._keyed(lambda g: g.random(_shape(shape)), dtype, key)
+        return self._keyed(lambda g: g.random(shape_tuple(shape)), dtype, key)
 
     def rand_uniform(self, low: Any, high: Any, *shape: Any, dtype: Any = None,
                      key: int | None = None) -> Any:
@@ -142,7 +143,7 @@ class ReferenceHelpers:
     def randint(self, low: int, high: int, *shape: Any, dtype: Any = None,
                 device_mesh: Any = None, key: int | None = None, **kw: Any) -> Any:
         """Integers in ``[low, high)``: ``randint(0, 5, 2, 3)``, ``(2, 3)`` or ``shape=``."""
-        dims = _shape((kw.pop("shape", ()),)) if "shape" in kw else _shape(shape)
+        dims = shape_tuple((kw.pop("shape", ()),)) if "shape" in kw else shape_tuple(shape)
         if kw:
             raise ArgumentError(f"randint got unknown arguments {sorted(kw)}")
         dt = T.int64 if dtype is None else T.as_dtype(dtype)
@@ -340,11 +341,3 @@ def _mlx_vjp(mx_vjp: Callable[..., Any], call: Callable[..., Any], arrays: list[
 
 def _as_list(x: Any) -> list[Any]:
     return list(x) if isinstance(x, list | tuple) else [x]
-
-
-def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
-    if len(shape) == 1 and isinstance(shape[0], tuple | list):
-        shape = tuple(shape[0])
-    if any(not isinstance(s, int | np.integer) or isinstance(s, bool) or s < 0 for s in shape):
-        raise ArgumentError(f"shape entries must be non-negative ints, got {shape!r}")
-    return tuple(int(s) for s in shape)

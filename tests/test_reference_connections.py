@@ -216,7 +216,7 @@ def test_functional_style_builds_a_model_from_calls() -> None:
     h = Linear(4)(input=inp)                       # the call stands for Linear's output
     z = Add()(left=Relu()(input=h), right=h)
     m = Model.create(output=z, hidden=h, name="functional")
-    assert m.name == "functional" and m.output_terminals() == ["hidden", "output"]
+    assert m.name == "functional" and m.output_terminals() == ["output", "hidden"]  # keyword order
     x = RNG.standard_normal((5, 3))
     _, p, out = run(m, {"input": x}, shapes={"input": [5, 3]})
     lin = linear(x, p, "linear.")

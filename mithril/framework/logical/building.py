@@ -22,7 +22,7 @@ from ..shapes import (
     set_attr,
     unify_frags,
 )
-from .meta import TBD, TENSOR, Meta, make_kind, set_kinds, set_value
+from .meta import SCALAR, TBD, TENSOR, Meta, make_kind, set_kinds, set_value
 from .symbols import readable_in
 
 if TYPE_CHECKING:
@@ -133,7 +133,11 @@ def apply_iokey(meta: Meta, key: IOKey) -> None:
     """Apply what an ``IOKey`` says (shape, type, value, differentiable) to a terminal."""
     if key.shape_template is not None:
         unify_shape(meta, frag_from_template(key.shape_template))
-    if key.type is not None:
+    if getattr(key.type, "__origin__", None) in (tuple, list):
+        # the reference's ``IOKey("size", type=tuple[int, ...])``: a scalar tuple (or list)
+        if meta.root().kind is None:
+            make_kind(meta.root(), SCALAR)
+    elif key.type is not None:
         set_kinds(meta, T.kind_from_type(key.type))
     if key.value is not TBD:
         r = meta.root()

@@ -171,3 +171,59 @@ def test_create_keeps_the_order_of_its_outputs():
     res = pm.evaluate({}, {"input": np.array([-1.0, 2.0, -3.0]), "w": np.array([5.0, 6.0])})
     np.testing.assert_array_equal(res["a"], [0.0, 2.0, 0.0])
     np.testing.assert_array_equal(res["b"], [5.0, 6.0])
+
+
+def test_create_exposes_one_connection_under_two_names():
+    h = Relu()(input=ml.IOKey("x"))
+    m = Model.create(output=h, hidden_states=h)
+    assert m.output_terminals() == ["output", "hidden_states"]
+    pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"x": [3]})
+    out = pm.evaluate({}, {"x": np.array([-1.0, 0.5, 2.0])})
+    np.testing.assert_array_equal(out["output"], [0.0, 0.5, 2.0])
+    np.testing.assert_array_equal(out["hidden_states"], [0.0, 0.5, 2.0])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_convolution2d_takes_the_reference_positional_order(name):
+    from mithril.models import Convolution2D
+
+    # Convolution2D(kernel_size, out_channels, stride, padding, dilation, groups, use_bias)
+    conv = Convolution2D(3, 4, 2, 1, 1, 2, False, name="proj")
+    b = backend_of(name)
+    pm = ml.compile(conv, b, shapes={"input": [2, 6, 7, 9]}, jit=False)
+    assert sorted(pm.param_keys) == ["weight"] and pm.shapes["weight"] == [4, 3, 3, 3]
+    xv, wv = RNG.standard_normal((2, 6, 7, 9)), RNG.standard_normal((4, 3, 3, 3))
+    out = np.asarray(pm.evaluate({"weight": b.array(wv)}, {"input": b.array(xv)})["output"])
+    ref = torch.nn.functional.conv2d(torch.tensor(xv), torch.tensor(wv), stride=2, padding=1,
+                                     groups=2).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_convolution1d_takes_the_reference_positional_order(name):
+    from mithril.models import Convolution1D
+
+    conv = Convolution1D(3, 5, 2, 1)  # kernel 3, 5 channels, stride 2, padding 1, with bias
+    b = backend_of(name)
+    pm = ml.compile(conv, b, shapes={"input": [2, 4, 11]}, jit=False)
+    xv, wv, bv = (RNG.standard_normal((2, 4, 11)), RNG.standard_normal((5, 4, 3)),
+                  RNG.standard_normal(5))
+    out = np.asarray(pm.evaluate({"weight": b.array(wv), "bias": b.array(bv)},
+                                 {"input": b.array(xv)})["output"])
+    ref = torch.nn.functional.conv1d(torch.tensor(xv), torch.tensor(wv), torch.tensor(bv),
+                                     stride=2, padding=1).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_advanced_indexing_with_fewer_items_than_axes(name):
+    # clip's ``ln_final[arange(N), argmax(text, -1)]`` on a rank-3 tensor: the last axis whole
+    x = ml.IOKey("x", shape=[3, 5, 4], differentiable=True)
+    rows = Arange()(stop=x.shape[0])
+    cols = ml.IOKey("t", shape=[3, 5]).cast(ml.int64).argmax(axis=-1)
+    m = Model.create(output=x.transpose((0, 1, 2))[rows, cols])
+    b = backend_of(name)
+    pm = ml.compile(m, b, data_keys={"t"}, jit=False)
+    xv, tv = RNG.standard_normal((3, 5, 4)), RNG.integers(0, 9, (3, 5))
+    out = np.asarray(pm.evaluate({"x": b.array(xv)}, {"t": b.array(tv)})["output"])
+    np.testing.assert_allclose(out, xv[np.arange(3), tv.argmax(-1)], rtol=1e-12, atol=1e-12)

@@ -27,7 +27,7 @@ from .reference import add_op
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
            "Split", "ScaledDotProduct", "Embedding", "Sqrt", "Log", "StableReciprocal",
-           "Concat"]
+           "Concat", "Convolution1D", "Convolution2D"]
 
 
 class _Renamed(Model):
@@ -439,3 +439,55 @@ class Concat(Model):
         return super().connect(**kwargs)
 
     __call__ = connect
+
+
+def _conv_init(self: Any, kernel_size: Any, out_channels: Any, stride: Any, padding: Any,
+               dilation: Any, groups: int, use_bias: bool, name: str | None,
+               in_channels: int | None, bias: bool | None, padding_mode: str) -> None:
+    _layers._ConvNd.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
+                             dilation, groups, use_bias if bias is None else bias, padding_mode,
+                             name=name)
+
+
+class Convolution2D(_layers.Conv2d):
+    """The reference's ``Convolution2D(kernel_size, out_channels, stride, padding, dilation,
+    groups, use_bias)``: its positional order (``Convolution2D(7, 64, 4, 3)`` is a 7x7 kernel,
+    64 channels, stride 4, padding 3), the input channels taken from the input. The guide's
+    ``Conv2d(in_channels, out_channels, kernel_size, ...)`` is the same layer with PyTorch's
+    order; ``in_channels=`` may be given here by keyword.
+
+    >>> import mithril as ml
+    >>> from mithril.models import Convolution2D
+    >>> pm = ml.compile(Convolution2D(3, 8, 2, 1), ml.NumpyBackend(),
+    ...                 shapes={"input": [1, 4, 9, 9]})
+    >>> pm.shapes["output"], pm.shapes["weight"]
+    ([1, 8, 5, 5], [8, 4, 3, 3])
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int] | None = None,
+                 out_channels: int | None = None, stride: Any = (1, 1), padding: Any = (0, 0),
+                 dilation: Any = (1, 1), groups: int = 1, use_bias: bool = True, *,
+                 name: str | None = None, in_channels: int | None = None,
+                 bias: bool | None = None, padding_mode: str = "zeros") -> None:
+        _conv_init(self, kernel_size, out_channels, stride, padding, dilation, groups, use_bias,
+                   name, in_channels, bias, padding_mode)
+
+
+class Convolution1D(_layers.Conv1d):
+    """The reference's ``Convolution1D(kernel_size, out_channels, stride, padding, dilation,
+    groups, use_bias)`` in its positional order (the guide's ``Conv1d`` has PyTorch's).
+
+    >>> import mithril as ml
+    >>> from mithril.models import Convolution1D
+    >>> pm = ml.compile(Convolution1D(3, 6, 2), ml.NumpyBackend(), shapes={"input": [2, 4, 11]})
+    >>> pm.shapes["output"]
+    [2, 6, 5]
+    """
+
+    def __init__(self, kernel_size: int | None = None, out_channels: int | None = None,
+                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                 use_bias: bool = True, *, name: str | None = None,
+                 in_channels: int | None = None, bias: bool | None = None,
+                 padding_mode: str = "zeros") -> None:
+        _conv_init(self, kernel_size, out_channels, stride, padding, dilation, groups, use_bias,
+                   name, in_channels, bias, padding_mode)

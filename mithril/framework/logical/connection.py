@@ -398,17 +398,25 @@ def is_tensor_connection(item: Any) -> bool:
     return isinstance(item, Connection) and item.meta.root().kind == TENSOR
 
 
+def _known_rank(conn: Any) -> int | None:
+    """The rank of a tensor connection when it is known already, else None."""
+    if not isinstance(conn, Connection):
+        return None
+    frag = conn.meta.root().shape
+    return len(frag.dims()) if frag is not None and frag.known_rank else None
+
+
 def advanced_index(model: BaseModel, anchor: Connection | None, x: Any,
                    items: tuple[Any, ...]) -> Connection:
     """NumPy's advanced indexing ``x[:, :, rows[:, None], cols]`` built from primitives: one
-    item per axis of ``x``, each a full slice ``:`` or an integer tensor connection of non-
-    negative indices (a connection known to be a tensor when the model is built: an operation's
-    output, not a bare IOKey); the index tensors broadcast together to a shape ``B``. As in
-    NumPy the ``B`` axes stand where the tensor items stand when these are adjacent, and first
-    otherwise. The indexed axes are moved to the front and flattened into rows, which an
-    embedding lookup (a gather, whose gradient adds back into the rows) picks at the flat index
-    ``sum(index_k * stride_k)``; the result is reshaped and its axes moved into place. ``B``'s
-    rank must be known when the model is built.
+    item per axis of ``x`` (fewer where ``x``'s rank is known: the rest are ``:``), each a full
+    slice ``:`` or an integer tensor connection of non- negative indices (a connection known to
+    be a tensor when the model is built: an operation's output, not a bare IOKey); the index
+    tensors broadcast together to a shape ``B``. As in NumPy the ``B`` axes stand where the
+    tensor items stand when these are adjacent, and first otherwise. The indexed axes are moved
+    to the front and flattened into rows, which an embedding lookup (a gather, whose gradient
+    adds back into the rows) picks at the flat index ``sum(index_k * stride_k)``; the result is
+    reshaped and its axes moved into place. ``B``'s rank must be known when the model is built.
 
     >>> import numpy as np
     >>> import mithril as ml
@@ -426,6 +434,8 @@ def advanced_index(model: BaseModel, anchor: Connection | None, x: Any,
             return model.materialize(v)  # type: ignore[attr-defined]
         if isinstance(v, IOKey):
             return model.apply_op(anchor, "buffer", (v,), {})  # type: ignore[attr-defined]
+        if callable(getattr(v, "output_connection", None)):  # a functional call's output
+            v = v.output_connection()
         return model.lift(v) if isinstance(v, Connection) else v  # type: ignore[attr-defined]
 
     items = tuple(conn(i) for i in items)
@@ -434,6 +444,9 @@ def advanced_index(model: BaseModel, anchor: Connection | None, x: Any,
         index = model.apply_op(anchor, "to_tuple", items, {})  # type: ignore[attr-defined]
         return model.apply_op(anchor, "indexer", (x, index), {})  # type: ignore[attr-defined]
     x = conn(x)
+    x_rank = _known_rank(x)
+    if x_rank is not None and len(items) < x_rank:  # the axes not indexed: taken whole
+        items = items + (slice(None),) * (x_rank - len(items))
     adv = [k for k, i in enumerate(items) if is_tensor_connection(i)]
     rest = [k for k in range(len(items)) if k not in adv]
     bad = [i for k, i in enumerate(items) if k in rest and i != slice(None)]
@@ -454,12 +467,11 @@ def advanced_index(model: BaseModel, anchor: Connection | None, x: Any,
             stride = dims[m] if stride is None else stride * dims[m]
         term = items[k] if stride is None else items[k] * stride
         flat = term if flat is None else flat + term
-    frag = flat.meta.root().shape
-    if frag is None or not frag.known_rank:
+    rank = _known_rank(flat)
+    if rank is None:
         raise ArgumentTypeError(
             f"{model.path}: indexing with tensors needs the index tensors' ranks when the "
             "model is built; give them shapes (set_shapes) first")
-    rank = len(frag.dims())
     picked = model.apply_op(anchor, "embedding", (),  # type: ignore[attr-defined]
                             {"input": flat, "weight": xt.reshape((n_rows, -1))})
     out = picked.reshape(tuple([flat.shape[i] for i in range(rank)] + [dims[k] for k in rest]))

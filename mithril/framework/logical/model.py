@@ -471,13 +471,16 @@ class Model(BaseModel):
         todo = [(None, k) for k in keys] + list(named.items())
         conns = [(name, self.find_connection(k)) for name, k in todo]  # all found, or nothing
         aliases = []
+        named_here: set[int] = set()  # one connection given twice here: the second an alias
         for name, conn in conns:
             if name is not None and conn.key != name:
                 other = self.named.get(name) or self.interface().get(name)
                 if other is not None and other is not conn:
                     raise TerminalError(f"{self.path}: the name {name!r} is already taken")
-                if conn.key is not None:
+                if conn.key is not None or id(conn) in named_here:
                     aliases.append((name, conn))
+                else:
+                    named_here.add(id(conn))
         for name, conn in aliases:
             # a named connection exposed under a second name (the reference's
             # ``tm.expose_keys(predictions=model.cout)``): an identity output of that name
@@ -485,7 +488,8 @@ class Model(BaseModel):
             alias.key = name
             self.named[name] = alias
             alias.expose = True
-        conns = [(name, conn) for name, conn in conns if (name, conn) not in aliases]
+        alias_ids = {(name, id(conn)) for name, conn in aliases}
+        conns = [(name, conn) for name, conn in conns if (name, id(conn)) not in alias_ids]
         for name, conn in conns:
             if name is not None and conn.key is None:
                 conn.key = name

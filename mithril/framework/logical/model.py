@@ -263,7 +263,8 @@ class Model(BaseModel):
         top = model
         while top.parent is not None:
             top = top.parent
-        if top is self or not getattr(top, "functional_home", False) or self._holds_model(top):
+        if top is self or not getattr(top, "functional_home", False) or self._holds_model(top) \
+                or top._holds_model(self):
             return
         outs = {n: IOKey() for n in top.output_terminals()}  # unnamed here
         kept = self._cout_fixed, self._chain_out  # this model's canonical output stays
@@ -306,6 +307,8 @@ class Model(BaseModel):
         """
         if conn.model is self:
             return conn
+        if not self._holds(conn):  # a functional model begun apart joins this one
+            self.absorb(conn.model)
         if not self._holds(conn):
             raise TerminalError(f"{what}connection {conn!r} belongs to {conn.model.path}, not "
                                 f"to {self.path} or a model inside it")

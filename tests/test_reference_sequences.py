@@ -225,10 +225,12 @@ def torch_encoder(kind: str, tp: dict[str, Any], data: dict[str, np.ndarray], st
     return torch.cat([h, *compl[::-1]], dim=0)
 
 
+@pytest.mark.parametrize("teacher_forcing", [True, False], ids=["teacher", "free"])
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 @pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
 def test_encoder_decoder_over_reference_cells_matches_torch(backend: tuple[str, str],
-                                                            kind: str) -> None:
+                                                            kind: str, teacher_forcing: bool
+                                                            ) -> None:
     import torch
 
     b = make(*backend)
@@ -236,8 +238,10 @@ def test_encoder_decoder_over_reference_cells_matches_torch(backend: tuple[str, 
     in_lens, tgt_lens = [2, 4, 3, 4, 1], [3, 1, 2, 3, 2]
     data, idx, _ = encoder_decoder_data(kind, in_lens, tgt_lens, d, d_hid)
     model = EncoderDecoder(RNNCell() if kind == "rnn" else LSTMCell(), 4, 3,
-                           teacher_forcing=True)
-    assert {"indices", "decoder_input", "input0", "target0"} <= set(model.input_terminals())
+                           teacher_forcing=teacher_forcing)
+    if not teacher_forcing:  # target0 is read only as step 1's input
+        data.pop("target0")
+    assert {"indices", "decoder_input", "input0", "target1"} <= set(model.input_terminals())
     assert model.canonical_inputs() == ["input0", "decoder_input"]
     p = encoder_params(kind, d, d_hid) | cell_params(kind, d, d_hid, d, "decoder_")
     pm = ml.compile(model, b, shapes={k: list(v.shape) for k, v in data.items()
@@ -252,7 +256,8 @@ def test_encoder_decoder_over_reference_cells_matches_torch(backend: tuple[str, 
     x, outs = torch.tensor(data["decoder_input"]), []
     for t in range(3):
         if t > 0:
-            x = torch.tensor(data[f"target{t - 1}"])[:data[f"target{t}"].shape[0]]
+            src = torch.tensor(data[f"target{t - 1}"]) if teacher_forcing else outs[-1]
+            x = src[:data[f"target{t}"].shape[0]]
         h, c, o = torch_step(kind, tp, "decoder_", x, h, c)
         outs.append(o)
     check_against_torch(b, backend[1], pm, p, data, outs, tp)

@@ -227,3 +227,52 @@ def test_advanced_indexing_with_fewer_items_than_axes(name):
     xv, tv = RNG.standard_normal((3, 5, 4)), RNG.integers(0, 9, (3, 5))
     out = np.asarray(pm.evaluate({"x": b.array(xv)}, {"t": b.array(tv)})["output"])
     np.testing.assert_allclose(out, xv[np.arange(3), tv.argmax(-1)], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_where_takes_the_reference_terminals_and_the_guides(name):
+    from mithril.models import Where
+
+    b = backend_of(name)
+    cv, av, bv = (np.array([True, False, True, False]), RNG.standard_normal(4),
+                  RNG.standard_normal(4))
+    for spec in (Where()(cond="c", input1="a", input2="b", output=ml.IOKey("out")),
+                 Where()(condition="c", input1="a", input2="b", output=ml.IOKey("out")),
+                 Where()("c", "a", "b", ml.IOKey("out"))):
+        m = Model()
+        m |= spec
+        pm = ml.compile(m, b, shapes={"a": [4], "b": [4], "c": [4]}, jit=False)
+        out = pm.evaluate({}, {"c": b.array(cv), "a": b.array(av), "b": b.array(bv)})["out"]
+        np.testing.assert_array_equal(np.asarray(out), np.where(cv, av, bv))
+    assert Where().cin.key == "input1"
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_cast_to_the_dtype_of_another_connection(name):
+    # t5's ``scores.cast(scores.dtype())`` after a float32 softmax
+    x = ml.IOKey("x", shape=[2, 3])
+    ints = ml.IOKey("i", shape=[2, 3])
+    m = Model.create(output=(x * 2.5).cast(ints.dtype()) + ints)
+    b = backend_of(name)
+    pm = ml.compile(m, b, jit=False)
+    xv, iv = RNG.standard_normal((2, 3)), RNG.integers(-4, 4, (2, 3))
+    out = np.asarray(pm.evaluate({}, {"x": b.array(xv), "i": b.array(iv)})["output"])
+    assert np.issubdtype(out.dtype, np.integer)
+    np.testing.assert_array_equal(out, np.trunc(xv * 2.5).astype(np.int64) + iv)
+
+
+def test_a_named_iokey_output_stays_exposed_when_read_later():
+    # t5's ``relative_position_bias(...)(..., output=IOKey("pos_bias"))`` read by every layer
+    m = Model()
+    m |= Relu()(input="input", output=ml.IOKey("pos_bias"))
+    m |= Linear(2, name="fc")(input="pos_bias", output=ml.IOKey("output"))
+    m |= Relu()(input="output", output="hidden")  # a plain name read nowhere: exposed as before
+    assert m.output_terminals() == ["pos_bias", "output", "hidden"]
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pm = ml.compile(m, b, shapes={"input": [3, 2]})
+    xv = RNG.standard_normal((3, 2))
+    params = {"fc.weight": RNG.standard_normal((2, 2)), "fc.bias": RNG.standard_normal(2)}
+    out = pm.evaluate(params, {"input": xv})
+    np.testing.assert_allclose(out["pos_bias"], np.maximum(xv, 0), rtol=1e-12)
+    np.testing.assert_allclose(out["output"], np.maximum(xv, 0) @ params["fc.weight"].T
+                               + params["fc.bias"], rtol=1e-12)

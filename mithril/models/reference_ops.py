@@ -27,7 +27,7 @@ from .reference import add_op
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
            "Split", "ScaledDotProduct", "Embedding", "Sqrt", "Log", "StableReciprocal",
-           "Concat", "Convolution1D", "Convolution2D"]
+           "Concat", "Convolution1D", "Convolution2D", "Where"]
 
 
 class _Renamed(Model):
@@ -491,3 +491,40 @@ class Convolution1D(_layers.Conv1d):
                  padding_mode: str = "zeros") -> None:
         _conv_init(self, kernel_size, out_channels, stride, padding, dilation, groups, use_bias,
                    name, in_channels, bias, padding_mode)
+
+
+class Where(_Renamed):
+    """``where(cond, input1, input2)``: ``input1`` where ``cond`` is true, else ``input2``
+    (broadcasting), with the reference's terminals ``cond``, ``input1``, ``input2`` (canonical
+    input ``input1``; positional connect order ``(cond, input1, input2, output)``). The guide's
+    spelling ``Where()(condition=...)`` connects ``cond`` too.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import Model, Where
+    >>> m = Model()
+    >>> m |= Where()(cond="c", input1="a", input2=ml.Tensor(0.0), output="out")
+    >>> pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"a": [3], "c": [3]})
+    >>> pm.evaluate({}, {"a": np.array([1.0, 2.0, 3.0]),
+    ...                  "c": np.array([True, False, True])})["out"].tolist()
+    [1.0, 0.0, 3.0]
+    """
+
+    op, names = "where", {"input1": "input1", "cond": "condition", "input2": "input2"}
+
+    def __init__(self, cond: Any = TBD, input1: Any = TBD, input2: Any = TBD, *,
+                 name: str | None = None, condition: Any = TBD) -> None:
+        super().__init__(name=name, cond=cond if condition is TBD else condition,
+                         input1=input1, input2=input2)
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """Terminals by keyword (``condition=`` is ``cond=``) or in the reference's order
+        ``(cond, input1, input2, output)``."""
+        if "condition" in kwargs:
+            kwargs["cond"] = kwargs.pop("condition")
+        if len(args) > 4:
+            raise ArgumentError(f"Where takes at most 4 positional terminals, got {len(args)}")
+        kwargs.update(zip(("cond", "input1", "input2", "output"), args, strict=False))
+        return super().connect(**kwargs)
+
+    __call__ = connect

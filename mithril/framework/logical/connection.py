@@ -272,6 +272,10 @@ class ConnectionAlgebra:
         return self._op("relu", self)
 
     def cast(self, dtype: Any) -> Any:
+        """``x.cast(ml.float32)``; also to another connection's dtype, the reference's
+        ``x.cast(y.dtype())`` (known when the code runs)."""
+        if isinstance(dtype, ConnectionAlgebra):
+            return self._op("cast", self, dtype)
         return self._op("cast", self, T.as_dtype(dtype))
 
     def item(self) -> Any:

@@ -530,7 +530,9 @@ class Model(BaseModel):
             else:
                 conn = Connection(self, None, Meta(None))
                 created.append(conn)
-            if value.expose:
+            if value.expose or (is_out and value.name is not None and value.expose is None):
+                # a named IOKey given as an output names and exposes it (the reference's
+                # ``output=IOKey("pos_bias")`` stays readable when later models read it too)
                 conn.expose = True
             return conn
         conn = Connection(self, None, Meta(None))

@@ -412,7 +412,7 @@ class Model(BaseModel):
         >>> h = Linear(4)(input=IOKey("input", shape=[2, 3]))
         >>> m = Model.create(output=Relu()(input=h), hidden=h, name="mlp")
         >>> m.name, m.output_terminals(), m.shapes["output"]
-        ('mlp', ['hidden', 'output'], [2, 4])
+        ('mlp', ['output', 'hidden'], [2, 4])
         """
         def connection(v: Any) -> Any:
             if isinstance(v, ConnectSpec):

@@ -365,7 +365,7 @@ def _build_composite(node: dict[str, Any], where: str, depth: int) -> Model:
             return made[i]
         c = conns[i]
         if c.get("key") is not None:
-            return IOKey(c["key"], expose=bool(c.get("expose")) or None)
+            return IOKey(c["key"], expose=bool(c.get("expose")))
         if "value" in c:
             return decode_value(c["value"], child_where, depth)
         if c.get("expose"):

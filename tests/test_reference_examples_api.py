@@ -276,3 +276,16 @@ def test_a_named_iokey_output_stays_exposed_when_read_later():
     np.testing.assert_allclose(out["pos_bias"], np.maximum(xv, 0), rtol=1e-12)
     np.testing.assert_allclose(out["output"], np.maximum(xv, 0) @ params["fc.weight"].T
                                + params["fc.bias"], rtol=1e-12)
+
+
+def test_set_shapes_on_an_expression_before_it_is_built():
+    # segformer's ``hidden_states[i].set_shapes([...])`` on an IOKey expression
+    h = ml.IOKey("x").T
+    h.set_shapes([2, "n"])
+    m = Model.create(output=Relu()(input=h))
+    assert m.shapes["output"] == [2, "n"]
+    pm = ml.compile(m, ml.NumpyBackend(dtype=ml.float64), shapes={"x": [3, 2]})
+    xv = RNG.standard_normal((3, 2))
+    np.testing.assert_allclose(pm.evaluate({}, {"x": xv})["output"], np.maximum(xv.T, 0))
+    with pytest.raises(ml.ShapeMismatchError):
+        ml.compile(m, ml.NumpyBackend(), shapes={"x": [3, 4]})

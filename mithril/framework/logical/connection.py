@@ -154,6 +154,9 @@ class ConnectionAlgebra:
         if isinstance(self, IOKey):
             self.shape_template = shape
             return
+        if isinstance(self, Expr):  # applied where the expression is built (materialize)
+            self.shape_template = shape
+            return
         model = getattr(self, "model", None)
         if model is None:
             raise ArgumentTypeError("set_shapes needs a terminal (a connection or an IOKey), "
@@ -367,6 +370,8 @@ class Expr(ConnectionAlgebra):
         self.op = op
         self.args = args
         self.kw = kw
+        #: a shape given with ``set_shapes`` before the expression is built
+        self.shape_template: Any = None
 
     def _op(self, op: str, *args: Any, **kw: Any) -> Expr:
         return Expr(op, args, kw)

@@ -362,6 +362,8 @@ class Model(BaseModel):
         args = tuple(self.materialize(a) if isinstance(a, Expr) else a for a in expr.args)
         anchor = next((a for a in args if isinstance(a, Connection)), None)
         out = self.apply_op(anchor, expr.op, args, dict(expr.kw))
+        if expr.shape_template is not None:  # ``h[0].set_shapes([...])`` before it was built
+            self.set_shapes({out: expr.shape_template})
         self._built[id(expr)] = (expr, out)
         return out
 

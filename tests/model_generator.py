@@ -435,7 +435,10 @@ def _build_node(scope: _Scope, node: Any) -> None:
         new_shape = layer_shape(node.kind, node.hp, shape)
         out: Any = None
         if node.how == "|=" and node.out is not None:
-            out = IOKey(node.out, shape=[None, *new_shape[1:]]) if node.annotate else node.out
+            # an internal name with its shape declared: a named IOKey is an output unless
+            # expose=False (the reference's rule, docs/reference-api.md)
+            out = (IOKey(node.out, shape=[None, *new_shape[1:]], expose=False)
+                   if node.annotate else node.out)
         if node.kind == "attention":  # query, key and value are the current value
             x = _conn(scope)
             m |= child(query=x, key=x, value=x, **({} if out is None else {"output": out}))

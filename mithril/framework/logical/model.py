@@ -20,12 +20,18 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArgumentTypeError, ModelReuseError, TerminalError
-from .. import types as T
 from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
 from .base import BaseModel, ConnectSpec, home_of
 from .building import Building, apply_iokey, conflict_error_class
 from .connection import Connection, ConnectionAlgebra, Expr, IOKey, advanced_index
+from .constants import (
+    is_constant,
+    is_data_input,
+    kind_of_array,
+    kind_of_scalar,
+    value_repr,
+)
 from .meta import SCALAR, TBD, TENSOR, Initializer, Meta, unify_meta
 from .primitive import Operator
 from .symbols import readable_in
@@ -164,7 +170,7 @@ class Model(BaseModel):
                     raise TerminalError(f"{self.path}: outputs {seen_outputs[id(conn)]!r} and "
                                         f"{name!r} of {type(child).__name__} go to one connection")
                 if conn.meta.root().value is not TBD and conn.producer is None and \
-                        _is_constant(conn, created):
+                        is_constant(conn, created):
                     raise TerminalError(f"{self.path}: output {name!r} of "
                                         f"{type(child).__name__} is connected to a constant")
                 seen_outputs[id(conn)] = name
@@ -548,9 +554,9 @@ class Model(BaseModel):
         if isinstance(value, np.ndarray) or (kind == TENSOR and isinstance(
                 value, bool | int | float | list | tuple)):
             arr = np.asarray(value)
-            conn.meta = Meta.tensor(list(arr.shape), _kind_of_array(arr), value=arr)
+            conn.meta = Meta.tensor(list(arr.shape), kind_of_array(arr), value=arr)
         else:
-            conn.meta = Meta.scalar(_kind_of_scalar(value), value=value)
+            conn.meta = Meta.scalar(kind_of_scalar(value), value=value)
         return conn
 
     def _named_conn(self, name: str, created: list[Connection]) -> Connection:
@@ -713,9 +719,9 @@ class Model(BaseModel):
             if self._cin_fixed is not None:
                 return self._cin_fixed
             for conn in (self.named.get("input"), self._chain_in):
-                if conn is not None and _is_data_input(conn):
+                if conn is not None and is_data_input(conn):
                     return conn
-            return next((c for c in self.conns if _is_data_input(c)), None)
+            return next((c for c in self.conns if is_data_input(c)), None)
         if self._cout_fixed is not None:
             return self._cout_fixed
         named = self.named.get("output")
@@ -788,42 +794,3 @@ class Model(BaseModel):
         meta = self._resolve_terminal(terminal).meta.root()
         meta.init = Initializer(kind, fan_in)
 
-
-def value_repr(value: Any) -> str:
-    if isinstance(value, IOKey):
-        return repr(value)
-    if value is TBD or value is None:
-        return "the new connection"
-    return f"the value {value!r}"
-
-
-def _is_data_input(conn: Connection) -> bool:
-    """An input that may be a canonical input: nothing produces it, it is not a constant and
-    not a parameter."""
-    r = conn.meta.root()
-    return conn.producer is None and r.value is TBD and r.differentiable is not True
-
-
-def _is_constant(conn: Connection, created: list[Connection]) -> bool:
-    return any(c is conn for c in created) or conn.key is None
-
-
-def _kind_of_array(arr: np.ndarray) -> int:
-    if arr.dtype == np.bool_:
-        return T.BOOL
-    if np.issubdtype(arr.dtype, np.integer):
-        return T.INT
-    return T.FLOAT
-
-
-def _kind_of_scalar(value: Any) -> int:
-    if isinstance(value, bool):
-        return T.BOOL
-    if isinstance(value, int):
-        return T.INT
-    if isinstance(value, float):
-        return T.FLOAT
-    if isinstance(value, tuple | list) and value and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return T.INT
-    return T.ANY

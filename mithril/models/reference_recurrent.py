@@ -32,6 +32,16 @@ def _guide_when_sized(cls: Any, input_size: Any = _UNSET, hidden_size: Any = _UN
     return Model.__new__(cls)
 
 
+def _batch_rows(cell: Model, *states: str) -> tuple[Any, list[Any]]:
+    """``(N, [state[:N] ...])``: a variable-length step reads the first ``N`` rows (the
+    rows of ``input``) of each previous state."""
+    n = add_op(cell, "size", input=IOKey("input", type=float, differentiable=False), dim=0)
+    head = add_op(cell, "to_slice", start=None, stop=n, step=None)
+    rows = [add_op(cell, "indexer", index=head,
+                   input=IOKey(name, type=float, differentiable=False)) for name in states]
+    return n, rows
+
+
 class RNNCell(Model):
     """An Elman cell with an output projection, the reference's ``RNNCell()`` (no sizes: they
     come from the shapes of its inputs and parameters)::
@@ -72,10 +82,7 @@ class RNNCell(Model):
         super().__init__(name)
         # built in the order of the reference's terminals: input, prev_hidden, w_ih, w_hh,
         # w_ho, bias_h, bias_o -> hidden, hidden_compl, output
-        n = add_op(self, "size", input=IOKey("input", type=float, differentiable=False), dim=0)
-        head = add_op(self, "to_slice", start=None, stop=n, step=None)
-        prev = add_op(self, "indexer", index=head,
-                      input=IOKey("prev_hidden", type=float, differentiable=False))
+        n, (prev,) = _batch_rows(self, "prev_hidden")
         self |= Linear(use_bias=False)(input="input", weight=param_of("w_ih"), output="_xh")
         self |= Linear(use_bias=False)(input=prev, weight=param_of("w_hh"), output="_hh")
         self |= Linear(use_bias=False)(input=IOKey("hidden", expose=True),
@@ -130,12 +137,7 @@ class LSTMCell(Model):
     def __init__(self, input_size: Any = _UNSET, hidden_size: Any = _UNSET, *args: Any,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name)
-        n = add_op(self, "size", input=IOKey("input", type=float, differentiable=False), dim=0)
-        head = add_op(self, "to_slice", start=None, stop=n, step=None)
-        prev = add_op(self, "indexer", index=head,
-                      input=IOKey("prev_hidden", type=float, differentiable=False))
-        prev_c = add_op(self, "indexer", index=head,
-                        input=IOKey("prev_cell", type=float, differentiable=False))
+        n, (prev, prev_c) = _batch_rows(self, "prev_hidden", "prev_cell")
         x = add_op(self, "concat", n=2, input1="input", input2=prev, axis=-1)
         gates = {}
         for g in ("i", "f", "c", "o"):

@@ -17,35 +17,11 @@ import pytest
 
 import mithril as ml
 from mithril import IOKey
-from mithril.models import Add, Linear, Model, Multiply, Relu, Scan, Sigmoid, Tanh
+from mithril.models import Add, Linear, Model, Relu, Scan, Tanh
 from tests.onnx_harness import assert_close, session
+from tests.test_scan import F, H, elman_body, two_carry_body
 
-F, H = 3, 4
 LENGTHS, BATCHES = (5, 11), (2, 7)
-
-
-def elman_body() -> Model:
-    """h' = tanh(W_ih x + b + W_hh h) (the cell of docs/layers.md)."""
-    cell = Model()
-    cell |= Linear(H)(input=IOKey("x", shape=["N", F]), output="a")
-    cell |= Linear(H, use_bias=False)(input=IOKey("h", shape=["N", H]), output="b")
-    cell |= Add()(left="a", right="b", output="s")
-    cell |= Tanh()(input="s", output=IOKey("h_next"))
-    return cell
-
-
-def two_carry_body() -> Model:
-    """c' = c + tanh(W x); h' = h * sigmoid(c' + U h); y = h' + c'."""
-    cell = Model()
-    cell |= Linear(H)(input=IOKey("x", shape=["N", F]), output="wx")
-    cell |= Tanh()(input="wx", output="g")
-    cell |= Add()(left=IOKey("c", shape=["N", H]), right="g", output=IOKey("c_next", expose=True))
-    cell |= Linear(H, use_bias=False)(input=IOKey("h", shape=["N", H]), output="uh")
-    cell |= Add()(left="c_next", right="uh", output="z")
-    cell |= Sigmoid()(input="z", output="gate")
-    cell |= Multiply()(left="h", right="gate", output=IOKey("h_next", expose=True))
-    cell |= Add()(left="h_next", right="c_next", output=IOKey("y"))
-    return cell
 
 
 def elman(axis: int) -> Model:

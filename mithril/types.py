@@ -92,7 +92,9 @@ class Tensor(np.ndarray):
 
     It is a NumPy array (``Tensor(value)`` copies ``value``; ``dtype=`` an ``ml`` dtype or a
     NumPy one). As a type, ``Tensor`` is any tensor and ``Tensor[float]`` a float one:
-    ``model.set_types(input=Tensor[float])``.
+    ``model.set_types(input=Tensor[float])``. Without a value, ``Tensor()`` (or
+    ``Tensor(shape=[2, "N"])``) is a tensor yet to come, as an element of a tuple value:
+    ``IOKey("x", value=(Tensor(), Tensor()))`` is an input holding a tuple of two tensors.
 
     >>> from mithril.types import Tensor
     >>> Tensor([[1, 2]]).shape, Tensor[float].__args__
@@ -105,8 +107,10 @@ class Tensor(np.ndarray):
     def __new__(cls, value: Any = TBD, shape: Sequence[Any] | None = None, dtype: Any = None,
                 differentiable: builtins.bool = False) -> Tensor:
         if value is TBD:
-            raise ArgumentError("Tensor() needs a value; for a tensor input without one use "
-                                "IOKey(name, type=Tensor) or Tensor[float] as its type")
+            # the reference's ``Tensor()``: a tensor without a value, an element of a tuple
+            # value (``IOKey("x", value=(Tensor(), Tensor()))``, a tuple of tensor inputs)
+            from .framework.logical.sequences import TensorSlot
+            return TensorSlot(shape, dtype)  # type: ignore[return-value]
         if differentiable:
             raise ArgumentError("Tensor(..., differentiable=True): give trainable values as "
                                 "parameters (evaluate's params) instead of as a constant")

@@ -23,6 +23,7 @@ from ..shapes import (
     unify_frags,
 )
 from .meta import SCALAR, TBD, TENSOR, Meta, make_kind, set_kinds, set_value
+from .sequences import apply_value, holds_slots
 from .symbols import readable_in
 
 if TYPE_CHECKING:
@@ -139,7 +140,9 @@ def apply_iokey(meta: Meta, key: IOKey) -> None:
             make_kind(meta.root(), SCALAR)
     elif key.type is not None:
         set_kinds(meta, T.kind_from_type(key.type))
-    if key.value is not TBD:
+    if holds_slots(key.value):  # ``value=(Tensor(), Tensor())``: a tuple of tensor inputs
+        apply_value(meta, key.value)
+    elif key.value is not TBD:
         r = meta.root()
         set_value(r, const_value(r, key.value))
     if key.differentiable is not None:

@@ -69,6 +69,7 @@ class Meta:
     __slots__ = (
         "differentiable",
         "init",
+        "items",
         "kind",
         "kinds",
         "parent",
@@ -89,6 +90,9 @@ class Meta:
         self.value = value
         self.differentiable = differentiable
         self.init = init
+        #: a tuple or list holding tensors (``ToTuple`` of tensors, a tuple input): the metas
+        #: of its elements (see ``logical/sequences.py``); its value stays ``TBD``
+        self.items: tuple[Meta, ...] | list[Meta] | None = None
         self.watchers: dict[Constraint, None] = {}
 
     @classmethod
@@ -119,6 +123,9 @@ class Meta:
         r = self.root()
         if r.kind == TENSOR:
             return f"tensor {r.shape!r}"
+        if r.items is not None:
+            inner = ", ".join(m.describe() for m in r.items)
+            return f"{type(r.items).__name__} ({inner})"
         if r.value is not TBD:
             return f"value {r.value!r}"
         return "scalar" if r.kind == SCALAR else "tensor or number"
@@ -201,6 +208,9 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
             f"type {T.kind_names(ra.kinds)} does not match {T.kind_names(rb.kinds)}")
     if ra.value is not TBD and rb.value is not TBD and not _values_equal(ra.value, rb.value):
         raise ShapeConflict(f"value {ra.value!r} does not match {rb.value!r}")
+    if (ra.items is not None and rb.value is not TBD) or (
+            rb.items is not None and ra.value is not TBD):
+        raise TypeConflict("a tuple or list of tensors cannot be a constant value")
     set_attr(rb, "parent", ra)
     set_attr(ra, "rank", ra.rank + rb.rank)
     schedule(rb.watchers)
@@ -213,6 +223,12 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
         set_attr(ra, "differentiable", rb.differentiable)
     if ra.init is None:
         set_attr(ra, "init", rb.init)
+    if rb.items is not None:
+        if ra.items is None:
+            set_attr(ra, "items", rb.items)
+            schedule(ra.watchers)
+        else:
+            unify_items(ra.items, rb.items)
     added = [w for w in rb.watchers if w not in ra.watchers]
     if added:
         table = ra.watchers
@@ -220,3 +236,12 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
             table[w] = None
         record(lambda: [table.pop(w, None) for w in added])
     return ra
+
+
+def unify_items(a: tuple[Meta, ...] | list[Meta], b: tuple[Meta, ...] | list[Meta]) -> None:
+    """The elements of two tuples (or lists) of tensors are the same terminals, in order."""
+    if type(a) is not type(b) or len(a) != len(b):
+        raise TypeConflict(f"a {type(a).__name__} of {len(a)} cannot be a "
+                           f"{type(b).__name__} of {len(b)}")
+    for x, y in zip(a, b, strict=True):
+        unify_meta(x, y)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import types as T
 from ..logical.meta import SCALAR, TBD, TENSOR, Meta
+from ..logical.sequences import index_items, set_items
 from ..rules import (
     concrete,
     dims_of,
@@ -40,6 +41,11 @@ def _index_items(index: Any) -> tuple[Any, ...]:
 
 
 def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
+    if inp.items is not None:  # a tuple or list of tensors
+        if index.value is TBD:
+            return False
+        index_items(inp, index.value, out)
+        return True
     mode = _scalar_or_tensor_out(out, [inp])
     if mode is None or index.value is TBD:
         return False
@@ -178,17 +184,29 @@ register(OpDef("size", (Term("input", kinds=T.ANY, differentiable=False),
                (Term("output", SCALAR, T.INT),), _size_rule, differentiable=False))
 
 
-def _to_tuple_rule(*metas: Meta) -> bool:
-    *items, out = metas
-    if all(m.value is not TBD for m in items):
-        set_value(out, tuple(m.value for m in items))
-        return True
-    return False
+def _sequence_rule(make: type) -> Any:
+    """``to_tuple`` / ``to_list``: the value when every element is a known scalar; a tuple (or
+    list) of the elements' terminals as soon as one of them is a tensor."""
+
+    def rule(*metas: Meta) -> bool:
+        *items, out = metas
+        if out.items is not None or any(m.kind == TENSOR for m in items):
+            set_items(out, make(items))
+            return True
+        if all(m.value is not TBD for m in items):
+            set_value(out, make(m.value for m in items))
+            return True
+        return False
+
+    return rule
 
 
-register(OpDef("to_tuple", (Term("input", SCALAR, T.ANY),), (Term("output", SCALAR, T.ANY),),
-               _to_tuple_rule, fold=lambda *xs: tuple(xs), expr="({0},)", variadic=True,
-               differentiable=False))
+#: the elements of a tuple or list may be tensors or Python values (decided by what they meet;
+#: an input left undecided at compile time is a Python value)
+SEQUENCE_ITEM = Term("input", None, T.ANY)
+
+register(OpDef("to_tuple", (SEQUENCE_ITEM,), (Term("output", SCALAR, T.ANY),),
+               _sequence_rule(tuple), fold=lambda *xs: tuple(xs), expr="({0},)", variadic=True))
 
 
 def _item_rule(inp: Meta, out: Meta) -> bool:
@@ -273,16 +291,8 @@ register(OpDef("to_slice", (Term("start", SCALAR, T.INT), Term("stop", SCALAR, T
                expr="slice({0}, {1}, {2})", differentiable=False))
 
 
-def _to_list_rule(*metas: Meta) -> bool:
-    *items, out = metas
-    if all(m.value is not TBD for m in items):
-        set_value(out, [m.value for m in items])
-        return True
-    return False
-
-
-register(OpDef("to_list", (Term("input", SCALAR, T.ANY),), (Term("output", SCALAR, T.ANY),),
-               _to_list_rule, fold=lambda *xs: list(xs), variadic=True, differentiable=False))
+register(OpDef("to_list", (SEQUENCE_ITEM,), (Term("output", SCALAR, T.ANY),),
+               _sequence_rule(list), fold=lambda *xs: list(xs), variadic=True))
 
 
 def _tensor_to_list_rule(inp: Meta, out: Meta) -> bool:

@@ -402,6 +402,9 @@ def decide_open_kinds(graph: FlatGraph, model: BaseModel) -> None:
                 if optional and not v.named:
                     make_kind(r, SCALAR)
                     set_value(r, None)
+                elif v.consumers and all(n.op.name in ("to_tuple", "to_list")
+                                         for n in v.consumers):
+                    make_kind(r, SCALAR)  # an element of a tuple: a Python value
                 else:
                     make_kind(r, TENSOR)
     try:

@@ -486,7 +486,7 @@ class Model(BaseModel):
         for name, conn in conns:
             if name is not None and conn.key != name:
                 other = self.named.get(name) or self.interface().get(name)
-                if other is not None and other is not conn:
+                if other is not None and other is not conn and other.key is not None:
                     raise TerminalError(f"{self.path}: the name {name!r} is already taken")
                 if conn.key is not None or id(conn) in named_here:
                     aliases.append((name, conn))

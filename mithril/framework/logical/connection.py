@@ -116,6 +116,9 @@ class ConnectionAlgebra:
         return self._op("shift_right", self, o)
 
     def __getitem__(self, index: Any) -> Any:
+        from .sequences import check_index
+
+        check_index(self, index)
         return self._op("indexer", self, self._index(index))
 
     def _index(self, index: Any) -> Any:

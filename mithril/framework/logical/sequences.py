@@ -31,8 +31,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ...errors import ShapeMismatchError
 from .. import types as T
 from ..shapes import ShapeConflict, TypeConflict, frag_from_template, schedule, set_attr
+from .connection import ConnectionAlgebra, IOKey
 from .meta import SCALAR, TBD, Meta, make_kind, unify_items, unify_meta
 
 
@@ -122,6 +124,30 @@ def index_items(inp: Meta, index: Any, out: Meta) -> None:
         raise ShapeConflict(f"index {index} is out of range for a {type(items).__name__} of "
                             f"{len(items)}")
     unify_meta(out, items[index])
+
+
+def check_index(conn: Any, index: Any) -> None:
+    """``conn[index]`` on a tuple (list) of tensors, checked where it is written: an int in
+    range or a slice, else ``ShapeMismatchError`` naming the connection."""
+    meta = getattr(conn, "meta", None)
+    if meta is not None:
+        items = meta.root().items
+        name = f"{conn.model.path}: {conn.key or conn.model._conn_name(conn)!r}"
+    elif isinstance(conn, IOKey) and holds_slots(conn.value):
+        items, name = conn.value, f"IOKey {conn.name!r}"
+    else:
+        return
+    if items is None or isinstance(index, slice):
+        return
+    kind = f"a {type(items).__name__} of {len(items)} tensors or values"
+    if not isinstance(index, int) or isinstance(index, bool):
+        if isinstance(index, ConnectionAlgebra):
+            raise ShapeMismatchError(f"{name} is {kind}: index it with a constant int or "
+                                     "slice, not a connection")
+        raise ShapeMismatchError(f"{name} is {kind}: index it with an int or a slice, not "
+                                 f"{index!r}")
+    if not -len(items) <= index < len(items):
+        raise ShapeMismatchError(f"{name} is {kind}: index {index} is out of range")
 
 
 def carries_tensors(meta: Meta) -> bool:

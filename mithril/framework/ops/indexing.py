@@ -190,7 +190,8 @@ def _sequence_rule(make: type) -> Any:
 
     def rule(*metas: Meta) -> bool:
         *items, out = metas
-        if out.items is not None or any(m.kind == TENSOR for m in items):
+        if out.items is not None or any(m.kind == TENSOR or m.items is not None
+                                        for m in items):
             set_items(out, make(items))
             return True
         if all(m.value is not TBD for m in items):

@@ -15,6 +15,7 @@ from typing import Any
 
 from ...errors import CompileError
 from ..logical.meta import SCALAR, TENSOR
+from ..logical.sequences import carries_tensors
 from ..types import Dtype
 from .graph import Node, Value
 from .passes import Program
@@ -22,7 +23,37 @@ from .passes import Program
 BUILTINS_USED = {"tuple", "slice", "float", "min", "max", "len", "range", "int", "bool", "print",
                  "__builtins__", "__import__", "exec", "eval", "getattr", "setattr", "open"}
 FUNCTION_ARGS = ("params", "data", "state", "rng", "cache", "output_gradients", "constants",
-                 "rngs", "zeros_like")
+                 "rngs", "zeros_like", "seq_grad_item", "seq_index_grad", "add_seq_grads")
+
+#: the backward pass of tuples (or lists) of tensors (``to_tuple``, indexing such a tuple with a
+#: constant), written into the generated backward when it needs them: a tuple's gradient is a
+#: tuple of its elements' gradients (``None`` for an element without one)
+SEQ_GRAD_HELPERS = '''def seq_grad_item(grad, i, x):
+    d = None if grad is None else grad[i]
+    if d is None and not isinstance(x, tuple | list):
+        return zeros_like(x)
+    return d
+
+
+def seq_index_grad(grad, index, n):
+    out = [None] * n
+    if isinstance(index, slice):
+        for position, d in zip(range(n)[index], grad, strict=True):
+            out[position] = d
+    else:
+        out[index] = grad
+    return tuple(out)
+
+
+def add_seq_grads(x, y):
+    if x is None:
+        return y
+    if y is None:
+        return x
+    if isinstance(x, tuple | list):
+        return tuple(add_seq_grads(a, b) for a, b in zip(x, y, strict=True))
+    return x + y
+'''
 
 
 class Namer:
@@ -133,9 +164,16 @@ class CodeWriter:
         # rolled back (the NumPy backward is generated per set of output-gradient keys)
         self.lits: dict[int, tuple[bool, Any]] = {}
         self.kinds: dict[int, str | None] = {}
+        self.seq_lengths: dict[int, int] = {}  # tuples (lists) holding tensors: their lengths
         for v in _all_values(program):
             self.lits[id(v)] = program.literal(v)
             self.kinds[id(v)] = v.root.kind
+            if v.root.kind != TENSOR and carries_tensors(v.root):
+                self.seq_lengths[id(v)] = len(v.root.items or ())
+
+    def carries_grad(self, v: Value) -> bool:
+        """Can a gradient flow through ``v``: a tensor, or a tuple (list) holding tensors?"""
+        return self.kinds[id(v)] == TENSOR or id(v) in self.seq_lengths
 
     def var(self, v: Value) -> str:
         n = self.names.get(id(v))
@@ -254,10 +292,10 @@ def requires_grad(writer: CodeWriter) -> set[int]:
         if not node.op.differentiable:
             continue
         terms = node.prim.in_terms
-        if any(id(v) in req and t.differentiable and writer.kinds[id(v)] == TENSOR
+        if any(id(v) in req and t.differentiable and writer.carries_grad(v)
                for v, t in zip(node.inputs, terms, strict=True)):
             for o, t in zip(node.outputs, node.op.outputs, strict=True):
-                if t.differentiable and writer.kinds[id(o)] == TENSOR:
+                if t.differentiable and writer.carries_grad(o):
                     req.add(id(o))
     return req
 
@@ -283,6 +321,7 @@ def write_backward(writer: CodeWriter, grad_outputs: list[str]) -> tuple[str, li
             body.append((f"{g} = output_gradients[{key!r}]", set()))
     needed: list[str] = []
     seen_needed: set[str] = set()
+    uses_seq = False
 
     def need(name: str) -> None:
         if name not in seen_needed:
@@ -322,11 +361,20 @@ def write_backward(writer: CodeWriter, grad_outputs: list[str]) -> tuple[str, li
         call_args = ", ".join([grad_arg, out_arg, *args]) + (f", cache={cache}" if cache else "")
         reads = {x for x in [*out_grads, *args, cache,
                              *(writer.var(o) for o in node.outputs)] if x}
-        body.append((f"{res} = {kname}_vjp({call_args})", reads))
+        seq_call = _seq_vjp(writer, node, grad_arg, args, wants)
+        if seq_call is not None:
+            uses_seq = True
+            body.append((f"{res} = {seq_call}", reads))
+        else:
+            body.append((f"{res} = {kname}_vjp({call_args})", reads))
         for i, (v, want) in enumerate(zip(node.inputs, wants, strict=True)):
             if not want:
                 continue
-            if id(v) in gname:
+            if id(v) in gname and id(v) in writer.seq_lengths:
+                g = gname[id(v)]
+                uses_seq = True
+                body.append((f"{g} = add_seq_grads({g}, {res}[{i}])", {g, res}))
+            elif id(v) in gname:
                 g = gname[id(v)]
                 body.append((f"{g} = {g} + {res}[{i}]", {g, res}))
             else:
@@ -360,4 +408,21 @@ def write_backward(writer: CodeWriter, grad_outputs: list[str]) -> tuple[str, li
         if dead:
             lines.append(f"    del {', '.join(dead)}")
     lines.append("    return {" + ", ".join(returns) + "}")
-    return "\n".join(lines) + "\n", needed
+    helpers = SEQ_GRAD_HELPERS + "\n\n" if uses_seq else ""
+    return helpers + "\n".join(lines) + "\n", needed
+
+
+def _seq_vjp(writer: CodeWriter, node: Node, grad: str, args: list[str], wants: list[bool]
+             ) -> str | None:
+    """The backward expression of a node building or indexing a tuple (list) of tensors, or
+    None for any other node: ``to_tuple`` hands each element its part of the tuple's gradient
+    (zeros for a tensor without one), a constant index puts the gradient at its place."""
+    name = node.op.name
+    if name in ("to_tuple", "to_list") and id(node.outputs[0]) in writer.seq_lengths:
+        parts = [f"seq_grad_item({grad}, {i}, {a})" if want else "None"
+                 for i, (a, want) in enumerate(zip(args, wants, strict=True))]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    if name == "indexer" and id(node.inputs[0]) in writer.seq_lengths:
+        n = writer.seq_lengths[id(node.inputs[0])]
+        return f"(seq_index_grad({grad}, {args[1]}, {n}), None)"
+    return None

@@ -8,6 +8,10 @@
 - ``ShiftLeft``/``ShiftRight`` by a negative count give what NumPy's, PyTorch's and XLA's shift
   operators give (0, or -1 for a right shift of a negative number) on every backend; the
   catalogue's decomposition ``left * 2 ** right`` raised on NumPy.
+- ``LeakyRelu`` in each of the reference's spellings (slope 0.01 by default, positional, a
+  terminal between input and output, data) and the guide's ``negative_slope``; the vectors'
+  ``LeakyRelu()`` cases expect a slope of 0.2 and stay failing (the reference's own default
+  is 0.01).
 - The measuring tool itself: how it reads a vector, compares numbers and names failures.
 """
 
@@ -21,9 +25,12 @@ import numpy as np
 import pytest
 
 import mithril as ml
+from mithril import TBD
+from mithril.errors import MithrilError
 from mithril.models import (
     HingeLoss,
     IOKey,
+    LeakyRelu,
     Model,
     PermuteTensor,
     QuadHingeLoss,
@@ -118,6 +125,58 @@ def test_quad_hinge_loss_gradient_is_zero_at_the_kink(backend: tuple[str, str]) 
     out, grads = value_and_grad(QuadHingeLoss(), b, {"input": x}, {"target": t}, np.ones(3))
     np.testing.assert_allclose(out, [0.0, 0.0, 0.25], **tol(dtype))
     np.testing.assert_allclose(grads["input"], [0.0, 0.0, -1.0], **tol(dtype))
+
+
+# ---- LeakyRelu: the reference's row ----
+def _leaky(build: Any, b: Any, x: np.ndarray, data: dict[str, Any], g: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    m = Model()
+    m |= build()
+    pm = ml.compile(m, b, shapes={"x": list(x.shape)}, trainable_keys={"x"}, jit=False)
+    out, grads = pm.evaluate({"x": b.array(x)}, data, output_gradients={"y": b.array(g)})
+    return b.to_numpy(out["y"]), b.to_numpy(grads["x"])
+
+
+LEAKY_SPELLINGS = {
+    # the reference's: slope=0.01 by default, first in the constructor, then a terminal
+    # between input and output once the constructor leaves it TBD
+    "default": (lambda: LeakyRelu()(input="x", output=IOKey("y")), 0.01),
+    "positional": (lambda: LeakyRelu(0.2)(input="x", output=IOKey("y")), 0.2),
+    "slope=": (lambda: LeakyRelu(slope=0.2)(input="x", output=IOKey("y")), 0.2),
+    "connect order": (lambda: LeakyRelu(TBD)("x", 0.2, IOKey("y")), 0.2),
+    "slope as data": (lambda: LeakyRelu(slope=TBD)(input="x", slope="s", output=IOKey("y")),
+                      0.3),
+    # the guide's nn.LeakyReLU spelling
+    "negative_slope=": (lambda: LeakyRelu(negative_slope=0.2)(input="x", output=IOKey("y")),
+                        0.2),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+@pytest.mark.parametrize("spelling", list(LEAKY_SPELLINGS))
+def test_leaky_relu_slope_in_every_reference_spelling(backend: tuple[str, str],
+                                                      spelling: str) -> None:
+    """Values ``x`` / ``slope * x`` and the gradient ``1`` / ``slope``, the slope also at
+    exactly 0 (the reference's NumPy convention, on every backend), against NumPy."""
+    build, slope = LEAKY_SPELLINGS[spelling]
+    b, dtype = make(*backend), backend[1]
+    x = np.array([[-2.0, -0.5, 0.0], [0.25, 3.0, -1e3]])
+    g = RNG.uniform(0.5, 2.0, x.shape)
+    data = {"s": slope} if spelling == "slope as data" else {}
+    out, grad = _leaky(build, b, x, data, g)
+    np.testing.assert_allclose(out, np.where(x > 0, x, slope * x), **tol(dtype))
+    np.testing.assert_allclose(grad, g * np.where(x > 0, 1.0, slope), **tol(dtype))
+
+
+def test_leaky_relu_slope_fixed_by_the_constructor_is_not_reset() -> None:
+    """As in the reference, a slope the constructor set (0.01 by default) is a constant: a
+    different value given when connecting is an error naming the terminal, not ignored."""
+    m = Model()
+    with pytest.raises(MithrilError, match="slope") as err:
+        m |= LeakyRelu()(input="x", slope=0.2, output=IOKey("y"))
+    assert "0.01" in str(err.value) and "0.2" in str(err.value)
+    m |= LeakyRelu()(input="x", slope=0.01, output=IOKey("y"))  # the same value is fine
+    assert m.input_terminals() == ["x"]
 
 
 # ---- shifts by negative counts ----

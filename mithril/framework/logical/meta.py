@@ -208,9 +208,6 @@ def unify_meta(a: Meta, b: Meta) -> Meta:
             f"type {T.kind_names(ra.kinds)} does not match {T.kind_names(rb.kinds)}")
     if ra.value is not TBD and rb.value is not TBD and not _values_equal(ra.value, rb.value):
         raise ShapeConflict(f"value {ra.value!r} does not match {rb.value!r}")
-    if (ra.items is not None and rb.value is not TBD) or (
-            rb.items is not None and ra.value is not TBD):
-        raise TypeConflict("a tuple or list of tensors cannot be a constant value")
     set_attr(rb, "parent", ra)
     set_attr(ra, "rank", ra.rank + rb.rank)
     schedule(rb.watchers)

@@ -35,7 +35,7 @@ from ...errors import ShapeMismatchError
 from .. import types as T
 from ..shapes import ShapeConflict, TypeConflict, frag_from_template, schedule, set_attr
 from .connection import ConnectionAlgebra, IOKey
-from .meta import SCALAR, TBD, Meta, make_kind, unify_items, unify_meta
+from .meta import SCALAR, Meta, make_kind, unify_items, unify_meta
 
 
 class TensorSlot:
@@ -89,8 +89,6 @@ def set_items(meta: Meta, items: Sequence[Meta]) -> None:
         make_kind(r, SCALAR)
     if r.kind != SCALAR:
         raise TypeConflict(f"a {r.kind} cannot be a {type(items).__name__} of tensors")
-    if r.value is not TBD:
-        raise TypeConflict(f"value {r.value!r} cannot be a {type(items).__name__} of tensors")
     roots = type(items)(m.root() for m in items)
     if r.items is None:
         set_attr(r, "items", roots)

@@ -185,19 +185,19 @@ register(OpDef("size", (Term("input", kinds=T.ANY, differentiable=False),
 
 
 def _sequence_rule(make: type) -> Any:
-    """``to_tuple`` / ``to_list``: the value when every element is a known scalar; a tuple (or
-    list) of the elements' terminals as soon as one of them is a tensor."""
+    """``to_tuple`` / ``to_list``: the value when every element is a known scalar; the tuple
+    (or list) of the elements' terminals while one of them is, or may turn out, a tensor."""
 
     def rule(*metas: Meta) -> bool:
         *items, out = metas
-        if out.items is not None or any(m.kind == TENSOR or m.items is not None
+        if out.items is not None or any(m.kind != SCALAR or m.items is not None
                                         for m in items):
+            # elements that are (or may turn out) tensors: the tuple of their terminals
             set_items(out, make(items))
-            return True
-        if all(m.value is not TBD for m in items):
+        if all(m.kind == SCALAR and m.value is not TBD for m in items):
             set_value(out, make(m.value for m in items))
             return True
-        return False
+        return any(m.kind == TENSOR for m in items)  # then it never has a value
 
     return rule
 

@@ -157,8 +157,8 @@ def _type(name: Any) -> Any:
     return {"float": float, "int": int, "bool": bool}.get(name)
 
 
-#: ``--ctor-fallback``: a static key that is a constructor argument here (not a terminal, as it
-#: is in the reference: ``LeakyRelu(slope=...)``) is given to the constructor
+#: ``--ctor-fallback``: a static key that is a constructor argument here (a terminal in the
+#: reference: ``QuantileLoss(quantile=...)``, ``LeakyRelu(slope=...)``) goes to the constructor
 CTOR_FALLBACK = False
 
 
@@ -170,11 +170,12 @@ def _move_ctor_keys(spec: Mapping[str, Any], statics: dict[str, Any]) -> Mapping
         return spec
     try:
         params = inspect.signature(cls).parameters
-        terminals = set(cls().interface())
-    except Exception:  # a class that needs arguments: leave the case as it is
+    except (TypeError, ValueError):  # no signature to read: leave the case as it is
         return spec
+    # also a terminal that the default constructor fixes (LeakyRelu's slope 0.01): it cannot
+    # take a constant any more
     moved = {k: statics.pop(k) for k in list(statics)
-             if k in params and k not in terminals}
+             if k in params and k not in ("input", "target")}
     return {**spec, "args": {**spec.get("args", {}), **moved}} if moved else spec
 
 

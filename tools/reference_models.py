@@ -187,10 +187,11 @@ def build_model(spec: Mapping[str, Any]) -> Any:
     ...                  "connections": {"m1": {"input": "x", "output": "y"}}})
     >>> sorted(m.interface())
     ['x', 'y']
-    >>> build_model({"name": "NoSuchModel"})
-    Traceback (most recent call last):
-    ...
-    reference_models.CaseFailure: mithril.models has no NoSuchModel
+    >>> try:
+    ...     build_model({"name": "NoSuchModel"})
+    ... except CaseFailure as failure:
+    ...     print(failure.category, "|", failure.detail)
+    missing class | mithril.models has no NoSuchModel
     """
     name = spec["name"]
     if name == "Model" and "submodels" in spec:
@@ -528,6 +529,10 @@ def run_case(name: str, case: Mapping[str, Any], backend_name: str, backend: Any
     'pass'
     >>> run_case("t", {**case, "model": {"name": "Nope"}}, "numpy", ml.NumpyBackend()).category
     'missing class'
+    >>> wrong = {**case, "results": {"eval": {"output": [3.0]}, "grad": {"left": [2.0]}}}
+    >>> o = run_case("t", wrong, "numpy", ml.NumpyBackend(dtype=ml.float64))
+    >>> o.category, o.detail
+    ('gradient: output value', 'left: off by 1 (at index (0,): expected 2.0, got 1.0)')
     """
     try:
         RUNNERS[case_kind(case)](case, backend_name, backend)

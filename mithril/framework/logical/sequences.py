@@ -63,7 +63,11 @@ class TensorSlot:
 
 
 def holds_slots(value: Any) -> bool:
-    """Is ``value`` a tuple or list with a tensor slot (``Tensor()``) in it, at any depth?"""
+    """Is ``value`` a tuple or list with a tensor slot (``Tensor()``) in it, at any depth?
+
+    >>> holds_slots((TensorSlot(), 2)), holds_slots((1, 2))
+    (True, False)
+    """
     if isinstance(value, TensorSlot):
         return True
     return isinstance(value, tuple | list) and any(holds_slots(v) for v in value)
@@ -149,7 +153,13 @@ def check_index(conn: Any, index: Any) -> None:
 
 
 def carries_tensors(meta: Meta) -> bool:
-    """Does ``meta`` hold tensors: a tensor, or a tuple or list with tensors in it?"""
+    """Does ``meta`` hold tensors: a tensor, or a tuple or list with tensors in it?
+
+    >>> m = Meta.scalar()
+    >>> set_items(m, (TensorSlot().make_meta(), Meta.scalar(value=3)))
+    >>> carries_tensors(m), m.describe()
+    (True, 'tuple (tensor [(V, ...)], value 3)')
+    """
     r = meta.root()
     if r.kind == "tensor":
         return True

@@ -239,3 +239,20 @@ def test_tuples_of_python_values_are_still_constants() -> None:
     m2 |= Buffer()(input=IOKey("x", shape=[2, 6]), output="xb")
     m2 |= ml.models.Reshape()(input=m2.xb, shape=(m2.xb.shape[0], 3, -1), output=IOKey("y"))
     assert m2.shapes["y"] == [2, 3, 2]
+
+
+def test_to_dict_keeps_a_tuple_input() -> None:
+    child = Model()
+    pair = IOKey("pair", value=(Tensor(), Tensor(), 3))
+    child |= Buffer()(input=pair[1] * pair[2] + pair[0], output=IOKey("y"))
+    child |= ToTuple(n=2)(input1=pair[0], input2=IOKey("z", shape=[2]), output=IOKey("t"))
+    back = Model.from_dict(child.to_dict())
+    pair_meta = back.pair.meta.root()
+    assert pair_meta.items is not None and len(pair_meta.items) == 3
+    b = ml.NumpyBackend(dtype=ml.float64)
+    pms = [ml.compile(mm, b, jit=False) for mm in (child, back)]
+    data = {"pair": (np.array([1.0, 2.0]), np.array([3.0, 4.0]), 3), "z": np.zeros(2)}
+    outs = [pm.evaluate({}, data) for pm in pms]
+    np.testing.assert_array_equal(outs[0]["y"], [10.0, 14.0])
+    np.testing.assert_array_equal(outs[1]["y"], [10.0, 14.0])
+    assert isinstance(outs[1]["t"], tuple) and len(outs[1]["t"]) == 2

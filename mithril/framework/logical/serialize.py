@@ -12,7 +12,9 @@ Document (version 1)::
             "cin": index | null, "cout": index | null, "more_cins": [index, ...]}
     CONN = {"key": name | null, "expose": bool, "value": VALUE (constants only),
             "shape": [int | "symbol" | null | ["V3", "..."]] | null, "kinds": int,
-            "differentiable": bool | null}
+            "differentiable": bool | null,
+            "items": {"type": "tuple" | "list", "elements": [{"tensor": true} | {"value":
+                      VALUE} | {"items": ...}, ...]} (an input holding a tuple of tensors)}
 
 Library layers are stored as their class and constructor arguments; compositions are stored
 structurally, with every connection's current shape (equal symbols mean equal dims), so any
@@ -34,6 +36,7 @@ from ..ops import CATALOGUE
 from ..shapes import Dim, Frag
 from .meta import TBD, TENSOR
 from .model import BaseModel, Connection, IOKey, Model, Operator
+from .sequences import TensorSlot
 
 FORMAT, VERSION = "mithril.model", 1
 
@@ -231,6 +234,8 @@ def _composite_node(model: Model) -> dict[str, Any]:
                                  if meta.kind == TENSOR else None}
         if c.producer is None and meta.value is not TBD and not _holds_symbols(meta.value):
             entry["value"] = encode_value(meta.value)
+        elif c.producer is None and meta.items is not None:
+            entry["items"] = encode_items(meta.items)  # a tuple input (Tensor() slots)
         conns.append(entry)
     children = []
     for child, binding in model.iter_children():
@@ -242,6 +247,42 @@ def _composite_node(model: Model) -> dict[str, Any]:
             "cin": None if cin is None else index.get(id(cin)),
             "cout": None if cout is None else index.get(id(cout)),
             "more_cins": [index[id(c)] for c in model._more_cins if id(c) in index]}
+
+
+def encode_items(items: Any) -> dict[str, Any]:
+    """A tuple (list) input's elements: ``{"tensor": true}`` for a tensor slot, ``{"value":
+    ...}`` for a constant, ``{"items": ...}`` for a nested tuple."""
+    out = []
+    for m in items:
+        r = m.root()
+        if r.kind == TENSOR:
+            out.append({"tensor": True})
+        elif r.items is not None:
+            out.append({"items": encode_items(r.items)})
+        elif r.value is not TBD and not _holds_symbols(r.value):
+            out.append({"value": encode_value(r.value)})
+        else:
+            out.append({})
+    return {"type": type(items).__name__, "elements": out}
+
+
+def decode_items(doc: Any, where: str, depth: int = 0) -> Any:
+    """The tuple value (``Tensor()`` slots, constants) :func:`encode_items` wrote."""
+    _check_depth(depth, where)
+    _expect(isinstance(doc, dict) and doc.get("type") in ("tuple", "list") and isinstance(
+        doc.get("elements"), list), where, "bad 'items' of a tuple input")
+    values: list[Any] = []
+    for e in doc["elements"]:
+        _expect(isinstance(e, dict), where, "bad element of a tuple input")
+        if e.get("tensor") is True:
+            values.append(TensorSlot())
+        elif "items" in e:
+            values.append(decode_items(e["items"], where, depth + 1))
+        elif "value" in e:
+            values.append(decode_value(e["value"], where, depth + 1))
+        else:
+            _expect(False, where, "an element of a tuple input of unknown kind")
+    return tuple(values) if doc["type"] == "tuple" else values
 
 
 def _holds_symbols(v: Any) -> bool:
@@ -364,8 +405,11 @@ def _build_composite(node: dict[str, Any], where: str, depth: int) -> Model:
         if i in made:
             return made[i]
         c = conns[i]
-        if c.get("key") is not None:
+        if c.get("key") is not None and "items" not in c:
             return IOKey(c["key"], expose=bool(c.get("expose")))
+        if "items" in c:
+            return IOKey(c.get("key"), value=decode_items(c["items"], child_where),
+                         expose=bool(c.get("expose")))
         if "value" in c:
             return decode_value(c["value"], child_where, depth)
         if c.get("expose"):

@@ -204,6 +204,30 @@ def test_no_forward_kept_while_tracing_in_users_jax_jit():
         np.asarray(pm.evaluate(params, {"input": x}, state=pm.initial_state_dict)[0]["output"]))
 
 
+def test_jax_pullback_keeps_costly_values_only(monkeypatch):
+    """The JAX forward call keeps the results of convolutions, products and reductions and
+    recomputes the element-wise work between them in the gradient call (pullback.py): far
+    fewer bytes kept than every intermediate, the same gradients."""
+    import jax
+
+    from mithril.framework.physical.pullback import JaxRecorder
+
+    backend = ml.JaxBackend(dtype=ml.float64)
+    x = backend.array(np.random.default_rng(4).standard_normal((4, 3, 32, 32)))
+    found = {}
+    for remat in (JaxRecorder.remat, False):  # the default, then every intermediate kept
+        monkeypatch.setattr(JaxRecorder, "remat", remat)
+        pm = ml.compile(create_conv_net(), backend, shapes={"input": [4, 3, 32, 32]})
+        params = pm.randomize_params(seed=1)
+        logits = pm.evaluate(params, {"input": x})["output"]
+        kept = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(pm._last.token))
+        _, grads = pm.evaluate(params, {"input": x}, {"output": backend.ones_like(logits)})
+        found[remat] = kept, grads, pm.state
+    assert found[True][0] * 2 < found[False][0], (found[True][0], found[False][0])
+    _close(backend, found[True][1], found[False][1])
+    _close(backend, found[True][2], found[False][2])
+
+
 # ---- the fused training step ---------------------------------------------------------------
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_fused_step_equals_guide_loop_and_torch(backend_name):

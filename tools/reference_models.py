@@ -255,9 +255,9 @@ def _connection(value: Any, children: Mapping[str, Any]) -> Any:
         targets = value["connect"]
         if len(targets) != 1:
             raise CaseFailure(
-                "IOKey(connections=...)",
-                f"one connection joining {targets} (the reference's IOKey(connections=...)) "
-                "has no spelling here")
+                "join connections",
+                f"one connection joining {targets}: no spelling here joins existing "
+                "connections of a model into one")
         sub, term = targets[0]
         if sub not in children:
             raise CaseFailure("harness", f"{sub} is not added yet")

@@ -309,6 +309,6 @@ def test_shape_on_a_list_valued_terminal() -> None:
         model |= ToList(n=2)(output=IOKey("out", shape=[2, 3]))
     assert not model.children
     model |= ToList(n=2)(input1="a", input2="b", output="out")
-    with pytest.raises(ml.TypeMismatchError, match="terminal 'out' is scalar"):
+    with pytest.raises(ml.TypeMismatchError, match="terminal 'out' is list .* has no shape"):
         model.set_shapes(out=[2])
     assert model.shapes["out"] is None

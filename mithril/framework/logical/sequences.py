@@ -119,7 +119,7 @@ def index_items(inp: Meta, index: Any, out: Meta) -> None:
     if isinstance(index, slice):
         set_items(out, items[index])
         return
-    if not isinstance(index, int) or isinstance(index, bool):
+    if not isinstance(index, int):
         raise ShapeConflict(f"a {type(items).__name__} of tensors is indexed with an int or a "
                             f"slice, not {index!r}")
     if not -len(items) <= index < len(items):
@@ -142,7 +142,7 @@ def check_index(conn: Any, index: Any) -> None:
     if items is None or isinstance(index, slice):
         return
     kind = f"a {type(items).__name__} of {len(items)} tensors or values"
-    if not isinstance(index, int) or isinstance(index, bool):
+    if not isinstance(index, int):
         if isinstance(index, ConnectionAlgebra):
             raise ShapeMismatchError(f"{name} is {kind}: index it with a constant int or "
                                      "slice, not a connection")

@@ -41,7 +41,7 @@ def _index_items(index: Any) -> tuple[Any, ...]:
 
 
 def _indexer_rule(inp: Meta, index: Meta, out: Meta) -> bool:
-    if inp.items is not None:  # a tuple or list of tensors
+    if inp.items is not None and inp.value is TBD:  # a tuple or list of terminals
         if index.value is TBD:
             return False
         index_items(inp, index.value, out)

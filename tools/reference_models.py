@@ -28,12 +28,17 @@ What is not comparable, and how it is counted:
 
 - ``static_keys_directed_test.json`` lists the keys the reference folds at compile time,
   including its generated names (``output_0``); this package does not list folded keys. A case
-  passes when the model builds and compiles with the given keys as ``constant_keys`` (and
-  evaluates when every other input can be given); the lists are not compared.
+  passes when the model builds and compiles with the given keys as ``constant_keys`` (random
+  values of the given shapes); the lists are not compared.
 - ``discard_keys_directed_test.json``: ``output_keys`` is compared with the compiled model's
   ``output_keys``; the discarded internal keys are not (generated names).
 - ``injected_static_keys`` name internal keys of the reference (``TsnePJoint_0_output``); they
   are passed as constants under that name and fail when no such key exists.
+
+``--ctor-fallback`` gives a static key (or a loss's call argument) that is a terminal in the
+reference but a constructor argument here (``QuantileLoss`` ``quantile``, ``CrossEntropy``
+``robust``, ``LeakyRelu`` ``slope``, ``Softmax`` ``axis``) to the constructor instead, to see
+whether the numbers agree once that naming difference is set aside.
 
 The json files are the reference's test data: they are not part of this repository. Fetch them
 and pass their paths::

@@ -13,6 +13,7 @@ import pytest
 import mithril as ml
 from mithril import IOKey, TerminalError
 from mithril.models import (
+    L2,
     Add,
     Buffer,
     Linear,
@@ -163,6 +164,22 @@ def test_add_loss_with_a_wrong_name_raises_at_build_time() -> None:
     _, p, out = run(tm, {"input": x, "target": t})
     np.testing.assert_allclose(out["final_cost"], np.mean((linear(x, p, "linear.") - t) ** 2),
                                rtol=1e-12)
+
+
+def test_add_regularization_with_a_wrong_name_raises_at_build_time() -> None:
+    net = Model()
+    net |= Linear(2)(input_size=3, input="input", output="output")
+    tm = TrainModel(net)
+    tm.add_loss(SquaredError(), input="output", target="target")
+    with pytest.raises(TerminalError, match=r"no connection 'weight0'; candidates:.*linear.weight"):
+        tm.add_regularization(L2(), 0.5, input="weight0")
+    assert "weight0" not in tm.interface()
+    tm.add_regularization(L2(), 0.5, input="linear.weight")
+    x, t = RNG.standard_normal((6, 3)), RNG.standard_normal((6, 2))
+    _, p, out = run(tm, {"input": x, "target": t})
+    loss = np.mean((linear(x, p, "linear.") - t) ** 2)
+    reg = 0.5 * 0.5 * np.sum(p["linear.weight"] ** 2) / 12   # scaled by the loss's size 6 x 2
+    np.testing.assert_allclose(out["final_cost"], loss + reg, rtol=1e-12)
 
 
 def test_tuples_of_connections_as_terminal_values() -> None:

@@ -106,6 +106,8 @@ class TrainModel(Model):
             raise TerminalError(f"{type(model).__name__} has no terminal {reg_key!r} "
                                 f"(reg_key); terminals: {', '.join(model.interface())}")
         target = terminals.get(reg_key)
+        if isinstance(target, str):  # the regularized value exists: a wrong name raises here
+            self.find_connection(target)
         if isinstance(target, re.Pattern):
             keys = [k for k in self.input_terminals() if target.search(k)
                     and self.interface()[k].meta.root().differentiable]

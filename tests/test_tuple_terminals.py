@@ -256,3 +256,19 @@ def test_to_dict_keeps_a_tuple_input() -> None:
     np.testing.assert_array_equal(outs[0]["y"], [10.0, 14.0])
     np.testing.assert_array_equal(outs[1]["y"], [10.0, 14.0])
     assert isinstance(outs[1]["t"], tuple) and len(outs[1]["t"]) == 2
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_tuple_output_gradient_is_refused_not_ignored(name: str) -> None:
+    """Autograd backends would silently drop a gradient given for a tuple output."""
+    b = make(name)
+    m = Model()
+    m |= ToTuple(n=2)(input1=IOKey("a", shape=[2]), input2=IOKey("c", shape=[3]),
+                      output=IOKey("h"))
+    pm = ml.compile(m, b, trainable_keys={"a", "c"}, jit=False)
+    params = {"a": b.array(np.ones(2)), "c": b.array(np.ones(3))}  # type: ignore[attr-defined]
+    out = pm.evaluate(params)
+    assert isinstance(out["h"], tuple) and [tuple(v.shape) for v in out["h"]] == [(2,), (3,)]
+    with pytest.raises(ml.InputError, match=r"output gradient of 'h' is a tuple.*h\[0\]"):
+        pm.evaluate(params, output_gradients={"h": (b.array(np.ones(2)),  # type: ignore
+                                                    b.array(np.ones(3)))})  # type: ignore

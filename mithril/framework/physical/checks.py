@@ -73,6 +73,11 @@ class InputChecks:
         types, checks = self._array_types, self._output_checks
         for key, g in og.items():
             check = checks.get(key)
+            if check is None and isinstance(g, tuple | list):
+                raise InputError(
+                    f"output gradient of {key!r} is a {type(g).__name__}: gradients of an "
+                    "output holding a tuple (list) of tensors are not taken; expose its "
+                    f"elements as outputs ({key}[0], ...) and give theirs")
             if g is None or check is None:  # None: not differentiated; scalar outputs
                 continue
             if not isinstance(g, types):

@@ -125,7 +125,7 @@ class _ConvNd(Model):
             raise ArgumentError(f"in_channels={in_channels} is not divisible by groups={groups}")
         if out_channels is not None and out_channels % groups:
             raise ArgumentError(f"out_channels={out_channels} is not divisible by groups={groups}")
-        pads = _conv_padding(padding, k, s, d)
+        pads = self._padding_pairs(padding, k, s, d)
         w_in = None if in_channels is None else in_channels // groups
         w = _param("weight", [out_channels, w_in, *k])
         b = _param("bias", [out_channels]) if bias else None
@@ -138,6 +138,12 @@ class _ConvNd(Model):
         self.set_initializer("weight", "kaiming_uniform", fan_in)
         if bias:
             self.set_initializer("bias", "kaiming_uniform", fan_in)
+
+    def _padding_pairs(self, padding: Any, k: tuple[int, ...], s: tuple[int, ...],
+                       d: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        """``(before, after)`` per spatial dim from ``padding`` in PyTorch's forms (the
+        reference's ``Convolution1D``/``Convolution2D`` override it with the reference's)."""
+        return _conv_padding(padding, k, s, d)
 
 
 def _conv_padding(padding: Any, k: tuple[int, ...], s: tuple[int, ...], d: tuple[int, ...]

@@ -21,13 +21,16 @@ from ..framework.logical.meta import TBD
 from ..framework.logical.model import Connection, IOKey, Model
 from ..types import Constant, Tensor
 from . import layers as _layers
+from . import pooling as _pool
 from . import primitives as _p
 from . import reference_numerics as _rn
+from ._build import add_op as _add
 from .reference import add_op
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
            "Split", "ScaledDotProduct", "Embedding", "Sqrt", "Log", "StableReciprocal",
-           "Concat", "Convolution1D", "Convolution2D", "Where"]
+           "Concat", "Convolution1D", "Convolution2D", "Where", "MaxPool1D", "MaxPool2D",
+           "AvgPool2D"]
 
 
 class _Renamed(Model):
@@ -441,6 +444,74 @@ class Concat(Model):
     __call__ = connect
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def reference_padding(layer: str, padding: Any, kernel_size: tuple[int, ...]
+                      ) -> tuple[tuple[int, int], ...]:
+    """The reference's padding forms as ``(before, after)`` per spatial dim.
+
+    One dim (``Convolution1D``, ``MaxPool1D``): an int, ``(left, right)`` or ``(p,)``. Two dims:
+    an int, or two items (rows, then columns), each an int (both sides) or a
+    ``(before, after)`` pair: ``(1, 2)``, ``((top, bottom), (left, right))``, ``((0, 1), 2)``.
+    ``"same"`` / ``"valid"`` in any case: ``kernel_size // 2`` on each side (odd kernels only,
+    as in the reference) / none. A malformed value raises ``ArgumentError`` naming the layer.
+
+    >>> reference_padding("Convolution2D", ((0, 1), 2), (3, 3))
+    ((0, 1), (2, 2))
+    >>> reference_padding("Convolution1D", "SAME", (3,))
+    ((1, 1),)
+    """
+    nd = len(kernel_size)
+    forms = ("an int, (left, right), 'same' or 'valid'" if nd == 1 else
+             "an int, a pair of ints, ((top, bottom), (left, right)), 'same' or 'valid'")
+    bad = ArgumentError(f"{layer}: padding must be {forms} (non-negative ints), got "
+                        f"{padding!r}")
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return ((0, 0),) * nd
+        if mode != "same":
+            raise bad
+        if any(k % 2 == 0 for k in kernel_size):
+            raise ArgumentError(f"{layer}: padding={padding!r} needs an odd kernel_size (the "
+                                f"reference pads kernel_size // 2 on each side), got "
+                                f"kernel_size={kernel_size if nd > 1 else kernel_size[0]!r}")
+        return tuple((k // 2, k // 2) for k in kernel_size)
+    if _is_int(padding):
+        return ((padding, padding),) * nd
+    if not isinstance(padding, tuple | list):
+        raise bad
+    items = tuple(padding)
+    if nd == 1:
+        if len(items) == 1 and _is_int(items[0]):
+            return ((items[0], items[0]),)
+        if len(items) == 2 and all(_is_int(x) for x in items):
+            return ((items[0], items[1]),)
+        raise bad
+    if len(items) != nd:
+        raise bad
+    pairs: list[tuple[int, int]] = []
+    for item in items:
+        if _is_int(item):
+            pairs.append((item, item))
+        elif isinstance(item, tuple | list) and len(item) == 2 and all(_is_int(x) for x in item):
+            pairs.append((item[0], item[1]))
+        else:
+            raise bad
+    return tuple(pairs)
+
+
+class _RefConv:
+    """The reference's padding forms for ``Convolution1D`` / ``Convolution2D`` (the
+    convolution kernels take ``(before, after)`` pairs, so every form goes to them as is)."""
+
+    def _padding_pairs(self, padding: Any, k: tuple[int, ...], s: tuple[int, ...],
+                       d: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        return reference_padding(type(self).__name__, padding, k)
+
+
 def _conv_init(self: Any, kernel_size: Any, out_channels: Any, stride: Any, padding: Any,
                dilation: Any, groups: int, use_bias: bool, name: str | None,
                in_channels: int | None, bias: bool | None, padding_mode: str) -> None:
@@ -449,12 +520,14 @@ def _conv_init(self: Any, kernel_size: Any, out_channels: Any, stride: Any, padd
                              name=name)
 
 
-class Convolution2D(_layers.Conv2d):
+class Convolution2D(_RefConv, _layers.Conv2d):
     """The reference's ``Convolution2D(kernel_size, out_channels, stride, padding, dilation,
     groups, use_bias)``: its positional order (``Convolution2D(7, 64, 4, 3)`` is a 7x7 kernel,
     64 channels, stride 4, padding 3), the input channels taken from the input. The guide's
     ``Conv2d(in_channels, out_channels, kernel_size, ...)`` is the same layer with PyTorch's
-    order; ``in_channels=`` may be given here by keyword.
+    order; ``in_channels=`` may be given here by keyword. ``padding`` takes the reference's
+    forms (:func:`reference_padding`): an int, ``(rows, columns)``,
+    ``((top, bottom), (left, right))``, ``"same"`` / ``"valid"`` in any case.
 
     >>> import mithril as ml
     >>> from mithril.models import Convolution2D
@@ -473,9 +546,10 @@ class Convolution2D(_layers.Conv2d):
                    name, in_channels, bias, padding_mode)
 
 
-class Convolution1D(_layers.Conv1d):
+class Convolution1D(_RefConv, _layers.Conv1d):
     """The reference's ``Convolution1D(kernel_size, out_channels, stride, padding, dilation,
-    groups, use_bias)`` in its positional order (the guide's ``Conv1d`` has PyTorch's).
+    groups, use_bias)`` in its positional order (the guide's ``Conv1d`` has PyTorch's);
+    ``padding`` is an int, ``(left, right)`` or ``"same"`` / ``"valid"`` in any case.
 
     >>> import mithril as ml
     >>> from mithril.models import Convolution1D
@@ -528,3 +602,138 @@ class Where(_Renamed):
         return super().connect(**kwargs)
 
     __call__ = connect
+
+
+class _PaddedPool(Model):
+    """The reference's pooling with explicit zero padding: the input (batched or not) is viewed
+    as ``(M, *spatial)``, zero-padded by ``(before, after)`` per spatial dim, pooled by the
+    unpadded primitive and viewed back. Built by :class:`MaxPool1D`, :class:`MaxPool2D`
+    (any padding) and :class:`AvgPool2D` (padding that the primitive cannot take)."""
+
+    def __init__(self, op: str, nd: int, pads: tuple[tuple[int, int], ...], kernel_size: Any,
+                 stride: Any, dilation: Any, *, name: str | None = None) -> None:
+        super().__init__(name)
+        self._op = op
+        x = _add(self, "buffer", input=IOKey("input", type=float))
+        flat = _add(self, "flatten", input=x, start_dim=0, end_dim=-nd - 1)
+        padded = _add(self, "pad", input=flat, pad_width=((0, 0), *pads))
+        window: dict[str, Any] = {"kernel_size": kernel_size, "stride": stride,
+                                  "padding": (0,) * nd}
+        if op.startswith("max"):
+            window["dilation"] = dilation
+        pooled = _add(self, op, input=padded, **window)
+        _add(self, "reshape", out=IOKey("output"), input=pooled,
+             shape=x.shape[:-nd] + pooled.shape[-nd:])
+        self.set_cin("input")
+        self.set_cout("output")
+
+    @property
+    def class_name(self) -> str:
+        return self._op.replace("_", "")
+
+
+def _pool_args(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], nd: int
+               ) -> tuple[dict[str, Any], tuple[tuple[int, int], ...]]:
+    """The constructor's arguments by name and the padding as ``(before, after)`` pairs."""
+    a = _pool._bound(cls, args, kwargs)
+    label = cls.__name__
+    if a["kernel_size"] is TBD:
+        raise ArgumentError(f"{label} needs kernel_size")
+    k = _pool._ints(a["kernel_size"], nd, f"{label}: kernel_size")
+    return a, reference_padding(label, a["padding"], k)
+
+
+class MaxPool2D(_pool.MaxPool2d):
+    """The reference's ``MaxPool2D(kernel_size, stride=None, padding=(0, 0), dilation=1)``.
+
+    ``padding`` is an int, ``(rows, columns)`` or ``((top, bottom), (left, right))``, and
+    pads with **zeros**, as the reference does (the guide's ``MaxPool2d`` pads with ``-inf``,
+    as PyTorch does). Without padding this is the catalogue's primitive; with padding, a small
+    composite (zero pad, then the unpadded primitive) for batched or unbatched inputs.
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import MaxPool2D
+    >>> pm = ml.compile(MaxPool2D(2, padding=((1, 0), (0, 1))), ml.NumpyBackend(),
+    ...                 shapes={"input": [1, 1, 3, 3]})
+    >>> pm.evaluate({}, {"input": -np.ones((1, 1, 3, 3), np.float32)})["output"].tolist()
+    [[[[0.0, 0.0], [-1.0, 0.0]]]]
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        a, pads = _pool_args(cls, args, kwargs, 2) if args or kwargs else ({}, ((0, 0),) * 2)
+        if any(p for pair in pads for p in pair):
+            return _PaddedPool("max_pool2d", 2, pads, _pool._norm2(a["kernel_size"]),
+                               _pool._norm2(a["stride"]), _pool._norm2(a["dilation"]),
+                               name=a["name"])
+        return _p.Primitive.__new__(cls)
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = (0, 0),
+                 dilation: Any = 1, *, name: str | None = None) -> None:
+        _p.Primitive.__init__(self, kernel_size=_pool._norm2(kernel_size),
+                           stride=_pool._norm2(stride), padding=(0, 0),
+                           dilation=_pool._norm2(dilation), name=name)
+
+
+class MaxPool1D(_pool.MaxPool1d):
+    """The reference's ``MaxPool1D(kernel_size, stride=None, padding=(0, 0), dilation=1)``:
+    ``padding`` is an int or ``(left, right)`` and pads with zeros (see :class:`MaxPool2D`).
+
+    >>> import numpy as np
+    >>> import mithril as ml
+    >>> from mithril.models import MaxPool1D
+    >>> pm = ml.compile(MaxPool1D(2, padding=(0, 1)), ml.NumpyBackend(),
+    ...                 shapes={"input": [1, 1, 5]})
+    >>> x = np.array([[[10.0, 11.0, 10.0, 16.0, 14.0]]], np.float32)
+    >>> pm.evaluate({}, {"input": x})["output"].tolist()
+    [[[11.0, 16.0, 14.0]]]
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        a, pads = _pool_args(cls, args, kwargs, 1) if args or kwargs else ({}, ((0, 0),))
+        if any(p for pair in pads for p in pair):
+            return _PaddedPool("max_pool1d", 1, pads, _pool._norm(a["kernel_size"], 1),
+                               _pool._norm(a["stride"], 1), _pool._norm(a["dilation"], 1),
+                               name=a["name"])
+        return _p.Primitive.__new__(cls)
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = (0, 0),
+                 dilation: Any = 1, *, name: str | None = None) -> None:
+        _p.Primitive.__init__(self, kernel_size=_pool._norm(kernel_size, 1),
+                           stride=_pool._norm(stride, 1), padding=(0,),
+                           dilation=_pool._norm(dilation, 1), name=name)
+
+
+class AvgPool2D(_pool.AvgPool2d):
+    """The reference's ``AvgPool2D(kernel_size, stride=None, padding=(0, 0), dilation=1)``
+    (``dilation`` 1 only): ``padding`` in the forms of :class:`MaxPool2D`; the zero padding
+    counts in the average. Symmetric padding up to half the kernel goes to the catalogue's
+    primitive; other padding builds the zero-pad composite.
+
+    >>> import mithril as ml
+    >>> from mithril.models import AvgPool2D
+    >>> pm = ml.compile(AvgPool2D(2, padding=((0, 1), (1, 0))), ml.NumpyBackend(),
+    ...                 shapes={"input": [1, 2, 4, 4]})
+    >>> pm.shapes["output"]
+    [1, 2, 2, 2]
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        a, pads = _pool_args(cls, args, kwargs, 2) if args or kwargs else ({}, ((0, 0),) * 2)
+        if a and a["dilation"] not in (1, (1, 1), [1, 1]):
+            raise ArgumentError(f"AvgPool2D: only dilation=1 is supported, got "
+                                f"{a['dilation']!r}")
+        k = _pool._ints(a["kernel_size"], 2, "AvgPool2D: kernel_size") if a else (1, 1)
+        if any(lo != hi or 2 * lo > ki for (lo, hi), ki in zip(pads, k, strict=True)):
+            return _PaddedPool("avg_pool2d", 2, pads, _pool._norm2(a["kernel_size"]),
+                               _pool._norm2(a["stride"]), 1, name=a["name"])
+        return _p.Primitive.__new__(cls)
+
+    def __init__(self, kernel_size: Any = TBD, stride: Any = None, padding: Any = (0, 0),
+                 dilation: Any = 1, *, name: str | None = None) -> None:
+        k = (1, 1) if kernel_size is TBD else _pool._ints(kernel_size, 2,
+                                                             "AvgPool2D: kernel_size")
+        pads = reference_padding("AvgPool2D", padding, k)
+        _p.Primitive.__init__(self, kernel_size=_pool._norm2(kernel_size),
+                           stride=_pool._norm2(stride), padding=tuple(lo for lo, _ in pads),
+                           name=name)

@@ -272,3 +272,32 @@ def test_a_tuple_output_gradient_is_refused_not_ignored(name: str) -> None:
     with pytest.raises(ml.InputError, match=r"output gradient of 'h' is a tuple.*h\[0\]"):
         pm.evaluate(params, output_gradients={"h": (b.array(np.ones(2)),  # type: ignore
                                                     b.array(np.ones(3)))})  # type: ignore
+
+
+def test_onnx_exports_the_elements_and_refuses_the_tuple_itself(tmp_path: object) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    import os
+
+    m = Model()
+    m |= ToTuple(n=2)(input1=IOKey("a", shape=[2, 3]), input2=IOKey("b", shape=[2, 5]),
+                      output="h")
+    m |= Linear(4)(input=m.h[1], output=IOKey("y"))
+    b = ml.NumpyBackend(dtype=ml.float32)
+    pm = ml.compile(m, b, jit=False)
+    params = pm.randomize_params()
+    path = ml.export_onnx(m, params, os.path.join(str(tmp_path), "t.onnx"))
+    a, bb = np.ones((2, 3), np.float32), np.arange(10, dtype=np.float32).reshape(2, 5)
+    sess = ort.InferenceSession(path)
+    feed = {i.name: {"a": a, "b": bb}[i.name] for i in sess.get_inputs()}
+    got = sess.run(None, feed)[0]
+    np.testing.assert_allclose(got, pm.evaluate(params, {"a": a, "b": bb})["y"], rtol=1e-6)
+    out = Model()
+    out |= ToTuple(n=2)(input1=IOKey("a", shape=[2]), input2=IOKey("b", shape=[3]),
+                        output=IOKey("h"))
+    with pytest.raises(ml.OnnxExportError, match="output 'h' is a tuple of tensors"):
+        ml.export_onnx(out, {}, os.path.join(str(tmp_path), "u.onnx"))
+    inp = Model()
+    inp |= Buffer()(input=IOKey("pair", value=(Tensor(), Tensor()))[0] * 2.0,
+                    output=IOKey("y"))
+    with pytest.raises(ml.OnnxExportError, match="input 'pair' is a tuple of tensors"):
+        ml.export_onnx(inp, {}, os.path.join(str(tmp_path), "v.onnx"))

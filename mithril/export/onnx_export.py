@@ -35,7 +35,7 @@ from ..framework.shapes import Trail
 from .builder import ONNX_TYPES, GraphBuilder
 from .mapping import UNSUPPORTED, table
 from .naming import Names
-from .walk import Emitter, Lit, SliceRef, TupleRef, elem_type_of_kinds
+from .walk import Emitter, Lit, SliceRef, TensorsRef, TupleRef, elem_type_of_kinds
 from .writer import make_model, value_info, write_atomic
 
 #: opset written when none is asked for: the first with ``Gelu`` (LayerNormalization: 17)
@@ -210,6 +210,10 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
         t = elem_type_of_kinds(v.root.kinds, float_type)
         b.types[key] = t
         ex.refs[id(v)] = key
+        if v.root.items is not None:
+            raise OnnxExportError(f"cannot export to ONNX: input {key!r} is a tuple of "
+                                  "tensors; ONNX inputs are tensors: give its elements as "
+                                  "separate inputs")
         if v.root.kind != "tensor" or _dims(v) is None:
             raise OnnxExportError(f"cannot export to ONNX: the rank of input {key!r} is not "
                                   "known (ONNX inputs have a fixed rank); give it with shapes=")
@@ -229,6 +233,9 @@ def _export_in_trail(model: Model, params: Mapping[str, Any], state: Mapping[str
             name = r.name
         elif isinstance(r, SliceRef):
             raise OnnxExportError(f"cannot export to ONNX: output {key!r} is a slice")
+        elif isinstance(r, TensorsRef):
+            raise OnnxExportError(f"cannot export to ONNX: output {key!r} is a tuple of "
+                                  "tensors; expose its elements as outputs instead")
         else:
             name = r
         name = renamed.get(name, name)

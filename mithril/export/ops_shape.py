@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..framework import types as T
+from ..framework.logical.sequences import carries_tensors
 from ..framework.physical.graph import Node, Value
 from .builder import ONNX_TYPES
 from .mapping import maps
 from .ops_elementwise import promote
-from .walk import FLOATS, INT64, Emitter, Lit, SliceRef, TupleRef, Unsupported
+from .walk import FLOATS, INT64, Emitter, Lit, SliceRef, TensorsRef, TupleRef, Unsupported
 
 BIG = 2**62  # an open slice end; ONNX clamps it to the dim
 
@@ -219,6 +220,11 @@ def _runtime_slice(ex: Emitter, x: str, s: SliceRef, axis: int) -> str:
 def _indexer(ex: Emitter, node: Node) -> Any:
     src, idx_v = node.inputs
     r, idx = ex.ref(src), ex.ref(idx_v)
+    if isinstance(r, TensorsRef):  # an element of a tuple of tensors: that tensor
+        if not isinstance(idx, Lit):
+            raise Unsupported("a tuple of tensors indexed at run time")
+        picked = r.items[idx.value]
+        return TensorsRef(picked) if isinstance(idx.value, slice) else picked
     if isinstance(r, TupleRef):  # a runtime tuple of ints (a shape)
         if isinstance(idx, Lit) and isinstance(idx.value, slice):
             a, b, s = _slice_bounds(idx.value)
@@ -261,7 +267,9 @@ def _size(ex: Emitter, node: Node) -> str:
 @maps("to_tuple", "to_list")
 def _to_tuple(ex: Emitter, node: Node) -> Any:
     refs = [ex.ref(v) for v in node.inputs]
-    if any(isinstance(r, TupleRef | SliceRef) for r in refs):
+    if carries_tensors(node.outputs[0].root):  # a tuple of tensors, read only by indexing
+        return TensorsRef(tuple(refs))
+    if any(isinstance(r, TupleRef | SliceRef | TensorsRef) for r in refs):
         raise Unsupported("a nested tuple known only at run time")
     parts = [as_vector(ex, r, ex.hint("_item")) for r in refs]
     return TupleRef(ex.b.node("Concat", parts, ex.hint(), axis=0))

@@ -45,7 +45,15 @@ class Unsupported(Exception):
     """A node that cannot be exported; the message says why."""
 
 
-Ref = Lit | TupleRef | SliceRef | str
+@dataclass(frozen=True)
+class TensorsRef:
+    """A tuple (list) holding tensors (``ToTuple`` of tensors): its elements' refs; indexing
+    it with a constant picks one, nothing else reads it."""
+
+    items: tuple[Any, ...]
+
+
+Ref = Lit | TupleRef | SliceRef | TensorsRef | str
 
 
 class Emitter:
@@ -93,6 +101,9 @@ class Emitter:
             return r.name
         if isinstance(r, SliceRef):
             raise Unsupported("a slice is used as a tensor")
+        if isinstance(r, TensorsRef):
+            raise Unsupported("a tuple of tensors is used as a tensor (only its elements, "
+                              "indexed with constants, can be exported)")
         return self.const(r.value, like)
 
     def const(self, value: Any, like: int | None = None) -> str:

@@ -355,7 +355,8 @@ class ToTensor(Primitive):
 
 
 class ToTuple(Primitive):
-    """A tuple from ``n`` values."""
+    """A tuple from ``n`` values: Python values (a constant when they are known) or tensors
+    (``h = ToTuple(n=2)(a, b)``; ``h[1]`` is ``b`` itself, its shape and its gradient)."""
 
     op_name = "to_tuple"
 
@@ -477,7 +478,8 @@ class Dtype(Primitive):
 
 
 class ToList(Primitive):
-    """A Python list of ``n`` scalar values (``ToList(n=3)``)."""
+    """A Python list of ``n`` values (``ToList(n=3)``), Python values or tensors, as
+    ``ToTuple``."""
 
     op_name = "to_list"
 

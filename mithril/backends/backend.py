@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError, missing_package
+from ..errors import ArgumentError, ArgumentTypeError, BackendUnavailableError
 from ..framework import types as T
 from .losses import LossMixin
 
@@ -58,6 +58,8 @@ class Backend(LossMixin):
     default_jit = False
     #: the ``mithril.parallel.DeviceMesh`` arrays are split over (JAX and PyTorch only)
     device_mesh: Any = None
+    #: can arrays live on a device mesh (``device_mesh=``)? JAX and PyTorch (``mithril/parallel``)
+    parallel = False
     #: the array types compiled models take as params, inputs, state and output gradients
     #: (``evaluate`` checks each value with one ``isinstance`` against this tuple)
     array_types: tuple[type, ...] = (object,)
@@ -88,7 +90,8 @@ class Backend(LossMixin):
         self.set_seed(0)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(dtype={self.dtype!r}, device={self.device!r})"
+        mesh = "" if self.device_mesh is None else f", device_mesh={self.device_mesh.shape}"
+        return f"{type(self).__name__}(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- framework hooks (each backend implements these) ----
     kernels: ModuleType
@@ -145,14 +148,16 @@ class Backend(LossMixin):
         return self._place(out, device_mesh)
 
     def _place(self, array: Any, device_mesh: Any) -> Any:
-        """Lay out a new array on a device mesh (``device_mesh=`` of the creators).
-
-        JAX and PyTorch implement this (``mithril/parallel``); backends without parallelism
-        accept only ``device_mesh=None``.
-        """
-        if device_mesh is None:
+        """Lay out a new array on a device mesh (``device_mesh=`` of the creators): replicated
+        on the backend's mesh, or split as ``device_mesh`` says (JAX and PyTorch; backends
+        without parallelism accept only ``device_mesh=None``)."""
+        if device_mesh is None and self.device_mesh is None:
             return array
-        raise self._no_device_mesh(device_mesh)
+        if not self.parallel:
+            raise self._no_device_mesh(device_mesh)
+        from ..parallel.compiled import place_created
+
+        return place_created(self, array, device_mesh)
 
     def _no_device_mesh(self, device_mesh: Any) -> BackendUnavailableError:
         """The error for ``device_mesh=`` (at construction or on a creator) on a backend
@@ -319,7 +324,3 @@ def _exact_numpy(arr: np.ndarray) -> np.ndarray:
         if "int" in name:
             return arr.astype(np.int8)
     return arr
-
-
-def missing_framework(backend: str, module: str, extra: str) -> BackendUnavailableError:
-    return missing_package(backend, module, extra)

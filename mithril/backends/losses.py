@@ -8,6 +8,7 @@ mean reduction, class-index or one-hot (probability) targets, and numerically st
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 #: PyTorch's ``BCELoss`` gradient clamps ``p (1 - p)`` at this (its ``EPSILON``, the float32
@@ -44,9 +45,6 @@ class LossMixin:
                 self.kernel_table())
         return ns
 
-    def _is_index_target(self, logits: Any, targets: Any) -> bool:
-        return len(targets.shape) == len(logits.shape) - 1
-
     def _one_hot(self, targets: Any, classes: int, like: Any) -> Any:
         k = self._kernel_namespace
         ids = self.arange(classes)
@@ -54,7 +52,7 @@ class LossMixin:
         return k.cast(hot, self.dtype)
 
     def _target_probs(self, logits: Any, targets: Any) -> Any:
-        if self._is_index_target(logits, targets):
+        if len(targets.shape) == len(logits.shape) - 1:  # class indices
             return self._one_hot(targets, logits.shape[-1], logits)
         return targets
 
@@ -159,14 +157,8 @@ class LossMixin:
 
 
 def _rows(x: Any) -> int:
-    n = 1
-    for d in list(x.shape)[:-1]:
-        n *= int(d)
-    return max(n, 1)
+    return max(math.prod(int(d) for d in list(x.shape)[:-1]), 1)
 
 
 def _size(x: Any) -> int:
-    n = 1
-    for d in list(x.shape):
-        n *= int(d)
-    return max(n, 1)
+    return max(math.prod(int(d) for d in list(x.shape)), 1)

@@ -1,8 +1,10 @@
-"""Which input columns each output of ``polynomial_features`` multiplies (framework-neutral)."""
+"""Framework-neutral helpers of the kernels: ``polynomial_features``' monomials, shapes."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,3 +22,27 @@ def monomial_indices(n_features: int, degree: int) -> np.ndarray:
             for k in range(1, degree + 1)
             for combo in itertools.combinations_with_replacement(range(n_features), k)]
     return np.asarray(rows, dtype=np.int64).reshape(-1, degree)
+
+
+def polynomial(xa: Any, degree: int, take: Callable[[Any, np.ndarray], Any]) -> Any:
+    """``polynomial_features`` in any framework, columns in scikit-learn's
+    ``PolynomialFeatures(include_bias=False)`` order: ``xa`` is the input with a column of ones
+    appended, ``take(xa, columns)`` gathers columns of its last axis.
+
+    >>> polynomial(np.array([[2.0, 3.0, 1.0]]), 2, lambda a, i: a[..., i]).tolist()
+    [[2.0, 3.0, 4.0, 6.0, 9.0]]
+    """
+    idx = monomial_indices(xa.shape[-1] - 1, degree)
+    out = take(xa, idx[:, 0])
+    for k in range(1, degree):
+        out = out * take(xa, idx[:, k])
+    return out
+
+
+def size_tuple(shape: Any) -> tuple[int, ...]:
+    """A random kernel's ``shape``, an int or a sequence of ints, as a tuple.
+
+    >>> size_tuple(3), size_tuple([2, 4])
+    ((3,), (2, 4))
+    """
+    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)

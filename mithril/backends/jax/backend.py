@@ -60,7 +60,7 @@ class JaxBackend(ReferenceHelpers, Backend):
 
     has_jit = True
     default_jit = True  # compile(..., jit=None) wraps generated code in the JIT
-
+    parallel = True
     name = "jax"
     kernels = kernels
     #: NumPy arrays too, as ``jax.numpy`` takes them (``jax.Array`` includes tracers)
@@ -87,10 +87,6 @@ class JaxBackend(ReferenceHelpers, Backend):
             from ...parallel import _jax as parallel_jax
 
             self.device_mesh = parallel_jax.make_mesh(device_mesh, self._jax_device.platform)
-
-    def __repr__(self) -> str:
-        mesh = "" if self.device_mesh is None else f", device_mesh={self.device_mesh.shape}"
-        return f"JaxBackend(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- devices and dtypes ----
     def _check_device(self, device: str) -> str:
@@ -170,14 +166,6 @@ class JaxBackend(ReferenceHelpers, Backend):
         run.__wrapped__ = fn
         run.x64_scoped = fn  # what runs inside the scope
         return run
-
-    def _place(self, array: Any, device_mesh: Any) -> Any:
-        """Replicate ``array`` on the backend's mesh, or split it as ``device_mesh`` says."""
-        if device_mesh is None and self.device_mesh is None:
-            return array
-        from ...parallel.compiled import place_created
-
-        return place_created(self, array, device_mesh)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy copy of ``x`` (a split array is gathered); bfloat16 becomes float32."""

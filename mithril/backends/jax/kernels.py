@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...framework.types import Dtype, as_dtype
-from ..monomials import monomial_indices
+from ..monomials import polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -88,11 +88,6 @@ def _softplus(input: Any) -> Array:
     return jnp.where(x > 20, x, jax.nn.softplus(x))
 
 
-def _linear(input: Array, weight: Array, bias: Array | None) -> Array:
-    out = jnp.matmul(input, jnp.swapaxes(weight, -1, -2))
-    return out if bias is None else out + bias
-
-
 # JAX's own functions where they have the primitive's semantics (the catalogue documents each)
 registry.kernels_from({
     "add": jnp.add, "subtract": jnp.subtract, "multiply": jnp.multiply,
@@ -110,7 +105,7 @@ registry.kernels_from({
         input, nan=nan, posinf=posinf, neginf=neginf),
     "softmax": lambda input, axis=-1: jax.nn.softmax(_to_float(input), axis=axis),
     "log_softmax": lambda input, axis=-1: jax.nn.log_softmax(_to_float(input), axis=axis),
-    "where": jnp.where, "matmul": jnp.matmul, "linear": _linear,
+    "where": jnp.where, "matmul": jnp.matmul,
     "sum": lambda input, axis=None, keepdim=False: jnp.sum(input, axis=axis, keepdims=keepdim),
     "max": lambda input, axis=None, keepdim=False: jnp.max(input, axis=axis, keepdims=keepdim),
     "prod": lambda input, axis=None, keepdim=False: jnp.prod(input, axis=axis,
@@ -124,8 +119,6 @@ registry.kernels_from({
     "pad": lambda input, pad_width: jnp.pad(
         input, tuple((int(lo), int(hi)) for lo, hi in pad_width)),
     "indexer": operator.getitem,  # basic indexing: ints, slices, None, Ellipsis
-    "embedding": lambda input, weight: jnp.take(weight, input, axis=0),
-    "one_hot": lambda input, num_classes: input[..., None] == jnp.arange(num_classes),
     "split_rng": lambda rng, n: list(jax.random.split(rng, n)),
     "cholesky": jnp.linalg.cholesky, "eigvalsh": jnp.linalg.eigvalsh,
     # data-dependent length: cannot run under jax.jit (a jitted model falls back to eager
@@ -239,7 +232,7 @@ def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any 
     return total / math.prod(_tuple(kernel_size, 2))
 
 
-# ---- normalisation and attention --------------------------------------------------------------
+# ---- normalisation ----------------------------------------------------------------------------
 def _batch(input: Any) -> tuple[Array, tuple[int, ...], tuple[int, ...]]:
     """``input`` as floats, its batch-norm axes (all but channel axis 1), the channel shape."""
     x = _to_float(input)
@@ -297,29 +290,6 @@ def batch_norm_inference(input: Array, weight: Array | None, bias: Array | None,
     return _normalize(x, mean_, var_, eps, weight, bias, shape), running_mean, running_var
 
 
-@kernel("scaled_dot_product")
-def scaled_dot_product(query: Array, key: Array, value: Array, attn_mask: Array | None,
-                       is_causal: bool = False, scale: float | None = None) -> Array:
-    """``softmax(q @ k^T * scale + mask) @ v``, as ``F.scaled_dot_product_attention``.
-
-    A boolean ``attn_mask`` marks positions to attend (True); a float mask is added.
-    ``is_causal`` masks the upper triangle; ``scale=None`` is ``1 / sqrt(E)``.
-    """
-    q = _to_float(query)
-    factor = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = jnp.matmul(q, jnp.swapaxes(key, -1, -2)) * factor
-    if is_causal:
-        allowed = jnp.tril(jnp.ones(scores.shape[-2:], dtype=jnp.bool_))
-        scores = jnp.where(allowed, scores, -jnp.inf)
-    if attn_mask is not None:
-        mask = jnp.asarray(attn_mask)
-        if mask.dtype == jnp.bool_:
-            scores = jnp.where(mask, scores, -jnp.inf)
-        else:
-            scores = scores + mask
-    return jnp.matmul(jax.nn.softmax(scores, axis=-1), value)
-
-
 # ---- randomness -------------------------------------------------------------------------------
 @kernel("dropout")
 def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
@@ -334,11 +304,6 @@ def dropout(input: Array, p: float = 0.5, rng: Any = None) -> Array:
 
 
 # ---- reference-catalogue additions ------------------------------------------------------------
-def _size(shape: Any) -> tuple[int, ...]:
-    """A shape given as an int or a sequence of ints, as a tuple."""
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-
-
 @kernel("arange")
 def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> Array:
     """``dtype=None``: int64 for ints, else JAX's default float dtype."""
@@ -354,7 +319,7 @@ def randn(shape: Any, dtype: Any = None, rng: Any = None) -> Array:
     if rng is None:
         raise ValueError("randn needs a JAX PRNG key as its trailing 'rng' argument")
     target = jnp.result_type(float) if dtype is None else native_dtype(dtype)
-    return jax.random.normal(rng, _size(shape), dtype=target)
+    return jax.random.normal(rng, size_tuple(shape), dtype=target)
 
 
 @kernel("randint")
@@ -364,16 +329,13 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
     if rng is None:
         raise ValueError("randint needs a JAX PRNG key as its trailing 'rng' argument")
     target = jnp.int64 if dtype is None else native_dtype(dtype)
-    return jax.random.randint(rng, _size(shape), low, high, dtype=target)
+    return jax.random.randint(rng, size_tuple(shape), low, high, dtype=target)
 
 
-@kernel("polynomial_features")
-def polynomial_features(input: Array, degree: int) -> Array:
-    """Columns in scikit-learn's ``PolynomialFeatures(include_bias=False)`` order."""
+def _with_ones(input: Any) -> Array:
     x = jnp.asarray(input)
-    idx = monomial_indices(x.shape[-1], degree)
-    xa = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
-    out = xa[..., idx[:, 0]]
-    for k in range(1, degree):
-        out = out * xa[..., idx[:, k]]
-    return out
+    return jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
+
+
+registry.kernels_from({"polynomial_features": lambda input, degree: polynomial(
+    _with_ones(input), degree, lambda xa, columns: xa[..., columns])})

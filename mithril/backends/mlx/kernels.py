@@ -25,7 +25,7 @@ import numpy as np
 
 from ...framework.scan import register_scan
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
-from ..monomials import monomial_indices
+from ..monomials import polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -144,8 +144,6 @@ registry.kernels_from({
     "argmax": lambda input, axis=None, keepdim=False: mx.argmax(input, axis, keepdim).astype(
         mx.int64),
     "dtype_of": lambda input: as_dtype(str(input.dtype)),
-    "embedding": lambda input, weight: mx.take(weight, input, axis=0),
-    "one_hot": lambda input, num_classes: mx.expand_dims(input, -1) == mx.arange(num_classes),
 })
 
 
@@ -207,12 +205,6 @@ def cast(input: mx.array, dtype: Any) -> mx.array:
     return input.astype(mx_dtype(dtype))
 
 
-@kernel("linear")
-def linear(input: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
-    out = mx.matmul(input, mx.swapaxes(weight, -1, -2))
-    return out if bias is None else out + bias
-
-
 # ---- shapes, creation, scalar plumbing ----
 @kernel("concat")
 def concat(*args: Any) -> mx.array:
@@ -239,10 +231,6 @@ def _python_kind(value: Any) -> int:
     return kind_of_python(value)
 
 
-def _size(shape: Any) -> tuple[int, ...]:
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-
-
 @kernel("arange")
 def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -> mx.array:
     if dtype is None:  # int64 for ints, else float32
@@ -253,14 +241,14 @@ def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None) -
 @kernel("randn")
 def randn(shape: Any, dtype: Any = None, rng: mx.array | None = None) -> mx.array:
     target = mx.float32 if dtype is None else mx_dtype(dtype)
-    return mx.random.normal(_size(shape), dtype=target, key=rng)
+    return mx.random.normal(size_tuple(shape), dtype=target, key=rng)
 
 
 @kernel("randint")
 def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None,
             rng: mx.array | None = None) -> mx.array:
     target = mx.int64 if dtype is None else mx_dtype(dtype)
-    return mx.random.randint(low, high, _size(shape), dtype=target, key=rng)
+    return mx.random.randint(low, high, size_tuple(shape), dtype=target, key=rng)
 
 
 @kernel("split_rng")
@@ -275,18 +263,12 @@ def unique(input: mx.array) -> mx.array:
     return mx.array(np.unique(np.array(input)), dtype=input.dtype)
 
 
-@kernel("polynomial_features")
-def polynomial_features(input: mx.array, degree: int) -> mx.array:
-    # columns in scikit-learn's PolynomialFeatures(include_bias=False) order
-    columns = monomial_indices(input.shape[-1], degree).astype("int32")
-    xa = mx.concatenate([input, mx.ones_like(input[..., :1])], axis=-1)
-    out = mx.take(xa, mx.array(columns[:, 0]), axis=-1)
-    for k in range(1, degree):
-        out = out * mx.take(xa, mx.array(columns[:, k]), axis=-1)
-    return out
+registry.kernels_from({"polynomial_features": lambda input, degree: polynomial(
+    mx.concatenate([input, mx.ones_like(input[..., :1])], axis=-1), degree,
+    lambda xa, columns: mx.take(xa, mx.array(columns.astype("int32")), axis=-1))})
 
 
-# ---- neural-network kernels: convolution, pooling, batch norm, attention, dropout ----
+# ---- neural-network kernels: convolution, pooling, batch norm, dropout ----
 def _pair(value: Any) -> tuple[int, ...]:
     return (int(value),) * 2 if isinstance(value, int) else tuple(int(v) for v in value)
 
@@ -425,25 +407,6 @@ def batch_norm_inference(input: mx.array, weight: mx.array | None, bias: mx.arra
     if running_var is not None:
         var = mx.reshape(running_var, shape)
     return _normalise(input, mean, var, eps, weight, bias), running_mean, running_var
-
-
-@kernel("scaled_dot_product")
-def scaled_dot_product(query: mx.array, key: mx.array, value: mx.array, attn_mask: mx.array | None,
-                       is_causal: bool = False, scale: float | None = None) -> mx.array:
-    """Attention as PyTorch's ``F.scaled_dot_product_attention``: a boolean ``attn_mask`` marks
-    the positions that may be attended, a float one is added to the scores."""
-    if scale is None:
-        scale = 1.0 / math.sqrt(query.shape[-1])
-    scores = mx.matmul(query, mx.swapaxes(key, -1, -2)) * scale
-    neg_inf = mx.array(-math.inf, scores.dtype)
-    if is_causal:
-        allowed = mx.tril(mx.ones((query.shape[-2], key.shape[-2]), dtype=mx.bool_))
-        scores = mx.where(allowed, scores, neg_inf)
-    if attn_mask is not None and attn_mask.dtype == mx.bool_:
-        scores = mx.where(attn_mask, scores, neg_inf)
-    elif attn_mask is not None:
-        scores = scores + attn_mask
-    return mx.matmul(softmax(scores, -1), value)
 
 
 @kernel("dropout")

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...errors import ArgumentTypeError
 from ...framework import types as _types
-from ..monomials import monomial_indices
+from ..monomials import polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -211,11 +211,6 @@ def arange(start: float = 0, stop: float | None = None, step: float = 1,
     return out.astype(np.int64, copy=False) if out.dtype.kind in "iu" else out
 
 
-def _size(shape: Any) -> tuple[int, ...]:
-    """A shape given as an int or a sequence of ints, as a tuple."""
-    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
-
-
 @kernel("randn")
 def randn(shape: Any, dtype: Any = None,
           rng: np.random.Generator | None = None) -> np.ndarray:
@@ -223,7 +218,7 @@ def randn(shape: Any, dtype: Any = None,
     gen = np.random.default_rng() if rng is None else rng
     dt = np.dtype(np.float64) if dtype is None else _native_dtype(dtype)
     draw = np.float32 if dt == np.float32 else np.float64
-    return gen.standard_normal(_size(shape), dtype=draw).astype(dt, copy=False)
+    return gen.standard_normal(size_tuple(shape), dtype=draw).astype(dt, copy=False)
 
 
 @kernel("randint")
@@ -231,22 +226,15 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
             rng: np.random.Generator | None = None) -> np.ndarray:
     gen = np.random.default_rng() if rng is None else rng
     dt = np.dtype(np.int64) if dtype is None else _native_dtype(dtype)
-    return gen.integers(low, high, _size(shape), dtype=np.int64).astype(dt, copy=False)
+    return gen.integers(low, high, size_tuple(shape), dtype=np.int64).astype(dt, copy=False)
 
 
 def _with_ones(input: np.ndarray) -> np.ndarray:
     return np.concatenate([input, np.ones_like(input[..., :1])], axis=-1)
 
 
-@kernel("polynomial_features")
-def polynomial_features(input: np.ndarray, degree: int) -> np.ndarray:
-    """Columns in scikit-learn's ``PolynomialFeatures(degree, include_bias=False)`` order."""
-    idx = monomial_indices(input.shape[-1], degree)
-    xa = _with_ones(input)
-    out = xa[..., idx[:, 0]]
-    for k in range(1, degree):
-        out = out * xa[..., idx[:, k]]
-    return out
+registry.kernels_from({"polynomial_features": lambda input, degree: polynomial(
+    _with_ones(input), degree, lambda xa, columns: xa[..., columns])})
 
 
 @kernel("split_rng")

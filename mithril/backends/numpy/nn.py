@@ -84,9 +84,7 @@ def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Seque
 
 
 registry.kernels_from({
-    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim)),
-    "one_hot": lambda input, num_classes: input[..., None] == np.arange(num_classes),
-})
+    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim))})
 
 
 # ---- convolution ---------------------------------------------------------------------------------

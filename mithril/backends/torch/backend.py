@@ -36,6 +36,7 @@ class TorchBackend(ReferenceHelpers, Backend):
 
     name = "torch"
     has_jit = True  # torch.compile (off by default)
+    parallel = True
     kernels = kernels
     array_types = (torch.Tensor,)
     array_type_names = "torch.Tensor"
@@ -53,10 +54,6 @@ class TorchBackend(ReferenceHelpers, Backend):
             from ...parallel import _torch as parallel_torch
 
             self.device_mesh = parallel_torch.make_mesh(device_mesh, self.device)
-
-    def __repr__(self) -> str:
-        mesh = "" if self.device_mesh is None else f", device_mesh={self.device_mesh.shape}"
-        return f"TorchBackend(dtype={self.dtype!r}, device={self.device!r}{mesh})"
 
     # ---- framework hooks ----
     def _check_device(self, device: str) -> torch.device:
@@ -91,15 +88,6 @@ class TorchBackend(ReferenceHelpers, Backend):
     def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
         """A tensor on this device holding a copy of ``array``."""
         return torch.tensor(array, device=self.device)
-
-    def _place(self, array: Any, device_mesh: Any) -> Any:
-        """Replicate ``array`` on the backend's mesh (a DTensor), or split it as
-        ``device_mesh`` says."""
-        if device_mesh is None and self.device_mesh is None:
-            return array
-        from ...parallel.compiled import place_created
-
-        return place_created(self, array, device_mesh)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy ``x`` to NumPy (bfloat16 becomes float32, which NumPy lacks).

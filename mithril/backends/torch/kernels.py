@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...framework import types as _types
-from ..monomials import monomial_indices
+from ..monomials import polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -328,11 +328,6 @@ def dropout(input: Tensor, p: float = 0.5, rng: torch.Generator | None = None) -
     return input * keep * (1.0 / (1.0 - p))
 
 
-def _size(shape: Any) -> tuple[int, ...]:
-    """A shape given as an int or a sequence of ints, as a tuple."""
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-
-
 @kernel("arange")
 def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None,
            *, device: torch.device | str | None = None) -> Tensor:
@@ -347,7 +342,7 @@ def arange(start: Any = 0, stop: Any = None, step: Any = 1, dtype: Any = None,
 def randn(shape: Any, dtype: Any = None, rng: torch.Generator | None = None) -> Tensor:
     """Drawn from ``rng``, on its device (``dtype=None``: torch's default float dtype)."""
     target = torch.get_default_dtype() if dtype is None else native_dtype(dtype)
-    return torch.randn(_size(shape), generator=rng, dtype=target,
+    return torch.randn(size_tuple(shape), generator=rng, dtype=target,
                        device=getattr(rng, "device", None))
 
 
@@ -356,16 +351,10 @@ def randint(shape: Any, low: int = 0, high: int | None = None, dtype: Any = None
             rng: torch.Generator | None = None) -> Tensor:
     """Drawn from ``rng``, on its device (``dtype=None``: int64)."""
     target = torch.int64 if dtype is None else native_dtype(dtype)
-    return torch.randint(low, high, _size(shape), generator=rng, dtype=target,
+    return torch.randint(low, high, size_tuple(shape), generator=rng, dtype=target,
                          device=getattr(rng, "device", None))
 
 
-@kernel("polynomial_features")
-def polynomial_features(input: Tensor, degree: int) -> Tensor:
-    """Columns in scikit-learn's ``PolynomialFeatures(include_bias=False)`` order."""
-    idx = torch.from_numpy(monomial_indices(input.shape[-1], degree)).to(input.device)
-    xa = torch.cat([input, torch.ones_like(input[..., :1])], dim=-1)
-    out = xa[..., idx[:, 0]]
-    for k in range(1, degree):
-        out = out * xa[..., idx[:, k]]
-    return out
+registry.kernels_from({"polynomial_features": lambda input, degree: polynomial(
+    torch.cat([input, torch.ones_like(input[..., :1])], dim=-1), degree,
+    lambda xa, columns: xa[..., torch.from_numpy(columns).to(xa.device)])})

@@ -273,7 +273,10 @@ class JaxRecorder(Recorder):
                 chosen = {k: v for k, v in outputs.items() if is_float(v)}
                 return chosen, (outputs, new_state)
 
-            if self.remat:  # keep the costly values, recompute the cheap ones (_save_costly)
+            if self.remat and any(isinstance(v, jax.core.Tracer) for v in diff.values()):
+                # being jitted: keep the costly values, recompute the cheap ones (_save_costly);
+                # not when run eagerly (jit=False, a model jax.jit cannot trace), where
+                # jax.checkpoint would trace the forward pass all the same
                 pulled = jax.checkpoint(pulled, policy=_save_costly, prevent_cse=False)
             chosen, pullback, (outputs, new_state) = jax.vjp(pulled, diff, has_aux=True)
             return outputs, new_state, (pullback, chosen)

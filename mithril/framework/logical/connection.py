@@ -7,7 +7,7 @@ owns the connection (``BaseModel.apply_op``) and return that primitive's output 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ArgumentTypeError
@@ -381,6 +381,17 @@ class Expr(ConnectionAlgebra):
 
     def __repr__(self) -> str:
         return f"Expr({self.op}, {', '.join(repr(a) for a in self.args)})"
+
+
+def built_exprs(value: Any, materialize: Callable[[Expr], Any]) -> Any:
+    """``value`` with its expressions of IOKeys (alone or inside a tuple or list) built by
+    ``materialize`` (the model's), so the terminals they read exist before sibling values
+    naming the same IOKey are resolved (``Reshape()(x, shape=(x.shape[0], -1))``)."""
+    if isinstance(value, Expr):
+        return materialize(value)
+    if isinstance(value, tuple | list) and any(isinstance(v, Expr) for v in value):
+        return type(value)(materialize(v) if isinstance(v, Expr) else v for v in value)
+    return value
 
 
 def index_value(index: Any) -> Any:

@@ -24,7 +24,7 @@ from ..ops import CATALOGUE
 from ..shapes import ShapeConflict
 from .base import BaseModel, ConnectSpec, home_of
 from .building import Building, apply_iokey, conflict_error_class
-from .connection import Connection, ConnectionAlgebra, Expr, IOKey, advanced_index
+from .connection import Connection, ConnectionAlgebra, Expr, IOKey, advanced_index, built_exprs
 from .constants import (
     is_constant,
     is_data_input,
@@ -147,9 +147,8 @@ class Model(BaseModel):
                                         f"{type(child).__name__} onto")
                 given[free[0]] = self._cout
 
-        # expressions of IOKeys first: they commit the terminals they read, which a sibling
-        # value naming the same IOKey then finds (``Reshape()(x, shape=(x.shape[0], -1))``)
-        given = {n: self._built_exprs(v) for n, v in given.items()}
+        # expressions of IOKeys first: a sibling value naming the same IOKey finds their terminal
+        given = {n: built_exprs(v, self.materialize) for n, v in given.items()}
         # resolve every terminal to a connection of this model (new ones only kept on success)
         created: list[Connection] = list(new_conns or [])
         targets: dict[str, Connection] = {}
@@ -561,14 +560,6 @@ class Model(BaseModel):
         else:
             conn.meta = Meta.scalar(kind_of_scalar(value), value=value)
         return conn
-
-    def _built_exprs(self, value: Any) -> Any:
-        """``value`` with its expressions of IOKeys (alone or inside a tuple or list) built."""
-        if isinstance(value, Expr):
-            return self.materialize(value)
-        if isinstance(value, tuple | list) and any(isinstance(v, Expr) for v in value):
-            return type(value)(self.materialize(v) if isinstance(v, Expr) else v for v in value)
-        return value
 
     def _named_conn(self, name: str, created: list[Connection]) -> Connection:
         conn = self.named.get(name)

@@ -275,3 +275,14 @@ def test_set_cin_with_several_inputs_feeds_the_first_free_and_survives_to_dict()
         _, _, out = run(m, {"input": x, "other": o})
         np.testing.assert_allclose(out["output"], np.maximum(o, 0) * np.maximum(x, 0),
                                    rtol=1e-12)
+
+
+def test_a_terminal_fixed_by_a_constructor_is_named_as_such() -> None:
+    from mithril.models import LeakyRelu
+    m = Model()
+    m |= LeakyRelu()(input="input", output="output")
+    with pytest.raises(TerminalError, match=r"no terminal 'slope'.*'slope' of LeakyRelu "
+                                            r"'model.leakyrelu' is fixed to 0.01"):
+        ml.compile(m, B, constant_keys={"slope": 0.2}, shapes={"input": [2]})
+    with pytest.raises(TerminalError, match=r"no terminal 'alpha'; terminals: input, output$"):
+        ml.compile(m, B, constant_keys={"alpha": 0.2}, shapes={"input": [2]})

@@ -12,7 +12,7 @@ from .. import types as T
 from ..shapes import Trail, frag_from_template
 from .building import Building, const_value, guard, shape_list, unify_shape
 from .connection import Connection, ConnectionAlgebra, Expr, IOKey
-from .meta import TENSOR, set_kinds, set_value
+from .meta import TBD, TENSOR, set_kinds, set_value
 from .symbols import derived_names, readable, symbol_names
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class BaseModel:
         if extra is not None:
             return extra
         raise TerminalError(f"model {self.path} has no terminal {key!r}; terminals: "
-                            f"{', '.join(iface) or '(none)'}")
+                            f"{', '.join(iface) or '(none)'}{_fixed_terminal_note(self, key)}")
 
     def set_shapes(self, shapes: Mapping[Any, Any] | None = None, **kw: Any) -> None:
         """Constrain terminal shapes: ``m.set_shapes(input=["N", 3, 32, 32])``.
@@ -378,3 +378,21 @@ class BaseModel:
                     names = symbol_names([(self, "")]) if names is None else names
                     shape[i] = readable(item, names)
         return out
+
+
+def _fixed_terminal_note(model: BaseModel, key: Any) -> str:
+    """Where ``key`` names a terminal of a submodel that holds a fixed value (``LeakyRelu()``'s
+    ``slope``, set by its constructor): a sentence saying so, else ``""``."""
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        for child, binding in getattr(m, "iter_children", lambda: ())():
+            conn = binding.get(key)
+            value = None if conn is None else conn.meta.root().value
+            if conn is not None and value is not TBD:
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                return (f"; {key!r} of {type(child).__name__} {child.path!r} is fixed to "
+                        f"{shown} (by its constructor or a connection), so it is not an input")
+            stack.append(child)
+    return ""
+

@@ -243,3 +243,17 @@ def test_reference_forms_round_trip_through_to_dict():
     xv = RNG.standard_normal(shapes["input"])
     np.testing.assert_allclose(pm1.evaluate(params, {"input": xv})["output"],
                                pm2.evaluate(params, {"input": xv})["output"])
+
+
+def test_guide_pool_with_per_side_pairs_fails_at_build_not_in_the_kernel():
+    # the catalogue's pooling primitives take one int per spatial dim (the kernel contract);
+    # per-side pairs were accepted by the NumPy and JAX kernels and crashed PyTorch's at
+    # evaluate with a raw TypeError
+    from mithril.errors import ShapeMismatchError
+
+    for make in (lambda: MaxPool2d(2, padding=((1, 0), (0, 1))),
+                 lambda: MaxPool1d(2, padding=((0, 1),)),
+                 lambda: AvgPool2d(2, padding=((1, 1), (0, 0)))):
+        with pytest.raises(ShapeMismatchError, match=r"padding must be an int or a tuple") as info:
+            make()  # when the layer is built
+        assert "MaxPool2D" in str(info.value) and "((" in str(info.value)

@@ -231,6 +231,12 @@ def _pool_rule(nd: int, has_dilation: bool) -> Callable[..., bool]:
         k = _pairs(kernel_size.value, nd, "kernel_size")
         s = _pairs(k if stride.value is None else stride.value, nd, "stride")
         p = _pad_pairs(padding.value, nd)
+        if any(isinstance(x, tuple) for x in _pairs(padding.value, nd, "padding")):
+            # the kernel contract: one int per spatial dim (PyTorch's kernels take no more);
+            # the reference's per-side pairs are an explicit pad before the op (MaxPool2D)
+            raise ShapeConflict(f"padding must be an int or a tuple of {nd} ints (one per "
+                                f"spatial dim), got {padding.value!r}; pad unevenly with Pad "
+                                "first, or use the reference's MaxPool1D/MaxPool2D/AvgPool2D")
         d = _pairs(extra[0].value, nd, "dilation") if has_dilation else (1,) * nd
         for i in range(nd):
             if 2 * max(p[i]) > k[i]:

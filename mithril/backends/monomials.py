@@ -1,4 +1,5 @@
-"""Framework-neutral helpers of the kernels: ``polynomial_features``' monomials, shapes."""
+"""Framework-neutral helpers of the kernels: ``polynomial_features``' monomials, shapes and
+window arguments."""
 
 from __future__ import annotations
 
@@ -46,3 +47,23 @@ def size_tuple(shape: Any) -> tuple[int, ...]:
     ((3,), (2, 4))
     """
     return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+
+
+def int_tuple(value: Any, nd: int) -> tuple[int, ...]:
+    """A window argument (stride, dilation, kernel size), an int or ``nd`` ints, as ``nd`` ints.
+
+    >>> int_tuple(2, 2), int_tuple([1, 3], 2)
+    ((2, 2), (1, 3))
+    """
+    return (int(value),) * nd if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
+    """Padding given as an int, ``nd`` ints or ``nd`` ``(lo, hi)`` pairs, as ``nd`` pairs.
+
+    >>> pad_pairs(1, 2), pad_pairs([0, (1, 2)], 2)
+    (((1, 1), (1, 1)), ((0, 0), (1, 2)))
+    """
+    items = (value,) * nd if isinstance(value, int) else tuple(value)
+    return tuple((int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1]))
+                 for p in items)

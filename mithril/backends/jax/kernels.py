@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...framework.types import Dtype, as_dtype
-from ..monomials import polynomial, size_tuple
+from ..monomials import int_tuple, pad_pairs, polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -48,18 +48,6 @@ def _to_float(x: Any) -> Array:
     """``x`` as an inexact array (ints and bools take JAX's default float, as ``jnp.exp``)."""
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
-
-
-def _tuple(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
-    """An int or a sequence of ``nd`` ints as a tuple of ``nd`` ints."""
-    return (value,) * nd if isinstance(value, int) else tuple(int(v) for v in value)
-
-
-def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
-    """Padding given as an int, a tuple of ints or a tuple of ``(lo, hi)`` pairs."""
-    items = (value,) * nd if isinstance(value, int) else tuple(value)
-    return tuple((int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1]))
-                 for p in items)
 
 
 def _channel_shape(ndim: int) -> tuple[int, ...]:
@@ -167,8 +155,8 @@ def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, pad
     x = jnp.asarray(input)
     unbatched = x.ndim == 3
     out = jax.lax.conv_general_dilated(
-        x[None] if unbatched else x, weight, window_strides=_tuple(stride, 2),
-        padding=_pad_pairs(padding, 2), rhs_dilation=_tuple(dilation, 2),
+        x[None] if unbatched else x, weight, window_strides=int_tuple(stride, 2),
+        padding=pad_pairs(padding, 2), rhs_dilation=int_tuple(dilation, 2),
         dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=int(groups))
     if bias is not None:
         out = out + jnp.reshape(bias, _channel_shape(out.ndim))
@@ -178,14 +166,14 @@ def conv2d(input: Array, weight: Array, bias: Array | None, stride: Any = 1, pad
 def _window_args(ndim: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any
                  ) -> dict[str, Any]:
     """``lax.reduce_window`` arguments for pooling the last 2 axes of an ``ndim`` array."""
-    k = _tuple(kernel_size, 2)
-    s = k if stride is None else _tuple(stride, 2)
+    k = int_tuple(kernel_size, 2)
+    s = k if stride is None else int_tuple(stride, 2)
     lead = ndim - 2
     return {
         "window_dimensions": (1,) * lead + k,
         "window_strides": (1,) * lead + s,
-        "padding": ((0, 0),) * lead + _pad_pairs(padding, 2),
-        "window_dilation": (1,) * lead + _tuple(dilation, 2),
+        "padding": ((0, 0),) * lead + pad_pairs(padding, 2),
+        "window_dilation": (1,) * lead + int_tuple(dilation, 2),
     }
 
 
@@ -229,7 +217,7 @@ def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any 
     x = _to_float(input)
     args = _window_args(x.ndim, kernel_size, stride, padding, 1)
     total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, **args)
-    return total / math.prod(_tuple(kernel_size, 2))
+    return total / math.prod(int_tuple(kernel_size, 2))
 
 
 # ---- normalisation ----------------------------------------------------------------------------

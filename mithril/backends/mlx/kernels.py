@@ -25,7 +25,7 @@ import numpy as np
 
 from ...framework.scan import register_scan
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
-from ..monomials import polynomial, size_tuple
+from ..monomials import int_tuple, pad_pairs, polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -269,22 +269,13 @@ registry.kernels_from({"polynomial_features": lambda input, degree: polynomial(
 
 
 # ---- neural-network kernels: convolution, pooling, batch norm, dropout ----
-def _pair(value: Any) -> tuple[int, ...]:
-    return (int(value),) * 2 if isinstance(value, int) else tuple(int(v) for v in value)
-
-
-def _pad_pairs(value: Any) -> tuple[tuple[int, int], ...]:
-    items = (value,) * 2 if isinstance(value, int) else tuple(value)
-    return tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in items)
-
-
 @kernel("conv2d")
 def conv2d(input: mx.array, weight: mx.array, bias: mx.array | None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> mx.array:
     unbatched = input.ndim == 3
     x = mx.transpose(mx.expand_dims(input, 0) if unbatched else input, (0, 2, 3, 1))
     w = mx.transpose(weight, (0, 2, 3, 1))  # channels last
-    s, d, p = _pair(stride), _pair(dilation), _pad_pairs(padding)
+    s, d, p = int_tuple(stride, 2), int_tuple(dilation, 2), pad_pairs(padding, 2)
     if x.dtype == mx.float64 or w.dtype == mx.float64:
         out = _conv_unfold(x, w, s, p, d, groups)
     else:
@@ -332,11 +323,11 @@ def _conv_unfold(x: mx.array, w: mx.array, stride: tuple[int, ...],
 # ---- pooling over the last two axes (any leading dims; floor mode) ----
 def _pool(input: mx.array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
           fill: float | int, reduce: Any) -> mx.array:
-    k = _pair(kernel_size)
-    s = k if stride is None else _pair(stride)
+    k = int_tuple(kernel_size, 2)
+    s = k if stride is None else int_tuple(stride, 2)
     lead = input.ndim - 2
-    x = mx.pad(input, [(0, 0)] * lead + list(_pad_pairs(padding)), constant_values=fill)
-    return reduce(_windows(x, k, s, _pair(dilation), lead), axis=-1)
+    x = mx.pad(input, [(0, 0)] * lead + list(pad_pairs(padding, 2)), constant_values=fill)
+    return reduce(_windows(x, k, s, int_tuple(dilation, 2), lead), axis=-1)
 
 
 @kernel("max_pool2d")

@@ -306,6 +306,55 @@ def test_update_does_not_modify_its_inputs(make, framework):
     assert not old_ids & {id(x) for x in _all_arrays({**new_params, **new_state})}
 
 
+@pytest.mark.parametrize("host_scalars", [True, False], ids=["host-scalars", "in-graph"])
+@pytest.mark.parametrize("make", [lambda: Adam(0.1, weight_decay=0.1),
+                                  lambda: AdamW(0.1, amsgrad=True)], ids=["adam", "adamw"])
+def test_mlx_adam_step_number_from_any_state(make, host_scalars, monkeypatch):
+    """MLX's compiled Adam takes its bias corrections from the step number, kept in Python for
+    the state the last update returned (mithril/optim/compiled.py) and read from any other
+    state: branching from an old state, a rebuilt state and the plain in-graph form (large
+    parameters) all give the step's own update (NumPy float64 reference)."""
+    from mithril.optim import compiled
+
+    if not host_scalars:
+        monkeypatch.setattr(compiled, "MLX_HOST_SCALARS_MAX", 0)
+    grads = least_squares_gradient(INITIAL)
+    reference = [INITIAL]
+    optimizer = make()
+    state = optimizer.init(INITIAL)
+    for _ in range(4):
+        params, state = optimizer.update(reference[-1], grads, state)
+        reference.append(params)
+
+    optimizer = make()
+    mlx_grads = {k: to_framework("mlx", v.astype(np.float32)) for k, v in grads.items()}
+
+    def check(params: Any, state: Any, step: int) -> None:
+        assert int(state["step"].item()) == step
+        for key, expected in reference[step].items():
+            # float32 (the float32 tests' tolerance): a step off by one moves them by ~0.1
+            np.testing.assert_allclose(to_numpy(params[key]), expected, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{key} after step {step}")
+
+    p0 = {k: to_framework("mlx", v.astype(np.float32)) for k, v in INITIAL.items()}
+    s0 = optimizer.init(p0)
+    p1, s1 = optimizer.update(p0, mlx_grads, s0)
+    check(p1, s1, 1)
+    again, s1b = optimizer.update(p0, mlx_grads, s0)  # the old state once more
+    check(again, s1b, 1)
+    p2, s2 = optimizer.update(p1, mlx_grads, s1)  # not the last state returned
+    check(p2, s2, 2)
+    p3, s3 = optimizer.update(p2, mlx_grads, s2)  # the last state returned
+    check(p3, s3, 3)
+    rebuilt = {name: mx.array(3, dtype=mx.int32) if name == "step" else dict(value)
+               for name, value in s3.items()}
+    p4, s4 = optimizer.update(p3, mlx_grads, rebuilt)
+    check(p4, s4, 4)
+    traced = mx.compile(optimizer.update)  # the caller's own mx.compile: no value to read
+    p4c, s4c = traced(p3, mlx_grads, rebuilt)
+    check(p4c, s4c, 4)
+
+
 def test_torch_parameters_that_require_grad_stay_leaves():
     optimizer = Adam(0.1)
     params = {k: torch.tensor(v, requires_grad=True) for k, v in INITIAL.items()}

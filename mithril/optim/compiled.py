@@ -26,7 +26,7 @@ from typing import Any
 
 from . import array_ops as ops
 
-__all__ = ["compiled_update", "settings_key"]
+__all__ = ["MLX_HOST_SCALARS_MAX", "compiled_update", "settings_key"]
 
 _PLAIN = (int, float, bool, str, type(None))
 
@@ -73,7 +73,8 @@ def compiled_update(optimizer: Any, first: Any) -> Callable[..., Any] | None:
     if fn is None:
         if len(cache) > 8:  # settings changed many times: keep the newest few
             cache.clear()
-        fn = cache[key] = _compile(framework, optimizer._update_tree, x64)
+        fn = cache[key] = (_compile_mlx(optimizer) if framework == "mlx" else
+                           _compile(framework, optimizer._update_tree, x64))
     optimizer.__dict__["_fast"] = (cls, first.dtype, fn)
     return fn
 
@@ -94,3 +95,61 @@ def _compile(framework: str, update: Callable[..., Any], x64: bool) -> Callable[
     import mlx.core as mx
 
     return mx.compile(update)
+
+
+#: MLX: the largest parameter (elements) for which the step-dependent scalars are computed in
+#: Python (``_compile_mlx``); larger trees compute them inside the compiled update
+MLX_HOST_SCALARS_MAX = 1 << 15
+
+
+def _compile_mlx(optimizer: Any) -> Callable[..., Any]:
+    """``mx.compile`` of the update; for trees of small parameters the step-dependent scalars
+    (Adam's bias corrections, ``Optimizer._host_coefficients``) are computed in Python and
+    passed in as 0-d arrays.
+
+    MLX runs those few scalar operations (powers, square roots of the step counter) as
+    separate CPU kernels, which costs about as much as the whole fused update of a small tree
+    (measured on MLX 0.32, CPU: 20-30% of a 2-parameter Adam update). With parameters above
+    ``MLX_HOST_SCALARS_MAX`` elements the scalar kernels do not matter, and MLX's fused CPU
+    loop reading 0-d array inputs runs slower than the one computing them (a batch of lazy
+    updates evaluated together: up to 1.35x), so those trees keep the plain compiled update.
+    The step number is read without waiting for the device when the state is the one the
+    last update returned (its value is kept with it); any other state is read once with
+    ``.item()`` (inside the caller's own ``mx.compile``, where it cannot be read, the plain
+    compiled update runs).
+    """
+    import mlx.core as mx
+
+    plain = mx.compile(optimizer._update_tree)
+    if optimizer._host_coefficients(0) is None:
+        return plain
+
+    def update(params: Any, grads: Any, state: Any, coefficients: Any) -> Any:
+        new_params, new_state = optimizer._update_tree(params, grads, state, coefficients)
+        del new_state["step"]  # made in Python below: no integer kernel for it
+        return new_params, new_state
+
+    compiled = mx.compile(update)
+
+    def run(params: Any, grads: Any, state: Any) -> Any:
+        for p in params.values():
+            if p.size > MLX_HOST_SCALARS_MAX:
+                return plain(params, grads, state)
+        counter = state["step"]
+        known = optimizer.__dict__.get("_mlx_step")
+        if known is not None and known[0] is counter:
+            step = known[1]
+        else:
+            try:
+                step = int(counter.item())
+            except ValueError:  # traced by the caller's own mx.compile: no value to read
+                return plain(params, grads, state)
+        like = next(iter(params.values()))
+        coefficients = {name: mx.array(value, dtype=like.dtype)
+                        for name, value in optimizer._host_coefficients(step).items()}
+        new_params, slots = compiled(params, grads, state, coefficients)
+        new_counter = mx.array(step + 1, dtype=counter.dtype)
+        optimizer.__dict__["_mlx_step"] = (new_counter, step + 1)
+        return new_params, {"step": new_counter, **slots}
+
+    return run

@@ -28,6 +28,7 @@ per-parameter buffer (``"exp_avg"``, ``"momentum_buffer"``, ...), so with JAX ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -169,9 +170,11 @@ class Optimizer:
         return self._update_tree(params, grads, tree)
 
     def _update_tree(self, params: Mapping[str, Array], grads: Mapping[str, Array],
-                     state: Mapping[str, Any]) -> tuple[dict[str, Array], dict[str, Any]]:
+                     state: Mapping[str, Any], coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[dict[str, Array], dict[str, Any]]:
         """The update of every parameter (checked arguments; traceable by ``jax.jit`` and
-        ``mx.compile``); PyTorch tensors go through ``torch._foreach_*`` (foreach.py)."""
+        ``mx.compile``); PyTorch tensors go through ``torch._foreach_*`` (foreach.py).
+        ``coefficients``: :meth:`_host_coefficients` of this update as 0-d arrays, or None."""
         slots = self._slot_names()
         first = next(iter(params.values()), None)
         with ops.no_grad(first):
@@ -181,12 +184,14 @@ class Optimizer:
                 new_params, new_slots = foreach.foreach_update(self, params, grads, state,
                                                                slots)
             else:
-                new_params, new_slots = self._update_each(params, grads, state, slots)
+                new_params, new_slots = self._update_each(params, grads, state, slots,
+                                                          coefficients)
             new_step = ops.cast(state["step"] + 1, state["step"])
         return new_params, {"step": new_step, **new_slots}
 
     def _update_each(self, params: Mapping[str, Array], grads: Mapping[str, Array],
-                     state: Mapping[str, Any], slots: tuple[str, ...]
+                     state: Mapping[str, Any], slots: tuple[str, ...],
+                     coefficients: Mapping[str, Array] | None = None
                      ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
         """The rule applied to one array at a time (NumPy; traced on JAX and MLX)."""
         new_params: dict[str, Array] = {}
@@ -195,7 +200,7 @@ class Optimizer:
             step = ops.cast(state["step"], p)
             leaf_slots = {slot: state[slot][key] for slot in slots}
             new_p, leaf_new = self._update_leaf(p, grads[key], leaf_slots, step,
-                                                self._learning_rate_at(step, p))
+                                                self._learning_rate_at(step, p), coefficients)
             new_params[key] = ops.keep_requires_grad(ops.as_array(new_p, p), p)
             for slot in slots:
                 new_slots[slot][key] = ops.as_array(leaf_new[slot], p)
@@ -240,12 +245,25 @@ class Optimizer:
         """The initial value of buffer ``slot`` for parameter ``p`` (zeros)."""
         return ops.zeros_like(p)
 
+    def _host_coefficients(self, step: int) -> dict[str, float] | None:
+        """The step-dependent scalars of update number ``step + 1`` computed in Python, or None
+        (the default: computed inside the update from the step counter).
+
+        MLX's compiled update takes them as 0-d array inputs (mithril/optim/compiled.py):
+        computing them from the step counter on the device costs more than the whole
+        element-wise update of a small tree there. ``_update_leaf`` gets them as
+        ``coefficients`` (same names, 0-d arrays of the parameter's dtype).
+        """
+        return None
+
     def _update_leaf(self, p: Array, g: Array, slots: dict[str, Array], step: Array,
-                     lr: Array | float) -> tuple[Array, dict[str, Array]]:
+                     lr: Array | float, coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[Array, dict[str, Array]]:
         """New value of one parameter and its buffers.
 
         ``step`` is the number of updates done before this one, as a 0-d array of ``p``'s
-        dtype; ``lr`` is the learning rate for this update.
+        dtype; ``lr`` is the learning rate for this update; ``coefficients`` are
+        :meth:`_host_coefficients` for this step when the caller computed them, else None.
         """
         raise NotImplementedError
 
@@ -283,7 +301,8 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _update_leaf(self, p: Array, g: Array, slots: dict[str, Array], step: Array,
-                     lr: Array | float) -> tuple[Array, dict[str, Array]]:
+                     lr: Array | float, coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[Array, dict[str, Array]]:
         if self.weight_decay != 0:
             g = g + self.weight_decay * p
         if self.momentum == 0:
@@ -335,22 +354,35 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
     def _update_leaf(self, p: Array, g: Array, slots: dict[str, Array], step: Array,
-                     lr: Array | float) -> tuple[Array, dict[str, Array]]:
+                     lr: Array | float, coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[Array, dict[str, Array]]:
         if self.weight_decay != 0:
             if self._decoupled_weight_decay:
                 p = p * (1 - lr * self.weight_decay)
             else:
                 g = g + self.weight_decay * p
-        t = step + 1
         m = self.beta1 * slots["exp_avg"] + (1 - self.beta1) * g
         v = self.beta2 * slots["exp_avg_sq"] + (1 - self.beta2) * (g * g)
         new = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:
             v = ops.maximum(slots["max_exp_avg_sq"], v)
             new["max_exp_avg_sq"] = v
-        denom = ops.sqrt(v) / ops.sqrt(1 - self.beta2 ** t) + self.eps
-        step_size = lr / (1 - self.beta1 ** t)
+        if coefficients is None:
+            t = step + 1
+            bias_correction2_sqrt = ops.sqrt(1 - self.beta2 ** t)
+            step_size = lr / (1 - self.beta1 ** t)
+        else:
+            bias_correction2_sqrt = coefficients["bias_correction2_sqrt"]
+            step_size = coefficients["step_size"]
+        denom = ops.sqrt(v) / bias_correction2_sqrt + self.eps
         return p - step_size * m / denom, new
+
+    def _host_coefficients(self, step: int) -> dict[str, float] | None:
+        if callable(self.learning_rate):  # a schedule: evaluated inside the update
+            return None
+        t = step + 1
+        return {"bias_correction2_sqrt": math.sqrt(1 - self.beta2 ** t),
+                "step_size": self.learning_rate / (1 - self.beta1 ** t)}
 
 
 class AdamW(Adam):
@@ -414,7 +446,8 @@ class RMSprop(Optimizer):
                 + (("grad_avg",) if self.centered else ()))
 
     def _update_leaf(self, p: Array, g: Array, slots: dict[str, Array], step: Array,
-                     lr: Array | float) -> tuple[Array, dict[str, Array]]:
+                     lr: Array | float, coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[Array, dict[str, Array]]:
         if self.weight_decay != 0:
             g = g + self.weight_decay * p
         square_avg = self.alpha * slots["square_avg"] + (1 - self.alpha) * (g * g)
@@ -469,7 +502,8 @@ class Adagrad(Optimizer):
         return ops.full_like(p, self.initial_accumulator_value)
 
     def _update_leaf(self, p: Array, g: Array, slots: dict[str, Array], step: Array,
-                     lr: Array | float) -> tuple[Array, dict[str, Array]]:
+                     lr: Array | float, coefficients: Mapping[str, Array] | None = None
+                     ) -> tuple[Array, dict[str, Array]]:
         if self.weight_decay != 0:
             g = g + self.weight_decay * p
         total = slots["sum"] + g * g

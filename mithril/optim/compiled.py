@@ -10,7 +10,9 @@ The compiled function is made at the first ``update`` and kept on the optimizer,
 optimizer's settings (``learning_rate``, betas, ...): assigning a new value to one of them
 compiles again. A schedule object is part of the key by identity; changing the fields of a
 schedule after the first update is not seen (create a new schedule instead). JAX and MLX
-compile again for new parameter shapes or dtypes, as ``jax.jit`` / ``mx.compile`` do.
+compile again for new parameter shapes or dtypes, as ``jax.jit`` / ``mx.compile`` do. On MLX,
+Adam's step-dependent scalars are computed in Python for trees of small parameters
+(``_compile_mlx``).
 
 >>> import numpy as np
 >>> from mithril.optim import Adam
@@ -74,27 +76,24 @@ def compiled_update(optimizer: Any, first: Any) -> Callable[..., Any] | None:
         if len(cache) > 8:  # settings changed many times: keep the newest few
             cache.clear()
         fn = cache[key] = (_compile_mlx(optimizer) if framework == "mlx" else
-                           _compile(framework, optimizer._update_tree, x64))
+                           _compile_jax(optimizer._update_tree, x64))
     optimizer.__dict__["_fast"] = (cls, first.dtype, fn)
     return fn
 
 
-def _compile(framework: str, update: Callable[..., Any], x64: bool) -> Callable[..., Any]:
-    if framework == "jax":
-        import jax
+def _compile_jax(update: Callable[..., Any], x64: bool) -> Callable[..., Any]:
+    """``jax.jit`` of the update (float64 arrays: traced and run inside ``jax.enable_x64``)."""
+    import jax
 
-        jitted = jax.jit(update)
-        if not x64:
-            return jitted
+    jitted = jax.jit(update)
+    if not x64:
+        return jitted
 
-        def run_x64(params: Any, grads: Any, state: Any) -> Any:
-            with jax.enable_x64(True):  # traced and run in float64, whatever the user's setting
-                return jitted(params, grads, state)
+    def run_x64(params: Any, grads: Any, state: Any) -> Any:
+        with jax.enable_x64(True):  # traced and run in float64, whatever the user's setting
+            return jitted(params, grads, state)
 
-        return run_x64
-    import mlx.core as mx
-
-    return mx.compile(update)
+    return run_x64
 
 
 #: MLX: the largest parameter (elements) for which the step-dependent scalars are computed in

@@ -506,8 +506,10 @@ def _scaled_dot_product(k: Any, query: Any, key: Any, value: Any, attn_mask: Any
 
 derive({"conv1d": _conv1d, "max_pool1d": _max_pool1d, "layer_norm": _layer_norm,
         "group_norm": _group_norm})
-# Derived, but every backend keeps its own kernels: fused framework calls (cuDNN / SDPA /
-# a gather), measurably faster than the composed kernels in the training benchmarks.
+# Derived. Every backend keeps its own batch_norm (a fused framework call, measurably faster in
+# the training benchmarks); PyTorch also keeps its fused SDPA / gather / one_hot calls. NumPy,
+# JAX and MLX run scaled_dot_product, embedding and one_hot from these decompositions (the same
+# framework calls, bitwise equal results).
 derive({
     "batch_norm": _batch_norm,
     "embedding": lambda k, input, weight: k.indexer(weight, input),

@@ -8,8 +8,9 @@ there are the inference variants ``batch_norm_inference`` / ``dropout_inference`
 and training variants ``<op>_fwd(*inputs) -> (output, cache)`` whose cache the matching VJP in
 ``vjps.py`` reuses: ``conv2d_fwd`` (the im2col matrix ``(groups, C/groups * kh * kw, N * L)``),
 ``max_pool2d_fwd`` (per kernel offset, the mask of the windows whose first maximum sits there),
-``batch_norm_fwd`` (``(normalised input, 1/std)``), ``dropout_fwd`` (the scaled keep mask),
-``eigvalsh_fwd`` (the eigenvectors) and the recurrent layers' ``<mode>_fwd`` (``loops.py``).
+``batch_norm_fwd`` (``(normalised input, 1/std)``), ``scaled_dot_product_fwd`` (the attention
+probabilities), ``dropout_fwd`` (the scaled keep mask), ``eigvalsh_fwd`` (the eigenvectors) and
+the recurrent layers' ``<mode>_fwd`` (``loops.py``).
 
 Kernels never modify their inputs; they may return views of them (``reshape``, ``transpose``,
 ``broadcast_to``, ...), so callers must treat results as read-only.

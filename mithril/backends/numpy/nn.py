@@ -1,5 +1,5 @@
 """NumPy kernels of the neural-network primitives: padding, convolution, pooling, batch norm,
-dropout (registered in ``kernels.registry``).
+embedding, attention, dropout (registered in ``kernels.registry``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .kernels import _float_dtype, _output_of, kernel, registry
+from .kernels import _float_dtype, _output_of, kernel, registry, softmax
 
 
 # ---- window geometry over the last nd dims (any leading dims) ------------------------------------
@@ -84,7 +84,9 @@ def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Seque
 
 
 registry.kernels_from({
-    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim))})
+    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim)),
+    "embedding": lambda input, weight: weight[input],
+})
 
 
 # ---- convolution ---------------------------------------------------------------------------------
@@ -312,7 +314,25 @@ def batch_norm_inference(input: np.ndarray, weight: np.ndarray | None = None,
     return _affine(xhat, weight, bias, shape), running_mean, running_var
 
 
-# ---- dropout -------------------------------------------------------------------------------------
+# ---- attention, dropout --------------------------------------------------------------------------
+@kernel("scaled_dot_product", mode="with_cache")
+def scaled_dot_product_fwd(query: np.ndarray, key: np.ndarray, value: np.ndarray,
+                           attn_mask: np.ndarray | None = None, is_causal: bool = False,
+                           scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's ``scaled_dot_product_attention`` and the attention probabilities (the cache)."""
+    s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = np.matmul(query, np.swapaxes(key, -1, -2)) * s
+    if is_causal:
+        scores = np.where(np.tri(*scores.shape[-2:], dtype=bool), scores, -np.inf)
+    if attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = np.where(attn_mask, scores, -np.inf)
+        else:
+            scores = scores + attn_mask
+    probs = softmax(scores, -1)
+    return np.matmul(probs, value), probs
+
+
 @kernel("dropout", mode="with_cache")
 def dropout_fwd(input: np.ndarray, p: float = 0.5,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +352,6 @@ registry.kernels_from({
     "max_pool2d": lambda input, kernel_size, stride=None, padding=0, dilation=1: max_pool2d_fwd(
         input, kernel_size, stride, padding, dilation, False)[0],
     "conv2d": _output_of(conv2d_fwd), "batch_norm": _output_of(batch_norm_fwd),
-    "dropout": _output_of(dropout_fwd),
+    "scaled_dot_product": _output_of(scaled_dot_product_fwd), "dropout": _output_of(dropout_fwd),
 })
 registry.kernels_from({"dropout": lambda input, p=0.5, rng=None: input}, mode="inference")

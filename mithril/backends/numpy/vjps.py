@@ -92,6 +92,12 @@ def _mT(x: np.ndarray) -> np.ndarray:
     return np.swapaxes(x, -1, -2)
 
 
+def _embedding_grad(g: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    dw = np.zeros(w.shape, w.dtype)
+    np.add.at(dw, np.ravel(x), np.reshape(g, (-1, *w.shape[1:])))
+    return dw
+
+
 def _max_vjp(g: np.ndarray, y: np.ndarray, x: np.ndarray, axis: Any = None,
              keepdim: bool = False, cache: Any = None) -> tuple[Grad, None, None]:
     """Ties share the gradient evenly (as PyTorch's ``amax``)."""
@@ -145,6 +151,8 @@ registry.vjps_from({
     "broadcast_to": lambda g, y, x, shape=None, cache=None: (_grad(x, g), None),
     "pad": lambda g, y, x, pad_width=None, cache=None: (_grad(x, _nn._crop_last(
         np.asarray(g), _nn._pad_pairs(pad_width, x.ndim), x.shape)), None),
+    # repeated indices add up
+    "embedding": lambda g, y, x, w, cache=None: (None, _embedding_grad(g, x, w)),
 })
 
 
@@ -381,7 +389,7 @@ def avg_pool2d_vjp(grad: np.ndarray, output: Any, input: np.ndarray, kernel_size
     return _grad(input, _unpool(g, input, geometry, None)), None, None, None
 
 
-# ---- batch norm, dropout -------------------------------------------------------------------------
+# ---- batch norm, attention, dropout --------------------------------------------------------------
 @vjp("batch_norm")
 def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
@@ -404,6 +412,22 @@ def batch_norm_vjp(grad: tuple[Any, ...], output: Any, input: np.ndarray,
     dx -= xhat * (scale * dw / n).reshape(shape)
     dx -= (scale * db / n).reshape(shape)
     return (_grad(input, dx), _grad(weight, dw), _grad(bias, db), None, None, None, None)
+
+
+@vjp("scaled_dot_product")
+def scaled_dot_product_vjp(grad: np.ndarray, output: Any, query: np.ndarray, key: np.ndarray,
+                           value: np.ndarray, attn_mask: Any = None, is_causal: bool = False,
+                           scale: float | None = None, cache: Any = None) -> tuple[Grad, ...]:
+    probs = cache
+    if probs is None:
+        probs = _nn.scaled_dot_product_fwd(query, key, value, attn_mask, is_causal, scale)[1]
+    s = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    d_value = np.matmul(_mT(probs), grad)
+    d_probs = np.matmul(grad, _mT(value))
+    d_scores = probs * (d_probs - np.sum(d_probs * probs, axis=-1, keepdims=True))
+    d_query = np.matmul(d_scores, key) * s
+    d_key = np.matmul(_mT(d_scores), query) * s
+    return (_grad(query, d_query), _grad(key, d_key), _grad(value, d_value), None, None, None)
 
 
 @vjp("dropout")

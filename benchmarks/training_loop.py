@@ -10,7 +10,12 @@ Times are CPU time of this process (``time.process_time``), best of several runs
 - ``ml.Adam.update`` (and AdamW, SGD with momentum, RMSprop, Adagrad) on JAX and MLX against
   one jitted optax update of the same tree (small: 2 parameters; large: 8 parameters of 256k
   floats), interleaved, best of each; and MLX's Adam against Adam written by hand in MLX
-  (one ``mx.compile``), the floor on that framework.
+  (one ``mx.compile``), the floor on that framework. On a CPU the MLX rows measure MLX's
+  kernels more than ours: our update runs at that floor (Adam's step scalars are computed in
+  Python for small trees, so it is below it there), SGD with momentum (no square root, no
+  division) matches optax on the large tree, and the rules with a square root and a division
+  per element (Adam, RMSprop, Adagrad) take about twice optax's time there, in MLX's fused CPU
+  loop itself (MLX 0.32).
 
     python -m benchmarks.training_loop
 """

@@ -333,14 +333,14 @@ CASES: dict[str, Case] = {
                 lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.Tanh(),
                                       nn.Linear(5, 3)),
                 _x((3, 4)),
-                names={"linear.weight": "0.weight", "linear.bias": "0.bias",
-                       "linear_1.weight": "2.weight", "linear_1.bias": "2.bias",
-                       "linear_2.weight": "4.weight", "linear_2.bias": "4.bias"}),
+                names={"weight0": "0.weight", "bias0": "0.bias",
+                       "weight1": "2.weight", "bias1": "2.bias",
+                       "weight2": "4.weight", "bias2": "4.bias"}),
     "mlp_no_bias_last_act": Case(
         lambda: MLP([Sigmoid(), Relu()], [5, 2], use_bias=False),
         lambda: nn.Sequential(nn.Linear(3, 5, bias=False), nn.Sigmoid(),
                               nn.Linear(5, 2, bias=False), nn.ReLU()),
-        _x((4, 3)), names={"linear.weight": "0.weight", "linear_1.weight": "2.weight"}),
+        _x((4, 3)), names={"weight0": "0.weight", "weight1": "2.weight"}),
 }
 
 

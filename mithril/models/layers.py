@@ -628,26 +628,41 @@ class Embedding(Model):
 
 
 class MLP(Model):
-    """A stack of ``Linear`` layers, each followed by its activation (``None``: none).
+    """A stack of ``Linear`` layers, each followed by its activation — the reference's ``MLP``.
 
-    ``MLP(activations, dimensions, *, input_size=None, use_bias=True)``: ``dimensions[i]`` is
-    the output size of the i-th ``Linear`` and ``activations[i]`` (a fresh model instance such
-    as ``Relu()``, or ``None``) follows it; both lists have one entry per layer. The layers are
-    children named ``linear``, ``linear_1``, ... (parameter keys ``linear.weight``, ...) and
-    the activations after their class (``relu``, ``relu_1``, ...). This is
+    ``MLP(activations, dimensions, input_name_templates=None, input=TBD, *, input_size=None,
+    use_bias=True, name=None, **weights_biases)``: ``dimensions[i]`` is the output size of the
+    i-th layer and ``activations[i]`` (a fresh model instance such as ``Relu()``; ``Buffer()``
+    or ``None`` for none) follows it; both lists have one entry per layer. This is
     ``nn.Sequential(nn.Linear(in, d0), act0, nn.Linear(d0, d1), act1, ...)``.
 
+    Terminals, in order: ``input``, then per layer ``weight{i}`` (``[dimensions[i], in]``, as
+    ``nn.Linear.weight``) and ``bias{i}`` (``[dimensions[i]]``; none when ``use_bias=False``),
+    then ``output``. ``input_name_templates`` renames the parameters: a dict with the keys
+    ``"weight"`` and/or ``"bias"`` whose values replace the prefixes, so
+    ``input_name_templates={"weight": "w", "bias": "b"}`` gives ``w0, b0, w1, b1, ...``.
+    ``weights_biases`` gives parameters by those names: a value (array, ``ml.Tensor``) makes
+    the parameter a constant of the model. ``input=`` does the same for ``input``.
+    ``input_size`` (this package's) fixes the input size of the first layer.
+
+    Connecting: ``mlp(input, output, **weights_biases)`` — positionally ``input`` then
+    ``output``, parameters by keyword (``mlp(input="x", weight0="w")``).
+
     >>> import mithril as ml
-    >>> from mithril.models import MLP, Relu
-    >>> mlp = MLP(activations=[Relu(), Relu(), None], dimensions=[64, 64, 10], input_size=32)
+    >>> from mithril.models import MLP, Buffer, Relu
+    >>> mlp = MLP(activations=[Relu(), Relu(), Buffer()], dimensions=[64, 64, 10], input_size=32)
     >>> pm = ml.compile(mlp, ml.NumpyBackend(), shapes={"input": [8, 32]})
-    >>> pm.shapes["output"], pm.shapes["linear_2.weight"]
-    ([8, 10], [10, 64])
+    >>> pm.shapes["output"], pm.shapes["weight2"], pm.shapes["bias0"]
+    ([8, 10], [10, 64], [64])
+    >>> named = MLP([Relu(), None], [4, 2], input_name_templates={"weight": "w", "bias": "b"})
+    >>> [k for k in named.interface() if k not in ("input", "output")]
+    ['w0', 'b0', 'w1', 'b1']
     """
 
     def __init__(self, activations: Sequence[BaseModel | None], dimensions: Sequence[int | None],
-                 *, input_size: int | None = None, use_bias: bool = True,
-                 name: str | None = None) -> None:
+                 input_name_templates: dict[str, str] | None = None, input: Any = TBD, *,
+                 input_size: int | None = None, use_bias: bool = True,
+                 name: str | None = None, **weights_biases: Any) -> None:
         super().__init__(name)
         activations, dimensions = list(activations), list(dimensions)
         if len(activations) != len(dimensions):
@@ -655,18 +670,67 @@ class MLP(Model):
                                 f"{len(activations)} activations for {len(dimensions)} dimensions")
         if not dimensions:
             raise ArgumentError("MLP needs at least one layer")
+        if not isinstance(input_name_templates, dict | None):
+            raise ArgumentTypeError(
+                f"MLP input_name_templates must be a dict such as {{'weight': 'w', 'bias': "
+                f"'b'}}, got {input_name_templates!r}")
+        templates = dict(input_name_templates or {})
+        unknown = sorted(set(templates) - {"weight", "bias"})
+        if unknown or not all(isinstance(v, str) and v for v in templates.values()):
+            raise ArgumentError(
+                f"MLP input_name_templates takes the keys 'weight' and 'bias' with non-empty "
+                f"string prefixes, got {input_name_templates!r}")
+        w_prefix = templates.get("weight", "weight")
+        b_prefix = templates.get("bias", "bias")
+        params = [(f"{w_prefix}{i}", f"{b_prefix}{i}" if use_bias else None)
+                  for i in range(len(dimensions))]
+        known = {n for pair in params for n in pair if n is not None}
+        if len(known) != len(dimensions) * (2 if use_bias else 1):
+            raise ArgumentError(f"MLP input_name_templates {input_name_templates!r} give the "
+                                "weights and biases the same names")
+        extra = sorted(set(weights_biases) - known)
+        if extra:
+            raise ArgumentError(f"MLP has no parameter {', '.join(map(repr, extra))}; its "
+                                f"parameters: {', '.join(sorted(known))}")
+
+        def key(term: str) -> IOKey:
+            value = weights_biases.get(term, TBD)
+            return IOKey(term) if value is TBD else IOKey(term, value=value)
+
         for i, (act, dim) in enumerate(zip(activations, dimensions, strict=True)):
+            if act is not None and not isinstance(act, BaseModel):
+                raise ArgumentTypeError(
+                    f"MLP activations must be models such as Relu() (Buffer() or None for "
+                    f"none), got {act!r}")
             layer = Linear(dim, use_bias, input_size=input_size if i == 0 else None)
+            w_name, b_name = params[i]
+            conns: dict[str, Any] = {"weight": key(w_name)}
+            if b_name is not None:
+                conns["bias"] = key(b_name)
             if i == 0:
-                self |= layer(input="input")
+                conns["input"] = IOKey("input") if input is TBD else IOKey("input", value=input)
+                self |= layer(**conns)
             else:
-                self += layer
+                self += layer(**conns)
             if act is not None:
-                if not isinstance(act, BaseModel):
-                    raise ArgumentTypeError(
-                        f"MLP activations must be models such as Relu() or None, "
-                        f"got {act!r}")
                 self += act
+        self._param_names = tuple(sorted(known))
+
+    def connect(self, *args: Any, **kwargs: Any) -> ConnectSpec:
+        """Connect ``input`` and ``output`` (also positionally, in that order) and the
+        parameters (``weight0=...``, by keyword)."""
+        names = ("input", "output")
+        if len(args) > len(names):
+            raise ArgumentError(f"MLP.connect takes at most {len(names)} positional terminals "
+                                f"(input, output); give the parameters by name "
+                                f"({', '.join(self._param_names)})")
+        for term, value in zip(names, args, strict=False):
+            if term in kwargs:
+                raise ArgumentError(f"MLP.connect got {term!r} twice")
+            kwargs[term] = value
+        return super().connect(**kwargs)
+
+    __call__ = connect
 
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Concat", "Conv1d", "Conv2d",

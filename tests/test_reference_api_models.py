@@ -1,6 +1,6 @@
 """Models under the reference Mithril's names (``reference-api-table.md``: Divide, FloorDivide,
-Power, ShiftLeft, ShiftRight, PermuteTensor, Split, ScaledDotProduct) on every backend: terminal
-names and order, defaults, and numbers against NumPy float64."""
+Power, ShiftLeft, ShiftRight, PermuteTensor, Split, ScaledDotProduct, Embedding, MLP) on every
+backend: terminal names and order, defaults, and numbers against NumPy float64."""
 
 from __future__ import annotations
 

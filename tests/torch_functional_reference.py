@@ -185,11 +185,10 @@ def _layer(r: _Run, scope: _Scope, node: Layer, x: Tensor) -> Tensor:
         y = x @ r.param(f"{key}.weight").T
         return y + r.param(f"{key}.bias") if h["bias"] else y
     if kind == "mlp":
-        inner = _Scope((*scope.path, key.rsplit(".", 1)[-1]))
+        # the reference's parameter names: weight{i} / bias{i} of layer i
         acts = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda t: t}
-        for act in h["acts"]:
-            k = inner.prefix(inner.key("linear"))
-            x = acts[act](x @ r.param(f"{k}.weight").T + r.param(f"{k}.bias"))
+        for i, act in enumerate(h["acts"]):
+            x = acts[act](x @ r.param(f"{key}.weight{i}").T + r.param(f"{key}.bias{i}"))
         return x
     if kind == "flatten":
         return x.reshape(x.shape[0], -1)

@@ -271,8 +271,7 @@ class Model(BaseModel):
         top = model
         while top.parent is not None:
             top = top.parent
-        if top is self or not getattr(top, "functional_home", False) or self._holds_model(top) \
-                or top._holds_model(self):
+        if top is self or not getattr(top, "functional_home", False) or top._holds_model(self):
             return
         outs = {n: IOKey() for n in top.output_terminals()}  # unnamed here
         kept = self._cout_fixed, self._chain_out  # this model's canonical output stays
@@ -281,6 +280,7 @@ class Model(BaseModel):
         self._iface = None
 
     def _holds_model(self, model: BaseModel) -> bool:
+        """Whether ``model`` is this model or a model inside it."""
         m: BaseModel | None = model
         while m is not None and m is not self:
             m = m.parent
@@ -292,10 +292,7 @@ class Model(BaseModel):
 
     def _holds(self, conn: Connection) -> bool:
         """Whether ``conn`` belongs to this model or to a model inside it."""
-        m: BaseModel | None = conn.model
-        while m is not None and m is not self:
-            m = m.parent
-        return m is self
+        return self._holds_model(conn.model)
 
     def lift(self, conn: Connection, what: str = "") -> Connection:
         """This model's connection for ``conn``: ``conn`` itself, or, for a connection of a

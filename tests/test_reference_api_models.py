@@ -24,15 +24,13 @@ from mithril.models import (
     primitives,
 )
 from tests.backend_names import backend_of as make
+from tests.backend_names import ids_of, tolerances
 
 BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float32"),
             ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+IDS = ids_of(BACKENDS)
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else {"rtol": 1e-5,
-                                                                      "atol": 1e-6}
+tol = tolerances((1e-12, 1e-12), (1e-5, 1e-6))
 
 
 def run(model: Any, b: Any, data: dict[str, np.ndarray]) -> np.ndarray:

@@ -34,17 +34,14 @@ from mithril.models import (
     Sum,
     TrainModel,
 )
+from tests.backend_names import WIDEST, ids_of, tolerances
 from tests.backend_names import backend_of as make
 
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
-            ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+BACKENDS = WIDEST
+IDS = ids_of(BACKENDS)
 TINY = {"float64": np.finfo(np.float64).tiny, "float32": float(np.finfo(np.float32).tiny)}
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-12, "atol": 1e-12} if dtype == "float64" else {"rtol": 2e-5,
-                                                                      "atol": 1e-6}
+tol = tolerances((1e-12, 1e-12), (2e-5, 1e-6))
 
 
 def value_and_grads(model: Any, b: Any, params: dict[str, np.ndarray],

@@ -24,17 +24,14 @@ from mithril.models import (
     SquaredError,
     TrainModel,
 )
+from tests.backend_names import WIDEST, ids_of, tolerances
 from tests.backend_names import backend_of as make
 
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
-            ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+BACKENDS = WIDEST
+IDS = ids_of(BACKENDS)
 RNG = np.random.default_rng(7)
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-10, "atol": 1e-12} if dtype == "float64" else {"rtol": 2e-5,
-                                                                      "atol": 1e-6}
+tol = tolerances((1e-10, 1e-12), (2e-5, 1e-6))
 
 
 def regression(b: Any) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -33,18 +33,14 @@ from mithril.models import (
     SiLU,
     Transpose,
 )
-from tests.backend_names import backend_of
+from tests.backend_names import WIDEST, backend_of, ids_of, tolerances
 
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
-            ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+BACKENDS = WIDEST
+IDS = ids_of(BACKENDS)
 HIDDEN, HEADS, MLP_RATIO = 8, 2, 2.0
 SHAPES = {"input": [2, 5, HIDDEN], "vec": [2, HIDDEN], "pe": [1, 1, 5, 2, 2, 2]}
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-10, "atol": 1e-12} if dtype == "float64" else {"rtol": 1e-4,
-                                                                      "atol": 1e-5}
+tol = tolerances((1e-10, 1e-12), (1e-4, 1e-5))
 
 
 # ---- an IOKey's shape inside a reshape target, before the IOKey is connected ----

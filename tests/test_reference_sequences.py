@@ -23,17 +23,14 @@ from mithril.models import (
     TrainModel,
 )
 from mithril.utils.utils import pack_data_into_time_slots, unpack_time_slot_data
+from tests.backend_names import WIDEST, ids_of, tolerances
 from tests.backend_names import backend_of as make
 
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
-            ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+BACKENDS = WIDEST
+IDS = ids_of(BACKENDS)
 RNG = np.random.default_rng(11)
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-10, "atol": 1e-12} if dtype == "float64" else {"rtol": 2e-5,
-                                                                      "atol": 2e-6}
+tol = tolerances((1e-10, 1e-12), (2e-5, 2e-6))
 
 
 # ---- time slots -------------------------------------------------------------------------

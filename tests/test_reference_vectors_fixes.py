@@ -38,18 +38,15 @@ from mithril.models import (
     ShiftRight,
     Transpose,
 )
+from tests.backend_names import WIDEST, ids_of, tolerances
 from tests.backend_names import backend_of as make
 from tools import reference_vectors as rv
 
-BACKENDS = [("numpy", "float64"), ("torch", "float64"), ("jax", "float64"),
-            ("mlx", "float32")]
-IDS = [f"{b}-{d}" for b, d in BACKENDS]
+BACKENDS = WIDEST
+IDS = ids_of(BACKENDS)
 RNG = np.random.default_rng(14)
 
-
-def tol(dtype: str) -> dict[str, float]:
-    return {"rtol": 1e-13, "atol": 1e-13} if dtype == "float64" else {"rtol": 1e-5,
-                                                                      "atol": 1e-6}
+tol = tolerances((1e-13, 1e-13), (1e-5, 1e-6))
 
 
 def value_and_grad(model: Any, b: Any, params: dict[str, np.ndarray],

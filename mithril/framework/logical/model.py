@@ -226,10 +226,9 @@ class Model(BaseModel):
         # expressions of IOKeys are built here first
         args = tuple(self.materialize(a) if isinstance(a, Expr) else
                      a.output_connection() if isinstance(a, ConnectSpec) else a for a in args)
-        for a in args:  # a functional model begun apart (on other IOKeys) joins this one
-            if isinstance(a, Connection) and not self._holds(a):
-                self.absorb(a.model)
-        try:  # connections of models inside this one are used through their bindings here
+        # connections of models inside this one are used through their bindings here (lift
+        # first adds a functional model begun apart, on other IOKeys: absorb)
+        try:
             args = tuple(self.lift(a) if isinstance(a, Connection) else a for a in args)
         except TerminalError:
             other = next(a for a in args if isinstance(a, Connection) and not self._holds(a))

@@ -24,7 +24,6 @@ from . import layers as _layers
 from . import pooling as _pool
 from . import primitives as _p
 from . import reference_numerics as _rn
-from ._build import add_op as _add
 from .reference import add_op
 
 __all__ = ["Divide", "FloorDivide", "Power", "ShiftLeft", "ShiftRight", "PermuteTensor",
@@ -614,16 +613,16 @@ class _PaddedPool(Model):
                  stride: Any, dilation: Any, *, name: str | None = None) -> None:
         super().__init__(name)
         self._op = op
-        x = _add(self, "buffer", input=IOKey("input", type=float))
-        flat = _add(self, "flatten", input=x, start_dim=0, end_dim=-nd - 1)
-        padded = _add(self, "pad", input=flat, pad_width=((0, 0), *pads))
+        x = add_op(self, "buffer", input=IOKey("input", type=float))
+        flat = add_op(self, "flatten", input=x, start_dim=0, end_dim=-nd - 1)
+        padded = add_op(self, "pad", input=flat, pad_width=((0, 0), *pads))
         window: dict[str, Any] = {"kernel_size": kernel_size, "stride": stride,
                                   "padding": (0,) * nd}
         if op.startswith("max"):
             window["dilation"] = dilation
-        pooled = _add(self, op, input=padded, **window)
-        _add(self, "reshape", out=IOKey("output"), input=pooled,
-             shape=x.shape[:-nd] + pooled.shape[-nd:])
+        pooled = add_op(self, op, input=padded, **window)
+        add_op(self, "reshape", out=IOKey("output"), input=pooled,
+               shape=x.shape[:-nd] + pooled.shape[-nd:])
         self.set_cin("input")
         self.set_cout("output")
 

@@ -1,6 +1,8 @@
-"""The reference Mithril's size-free recurrent cell (``RNNCell()``), beside the guide's
-``nn.RNNCell``-style ``RNNCell(input_size, hidden_size)``; ``mithril.models.RNNCell`` gives
-one or the other by its arguments.
+"""The reference Mithril's size-free recurrent cells (``RNNCell()``, ``LSTMCell()``), beside the
+guide's ``nn.RNNCell``/``nn.LSTMCell``-style ``RNNCell(input_size, hidden_size)``;
+``mithril.models.RNNCell`` / ``LSTMCell`` give one or the other by their arguments. Also the
+sequence models over them (``ManyToOne``, ``OneToMany``, ``EncoderDecoder``,
+``EncoderDecoderInference``).
 
 The reference's cell works on variable-length batches sorted by length: at each step the
 ``input`` has ``N`` rows, the previous hidden state ``prev_hidden`` ``M >= N`` rows; the first
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ArgumentError
 from ..framework.logical.model import IOKey, Model
 from . import recurrent as _recurrent
 from ._build import add_op
@@ -289,8 +292,6 @@ class EncoderDecoderInference(Model):
     def __init__(self, cell_type: Any, max_input_sequence_length: int,
                  max_target_sequence_length: int, *, name: str | None = None) -> None:
         super().__init__(name)
-        from ..errors import ArgumentError
-
         if not getattr(cell_type, "reference_cell", False):
             raise ArgumentError(f"EncoderDecoderInference takes a size-free reference cell "
                                 f"(RNNCell(), LSTMCell()), got {type(cell_type).__name__}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.monomials import monomial_indices
+from ..backends.kernel_args import monomial_indices
 from ..framework.physical.graph import Node
 from .builder import ONNX_TYPES
 from .mapping import maps

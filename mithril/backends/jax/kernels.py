@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...framework.types import Dtype, as_dtype
-from ..monomials import int_tuple, pad_pairs, polynomial, size_tuple
+from ..kernel_args import int_tuple, pad_pairs, polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)

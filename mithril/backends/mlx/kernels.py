@@ -25,7 +25,7 @@ import numpy as np
 
 from ...framework.scan import register_scan
 from ...framework.types import FLOAT, INT, as_dtype, kind_of_python
-from ..monomials import int_tuple, pad_pairs, polynomial, size_tuple
+from ..kernel_args import int_tuple, pad_pairs, polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)

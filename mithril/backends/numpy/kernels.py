@@ -27,7 +27,7 @@ import numpy as np
 
 from ...errors import ArgumentTypeError
 from ...framework import types as _types
-from ..monomials import polynomial, size_tuple
+from ..kernel_args import polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)

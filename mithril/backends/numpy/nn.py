@@ -14,31 +14,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..kernel_args import int_tuple, pad_pairs
 from .kernels import _float_dtype, _output_of, kernel, registry, softmax
 
 
 # ---- window geometry over the last nd dims (any leading dims) ------------------------------------
-def _ntuple(value: int | Sequence[int], nd: int, what: str) -> tuple[int, ...]:
-    """``value`` as a tuple of ``nd`` ints (an int is repeated)."""
-    if isinstance(value, int | np.integer):
-        return (int(value),) * nd
-    items = tuple(int(v) for v in value)
-    if len(items) != nd:
-        raise ValueError(f"{what} needs {nd} values, got {value!r}")
-    return items
-
-
-def _pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
-    """Padding as ``nd`` ``(before, after)`` pairs (ints and int tuples are accepted too)."""
-    if isinstance(value, int | np.integer):
-        return ((int(value), int(value)),) * nd
-    items = tuple(value)
-    if len(items) != nd:
-        raise ValueError(f"padding needs {nd} entries, got {value!r}")
-    return tuple((int(p), int(p)) if isinstance(p, int | np.integer) else
-                 (int(p[0]), int(p[1])) for p in items)
-
-
 def _pad_last(x: np.ndarray, pads: Sequence[tuple[int, int]], value: float = 0) -> np.ndarray:
     """Pad the last ``len(pads)`` dims of ``x`` with ``value`` (``x`` itself if no padding)."""
     if all(a == 0 and b == 0 for a, b in pads):
@@ -64,8 +44,8 @@ def _geometry(sizes: Sequence[int], kernel: tuple[int, ...], stride: Any, paddin
     """Normalised ``(stride, pads, dilation, padded sizes, window counts)`` of windows of
     ``kernel`` over spatial ``sizes`` (``stride=None``: the kernel; floor mode)."""
     nd = len(kernel)
-    s = kernel if stride is None else _ntuple(stride, nd, "stride")
-    p, d = _pad_pairs(padding, nd), _ntuple(dilation, nd, "dilation")
+    s = kernel if stride is None else int_tuple(stride, nd, "stride")
+    p, d = pad_pairs(padding, nd), int_tuple(dilation, nd, "dilation")
     padded = tuple(n + a + b for n, (a, b) in zip(sizes, p, strict=True))
     out = tuple((n - dd * (k - 1) - 1) // ss + 1
                 for n, k, ss, dd in zip(padded, kernel, s, d, strict=True))
@@ -84,7 +64,7 @@ def _offset_slices(kernel: Sequence[int], stride: Sequence[int], dilation: Seque
 
 
 registry.kernels_from({
-    "pad": lambda input, pad_width: _pad_last(input, _pad_pairs(pad_width, input.ndim)),
+    "pad": lambda input, pad_width: _pad_last(input, pad_pairs(pad_width, input.ndim)),
     "embedding": lambda input, weight: weight[input],
 })
 
@@ -185,7 +165,7 @@ def conv2d_fwd(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
 def _pool_geometry(input: np.ndarray, nd: int, kernel_size: Any, stride: Any, padding: Any,
                    dilation: Any) -> tuple[tuple[int, ...], ...]:
     """Normalised ``(kernel, stride, pads, dilation, out_sizes)`` of a pooling call."""
-    k = _ntuple(kernel_size, nd, "kernel_size")
+    k = int_tuple(kernel_size, nd, "kernel_size")
     s, p, d, _, out = _geometry(input.shape[input.ndim - nd:], k, stride, padding, dilation)
     return k, s, p, d, out
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..monomials import monomial_indices
+from ..kernel_args import monomial_indices, pad_pairs
 from . import kernels as _k
 from . import nn as _nn
 from .kernels import registry
@@ -150,7 +150,7 @@ registry.vjps_from({
     "reshape": lambda g, y, x, shape=None, cache=None: (_grad(x, np.reshape(g, x.shape)), None),
     "broadcast_to": lambda g, y, x, shape=None, cache=None: (_grad(x, g), None),
     "pad": lambda g, y, x, pad_width=None, cache=None: (_grad(x, _nn._crop_last(
-        np.asarray(g), _nn._pad_pairs(pad_width, x.ndim), x.shape)), None),
+        np.asarray(g), pad_pairs(pad_width, x.ndim), x.shape)), None),
     # repeated indices add up
     "embedding": lambda g, y, x, w, cache=None: (None, _embedding_grad(g, x, w)),
 })

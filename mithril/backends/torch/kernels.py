@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...framework import types as _types
-from ..monomials import polynomial, size_tuple
+from ..kernel_args import int_tuple, pad_pairs, polynomial, size_tuple
 from ..registry import KernelRegistry
 
 #: this module's kernels, by primitive (``registry.table()`` checks them)
@@ -58,11 +58,6 @@ def _as_tensors(left: TensorOrNumber, right: TensorOrNumber) -> tuple[Tensor, Te
     if not isinstance(right, torch.Tensor):
         right = torch.as_tensor(right, device=left.device)
     return left, right
-
-
-def _tuple(value: int | Sequence[int], nd: int) -> tuple[int, ...]:
-    """An int repeated ``nd`` times, or the given sequence as a tuple."""
-    return (value,) * nd if isinstance(value, int) else tuple(value)
 
 
 def _flat_pad(pairs: Sequence[Sequence[int]]) -> list[int]:
@@ -244,31 +239,31 @@ def to_tensor(input: Any, *, float_dtype: torch.dtype | None = None,
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """2-d convolution (cross-correlation); ``padding`` holds ``(before, after)`` pairs."""
-    pairs = [(p, p) if isinstance(p, int) else tuple(p) for p in _tuple(padding, 2)]
+    pairs = pad_pairs(padding, 2)
     sym: tuple[int, ...] = tuple(lo for lo, _ in pairs)
     if any(lo != hi for lo, hi in pairs):
         input, sym = F.pad(input, _flat_pad(pairs)), (0, 0)
-    return F.conv2d(input, weight, bias, _tuple(stride, 2), sym, _tuple(dilation, 2), groups)
+    return F.conv2d(input, weight, bias, int_tuple(stride, 2), sym, int_tuple(dilation, 2), groups)
 
 
 def _window(kernel_size: Any, stride: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Pooling window and stride (``stride=None``: the window)."""
-    k = _tuple(kernel_size, 2)
-    return k, k if stride is None else _tuple(stride, 2)
+    k = int_tuple(kernel_size, 2)
+    return k, k if stride is None else int_tuple(stride, 2)
 
 
 @kernel("max_pool2d")
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1) -> Tensor:
     """2-d max pooling (pads with -inf, floor mode)."""
-    return F.max_pool2d(input, *_window(kernel_size, stride), _tuple(padding, 2),
-                        _tuple(dilation, 2))
+    return F.max_pool2d(input, *_window(kernel_size, stride), int_tuple(padding, 2),
+                        int_tuple(dilation, 2))
 
 
 @kernel("avg_pool2d")
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
     """2-d average pooling; zero padding counts in the average (PyTorch's default)."""
-    return F.avg_pool2d(input, *_window(kernel_size, stride), _tuple(padding, 2),
+    return F.avg_pool2d(input, *_window(kernel_size, stride), int_tuple(padding, 2),
                         ceil_mode=False, count_include_pad=True)
 
 

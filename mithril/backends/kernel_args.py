@@ -1,5 +1,5 @@
-"""Framework-neutral helpers of the kernels: ``polynomial_features``' monomials, shapes and
-window arguments."""
+"""Framework-neutral helpers of every backend's kernels: ``polynomial_features``' monomials,
+random kernels' shapes, window arguments (strides, dilations, kernel sizes, padding)."""
 
 from __future__ import annotations
 
@@ -49,13 +49,18 @@ def size_tuple(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
 
 
-def int_tuple(value: Any, nd: int) -> tuple[int, ...]:
+def int_tuple(value: Any, nd: int, what: str = "window argument") -> tuple[int, ...]:
     """A window argument (stride, dilation, kernel size), an int or ``nd`` ints, as ``nd`` ints.
 
     >>> int_tuple(2, 2), int_tuple([1, 3], 2)
     ((2, 2), (1, 3))
     """
-    return (int(value),) * nd if isinstance(value, int) else tuple(int(v) for v in value)
+    if isinstance(value, int | np.integer):
+        return (int(value),) * nd
+    items = tuple(int(v) for v in value)
+    if len(items) != nd:
+        raise ValueError(f"{what} needs {nd} values, got {value!r}")
+    return items
 
 
 def pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
@@ -64,6 +69,10 @@ def pad_pairs(value: Any, nd: int) -> tuple[tuple[int, int], ...]:
     >>> pad_pairs(1, 2), pad_pairs([0, (1, 2)], 2)
     (((1, 1), (1, 1)), ((0, 0), (1, 2)))
     """
-    items = (value,) * nd if isinstance(value, int) else tuple(value)
-    return tuple((int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1]))
-                 for p in items)
+    if isinstance(value, int | np.integer):
+        return ((int(value), int(value)),) * nd
+    items = tuple(value)
+    if len(items) != nd:
+        raise ValueError(f"padding needs {nd} entries, got {value!r}")
+    return tuple((int(p), int(p)) if isinstance(p, int | np.integer) else
+                 (int(p[0]), int(p[1])) for p in items)

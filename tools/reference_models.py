@@ -276,7 +276,7 @@ def _connection(value: Any, children: Mapping[str, Any]) -> Any:
 
 
 def _array(value: Any, backend: Any) -> Any:
-    """A json value as a backend array (lists of arrays for ``is_list`` values)."""
+    """A json value as a backend array (float64 or int64, as ``to_numpy`` gives it)."""
     return backend.array(to_numpy(value))
 
 

@@ -35,7 +35,8 @@ from ...errors import ShapeMismatchError
 from .. import types as T
 from ..shapes import ShapeConflict, TypeConflict, frag_from_template, schedule, set_attr
 from .connection import ConnectionAlgebra, IOKey
-from .meta import SCALAR, Meta, make_kind, unify_items, unify_meta
+from .constants import kind_of_scalar
+from .meta import SCALAR, TENSOR, Meta, make_kind, unify_items, unify_meta
 
 
 class TensorSlot:
@@ -81,8 +82,6 @@ def meta_of_element(value: Any) -> Meta:
         m = Meta.scalar()
         set_attr(m, "items", type(value)(meta_of_element(v) for v in value))
         return m
-    from .constants import kind_of_scalar
-
     return Meta.scalar(kind_of_scalar(value), value=value)
 
 
@@ -161,6 +160,6 @@ def carries_tensors(meta: Meta) -> bool:
     (True, 'tuple (tensor [(V, ...)], value 3)')
     """
     r = meta.root()
-    if r.kind == "tensor":
+    if r.kind == TENSOR:
         return True
     return r.items is not None and any(carries_tensors(m) for m in r.items)

@@ -13,8 +13,6 @@ from typing import Any
 
 from . import loops  # noqa: F401  (issue 15: the loop primitives join the catalogue)
 
-_REFERENCE_NAMES = ("Connection", "IOKey", "Tensor")
-
 
 def __getattr__(name: str) -> Any:
     # given lazily: mithril.types imports this package, so importing it here would be circular

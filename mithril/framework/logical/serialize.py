@@ -405,11 +405,11 @@ def _build_composite(node: dict[str, Any], where: str, depth: int) -> Model:
         if i in made:
             return made[i]
         c = conns[i]
-        if c.get("key") is not None and "items" not in c:
-            return IOKey(c["key"], expose=bool(c.get("expose")))
         if "items" in c:
             return IOKey(c.get("key"), value=decode_items(c["items"], child_where),
                          expose=bool(c.get("expose")))
+        if c.get("key") is not None:
+            return IOKey(c["key"], expose=bool(c.get("expose")))
         if "value" in c:
             return decode_value(c["value"], child_where, depth)
         if c.get("expose"):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ArgumentTypeError
 from .. import types as T
-from .meta import TBD, TENSOR, Meta
+from .meta import TBD, Meta
 from .symbols import readable_in
 
 if TYPE_CHECKING:
@@ -415,10 +415,9 @@ def tuple_value(conn: ConnectionAlgebra, value: Any) -> Any:
     return value
 
 
-
 def is_tensor_connection(item: Any) -> bool:
     """Whether ``item`` is a connection already known to carry a tensor."""
-    return isinstance(item, Connection) and item.meta.root().kind == TENSOR
+    return isinstance(item, Connection) and item.meta.is_tensor
 
 
 def _known_rank(conn: Any) -> int | None:
